@@ -1,0 +1,79 @@
+"""Tiny random MusicGen checkpoints in the transformers layout, built with transformers itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = ("calm lofi piano with vinyl crackle deep house a hypnotic bassline bossa nova guitar drums synth "
+         "rock jazz ambient pads slow fast").split()
+
+
+def tiny_config(stereo: bool = False, proj: bool = True):
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    text = T5Config(vocab_size=len(WORDS) + 64, d_model=24 if proj else 32, d_kv=8, d_ff=32, num_layers=2,
+                    num_heads=3, relative_attention_num_buckets=8)
+    channels = 2 if stereo else 1
+    # Hop 640 at 32 kHz: 50 frames a second, as the real EnCodec 32 kHz; 2.2 kbps gives 4 codebooks.
+    codec = EncodecConfig(hidden_size=16, num_filters=4, codebook_size=64, codebook_dim=16,
+                          upsampling_ratios=[8, 5, 4, 4], sampling_rate=32000, audio_channels=1,
+                          num_residual_layers=1, target_bandwidths=[2.2], chunk_length_s=None, overlap=None,
+                          normalize=False, use_causal_conv=False, num_lstm_layers=1)
+    decoder = MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    ffn_dim=64, num_codebooks=4 * channels, audio_channels=channels,
+                                    pad_token_id=64, bos_token_id=64, max_position_embeddings=2048)
+    return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict())
+
+
+def save_tokenizer(folder: Path):
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [("▁" + w, -1.0) for w in WORDS]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.-"]
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(str(folder))
+
+
+def build_reference(stereo: bool = False, proj: bool = True, seed: int = 0):
+    """A random MusicgenForConditionalGeneration whose EnCodec codebooks are random too
+    (transformers initialises them to zero, which would make every code decode alike)."""
+    from transformers import MusicgenForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(tiny_config(stereo, proj)).eval()
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_(0, 1)
+        # Larger decoder weights give peaked, prompt-dependent distributions, so greedy parity is a real test.
+        for name, p in model.decoder.named_parameters():
+            if p.dim() == 2 and "embed" not in name:
+                p.normal_(0, 0.3)
+    return model
+
+
+def save_checkpoint(folder: Path, stereo: bool = False, proj: bool = True, safe: bool = True,
+                    shard: str | None = None, seed: int = 0):
+    """Save like the hub's checkpoints: model.safetensors, or pytorch_model.bin when not `safe`,
+    sharded with an index when `shard` gives a maximum shard size."""
+    import json
+
+    from safetensors.torch import load_file
+
+    model = build_reference(stereo, proj, seed)
+    model.save_pretrained(str(folder), **({"max_shard_size": shard} if shard else {}))
+    if not safe:
+        for path in sorted(folder.glob("model*.safetensors")):
+            torch.save(load_file(str(path)), folder / path.name.replace("model", "pytorch_model").replace(
+                ".safetensors", ".bin"))
+            path.unlink()
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            data = json.loads(index.read_text())
+            data["weight_map"] = {k: v.replace("model", "pytorch_model").replace(".safetensors", ".bin")
+                                  for k, v in data["weight_map"].items()}
+            (folder / "pytorch_model.bin.index.json").write_text(json.dumps(data))
+            index.unlink()
+    save_tokenizer(folder)
+    return model

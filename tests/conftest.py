@@ -1,0 +1,37 @@
+"""Tiny random checkpoints, built once per session with transformers (the reference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from .checkpoints import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+
+
+def _make(tmp_path_factory, name, **kwargs):
+    folder = tmp_path_factory.mktemp(name)
+    model = save_checkpoint(folder, **kwargs)
+    return folder, model
+
+
+@pytest.fixture(scope="session")
+def mono_ckpt(tmp_path_factory):
+    """(folder, transformers reference model): mono, safetensors, T5 states projected."""
+    return _make(tmp_path_factory, "mono")
+
+
+@pytest.fixture(scope="session")
+def stereo_ckpt(tmp_path_factory):
+    return _make(tmp_path_factory, "stereo", stereo=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def mono_model(mono_ckpt):
+    from tunesmith import MusicGen
+
+    return MusicGen.from_pretrained(mono_ckpt[0], device="cpu")

@@ -1,0 +1,1 @@
+"""Audio helpers: reading and writing files, the output check."""

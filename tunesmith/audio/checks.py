@@ -1,0 +1,78 @@
+"""The output check: a clean exit code is not proof that the math was right.
+
+Each clip is measured for non-finite samples, silence, clipping, DC offset and broadband static
+(median spectral flatness over time: white noise sits near 0.56, tones and chords near 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SILENCE_DBFS = -60.0  # RMS below this is silence
+CLIPPED_FRACTION = 0.001  # share of samples in flat tops (4+ samples in a row at the peak) that means clipping
+DC_LIMIT = 0.05  # absolute mean of a channel
+STATIC_FLATNESS = 0.3  # median spectral flatness above this is static, not music
+FFT_SIZE, FFT_HOP = 2048, 1024
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    peak: float = 0.0
+    rms_dbfs: float = float("-inf")
+    dc_offset: float = 0.0
+    clipped_fraction: float = 0.0
+    flatness: float = 0.0
+
+    def summary(self) -> str:
+        return "ok" if self.ok else "; ".join(self.problems)
+
+
+def spectral_flatness(mono: np.ndarray) -> np.ndarray:
+    """Flatness (geometric / arithmetic mean of the power spectrum) of each non-silent frame."""
+    if mono.size < FFT_SIZE:
+        mono = np.pad(mono, (0, FFT_SIZE - mono.size))
+    n = 1 + (mono.size - FFT_SIZE) // FFT_HOP
+    frames = np.lib.stride_tricks.sliding_window_view(mono, FFT_SIZE)[::FFT_HOP][:n] * np.hanning(FFT_SIZE)
+    power = np.abs(np.fft.rfft(frames, axis=1)[:, 1:]) ** 2 + 1e-20  # DC bin left out
+    loud = frames.std(axis=1) > 10 ** (SILENCE_DBFS / 20)
+    power = power[loud]
+    if not len(power):
+        return np.zeros(0)
+    return np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
+
+
+def check_audio(audio: np.ndarray) -> CheckResult:
+    """audio (channels, samples) float -> CheckResult with every problem found."""
+    problems = []
+    finite = np.isfinite(audio)
+    if not finite.all():
+        problems.append(f"{(~finite).mean():.1%} of samples are NaN or infinite")
+    x = np.where(finite, audio, 0.0).astype(np.float64)
+    if x.size == 0:
+        return CheckResult(False, ["no samples"])
+    peak = float(np.abs(x).max())
+    rms = float(np.sqrt(np.mean(x**2)))
+    rms_dbfs = 20 * np.log10(rms) if rms > 0 else float("-inf")
+    dc = float(np.abs(x.mean(axis=1)).max())
+    at_peak = np.abs(x) >= peak * (1 - 1e-6)
+    flat_top = at_peak[:, 3:] & at_peak[:, 2:-1] & at_peak[:, 1:-2] & at_peak[:, :-3]  # a sine never holds 4
+    clipped = float(flat_top.mean()) if peak > 0 and flat_top.size else 0.0
+    flat = spectral_flatness(x.mean(axis=0))
+    flatness = float(np.median(flat)) if flat.size else 0.0
+
+    if rms_dbfs < SILENCE_DBFS:
+        problems.append(f"silent (RMS {rms_dbfs:.0f} dBFS)")
+    else:
+        if clipped > CLIPPED_FRACTION:
+            problems.append(f"clipped ({clipped:.1%} of samples in flat tops at {peak:.2f})")
+        elif peak > 1.0:
+            problems.append(f"peak {peak:.2f} is above full scale and will clip when written")
+        if flatness > STATIC_FLATNESS:
+            problems.append(f"sounds like broadband static (spectral flatness {flatness:.2f})")
+    if dc > DC_LIMIT:
+        problems.append(f"DC offset {dc:.3f}")
+    return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness)

@@ -1,0 +1,189 @@
+"""The tunesmith command. It only calls the public API; every failure is one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import InvalidParameter, TunesmithError
+
+log = logging.getLogger("tunesmith")
+
+EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        self.exit(EXIT_USAGE, f"tunesmith: error: {message} (see 'tunesmith {self.prog.split()[-1]} --help')\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="generate music from text prompts")
+    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="what the music should be")
+    gen.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
+    gen.add_argument("-d", "--duration", type=_seconds, default=10.0, help="seconds of audio (default: 10)")
+    gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
+    gen.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default: 1.0)")
+    gen.add_argument("--top-k", type=int, default=250, help="0 disables (default: 250)")
+    gen.add_argument("--top-p", type=float, default=0.0, help="0 disables (default: 0)")
+    gen.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance, 1 disables (default: 3)")
+    gen.add_argument("-o", "--output", default=None,
+                     help="output file (.wav or .flac) or folder; several clips get -1, -2, ... suffixes")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("models", help="list model aliases and whether each is in the local cache")
+    down = sub.add_parser("download", help="download a model into the local Hugging Face cache")
+    down.add_argument("model", help="alias or hub id")
+    return parser
+
+
+def slug(prompt: str, limit: int = 40) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    out = ""
+    for w in words:
+        if len(out) + len(w) + 1 > limit:
+            break
+        out = f"{out}-{w}" if out else w
+    return out or (words[0][:limit] if words else "tunesmith")
+
+
+def _unique(path: Path, taken: set[Path]) -> Path:
+    candidate, n = path, 2
+    while candidate.exists() or candidate in taken:
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwrite: bool) -> list[Path]:
+    """Output paths for (prompt, seed) rows, decided and checked before any generation.
+
+    Auto-named files never replace anything; an explicit file is replaced only with --overwrite.
+    """
+    from .audio.io import check_output_path
+
+    if output is None or output.endswith(("/", os.sep)) or Path(output).is_dir():
+        folder = Path(output) if output else Path(".")
+        if not folder.is_dir():
+            raise TunesmithError(f"output folder {folder} does not exist")
+        taken: set[Path] = set()
+        paths = []
+        for prompt, seed in rows:
+            name = f"{slug(prompt)}-{seed}.wav" if seed is not None else f"{slug(prompt)}.wav"
+            paths.append(_unique(folder / name, taken))
+            taken.add(paths[-1])
+    else:
+        base = Path(output)
+        if len(rows) == 1:
+            paths = [base]
+        else:
+            paths = [base.with_name(f"{base.stem}-{i}{base.suffix}") for i in range(1, len(rows) + 1)]
+        clash = [p for p in paths if p.exists()]
+        if clash and not overwrite:
+            raise TunesmithError(f"{clash[0]} exists: choose another output or pass --overwrite")
+    for p in paths:
+        check_output_path(p)
+    return paths
+
+
+def cmd_generate(args) -> int:
+    from .api import MusicGen
+    from .engine.sampling import MAX_SEED
+
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise InvalidParameter(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
+    if not 1 <= args.variations <= 64:
+        raise InvalidParameter(f"-n must be from 1 to 64, got {args.variations}")
+    if not (args.duration > 0 and args.duration < float("inf")):
+        raise InvalidParameter(f"duration must be a positive number of seconds, got {args.duration}")
+    # Decide the seed here so that file names can carry it before generation starts.
+    if args.seed is None:
+        import secrets
+
+        args.seed = secrets.randbelow(MAX_SEED + 1 - args.variations)
+    rows = [(p, (args.seed + v) % (MAX_SEED + 1)) for p in args.prompts for v in range(args.variations)]
+    paths = plan_outputs(args.output, rows, args.overwrite)
+
+    model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    clips = model.generate(args.prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
+                           progress=not args.quiet)
+    failed = 0
+    for clip, path in zip(clips, paths):
+        clip.save(path)
+        print(path)
+        if not clip.check.ok:
+            failed += 1
+            log.warning("%s failed the output check: %s", path, clip.check.summary())
+        if len(clips) > 1 or args.variations > 1:
+            log.info("%s: seed %d, %r", path, clip.seed, clip.prompt)
+        else:
+            log.info("seed %d", clip.seed)
+    return EXIT_CHECK_FAILED if failed and args.strict else 0
+
+
+def cmd_models(args) -> int:
+    from .engine.hub import ALIASES, cached_folder
+
+    print(f"{'alias':<15}{'hub id':<34}{'params':>7}  {'audio':<7}cached")
+    for alias, info in ALIASES.items():
+        cached = "yes" if cached_folder(info.repo) else "no"
+        print(f"{alias:<15}{info.repo:<34}{info.params:>7}  {'stereo' if info.channels == 2 else 'mono':<7}{cached}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .engine.hub import download, repo_for
+
+    print(download(repo_for(args.model)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    commands = {"generate": cmd_generate, "models": cmd_models, "download": cmd_download}
+    try:
+        return commands[args.command](args)
+    except TunesmithError as err:
+        print(f"tunesmith: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("tunesmith: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("TUNESMITH_DEBUG"):
+            raise
+        print(f"tunesmith: internal error: {type(err).__name__}: {err} (set TUNESMITH_DEBUG=1 for details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The MusicGen engine: plain tensors in and out, no files, CLI or HTTP."""

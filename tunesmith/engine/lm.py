@@ -1,0 +1,141 @@
+"""The MusicGen decoder LM: summed codebook embeddings, sinusoidal positions, pre-LayerNorm
+blocks (causal self-attention, cross-attention to the text states, GELU MLP), one head per codebook.
+
+Self-attention keys/values live in a static cache written by position; cross-attention keys/values
+are computed once per generation by `set_condition`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DecoderConfig
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
+    """[n_positions, dim]: cos in the first half, sin in the second (tensor2tensor order)."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+    angles = torch.arange(n_positions, dtype=torch.float32)[:, None] * freqs[None, :]
+    table = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    if dim % 2:
+        table = F.pad(table, (0, 1))
+    return table
+
+
+class KVCache(nn.Module):
+    def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """pos [T]; k, v (B, heads, T, head_dim) -> the whole cache (B, heads, max_len, head_dim)."""
+        self.k.index_copy_(2, pos, k)
+        self.v.index_copy_(2, pos, v)
+        return self.k, self.v
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (B, H, T, hd)
+        k, v = self.cache.update(pos, k, v)  # (B, H, L, hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask [T, L] bool
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim, bias=False)
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.k: torch.Tensor | None = None  # (B, H, S, hd), set once per generation
+        self.v: torch.Tensor | None = None
+
+    def set_condition(self, states: torch.Tensor):
+        """states [B, S, dim] (already projected and zeroed at padding)."""
+        B, S, _ = states.shape
+        self.k, self.v = self.kv(states).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        y = F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=mask)  # mask [B, 1, 1, S] additive
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.dim)
+        self.attn = SelfAttention(cfg)
+        self.cross_norm = nn.LayerNorm(cfg.dim)
+        self.cross = CrossAttention(cfg)
+        self.mlp_norm = nn.LayerNorm(cfg.dim)
+        self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x, pos, self_mask, cross_mask):
+        x = x + self.attn(self.attn_norm(x), pos, self_mask)
+        x = x + self.cross(self.cross_norm(x), cross_mask)
+        return x + self.fc2(F.gelu(self.fc1(self.mlp_norm(x))))
+
+
+class MusicGenLM(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.vocab_size + 1, cfg.dim))  # +1: pad/BOS row
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.text_proj else nn.Identity()
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.heads = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.vocab_size, cfg.dim))
+        self.register_buffer("positions", sinusoidal_positions(cfg.max_positions, cfg.dim), persistent=False)
+        self.causal: torch.Tensor | None = None  # [L, L] bool, set by setup_cache
+        self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
+
+    def setup_cache(self, batch: int, max_len: int):
+        """Allocate the static self-attention cache for `batch` rows and `max_len` positions."""
+        dtype, device = self.heads.dtype, self.heads.device
+        for layer in self.layers:
+            layer.attn.cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
+        self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
+
+    def set_condition(self, text_states: torch.Tensor, text_mask: torch.Tensor):
+        """text_states [B, S, text_dim], text_mask [B, S] (1 = token) -> cross-attention keys/values.
+
+        Padding (and the all-zero mask of the unconditional rows) zeroes the projected states, as
+        the reference does, so masked rows attend to zeros and add nothing.
+        """
+        dtype = self.heads.dtype
+        states = self.text_proj(text_states.to(dtype)) * text_mask[..., None].to(dtype)  # [B, S, dim]
+        for layer in self.layers:
+            layer.cross.set_condition(states)
+        bias = torch.zeros(text_mask.shape, dtype=dtype, device=states.device)
+        self.cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(dtype).min)[:, None, None, :]  # [B, 1, 1, S]
+
+    def forward(self, codes: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] at positions pos [T] -> logits [B, K, T, vocab]."""
+        K = self.cfg.n_codebooks
+        books = torch.arange(K, device=codes.device)[None, :, None]
+        x = self.embed[books, codes].sum(dim=1) + self.positions[pos].to(self.embed.dtype)  # [B, T, dim]
+        self_mask = self.causal[pos]  # [T, L]
+        for layer in self.layers:
+            x = layer(x, pos, self_mask, self.cross_mask)
+        x = self.norm(x)
+        return torch.einsum("btd,kvd->bktv", x, self.heads)

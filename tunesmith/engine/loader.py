@@ -1,0 +1,93 @@
+"""A checkpoint folder -> the modules of one MusicGen model, on a device and dtype."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .conditioning import TextConditioner
+from .config import MusicGenConfig
+from .lm import MusicGenLM, sinusoidal_positions
+from .weights import T5_TIED, Checkpoint, encodec_rename, load_decoder, load_submodule
+
+log = logging.getLogger("tunesmith")
+
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+
+
+@dataclass
+class LoadedModel:
+    config: MusicGenConfig
+    lm: MusicGenLM
+    text: TextConditioner
+    codec: torch.nn.Module  # transformers EncodecModel, float32
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "LoadedModel":
+        self.lm.to(device=device, dtype=dtype)
+        self.text.encoder.to(device)
+        self.codec.to(device)
+        return self
+
+
+def read_config(folder: Path) -> MusicGenConfig:
+    path = folder / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"no config.json in {folder}: not a MusicGen checkpoint folder")
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    return MusicGenConfig.from_dict(raw)
+
+
+def _build_on_meta(factory):
+    with torch.device("meta"):
+        return factory()
+
+
+def _check_materialised(module: torch.nn.Module, what: str):
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        if tensor.is_meta:
+            raise CheckpointError(f"{what} tensor {name} was not filled from the checkpoint")
+
+
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoTokenizer, EncodecConfig, EncodecModel, T5Config, T5EncoderModel
+
+    config = read_config(folder)
+    if not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise CheckpointError(f"no tokenizer (tokenizer.json or spiece.model) in {folder}")
+    ckpt = Checkpoint(folder)
+
+    lm = _build_on_meta(lambda: MusicGenLM(config.decoder))
+    used = load_decoder(lm, ckpt, config.decoder, dtype)
+    # The position table is derived from the config, not stored: rebuild it off the meta device.
+    lm.positions = sinusoidal_positions(config.decoder.max_positions, config.decoder.dim)
+
+    t5_config = T5Config(**{k: v for k, v in config.text_encoder.items() if k != "model_type"})
+    t5 = _build_on_meta(lambda: T5EncoderModel(t5_config))
+    used |= load_submodule(t5, ckpt, "text_encoder.", "text encoder", tied=T5_TIED)
+
+    codec_config = EncodecConfig(**{k: v for k, v in config.audio_encoder.items() if k != "model_type"})
+    codec = EncodecModel(codec_config)  # small, and its conv buffers come from the config: build for real
+    used |= load_submodule(codec, ckpt, "audio_encoder.", "audio codec", rename=encodec_rename)
+
+    unused = sorted(ckpt.keys() - used)
+    if unused:
+        raise CheckpointError(f"unexpected tensor in checkpoint: {unused[0]}")
+    ckpt.close()
+    for module, what in ((lm, "decoder"), (t5, "text encoder"), (codec, "audio codec")):
+        _check_materialised(module, what)
+        module.eval()
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as err:
+        raise CheckpointError(f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err})") from None
+    model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec)
+    return model.to(device, dtype)
