@@ -127,9 +127,13 @@ def load_decoder(module: nn.Module, ckpt: Checkpoint, cfg: DecoderConfig, dtype:
         missing = [s for s in sources if s not in available]
         if missing:
             raise CheckpointError(f"checkpoint lacks {missing[0]} (needed for the decoder)")
-        parts = [ckpt.get(s) for s in sources]
+        shape = expected[name]
+        part_shape = {"one": shape, "stack": shape[1:], "cat": (shape[0] // len(sources), *shape[1:])}[join]
+        parts = []
+        for source in sources:
+            parts.append(ckpt.get(source))
+            _check_shape(source, parts[-1], torch.Size(part_shape))
         tensor = parts[0] if join == "one" else torch.cat(parts) if join == "cat" else torch.stack(parts)
-        _check_shape(sources[0] if join == "one" else name, tensor, expected[name])
         state[name] = tensor.to(dtype)
         used.update(sources)
     module.load_state_dict(state, strict=False, assign=True)

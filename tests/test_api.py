@@ -1,0 +1,149 @@
+"""The Python API on a tiny random checkpoint."""
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tunesmith import Clip, MusicGen
+from tunesmith.errors import InvalidParameter, TunesmithError
+
+
+def test_generate_returns_clips_with_metadata(mono_model):
+    clips = mono_model.generate(["deep house with a hypnotic bassline", "bossa nova guitar"], duration=0.5, seed=1)
+    assert len(clips) == 2 and all(isinstance(c, Clip) for c in clips)
+    for clip, prompt in zip(clips, ["deep house with a hypnotic bassline", "bossa nova guitar"]):
+        assert clip.audio.shape == (1, 16000) and clip.audio.dtype == np.float32
+        assert clip.sample_rate == 32000 and clip.prompt == prompt and clip.seed == 1
+        assert clip.params["duration"] == 0.5 and clip.params["top_k"] == 250 and clip.params["cfg"] == 3.0
+        assert clip.check is not None and clip.duration == 0.5
+
+
+def test_stereo_clips_have_two_channels(stereo_ckpt):
+    mg = MusicGen.from_pretrained(stereo_ckpt[0], device="cpu")
+    assert mg.audio_channels == 2
+    clip, = mg.generate("ambient pads", duration=0.4, seed=3)
+    assert clip.audio.shape == (2, 12800) and not np.allclose(clip.audio[0], clip.audio[1])
+
+
+def test_same_seed_same_audio_other_seed_other_audio(mono_model):
+    a, = mono_model.generate("slow jazz", duration=0.4, seed=7)
+    b, = mono_model.generate("slow jazz", duration=0.4, seed=7)
+    c, = mono_model.generate("slow jazz", duration=0.4, seed=8)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert np.abs(a.audio - c.audio).max() > 1e-3
+
+
+def test_random_seed_is_reported_and_reproduces(mono_model):
+    a, = mono_model.generate("fast rock drums", duration=0.3)
+    b, = mono_model.generate("fast rock drums", duration=0.3, seed=a.seed)
+    np.testing.assert_array_equal(a.audio, b.audio)
+
+
+def test_variations_have_own_seeds_and_reproduce_alone(mono_model):
+    clips = mono_model.generate(["calm lofi piano", "deep house"], duration=0.3, seed=10, num_variations=3)
+    assert [(c.prompt, c.seed) for c in clips] == [("calm lofi piano", 10), ("calm lofi piano", 11),
+                                                   ("calm lofi piano", 12), ("deep house", 10),
+                                                   ("deep house", 11), ("deep house", 12)]
+    assert np.abs(clips[0].audio - clips[1].audio).max() > 1e-3
+    alone, = mono_model.generate("calm lofi piano", duration=0.3, seed=12)
+    np.testing.assert_allclose(alone.audio, clips[2].audio, atol=1e-5)
+
+
+def test_progress_callable_sees_a_fixed_total(mono_model):
+    calls = []
+    mono_model.generate("ambient", duration=0.2, seed=0, progress=lambda done, total: calls.append((done, total)))
+    totals = {t for _, t in calls}
+    assert totals == {10 + 3}  # frames + the delay of the last codebook
+    assert [d for d, _ in calls] == list(range(1, 14))
+
+
+def test_progress_bar_on_stderr(mono_model, capsys):
+    mono_model.generate("ambient", duration=0.2, seed=0, progress=True)
+    assert "13/13" in capsys.readouterr().err
+
+
+def test_frames_are_exact(mono_model):
+    for duration in (0.02, 0.5, 1.23):
+        clip, = mono_model.generate("jazz", duration=duration, seed=0)
+        assert clip.audio.shape[1] == round(duration * 50) * 640
+
+
+def test_save_by_extension(mono_model, tmp_path):
+    clip, = mono_model.generate("synth", duration=0.3, seed=2)
+    for name, fmt in (("a.wav", "WAV"), ("a.flac", "FLAC")):
+        path = clip.save(tmp_path / name)
+        info = sf.info(str(path))
+        assert info.format == fmt and info.samplerate == 32000 and info.frames == 9600 and info.channels == 1
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        np.testing.assert_allclose(data[:, 0], np.clip(clip.audio[0], -1, 1), atol=1 / 32768 + 1e-6)
+    with pytest.raises(InvalidParameter, match="unsupported output format"):
+        clip.save(tmp_path / "a.xyz")
+    with pytest.raises(TunesmithError, match="does not exist"):
+        clip.save(tmp_path / "missing" / "a.wav")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(duration=0), "positive"), (dict(duration=-1), "positive"), (dict(duration=math.nan), "positive"),
+    (dict(duration=math.inf), "positive"), (dict(duration=31), "30 s window"), (dict(duration=0.001), "one frame"),
+    (dict(duration="5"), "positive"), (dict(temperature=-0.5), "temperature"), (dict(top_k=-3), "top_k"),
+    (dict(top_p=2), "top_p"), (dict(cfg=0), "cfg"), (dict(seed=-1), "seed"), (dict(seed=2**40), "seed"),
+    (dict(num_variations=0), "num_variations"), (dict(progress="yes"), "progress"),
+])
+def test_bad_parameters_are_refused(mono_model, kwargs, message):
+    args = dict(duration=0.2) | kwargs
+    with pytest.raises(InvalidParameter, match=message):
+        mono_model.generate("jazz", **args)
+
+
+@pytest.mark.parametrize("prompts", [[], None, [3], ""])
+def test_bad_prompts_are_refused(mono_model, prompts):
+    if prompts == "":  # an empty text is a valid (unconditional-ish) prompt, as in the reference
+        assert mono_model.generate(prompts, duration=0.1, seed=0)[0].audio.shape == (1, 3200)
+        return
+    with pytest.raises(InvalidParameter, match="prompts"):
+        mono_model.generate(prompts, duration=0.2)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(device="tpu"), "unknown device"),
+                                             (dict(device="cuda"), "not available"),
+                                             (dict(dtype="int4"), "dtype must be")])
+def test_bad_device_or_dtype(mono_ckpt, kwargs, message):
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TunesmithError, match=message):
+        MusicGen.from_pretrained(mono_ckpt[0], **kwargs)
+
+
+def test_bfloat16_runs_close_to_float32(mono_ckpt):
+    mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="bfloat16")
+    assert mg._model.lm.heads.dtype == torch.bfloat16
+    clip, = mg.generate("calm lofi piano", duration=0.3, seed=1)
+    assert clip.audio.dtype == np.float32 and np.isfinite(clip.audio).all()
+
+
+def test_gpu_failure_retries_once_on_cpu(mono_ckpt, caplog, monkeypatch):
+    """A device error (or a failed output check) on a GPU falls back to the CPU and says so."""
+    mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu")
+    expected, = mg.generate("jazz", duration=0.2, seed=4)
+    mg.device = torch.device("cuda")  # pretend: the model really sits on the CPU
+    moves = []
+    monkeypatch.setattr(mg._model, "to", lambda device, dtype: moves.append((device.type, dtype)) or mg._model)
+    real_run = MusicGen._run
+    calls = []
+
+    def flaky_run(self, *args):
+        calls.append(self.device.type)
+        if self.device.type == "cuda":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_run(self, *args)
+
+    monkeypatch.setattr(MusicGen, "_run", flaky_run)
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        clip, = mg.generate("jazz", duration=0.2, seed=4)
+    assert calls == ["cuda", "cpu"] and moves == [("cpu", torch.float32), ("cuda", torch.float32)]
+    assert "retrying once on the CPU" in caplog.text and "illegal memory access" in caplog.text
+    np.testing.assert_array_equal(clip.audio, expected.audio)
+    assert mg.device.type == "cuda"

@@ -1,0 +1,146 @@
+"""The tunesmith command, run as users run it: a subprocess, checked by exit status, output and files."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def run(*args, cwd=None, env=None):
+    full_env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "tunesmith", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def one_error_line(proc):
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("tunesmith: error: "), proc.stderr
+    return lines[0]
+
+
+def test_generate_writes_a_named_wav_and_prints_its_path(mono_ckpt, tmp_path):
+    proc = run("generate", "calm lofi piano with vinyl crackle, 80 bpm", "-m", mono_ckpt[0], "-d", "0.5",
+               "--seed", "42", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "calm-lofi-piano-with-vinyl-crackle-80-42.wav"  # slug cut at 40 chars on a word
+    assert proc.stdout.strip() == path.name and path.exists()
+    info = sf.info(str(path))
+    assert info.samplerate == 32000 and info.frames == 16000 and info.channels == 1
+    assert "generating" in proc.stderr and "seed 42" in proc.stderr
+
+
+def test_variations_and_several_prompts(mono_ckpt, tmp_path):
+    proc = run("generate", "deep house", "bossa nova guitar", "-n", "2", "-m", mono_ckpt[0], "-d", "0.3",
+               "--seed", "5", "-o", tmp_path / "out.flac", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    names = [os.path.basename(line) for line in proc.stdout.split()]
+    assert names == ["out-1.flac", "out-2.flac", "out-3.flac", "out-4.flac"]
+    assert "seed 5, 'deep house'" in proc.stderr and "seed 6, 'bossa nova guitar'" in proc.stderr
+    data = [sf.read(str(tmp_path / n))[0] for n in names]
+    assert all(d.shape == (9600,) for d in data) and abs(data[0] - data[1]).max() > 1e-3
+
+
+def test_same_seed_same_file_and_no_silent_overwrite(mono_ckpt, tmp_path):
+    args = ("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.3", "--seed", "9", "--quiet")
+    assert run(*args, cwd=tmp_path).returncode == 0
+    assert run(*args, cwd=tmp_path).returncode == 0  # auto names never replace a file
+    first, second = tmp_path / "jazz-9.wav", tmp_path / "jazz-9-2.wav"
+    assert (sf.read(str(first))[0] == sf.read(str(second))[0]).all()
+    before = first.read_bytes()
+    line = one_error_line(run(*args, "-o", first))
+    assert "exists" in line and "--overwrite" in line and first.read_bytes() == before
+    assert run(*args, "-o", first, "--overwrite").returncode == 0
+
+
+def test_strict_flags_a_failed_check(mono_ckpt, tmp_path):
+    """The tiny random model makes noise-like audio: written, warned about, and --strict exits 3."""
+    from tunesmith import MusicGen
+
+    clip, = MusicGen.from_pretrained(mono_ckpt[0], device="cpu").generate("jazz", duration=0.5, seed=1)
+    proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.5", "--seed", "1", "--strict", "--quiet",
+               cwd=tmp_path)
+    assert (tmp_path / "jazz-1.wav").exists()
+    if clip.check.ok:
+        assert proc.returncode == 0
+    else:
+        assert proc.returncode == 3 and "failed the output check" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-d", "0"], "positive"), (["-d", "-2"], "positive"), (["-d", "nan"], "positive"), (["-d", "abc"], "not a number"),
+    (["-d", "45"], "30 s window"), (["--temperature", "-1"], "temperature"), (["--top-k", "-1"], "top_k"),
+    (["--top-p", "3"], "top_p"), (["--cfg", "0"], "cfg"), (["--seed", "-4"], "seed"), (["-n", "0"], "-n"),
+    (["-o", "x.mp3"], "unsupported output format"), (["-o", "/nonexistent/dir/x.wav"], "does not exist"),
+    (["--device", "tpu"], "invalid choice"), (["--dtype", "int3"], "invalid choice"),
+])
+def test_bad_generate_input_is_one_line(mono_ckpt, tmp_path, args, message):
+    line = one_error_line(run("generate", "jazz", "-m", mono_ckpt[0], "--quiet", *args, cwd=tmp_path))
+    assert message in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_output(mono_ckpt, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert "permission denied" in one_error_line(run("generate", "jazz", "-m", mono_ckpt[0], "-o", locked / "a.wav"))
+
+
+@pytest.mark.parametrize("model, message", [
+    ("no-such-alias", "unknown model 'no-such-alias'"),
+    ("./missing-folder", "does not exist"),
+    ("facebook/musicgen-small", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+])
+def test_bad_models(model, message, tmp_path):
+    line = one_error_line(run("generate", "jazz", "-m", model, env={"HF_HUB_CACHE": str(tmp_path)}))
+    assert message in line
+
+
+def test_truncated_checkpoint_is_one_line(mono_ckpt, tmp_path):
+    folder = tmp_path / "cut"
+    shutil.copytree(mono_ckpt[0], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    assert "damaged or incomplete" in one_error_line(run("generate", "jazz", "-m", folder, cwd=tmp_path))
+
+
+def _fake_cache(cache, repo, source):
+    """Lay out a checkpoint as huggingface_hub's cache holds a download of `repo`."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    shutil.copytree(source, root / "snapshots" / COMMIT)
+
+
+def test_hub_id_and_alias_load_from_the_cache_offline(mono_ckpt, tmp_path):
+    cache = tmp_path / "hub"
+    _fake_cache(cache, "facebook/musicgen-small", mono_ckpt[0])
+    _fake_cache(cache, "someone/tiny-musicgen", mono_ckpt[0])
+    env = {"HF_HUB_CACHE": str(cache)}
+    for model in ("small", "someone/tiny-musicgen"):
+        proc = run("generate", "jazz", "-m", model, "-d", "0.2", "--seed", "1", "--quiet", "-o",
+                   tmp_path / f"{model.replace('/', '_')}.wav", env=env)
+        assert proc.returncode == 0, proc.stderr
+    listing = run("models", env=env)
+    rows = {line.split()[0]: line.split()[-1] for line in listing.stdout.splitlines()[1:]}
+    assert rows["small"] == "yes" and rows["medium"] == "no" and rows["stereo-large"] == "no"
+    assert "facebook/musicgen-stereo-medium" in listing.stdout and "1.5B" in listing.stdout
+    downloaded = run("download", "small", env=env)
+    assert downloaded.returncode == 0 and downloaded.stdout.strip().endswith(COMMIT)
+    assert "not in the local" in one_error_line(run("download", "medium", env=env))
+
+
+def test_hf_home_is_honoured(mono_ckpt, tmp_path):
+    _fake_cache(tmp_path / "home" / "hub", "facebook/musicgen-small", mono_ckpt[0])
+    env = {"HF_HOME": str(tmp_path / "home")}
+    os.environ.pop("HF_HUB_CACHE", None)
+    proc = run("models", env=env)
+    assert [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("small ")] == ["yes"]
