@@ -27,6 +27,25 @@ def tiny_config(stereo: bool = False, proj: bool = True):
     return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict())
 
 
+def real_size_config(size: str, stereo: bool = False):
+    """The architecture of facebook/musicgen-{size} (T5-base, EnCodec 32 kHz), for benchmarks."""
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    from tunesmith.engine.config import DECODER_PRESETS
+
+    p = DECODER_PRESETS[size]
+    channels = 2 if stereo else 1
+    text = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+    codec = EncodecConfig(hidden_size=128, num_filters=64, codebook_size=2048, upsampling_ratios=[8, 5, 4, 4],
+                          sampling_rate=32000, audio_channels=1, target_bandwidths=[2.2], chunk_length_s=None,
+                          overlap=None, normalize=False, use_causal_conv=False, num_lstm_layers=2,
+                          use_conv_shortcut=False)
+    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=p["dim"], num_hidden_layers=p["n_layers"],
+                                    num_attention_heads=p["n_heads"], ffn_dim=p["ffn_dim"],
+                                    num_codebooks=4 * channels, audio_channels=channels)
+    return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict())
+
+
 def save_tokenizer(folder: Path):
     from transformers import T5Tokenizer
 
@@ -36,32 +55,35 @@ def save_tokenizer(folder: Path):
     T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(str(folder))
 
 
-def build_reference(stereo: bool = False, proj: bool = True, seed: int = 0):
+def build_reference(stereo: bool = False, proj: bool = True, seed: int = 0, size: str | None = None):
     """A random MusicgenForConditionalGeneration whose EnCodec codebooks are random too
-    (transformers initialises them to zero, which would make every code decode alike)."""
+    (transformers initialises them to zero, which would make every code decode alike).
+    `size` (small, medium, large) gives the real architecture instead of the tiny one."""
     from transformers import MusicgenForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(tiny_config(stereo, proj)).eval()
+    config = real_size_config(size, stereo) if size else tiny_config(stereo, proj)
+    model = MusicgenForConditionalGeneration(config).eval()
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_(0, 1)
-        # Larger decoder weights give peaked, prompt-dependent distributions, so greedy parity is a real test.
-        for name, p in model.decoder.named_parameters():
-            if p.dim() == 2 and "embed" not in name:
-                p.normal_(0, 0.3)
+        if size is None:
+            # Larger decoder weights give peaked, prompt-dependent distributions: greedy parity is a real test.
+            for name, p in model.decoder.named_parameters():
+                if p.dim() == 2 and "embed" not in name:
+                    p.normal_(0, 0.3)
     return model
 
 
 def save_checkpoint(folder: Path, stereo: bool = False, proj: bool = True, safe: bool = True,
-                    shard: str | None = None, seed: int = 0):
+                    shard: str | None = None, seed: int = 0, size: str | None = None):
     """Save like the hub's checkpoints: model.safetensors, or pytorch_model.bin when not `safe`,
     sharded with an index when `shard` gives a maximum shard size."""
     import json
 
     from safetensors.torch import load_file
 
-    model = build_reference(stereo, proj, seed)
+    model = build_reference(stereo, proj, seed, size)
     model.save_pretrained(str(folder), **({"max_shard_size": shard} if shard else {}))
     if not safe:
         for path in sorted(folder.glob("model*.safetensors")):

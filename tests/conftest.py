@@ -34,4 +34,4 @@ def stereo_ckpt(tmp_path_factory):
 def mono_model(mono_ckpt):
     from tunesmith import MusicGen
 
-    return MusicGen.from_pretrained(mono_ckpt[0], device="cpu")
+    return MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32")

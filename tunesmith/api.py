@@ -7,6 +7,7 @@ import logging
 import math
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,22 +49,35 @@ def _finite_number(x) -> bool:
 class MusicGen:
     """A loaded MusicGen checkpoint. `MusicGen.from_pretrained("small")`, then `generate(...)`."""
 
-    def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype,
+                 quantize: str | None = None):
         self._model = model
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.quantize = quantize
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
-                        dtype: str | torch.dtype | None = None) -> "MusicGen":
-        """An alias (small, medium, large, stereo-small, ...), a hub id, or a local checkpoint folder."""
+                        dtype: str | torch.dtype | None = None, quantize: str | None = None,
+                        threads: int | None = None) -> "MusicGen":
+        """An alias (small, medium, large, stereo-small, ...), a hub id, or a local checkpoint folder.
+
+        quantize="int8": weight-only int8 decoder linears (per-channel scales), about half the bytes
+        of bfloat16 per step. threads: CPU threads for torch (default: torch's choice, one per core).
+        """
+        if quantize not in (None, "int8"):
+            raise InvalidParameter(f"quantize must be None or 'int8', got {quantize!r}")
+        if threads is not None:
+            if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+                raise InvalidParameter(f"threads must be a whole number >= 1, got {threads!r}")
+            torch.set_num_threads(threads)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         folder = resolve(name_or_path)
         with _quiet_transformers():
-            model = load_folder(folder, dev, dt)
-        return cls(model, str(name_or_path), dev, dt)
+            model = load_folder(folder, dev, dt, quantize)
+        return cls(model, str(name_or_path), dev, dt, quantize)
 
     @property
     def sample_rate(self) -> int:
@@ -108,8 +122,8 @@ class MusicGen:
         rows = [(p, (seed + v) % (MAX_SEED + 1)) for p in prompts for v in range(num_variations)]
         report = _progress_reporter(progress)
         try:
-            audio = self._run(rows, n_frames, params, report)
-            clips = self._clips(rows, audio, duration, params)
+            run = self._run(rows, n_frames, params, report)
+            clips = self._clips(rows, run, duration, params)
             if self.device.type != "cpu" and not all(c.check.ok for c in clips):
                 problems = next(c.check.summary() for c in clips if not c.check.ok)
                 raise _DeviceOutputError(problems)
@@ -136,18 +150,26 @@ class MusicGen:
         return n_frames
 
     @torch.inference_mode()
-    def _run(self, rows, n_frames, params, report) -> torch.Tensor:
+    def _run(self, rows, n_frames, params, report) -> tuple[torch.Tensor, dict]:
+        """-> (audio [B, C, samples], seconds spent in each stage)."""
         model = self._model
+        clock = _StageClock(self.device)
         states, mask = model.text.encode([p for p, _ in rows])
+        clock.lap("text")
         seeds = torch.tensor([s for _, s in rows], dtype=torch.long, device=self.device)
         codes = generate_codes(model.lm, states, mask, n_frames, params, seeds, report)
-        return decode_codes(model.codec, codes, model.config.decoder.audio_channels)  # [B, C, samples]
+        clock.lap("lm")
+        audio = decode_codes(model.codec, codes, model.config.decoder.audio_channels)
+        clock.lap("codec")
+        return audio, clock.seconds
 
-    def _clips(self, rows, audio: torch.Tensor, duration, params: SamplingParams) -> list[Clip]:
+    def _clips(self, rows, run: tuple[torch.Tensor, dict], duration, params: SamplingParams) -> list[Clip]:
+        audio, seconds = run
         settings = dict(model=self.name, duration=duration, temperature=params.temperature, top_k=params.top_k,
-                        top_p=params.top_p, cfg=params.cfg, device=str(self.device), dtype=str(self.dtype)[6:])
+                        top_p=params.top_p, cfg=params.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
+                        quantize=self.quantize)
         audio = audio.cpu().numpy()
-        return [Clip(a, self.sample_rate, prompt, seed, dict(settings), check_audio(a))
+        return [Clip(a, self.sample_rate, prompt, seed, dict(settings), check_audio(a), dict(seconds))
                 for (prompt, seed), a in zip(rows, audio)]
 
     def _retry_on_cpu(self, rows, n_frames, params, report, duration) -> list[Clip]:
@@ -160,6 +182,22 @@ class MusicGen:
         finally:
             self._model.to(home, home_dtype)
             self.device, self.dtype = home, home_dtype
+
+
+class _StageClock:
+    """Wall seconds per stage, synchronising the GPU so that each stage is charged its own work."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[stage] = now - self._last
+        self._last = now
 
 
 class _DeviceOutputError(Exception):

@@ -19,6 +19,7 @@ class Clip:
     seed: int
     params: dict = field(default_factory=dict)  # model, duration and sampling settings
     check: CheckResult | None = None
+    timings: dict = field(default_factory=dict)  # wall seconds per stage of the batch: text, lm, codec
 
     @property
     def duration(self) -> float:

@@ -24,7 +24,7 @@ def test_decoder_logits_match_reference(which, request):
     from tunesmith import MusicGen
 
     folder, ref = request.getfixturevalue(which)
-    mg = MusicGen.from_pretrained(folder, device="cpu")
+    mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
     model = mg._model
     tokens = model.text.tokenizer(PROMPTS, padding=True, return_tensors="pt")
     states, mask = model.text.encode(PROMPTS)
@@ -68,7 +68,7 @@ def test_greedy_generation_matches_reference(which, request):
     from tunesmith import MusicGen
 
     folder, ref = request.getfixturevalue(which)
-    mg = MusicGen.from_pretrained(folder, device="cpu")
+    mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
     model = mg._model
     stereo = model.config.decoder.audio_channels == 2
     tokens = model.text.tokenizer(PROMPTS, padding=True, return_tensors="pt")
@@ -99,7 +99,7 @@ def test_without_guidance_matches_reference(mono_ckpt):
     from tunesmith import MusicGen
 
     folder, ref = mono_ckpt
-    mg = MusicGen.from_pretrained(folder, device="cpu")
+    mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
     tokens = mg._model.text.tokenizer(PROMPTS[:1], return_tensors="pt")
     with torch.no_grad():
         ref_audio = ref.generate(**tokens, do_sample=False, guidance_scale=1.0, max_new_tokens=25 + 3)

@@ -15,7 +15,7 @@ from ..checkpoints import save_checkpoint
 
 
 def _greedy(folder):
-    mg = MusicGen.from_pretrained(folder, device="cpu")
+    mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
     return mg.generate("calm lofi piano", duration=0.3, temperature=0)[0].audio
 
 
@@ -111,7 +111,7 @@ def test_text_states_without_projection(tmp_path):
     """T5 width equal to the decoder width: the checkpoint has no enc_to_dec_proj."""
     ref = save_checkpoint(tmp_path, proj=False)
     assert not hasattr(ref, "enc_to_dec_proj")
-    mg = MusicGen.from_pretrained(tmp_path, device="cpu")
+    mg = MusicGen.from_pretrained(tmp_path, device="cpu", dtype="float32")
     tokens = mg._model.text.tokenizer(["calm lofi piano"], return_tensors="pt")
     with torch.no_grad():
         expected = ref.generate(**tokens, do_sample=False, guidance_scale=3.0, max_new_tokens=15 + 3)

@@ -15,11 +15,11 @@ Progress = Callable[[int, int], None]
 
 
 def decode_step(lm: MusicGenLM, codes: torch.Tensor, pos: torch.Tensor, params: SamplingParams,
-                seeds: torch.Tensor) -> torch.Tensor:
+                seeds: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
     """codes [B, K] at position pos [1] -> next codes [B, K]. Fixed shapes, no data-dependent branches."""
     if params.cfg > 1:
         codes = torch.cat([codes, codes])  # conditional rows, then unconditional
-    logits = lm(codes[:, :, None], pos)[:, :, -1]  # [B2, K, V]
+    logits = lm(codes[:, :, None], pos, kv_len)[:, :, -1]  # [B2, K, V]
     if params.cfg > 1:
         logits = guidance_mix(logits, params.cfg)  # [B, K, V]
     return sample(logits, params, seeds, pos[0])
@@ -42,7 +42,7 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
     seq = torch.full((B, cfg.n_codebooks, steps + 1), cfg.pad_token, dtype=torch.long, device=device)  # BOS at 0
     positions = torch.arange(steps + 1, device=device)
     for t in range(steps):
-        nxt = decode_step(lm, seq[:, :, t], positions[t : t + 1], params, seeds)  # [B, K]
+        nxt = decode_step(lm, seq[:, :, t], positions[t : t + 1], params, seeds, t + 1)  # [B, K]
         seq[:, :, t + 1] = torch.where(valid[:, t], nxt, cfg.pad_token)
         if progress is not None:
             progress(t + 1, steps)

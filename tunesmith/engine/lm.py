@@ -27,6 +27,15 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """q (B, H, T, hd), k/v (B, H, S, hd) -> (B, H, T, hd) in q's dtype.
+
+    k and v may be float32 for a half-precision model (the CPU cache): torch's CPU attention kernel
+    is several times slower in bfloat16 than in float32, and the cache is small next to the weights.
+    """
+    return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(q.dtype)
+
+
 class KVCache(nn.Module):
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype, device):
         super().__init__()
@@ -34,11 +43,11 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """pos [T]; k, v (B, heads, T, head_dim) -> the whole cache (B, heads, max_len, head_dim)."""
+    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int | None):
+        """pos [T]; k, v (B, heads, T, head_dim) -> the first `length` cached positions (all if None)."""
         self.k.index_copy_(2, pos, k)
         self.v.index_copy_(2, pos, v)
-        return self.k, self.v
+        return self.k[:, :, :length], self.v[:, :, :length]
 
 
 class SelfAttention(nn.Module):
@@ -49,11 +58,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None, kv_len: int | None) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x (B, H, T, hd)
-        k, v = self.cache.update(pos, k, v)  # (B, H, L, hd)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask [T, L] bool
+        k, v = self.cache.update(pos, k.to(self.cache.k.dtype), v.to(self.cache.v.dtype), kv_len)  # (B, H, L, hd)
+        y = attend(q, k, v, mask)  # mask [T, L] bool or None
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -67,15 +76,16 @@ class CrossAttention(nn.Module):
         self.k: torch.Tensor | None = None  # (B, H, S, hd), set once per generation
         self.v: torch.Tensor | None = None
 
-    def set_condition(self, states: torch.Tensor):
+    def set_condition(self, states: torch.Tensor, dtype: torch.dtype):
         """states [B, S, dim] (already projected and zeroed at padding)."""
         B, S, _ = states.shape
-        self.k, self.v = self.kv(states).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.kv(states).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).to(dtype)
+        self.k, self.v = kv[0].contiguous(), kv[1].contiguous()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        y = F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=mask)  # mask [B, 1, 1, S] additive
+        y = attend(q, self.k, self.v, mask)  # mask [B, 1, 1, S] additive
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -90,8 +100,8 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
-    def forward(self, x, pos, self_mask, cross_mask):
-        x = x + self.attn(self.attn_norm(x), pos, self_mask)
+    def forward(self, x, pos, self_mask, cross_mask, kv_len):
+        x = x + self.attn(self.attn_norm(x), pos, self_mask, kv_len)
         x = x + self.cross(self.cross_norm(x), cross_mask)
         return x + self.fc2(F.gelu(self.fc1(self.mlp_norm(x))))
 
@@ -104,14 +114,19 @@ class MusicGenLM(nn.Module):
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.text_proj else nn.Identity()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.dim)
-        self.heads = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.vocab_size, cfg.dim))
+        self.heads = nn.Linear(cfg.dim, cfg.n_codebooks * cfg.vocab_size, bias=False)  # all codebooks' heads
         self.register_buffer("positions", sinusoidal_positions(cfg.max_positions, cfg.dim), persistent=False)
         self.causal: torch.Tensor | None = None  # [L, L] bool, set by setup_cache
         self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
 
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        """Attention keys/values: float32 on the CPU (see `attend`), the model dtype elsewhere."""
+        return torch.float32 if self.embed.device.type == "cpu" else self.embed.dtype
+
     def setup_cache(self, batch: int, max_len: int):
         """Allocate the static self-attention cache for `batch` rows and `max_len` positions."""
-        dtype, device = self.heads.dtype, self.heads.device
+        dtype, device = self.cache_dtype, self.embed.device
         for layer in self.layers:
             layer.attn.cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
         self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
@@ -122,20 +137,25 @@ class MusicGenLM(nn.Module):
         Padding (and the all-zero mask of the unconditional rows) zeroes the projected states, as
         the reference does, so masked rows attend to zeros and add nothing.
         """
-        dtype = self.heads.dtype
+        dtype = self.embed.dtype
         states = self.text_proj(text_states.to(dtype)) * text_mask[..., None].to(dtype)  # [B, S, dim]
         for layer in self.layers:
-            layer.cross.set_condition(states)
-        bias = torch.zeros(text_mask.shape, dtype=dtype, device=states.device)
-        self.cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(dtype).min)[:, None, None, :]  # [B, 1, 1, S]
+            layer.cross.set_condition(states, self.cache_dtype)
+        bias = torch.zeros(text_mask.shape, dtype=self.cache_dtype, device=states.device)
+        self.cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(bias.dtype).min)[:, None, None, :]  # [B,1,1,S]
 
-    def forward(self, codes: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] at positions pos [T] -> logits [B, K, T, vocab]."""
-        K = self.cfg.n_codebooks
+    def forward(self, codes: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
+        """codes [B, K, T] at positions pos [T] -> logits [B, K, T, vocab].
+
+        kv_len: attend to the first kv_len cached positions only (the CPU loop passes pos + 1);
+        None keeps the whole static cache, for fixed shapes (CUDA graphs).
+        """
+        B, K, T = codes.shape
         books = torch.arange(K, device=codes.device)[None, :, None]
         x = self.embed[books, codes].sum(dim=1) + self.positions[pos].to(self.embed.dtype)  # [B, T, dim]
-        self_mask = self.causal[pos]  # [T, L]
+        # One new token against exactly the filled positions needs no mask.
+        self_mask = None if kv_len is not None and T == 1 else self.causal[pos, :kv_len]  # [T, L]
         for layer in self.layers:
-            x = layer(x, pos, self_mask, self.cross_mask)
-        x = self.norm(x)
-        return torch.einsum("btd,kvd->bktv", x, self.heads)
+            x = layer(x, pos, self_mask, self.cross_mask, kv_len)
+        logits = self.heads(self.norm(x))  # [B, T, K * vocab]
+        return logits.view(B, T, K, -1).transpose(1, 2)

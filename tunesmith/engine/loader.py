@@ -12,6 +12,7 @@ import torch
 from ..errors import CheckpointError
 from .conditioning import TextConditioner
 from .config import MusicGenConfig
+from .linear import specialise_linears
 from .lm import MusicGenLM, sinusoidal_positions
 from .weights import T5_TIED, Checkpoint, encodec_rename, load_decoder, load_submodule
 
@@ -56,7 +57,7 @@ def _check_materialised(module: torch.nn.Module, what: str):
             raise CheckpointError(f"{what} tensor {name} was not filled from the checkpoint")
 
 
-def load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> LoadedModel:
     from transformers import AutoTokenizer, EncodecConfig, EncodecModel, T5Config, T5EncoderModel
 
     config = read_config(folder)
@@ -89,5 +90,6 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> Loade
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except Exception as err:
         raise CheckpointError(f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err})") from None
-    model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec)
-    return model.to(device, dtype)
+    model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec).to(device, dtype)
+    specialise_linears(model.lm, device, quantize)
+    return model

@@ -25,7 +25,7 @@ def decoder_key_map(cfg: DecoderConfig) -> dict[str, tuple[list[str], str]]:
     K = range(cfg.n_codebooks)
     m = {
         "embed": ([f"{DEC}embed_tokens.{k}.weight" for k in K], "stack"),
-        "heads": ([f"decoder.lm_heads.{k}.weight" for k in K], "stack"),
+        "heads.weight": ([f"decoder.lm_heads.{k}.weight" for k in K], "cat"),
         "norm.weight": ([f"{DEC}layer_norm.weight"], "one"),
         "norm.bias": ([f"{DEC}layer_norm.bias"], "one"),
     }

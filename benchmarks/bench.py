@@ -1,0 +1,197 @@
+"""tunesmith against transformers `generate`, same random weights, same process, runs interleaved.
+
+    python -m benchmarks.bench --size small --duration 10
+    python -m benchmarks.bench --size small --variants default,int8 --markdown results.md
+
+Prints ms per decode step, real-time factor (audio seconds per wall second), end-to-end seconds,
+time to first audio step, the share of T5 / decoder / EnCodec, peak extra memory, and the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .common import checkpoint_for, hardware
+
+PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
+
+
+class PeakRSS:
+    """Peak resident memory above the level at start, sampled every few milliseconds."""
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    @property
+    def extra_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+@dataclass
+class Result:
+    name: str
+    wall: list[float] = field(default_factory=list)
+    first_step: list[float] = field(default_factory=list)
+    extra_mb: list[float] = field(default_factory=list)
+    stages: dict = field(default_factory=dict)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_tunesmith(mg, duration, batch, result: Result):
+    t0 = time.perf_counter()
+    first = []
+    with PeakRSS() as mem:
+        clips = mg.generate([PROMPT] * batch, duration=duration, seed=1, top_k=250, cfg=3.0,
+                            progress=lambda done, total: first or first.append(time.perf_counter()))
+        sync(mg.device)
+    result.wall.append(time.perf_counter() - t0)
+    result.first_step.append(first[0] - t0)
+    result.extra_mb.append(mem.extra_mb)
+    for stage, seconds in clips[0].timings.items():
+        result.stages.setdefault(stage, []).append(seconds)
+
+
+class _FirstStep:
+    """A transformers logits processor that notes when the first decode step reaches sampling."""
+
+    def __init__(self):
+        self.first = None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+
+def run_transformers(model, tokenizer, n_steps, batch, device, result: Result):
+    from transformers import LogitsProcessorList
+
+    inputs = tokenizer([PROMPT] * batch, return_tensors="pt", padding=True).to(device)
+    first = _FirstStep()
+    t0 = time.perf_counter()
+    with PeakRSS() as mem, torch.inference_mode():
+        model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=n_steps,
+                       logits_processor=LogitsProcessorList([first]))
+        sync(device)
+    result.wall.append(time.perf_counter() - t0)
+    result.first_step.append(first.first - t0)
+    result.extra_mb.append(mem.extra_mb)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--stereo", action="store_true")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=1, help="prompts in one batch")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--variants", default="default,int8",
+                        help="tunesmith variants: default, float32, bfloat16, float16, int8")
+    parser.add_argument("--no-reference", action="store_true", help="skip transformers")
+    parser.add_argument("--markdown", help="append the table to this markdown file")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    from tunesmith import MusicGen
+    from tunesmith.api import _quiet_transformers
+    from tunesmith.device import pick_device
+
+    device = pick_device(args.device)
+    folder = checkpoint_for(args.size, args.stereo)
+    engines = {}
+    for variant in args.variants.split(","):
+        kwargs = {"quantize": "int8"} if variant == "int8" else {} if variant == "default" else {"dtype": variant}
+        mg = MusicGen.from_pretrained(folder, device=str(device), **kwargs)
+        engines[f"tunesmith {variant} ({str(mg.dtype)[6:]}{', int8' if variant == 'int8' else ''})"] = mg
+    n_frames = round(args.duration * 50)
+    per_channel = 4
+    reference = None
+    if not args.no_reference:
+        ref_dtype = torch.float16 if device.type == "cuda" else torch.float32
+        with _quiet_transformers():
+            reference = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=ref_dtype).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        ref_name = f"transformers generate ({str(ref_dtype)[6:]})"
+
+    results = {name: Result(name) for name in engines}
+    if reference is not None:
+        results[ref_name] = Result(ref_name)
+    # Warm-up: one short run each, not timed.
+    for mg in engines.values():
+        mg.generate(PROMPT, duration=0.5, seed=0)
+    if reference is not None:
+        run_transformers(reference, tokenizer, 10, 1, device, Result("warm-up"))
+    for run in range(args.runs):
+        for name, mg in engines.items():
+            run_tunesmith(mg, args.duration, args.batch, results[name])
+            print(f"run {run + 1}: {name}: {results[name].wall[-1]:.1f} s", flush=True)
+        if reference is not None:
+            run_transformers(reference, tokenizer, n_frames + per_channel - 1, args.batch, device, results[ref_name])
+            print(f"run {run + 1}: {ref_name}: {results[ref_name].wall[-1]:.1f} s", flush=True)
+
+    table = render(results, args, n_frames + per_channel - 1, ref_name if reference is not None else None)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "a") as f:
+            f.write(table + "\n")
+
+
+def render(results, args, steps, ref_name) -> str:
+    ref_wall = statistics.median(results[ref_name].wall) if ref_name else None
+    lines = [
+        f"### musicgen-{'stereo-' if args.stereo else ''}{args.size}, {args.duration:g} s, batch {args.batch}, "
+        f"cfg 3, top-k 250 ({datetime.date.today()})",
+        "",
+        f"Hardware: {hardware()}. Command: `python -m benchmarks.bench {' '.join(sys.argv[1:])}`. "
+        f"Median of {args.runs} interleaved runs, random weights.",
+        "",
+        "| engine | ms / step | real-time factor | end to end (s) | first step (s) | T5 / LM / EnCodec | "
+        "peak extra memory (MB) | speed-up vs transformers |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        wall = statistics.median(r.wall)
+        stages = " / ".join(f"{100 * statistics.median(r.stages[s]) / wall:.0f}%" for s in ("text", "lm", "codec")) \
+            if r.stages else "n/a"
+        speedup = f"{ref_wall / wall:.1f}x" if ref_wall else "n/a"
+        lines.append(f"| {name} | {1000 * wall / steps:.1f} | {args.duration * args.batch / wall:.2f}x | {wall:.1f} | "
+                     f"{statistics.median(r.first_step):.2f} | {stages} | {max(r.extra_mb):.0f} | {speedup} |")
+    lines.append("")
+    lines.append("ms / step is end-to-end wall time (T5, decoder, EnCodec) over the decode steps "
+                 f"({steps} = frames + 3 delay steps); real-time factor is audio seconds (all prompts) per wall second.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

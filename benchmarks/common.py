@@ -1,0 +1,36 @@
+"""Shared by the benchmarks: random-weight checkpoints at the real sizes, machine facts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+CACHE = Path(os.environ.get("TUNESMITH_BENCH_CACHE", Path.home() / ".cache" / "tunesmith-bench"))
+
+
+def checkpoint_for(size: str, stereo: bool = False) -> Path:
+    """A transformers-layout checkpoint with random weights at the real architecture size, built once."""
+    from tests.checkpoints import save_checkpoint
+
+    folder = CACHE / f"{'stereo-' if stereo else ''}{size}"
+    if not (folder / "config.json").exists():
+        print(f"building a random {folder.name} checkpoint in {folder} (once)...", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(folder, stereo=stereo, size=size)
+    return folder
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    model = platform.processor() or "CPU"
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
