@@ -77,7 +77,7 @@ def test_strict_flags_a_failed_check(mono_ckpt, tmp_path):
     (["-d", "0"], "positive"), (["-d", "-2"], "positive"), (["-d", "nan"], "positive"), (["-d", "abc"], "not a number"),
     (["-d", "45"], "30 s window"), (["--temperature", "-1"], "temperature"), (["--top-k", "-1"], "top_k"),
     (["--top-p", "3"], "top_p"), (["--cfg", "0"], "cfg"), (["--seed", "-4"], "seed"), (["-n", "0"], "-n"),
-    (["-o", "x.mp3"], "unsupported output format"), (["-o", "/nonexistent/dir/x.wav"], "does not exist"),
+    (["-o", "x.aiff"], "unsupported output format"), (["-o", "/nonexistent/dir/x.wav"], "does not exist"),
     (["--device", "tpu"], "invalid choice"), (["--dtype", "int3"], "invalid choice"),
 ])
 def test_bad_generate_input_is_one_line(mono_ckpt, tmp_path, args, message):

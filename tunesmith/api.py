@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .audio.checks import check_audio
+from .audio.loops import loop_overhang, make_loop
 from .clip import Clip
 from .device import pick_device, pick_dtype
 from .engine.codec import decode_codes
@@ -100,15 +101,19 @@ class MusicGen:
 
     def generate(self, prompts: str | Sequence[str], *, duration: float = 10.0, seed: int | None = None,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg: float = 3.0,
-                 num_variations: int = 1, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+                 num_variations: int = 1, loop: bool = False,
+                 progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         Variation v of every prompt uses seed + v; a clip is reproduced by its own seed alone.
+        loop=True: each clip is a seamless loop of exactly `duration` (a little more is generated).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts) if prompts is not None else []
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise InvalidParameter("prompts must be a text or a non-empty list of texts")
-        n_frames = self._frames_for(duration)
+        if not isinstance(loop, bool):
+            raise InvalidParameter(f"loop must be True or False, got {loop!r}")
+        n_frames = self._frames_for(duration, loop)
         params = SamplingParams(temperature, top_k, top_p, cfg).validate()
         if not isinstance(num_variations, int) or isinstance(num_variations, bool) or not 1 <= num_variations <= 64:
             raise InvalidParameter(f"num_variations must be a whole number from 1 to 64, got {num_variations}")
@@ -123,7 +128,7 @@ class MusicGen:
         report = _progress_reporter(progress)
         try:
             run = self._run(rows, n_frames, params, report)
-            clips = self._clips(rows, run, duration, params)
+            clips = self._clips(rows, run, duration, params, loop)
             if self.device.type != "cpu" and not all(c.check.ok for c in clips):
                 problems = next(c.check.summary() for c in clips if not c.check.ok)
                 raise _DeviceOutputError(problems)
@@ -131,20 +136,21 @@ class MusicGen:
             if self.device.type == "cpu":
                 raise
             log.warning("generation on %s failed (%s); retrying once on the CPU", self.device, _one_line(err))
-            clips = self._retry_on_cpu(rows, n_frames, params, report, duration)
+            clips = self._retry_on_cpu(rows, n_frames, params, report, duration, loop)
         finally:
             if hasattr(report, "close"):
                 report.close()
         return clips
 
-    def _frames_for(self, duration) -> int:
+    def _frames_for(self, duration, loop: bool = False) -> int:
         if not _finite_number(duration) or duration <= 0:
             raise InvalidParameter(f"duration must be a positive number of seconds, got {duration}")
-        if duration > self.max_duration + 1e-9:
-            raise InvalidParameter(
-                f"duration {duration:g} s is longer than the model's {self.max_duration:g} s window "
-                "(longer pieces are not supported yet)")
-        n_frames = round(duration * self.frame_rate)
+        extra = loop_overhang(duration) if loop else 0.0
+        if duration + extra > self.max_duration + 1e-9:
+            what = f"a {duration:g} s loop (plus {extra:.2f} s to loop on)" if loop else f"duration {duration:g} s"
+            raise InvalidParameter(f"{what} is longer than the model's {self.max_duration:g} s window "
+                                   "(longer pieces are not supported yet)")
+        n_frames = round((duration + extra) * self.frame_rate)
         if n_frames < 1:
             raise InvalidParameter(f"duration {duration:g} s is shorter than one frame ({1 / self.frame_rate:g} s)")
         return n_frames
@@ -163,22 +169,23 @@ class MusicGen:
         clock.lap("codec")
         return audio, clock.seconds
 
-    def _clips(self, rows, run: tuple[torch.Tensor, dict], duration, params: SamplingParams) -> list[Clip]:
+    def _clips(self, rows, run: tuple[torch.Tensor, dict], duration, params: SamplingParams,
+               loop: bool) -> list[Clip]:
         audio, seconds = run
         settings = dict(model=self.name, duration=duration, temperature=params.temperature, top_k=params.top_k,
                         top_p=params.top_p, cfg=params.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
-                        quantize=self.quantize)
-        audio = audio.cpu().numpy()
+                        quantize=self.quantize, loop=loop)
+        audio = [make_loop(a, self.sample_rate, duration) if loop else a for a in audio.cpu().numpy()]
         return [Clip(a, self.sample_rate, prompt, seed, dict(settings), check_audio(a), dict(seconds))
                 for (prompt, seed), a in zip(rows, audio)]
 
-    def _retry_on_cpu(self, rows, n_frames, params, report, duration) -> list[Clip]:
+    def _retry_on_cpu(self, rows, n_frames, params, report, duration, loop) -> list[Clip]:
         home, home_dtype = self.device, self.dtype
         cpu = torch.device("cpu")
         self._model.to(cpu, torch.float32)
         self.device, self.dtype = cpu, torch.float32
         try:
-            return self._clips(rows, self._run(rows, n_frames, params, report), duration, params)
+            return self._clips(rows, self._run(rows, n_frames, params, report), duration, params, loop)
         finally:
             self._model.to(home, home_dtype)
             self.device, self.dtype = home, home_dtype

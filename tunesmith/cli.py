@@ -44,17 +44,61 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=0.0, help="0 disables (default: 0)")
     gen.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance, 1 disables (default: 3)")
     gen.add_argument("-o", "--output", default=None,
-                     help="output file (.wav or .flac) or folder; several clips get -1, -2, ... suffixes")
+                     help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
+                          "suffixes")
     gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
     gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 decoder (faster on CPU)")
+    gen.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    gen.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
+    gen.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
+                     help="WAV sample format (default: pcm16)")
+    _add_finishing(gen, fade_out=0.0, loudness=None)
+
+    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
+    score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT",
+                       help="one or more videos, then the prompt (no prompt with --audio)")
+    score.add_argument("-o", "--output", default=None,
+                       help="output video (one input) or folder (default: NAME-scored.EXT beside each input)")
+    score.add_argument("--audio", default=None, metavar="TRACK", help="score with this audio file instead")
+    score.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
+    score.add_argument("--seed", type=int, default=None)
+    score.add_argument("--temperature", type=float, default=1.0)
+    score.add_argument("--top-k", type=int, default=250)
+    score.add_argument("--top-p", type=float, default=0.0)
+    score.add_argument("--cfg", type=float, default=3.0)
+    score.add_argument("--original", choices=["replace", "under", "over"], default="replace",
+                       help="the video's own audio: replace it (default), keep it under or over the music")
+    score.add_argument("--original-gain", type=float, default=-12.0,
+                       help="dB for the quieter of the two when mixing (default: -12)")
+    score.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    score.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    score.add_argument("--quantize", choices=["int8"], default=None)
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_finishing(score, fade_out=1.0, loudness=-14.0)
 
     sub.add_parser("models", help="list model aliases and whether each is in the local cache")
     down = sub.add_parser("download", help="download a model into the local Hugging Face cache")
     down.add_argument("model", help="alias or hub id")
     return parser
+
+
+def _add_finishing(parser, fade_out: float, loudness: float | None):
+    parser.add_argument("--fade-in", type=_seconds, default=0.0, help="seconds of equal-power fade in (default: 0)")
+    parser.add_argument("--fade-out", type=_seconds, default=fade_out,
+                        help=f"seconds of equal-power fade out (default: {fade_out:g})")
+    parser.add_argument("--loudness", type=float, default=loudness,
+                        help="integrated loudness target in LUFS, e.g. -14 "
+                             f"(default: {'none' if loudness is None else f'{loudness:g}'})")
+    parser.add_argument("--ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default: -1)")
+
+
+def _finishing_requested(args) -> bool:
+    return bool(args.fade_in or args.fade_out or args.loudness is not None)
 
 
 def slug(prompt: str, limit: int = 40) -> str:
@@ -124,13 +168,18 @@ def cmd_generate(args) -> int:
     rows = [(p, (args.seed + v) % (MAX_SEED + 1)) for p in args.prompts for v in range(args.variations)]
     paths = plan_outputs(args.output, rows, args.overwrite)
 
-    model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    _check_finishing(args, args.duration)
+    model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                                     threads=args.threads)
     clips = model.generate(args.prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
-                           progress=not args.quiet)
+                           loop=args.loop, progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
-        clip.save(path)
+        if _finishing_requested(args):
+            clip = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
+                               ceiling=args.ceiling)
+        clip.save(path, wav_format=args.wav_format)
         print(path)
         if not clip.check.ok:
             failed += 1
@@ -140,6 +189,84 @@ def cmd_generate(args) -> int:
         else:
             log.info("seed %d", clip.seed)
     return EXIT_CHECK_FAILED if failed and args.strict else 0
+
+
+def _check_finishing(args, duration: float):
+    """Finishing values, checked before any model loads."""
+    for value, what in ((args.fade_in, "--fade-in"), (args.fade_out, "--fade-out")):
+        if not 0 <= value < float("inf"):
+            raise InvalidParameter(f"{what} must be a number of seconds >= 0, got {value}")
+    if args.fade_in + args.fade_out > duration:
+        raise InvalidParameter(f"--fade-in plus --fade-out ({args.fade_in + args.fade_out:g} s) is longer "
+                               f"than the audio ({duration:g} s)")
+    for value, what in ((args.loudness, "--loudness"), (args.ceiling, "--ceiling")):
+        if value is not None and not -70 <= value <= 0:
+            raise InvalidParameter(f"{what} must be between -70 and 0, got {value}")
+
+
+def cmd_score(args) -> int:
+    import time
+
+    from .audio.io import read_audio, resample
+    from .clip import Clip
+    from .video.score import VIDEO_RATE, mux, plan_jobs
+
+    if args.audio is None:
+        if len(args.inputs) < 2:
+            raise InvalidParameter("give the video(s) and then a prompt, or --audio TRACK")
+        videos, prompt = args.inputs[:-1], args.inputs[-1]
+        if Path(prompt).suffix.lower() in (".mp4", ".mov", ".m4v", ".mkv", ".webm") and Path(prompt).exists():
+            raise InvalidParameter(f"the last argument must be the prompt, not a video ({prompt})")
+    else:
+        videos, prompt = args.inputs, None
+    jobs = plan_jobs(videos, args.output, args.overwrite)
+    for job in jobs:
+        _check_finishing(args, job.video.duration)
+    track = read_audio(args.audio) if args.audio else None
+
+    model = None
+    timings = []
+    for job in jobs:
+        seconds = job.video.duration
+        started = time.perf_counter()
+        if track is None:
+            from .api import WINDOW_SECONDS, MusicGen
+
+            if seconds > WINDOW_SECONDS:
+                raise TunesmithError(f"{job.video.path} lasts {seconds:.1f} s: music over {WINDOW_SECONDS:g} s "
+                                     "needs long-form generation, not supported yet; score it with --audio TRACK")
+            if model is None:
+                model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                 quantize=args.quantize)
+            clip, = model.generate(prompt, duration=seconds, seed=args.seed, temperature=args.temperature,
+                                   top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, progress=not args.quiet)
+        else:
+            audio, rate = track
+            if audio.shape[1] < round(seconds * rate):
+                log.warning("%s is shorter than %s: the rest is silence", args.audio, job.video.path)
+            clip = Clip(audio, rate, "", 0)
+        generated = time.perf_counter()
+        finished = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
+                               ceiling=args.ceiling, length=seconds)
+        audio = resample(finished.audio, finished.sample_rate, VIDEO_RATE)
+        done_finishing = time.perf_counter()
+        mux(job, audio, VIDEO_RATE, args.original, args.original_gain)
+        done = time.perf_counter()
+        print(job.output)
+        if track is None:
+            log.info("%s: seed %d", job.output, clip.seed)
+        timings.append((job.video.path.name, seconds, generated - started, done_finishing - generated,
+                        done - done_finishing))
+    _print_timings(timings, "loading + generation" if track is None else "reading the track")
+    return 0
+
+
+def _print_timings(rows, first_stage: str):
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'video':<{width}}  {'length':>7}  {first_stage:>20}  {'finishing':>9}  {'mux':>6}"]
+    for name, length, gen, fin, mux_s in rows:
+        lines.append(f"{name:<{width}}  {length:>6.1f}s  {gen:>19.1f}s  {fin:>8.2f}s  {mux_s:>5.2f}s")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def cmd_models(args) -> int:
@@ -166,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    commands = {"generate": cmd_generate, "models": cmd_models, "download": cmd_download}
+    commands = {"generate": cmd_generate, "score": cmd_score, "models": cmd_models, "download": cmd_download}
     try:
         return commands[args.command](args)
     except TunesmithError as err:

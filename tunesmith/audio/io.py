@@ -1,43 +1,112 @@
-"""Writing audio files (soundfile / libsndfile)."""
+"""Reading and writing audio files: WAV and FLAC through libsndfile (soundfile), MP3, Ogg Vorbis
+and M4A (AAC) through ffmpeg."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InvalidParameter, TunesmithError
 
-# Output extension -> (libsndfile format, subtype).
-FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
+WAV_FORMATS = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
+SNDFILE = {".wav": "WAV", ".flac": "FLAC"}
+# Compressed formats: ffmpeg encoder arguments.
+FFMPEG_CODECS = {
+    ".mp3": ["-c:a", "libmp3lame", "-b:a", "192k"],
+    ".ogg": ["-c:a", "libvorbis", "-q:a", "6"],
+    ".m4a": ["-c:a", "aac", "-b:a", "192k"],
+}
+FORMATS = tuple(SNDFILE) + tuple(FFMPEG_CODECS)
 
 
 def check_output_path(path: Path) -> Path:
     """Refuse, before any work, a path we could not write: unknown format, missing or read-only folder."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise InvalidParameter(f"unsupported output format '{path.suffix or path.name}': use {' or '.join(FORMATS)}")
-    folder = path.parent if str(path.parent) else Path(".")
+        raise InvalidParameter(f"unsupported output format '{path.suffix or path.name}': use {', '.join(FORMATS)}")
+    folder = path.parent
     if not folder.is_dir():
         raise TunesmithError(f"cannot write {path}: folder {folder} does not exist")
     if path.is_dir():
         raise TunesmithError(f"cannot write {path}: it is a folder")
-    import os
-
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise TunesmithError(f"cannot write {path}: permission denied")
     return path
 
 
-def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """audio (channels, samples) float in [-1, 1] -> file; the format follows the extension."""
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, wav_format: str = "pcm16") -> Path:
+    """audio (channels, samples) float -> file; the format follows the extension. `wav_format`
+    (pcm16, pcm24, float) sets WAV's sample format; FLAC takes pcm16 or pcm24."""
     import soundfile as sf
 
     path = check_output_path(Path(path))
-    fmt, subtype = FORMATS[path.suffix.lower()]
-    data = np.clip(np.nan_to_num(audio, nan=0.0), -1.0, 1.0).T  # libsndfile wants (samples, channels)
+    if wav_format not in WAV_FORMATS:
+        raise InvalidParameter(f"wav format must be one of {', '.join(WAV_FORMATS)}, got {wav_format!r}")
+    suffix = path.suffix.lower()
+    data = np.nan_to_num(audio, nan=0.0).astype(np.float32)
+    if suffix in FFMPEG_CODECS:
+        return _encode_with_ffmpeg(path, data, sample_rate, FFMPEG_CODECS[suffix])
+    subtype = WAV_FORMATS[wav_format]
+    if suffix == ".flac" and subtype == "FLOAT":
+        subtype = "PCM_24"  # FLAC has no float samples
+    if subtype != "FLOAT":
+        data = np.clip(data, -1.0, 1.0)  # integer formats would wrap around
     try:
-        sf.write(str(path), data, sample_rate, format=fmt, subtype=subtype)
+        sf.write(str(path), data.T, sample_rate, format=SNDFILE[suffix], subtype=subtype)
     except (OSError, RuntimeError) as err:
         raise TunesmithError(f"cannot write {path}: {err}") from None
     return path
+
+
+def _encode_with_ffmpeg(path: Path, audio: np.ndarray, sample_rate: int, codec: list[str]) -> Path:
+    import soundfile as sf
+
+    from ..video.ffmpeg import run_ffmpeg, url
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "source.wav"
+        sf.write(str(source), np.clip(audio, -1.0, 1.0).T, sample_rate, subtype="FLOAT")
+        partial = path.with_name(f".{path.name}.partial{path.suffix}")
+        try:
+            run_ffmpeg(["-y", "-i", url(source), "-vn", *codec, url(partial)], f"cannot write {path}")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Any audio file -> ((channels, samples) float32, sample rate). libsndfile first, ffmpeg for the rest."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise TunesmithError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return data.T.copy(), rate
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        pass
+    from ..video.ffmpeg import run_ffmpeg, url
+
+    with tempfile.TemporaryDirectory() as tmp:
+        decoded = Path(tmp) / "decoded.wav"
+        try:
+            run_ffmpeg(["-i", url(path), "-vn", "-map", "0:a:0", "-c:a", "pcm_f32le", url(decoded)], "decode")
+        except TunesmithError:
+            raise TunesmithError(f"{path} is not an audio file that can be read") from None
+        data, rate = sf.read(str(decoded), dtype="float32", always_2d=True)
+    return data.T.copy(), rate
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """(channels, samples) -> (channels, samples * to / from), soxr's high quality."""
+    import soxr
+
+    if from_rate == to_rate:
+        return audio
+    out = soxr.resample(np.ascontiguousarray(audio.T), from_rate, to_rate, quality="HQ")
+    return (out.T if out.ndim == 2 else out[None]).astype(np.float32)

@@ -80,7 +80,11 @@ class CrossAttention(nn.Module):
         """states [B, S, dim] (already projected and zeroed at padding)."""
         B, S, _ = states.shape
         kv = self.kv(states).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).to(dtype)
-        self.k, self.v = kv[0].contiguous(), kv[1].contiguous()
+        if self.k is not None and self.k.shape == kv[0].shape and self.k.dtype == dtype and self.k.device == kv.device:
+            self.k.copy_(kv[0])  # in place: captured CUDA graphs read these buffers
+            self.v.copy_(kv[1])
+        else:
+            self.k, self.v = kv[0].contiguous(), kv[1].contiguous()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
@@ -118,6 +122,15 @@ class MusicGenLM(nn.Module):
         self.register_buffer("positions", sinusoidal_positions(cfg.max_positions, cfg.dim), persistent=False)
         self.causal: torch.Tensor | None = None  # [L, L] bool, set by setup_cache
         self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
+        self.step_graphs: dict = {}  # captured CUDA graphs of the decode step (generate.StepGraph)
+
+    def release(self):
+        """Drop caches, condition and captured graphs (before a move to another device, or to free memory)."""
+        self.step_graphs.clear()
+        self.causal = self.cross_mask = None
+        for layer in self.layers:
+            layer.attn.cache = None
+            layer.cross.k = layer.cross.v = None
 
     @property
     def cache_dtype(self) -> torch.dtype:
@@ -125,8 +138,17 @@ class MusicGenLM(nn.Module):
         return torch.float32 if self.embed.device.type == "cpu" else self.embed.dtype
 
     def setup_cache(self, batch: int, max_len: int):
-        """Allocate the static self-attention cache for `batch` rows and `max_len` positions."""
+        """Allocate the static self-attention cache for `batch` rows and `max_len` positions.
+
+        A cache of the same shape is kept, not reallocated: captured CUDA graphs point at it. Stale
+        entries are harmless, since a position is always written before the causal mask lets it be read.
+        """
         dtype, device = self.cache_dtype, self.embed.device
+        old = self.layers[0].attn.cache
+        if old is not None and old.k.shape == (batch, self.cfg.n_heads, max_len, self.cfg.head_dim) \
+                and old.k.dtype == dtype and old.k.device == device:
+            return
+        self.step_graphs.clear()  # they point at the cache being replaced
         for layer in self.layers:
             layer.attn.cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
         self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
@@ -137,12 +159,19 @@ class MusicGenLM(nn.Module):
         Padding (and the all-zero mask of the unconditional rows) zeroes the projected states, as
         the reference does, so masked rows attend to zeros and add nothing.
         """
+        if self.cross_mask is not None and (self.cross_mask.shape[0], self.cross_mask.shape[-1]) != text_mask.shape:
+            self.step_graphs.clear()  # their condition buffers are about to be replaced
         dtype = self.embed.dtype
         states = self.text_proj(text_states.to(dtype)) * text_mask[..., None].to(dtype)  # [B, S, dim]
         for layer in self.layers:
             layer.cross.set_condition(states, self.cache_dtype)
         bias = torch.zeros(text_mask.shape, dtype=self.cache_dtype, device=states.device)
-        self.cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(bias.dtype).min)[:, None, None, :]  # [B,1,1,S]
+        cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(bias.dtype).min)[:, None, None, :]  # [B, 1, 1, S]
+        if self.cross_mask is not None and self.cross_mask.shape == cross_mask.shape \
+                and self.cross_mask.device == cross_mask.device:
+            self.cross_mask.copy_(cross_mask)
+        else:
+            self.cross_mask = cross_mask
 
     def forward(self, codes: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
         """codes [B, K, T] at positions pos [T] -> logits [B, K, T, vocab].

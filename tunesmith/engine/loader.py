@@ -29,6 +29,7 @@ class LoadedModel:
     codec: torch.nn.Module  # transformers EncodecModel, float32
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "LoadedModel":
+        self.lm.release()
         self.lm.to(device=device, dtype=dtype)
         self.text.encoder.to(device)
         self.codec.to(device)

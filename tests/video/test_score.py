@@ -1,0 +1,144 @@
+"""`tunesmith score` end to end on short videos made here with ffmpeg."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tunesmith.audio.finishing import integrated_loudness, true_peak_dbtp
+from tunesmith.audio.io import read_audio, write_audio
+from tunesmith.video.ffmpeg import ffmpeg_exe, probe, stream_packets
+
+from ..test_cli import one_error_line, run
+
+
+def make_video(path, seconds=3.0, audio=True, rate=15):
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+            f"testsrc=size=96x64:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=48000:duration={seconds}", "-c:a", "aac"]
+    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "file:" + str(path)]
+    subprocess.run(args, check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    return {
+        "reel": make_video(folder / "reel.mp4", 3.0),
+        "silent": make_video(folder / "silent.mp4", 2.0, audio=False, rate=24),
+        "dash": make_video(folder / "-odd name: 1.mov", 2.0),
+    }
+
+
+def music_track(path, seconds, sample_rate=44100):
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    x = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) * (0.7 + 0.3 * np.sin(2 * np.pi * t))
+    return write_audio(path, np.stack([x, x]).astype(np.float32), sample_rate)
+
+
+def audio_of(path):
+    """Decode the output's audio stream (to check loudness, peak and fade)."""
+    out = path.with_suffix(".check.wav")
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-i", "file:" + str(path), "-map", "0:a:0",
+                    "-c:a", "pcm_f32le", "file:" + str(out)], check=True)
+    return read_audio(out)
+
+
+def test_score_with_a_track_keeps_the_picture_and_fits_the_audio(clips, tmp_path):
+    track = music_track(tmp_path / "track.flac", 10.0)
+    out = tmp_path / "scored.mp4"
+    proc = run("score", clips["reel"], "--audio", track, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert "finishing" in proc.stderr and "mux" in proc.stderr  # the timing table
+
+    before, after = probe(clips["reel"]), probe(out)
+    assert before.video.packets == after.video.packets  # the video packets, hash by hash
+    audio_packets = stream_packets(out, "a:0", "test")
+    assert abs(audio_packets.duration - after.duration) <= 1024 / 48000 + 1e-3
+    audio, rate = audio_of(out)
+    assert rate == 48000
+    assert abs(integrated_loudness(audio, rate) + 14) < 1.0
+    assert true_peak_dbtp(audio, rate) < -1.0 + 0.5  # AAC may overshoot the ceiling a little
+    # the default 1 s fade out: the last 50 ms are far quieter than the middle
+    tail, middle = audio[:, -rate // 20:], audio[:, rate:2 * rate]
+    assert np.sqrt(np.mean(tail**2)) < 0.1 * np.sqrt(np.mean(middle**2))
+
+
+def test_score_generates_with_the_model(clips, mono_ckpt, tmp_path):
+    out = tmp_path / "generated.mp4"
+    proc = run("score", clips["silent"], "ambient pads", "-m", mono_ckpt[0], "--seed", "3", "-o", out,
+               "--fade-in", "0.2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert probe(out).video.packets == probe(clips["silent"]).video.packets
+    assert abs(stream_packets(out, "a:0", "test").duration - 2.0) <= 1024 / 48000 + 1e-3
+    assert "seed 3" in proc.stderr and "generation" in proc.stderr
+
+
+def test_several_videos_and_odd_names(clips, tmp_path):
+    track = music_track(tmp_path / "track.wav", 5.0)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = run("score", clips["reel"], clips["dash"], "--audio", track, "-o", out_dir)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in out_dir.iterdir())
+    assert written == ["-odd name: 1-scored.mov", "reel-scored.mp4"]
+    dashed = out_dir / "-odd name: 1-scored.mov"
+    assert probe(dashed).video.packets == probe(clips["dash"]).video.packets
+
+
+@pytest.mark.parametrize("mode", ["under", "over"])
+def test_keep_the_original_audio_mixed(clips, tmp_path, mode):
+    track = music_track(tmp_path / "track.wav", 5.0)
+    out = tmp_path / f"{mode}.mp4"
+    assert run("score", clips["reel"], "--audio", track, "-o", out, "--original", mode).returncode == 0
+    audio, rate = audio_of(out)
+    spectrum = np.abs(np.fft.rfft(audio[0, rate // 2:rate // 2 + rate]))  # 1 Hz bins
+    original, music = spectrum[295:305].max(), spectrum[215:225].max()
+    assert (original < music) if mode == "under" else (original > music)
+
+
+def test_bad_inputs_are_refused_and_nothing_is_overwritten(clips, tmp_path):
+    track = music_track(tmp_path / "track.wav", 5.0)
+    (tmp_path / "notes.txt").write_text("hello")
+    audio_only = write_audio(tmp_path / "song.m4a", read_audio(track)[0], 44100)
+    existing = tmp_path / "existing.mp4"
+    existing.write_bytes(b"precious")
+    cases = [
+        ((tmp_path / "missing.mp4", "--audio", track), "does not exist"),
+        ((tmp_path / "notes.txt", "--audio", track), "not a video"),
+        ((audio_only, "--audio", track), "no video stream"),
+        ((clips["reel"], "--audio", track, "-o", clips["reel"]), "is the input video"),
+        ((clips["reel"], "--audio", track, "-o", existing), "exists"),
+        ((clips["reel"], "--audio", track, "-o", tmp_path / "x.avi"), "unsupported video container"),
+        ((clips["reel"],), "prompt"),
+        ((clips["reel"], clips["silent"]), "must be the prompt"),
+        ((clips["reel"], "--audio", tmp_path / "notes.txt"), "not an audio file"),
+        ((clips["reel"], "--audio", track, "--fade-out", "9"), "longer than the audio"),
+    ]
+    for args, message in cases:
+        line = one_error_line(run("score", *args))
+        assert message in line, (args, line)
+    assert existing.read_bytes() == b"precious"
+    assert not list(tmp_path.glob("*-scored*")) and not list(tmp_path.glob(".*partial*"))
+
+
+def test_the_system_ffmpeg_can_be_chosen(monkeypatch):
+    monkeypatch.setenv("TUNESMITH_FFMPEG", sys.executable)  # a file that exists: taken as given
+    assert ffmpeg_exe() == sys.executable
+    monkeypatch.setenv("TUNESMITH_FFMPEG", "/nonexistent/ffmpeg")
+    with pytest.raises(Exception, match="not a file"):
+        ffmpeg_exe()
+
+
+def test_a_video_stream_without_packets_is_zero_length(clips, monkeypatch):
+    """ffmpeg will not write a video stream with no frames, so the packet list is emptied instead."""
+    from tunesmith.errors import TunesmithError
+    from tunesmith.video import ffmpeg
+
+    monkeypatch.setattr(ffmpeg, "stream_packets", lambda *a: ffmpeg.StreamPackets(ffmpeg.Fraction(1, 90000)))
+    with pytest.raises(TunesmithError, match="zero length"):
+        probe(clips["reel"])

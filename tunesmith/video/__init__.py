@@ -1,0 +1,1 @@
+"""Video scoring through ffmpeg: probing, muxing with the picture untouched."""
