@@ -16,10 +16,11 @@ def tiny_config(stereo: bool = False, proj: bool = True):
     text = T5Config(vocab_size=len(WORDS) + 64, d_model=24 if proj else 32, d_kv=8, d_ff=32, num_layers=2,
                     num_heads=3, relative_attention_num_buckets=8)
     channels = 2 if stereo else 1
-    # Hop 640 at 32 kHz: 50 frames a second, as the real EnCodec 32 kHz; 2.2 kbps gives 4 codebooks.
+    # Hop 640 at 32 kHz: 50 frames a second, as the real EnCodec 32 kHz; 4 codebooks of 6 bits at 50 Hz
+    # are 1.2 kbps (the real one: 4 of 11 bits, 2.2 kbps).
     codec = EncodecConfig(hidden_size=16, num_filters=4, codebook_size=64, codebook_dim=16,
                           upsampling_ratios=[8, 5, 4, 4], sampling_rate=32000, audio_channels=1,
-                          num_residual_layers=1, target_bandwidths=[2.2], chunk_length_s=None, overlap=None,
+                          num_residual_layers=1, target_bandwidths=[1.2], chunk_length_s=None, overlap=None,
                           normalize=False, use_causal_conv=False, num_lstm_layers=1)
     decoder = MusicgenDecoderConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                     ffn_dim=64, num_codebooks=4 * channels, audio_channels=channels,

@@ -27,7 +27,7 @@ def mono_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stereo_ckpt(tmp_path_factory):
-    return _make(tmp_path_factory, "stereo", stereo=True, seed=1)
+    return _make(tmp_path_factory, "stereo", stereo=True, seed=2)
 
 
 @pytest.fixture(scope="session")

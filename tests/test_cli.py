@@ -75,7 +75,7 @@ def test_strict_flags_a_failed_check(mono_ckpt, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["-d", "0"], "positive"), (["-d", "-2"], "positive"), (["-d", "nan"], "positive"), (["-d", "abc"], "not a number"),
-    (["-d", "45"], "30 s window"), (["--temperature", "-1"], "temperature"), (["--top-k", "-1"], "top_k"),
+    (["-d", "5000"], "3600 s"), (["--temperature", "-1"], "temperature"), (["--top-k", "-1"], "top_k"),
     (["--top-p", "3"], "top_p"), (["--cfg", "0"], "cfg"), (["--seed", "-4"], "seed"), (["-n", "0"], "-n"),
     (["-o", "x.aiff"], "unsupported output format"), (["-o", "/nonexistent/dir/x.wav"], "does not exist"),
     (["--device", "tpu"], "invalid choice"), (["--dtype", "int3"], "invalid choice"),

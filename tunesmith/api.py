@@ -8,26 +8,30 @@ import math
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .audio.checks import check_audio
 from .audio.loops import loop_overhang, make_loop
+from .audio.prompt import keep_prompt_samples, prepare_prompt_audio
 from .clip import Clip
 from .device import pick_device, pick_dtype
-from .engine.codec import decode_codes
-from .engine.generate import generate_codes
+from .engine.codec import decode_codes, encode_audio
+from .engine.longform import Schedule, generate_long
 from .engine.hub import resolve
 from .engine.loader import LoadedModel, load_folder
 from .engine.patterns import delay_offsets
 from .engine.sampling import MAX_SEED, SamplingParams
-from .errors import InvalidParameter
+from .errors import CheckpointError, InvalidParameter
 
 log = logging.getLogger("tunesmith")
 
 WINDOW_SECONDS = 30.0  # MusicGen was trained on 30 s windows
+MAX_DURATION = 3600.0  # long form: one hour is plenty, and keeps typos like 60000 from running for days
 
 
 @contextlib.contextmanager
@@ -57,6 +61,7 @@ class MusicGen:
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.window_seconds = self.max_window  # long form: may be lowered (tests, memory), not raised
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
@@ -93,42 +98,33 @@ class MusicGen:
         return self._model.config.decoder.audio_channels
 
     @property
-    def max_duration(self) -> float:
-        """Longest clip in one window: 30 s, or less where the checkpoint has fewer positions."""
+    def max_window(self) -> float:
+        """Longest window the checkpoint can generate at once: 30 s, or less where it has fewer positions."""
         dec = self._model.config.decoder
         delay = max(delay_offsets(dec.n_codebooks, dec.audio_channels))
         return min(WINDOW_SECONDS, (dec.max_positions - 1 - delay) / self.frame_rate)
 
-    def generate(self, prompts: str | Sequence[str], *, duration: float = 10.0, seed: int | None = None,
+    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = 10.0, seed: int | None = None,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg: float = 3.0,
-                 num_variations: int = 1, loop: bool = False,
+                 num_variations: int = 1, audio_prompt=None, context: float = 12.0, loop: bool = False,
                  progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
+        prompts: texts, or schedules [(start_second, text), ...] whose text changes over time.
+        duration: seconds, any length up to MAX_DURATION; past the model's window the piece is made
+            window by window, each conditioned on the last `context` seconds already made.
+        audio_prompt: a path, a Clip or (array, sample_rate) to continue; the clip starts with it and
+            lasts `duration` in total.
         Variation v of every prompt uses seed + v; a clip is reproduced by its own seed alone.
         loop=True: each clip is a seamless loop of exactly `duration` (a little more is generated).
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts) if prompts is not None else []
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise InvalidParameter("prompts must be a text or a non-empty list of texts")
-        if not isinstance(loop, bool):
-            raise InvalidParameter(f"loop must be True or False, got {loop!r}")
-        n_frames = self._frames_for(duration, loop)
-        params = SamplingParams(temperature, top_k, top_p, cfg).validate()
-        if not isinstance(num_variations, int) or isinstance(num_variations, bool) or not 1 <= num_variations <= 64:
-            raise InvalidParameter(f"num_variations must be a whole number from 1 to 64, got {num_variations}")
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            raise InvalidParameter(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+        request = self._request(prompts, duration, seed, SamplingParams(temperature, top_k, top_p, cfg),
+                                num_variations, audio_prompt, context, loop)
         if not (isinstance(progress, bool) or callable(progress)):
             raise InvalidParameter("progress must be True, False or a callable (done, total)")
-
-        rows = [(p, (seed + v) % (MAX_SEED + 1)) for p in prompts for v in range(num_variations)]
         report = _progress_reporter(progress)
         try:
-            run = self._run(rows, n_frames, params, report)
-            clips = self._clips(rows, run, duration, params, loop)
+            clips = self._clips(request, self._run(request, report))
             if self.device.type != "cpu" and not all(c.check.ok for c in clips):
                 problems = next(c.check.summary() for c in clips if not c.check.ok)
                 raise _DeviceOutputError(problems)
@@ -136,59 +132,144 @@ class MusicGen:
             if self.device.type == "cpu":
                 raise
             log.warning("generation on %s failed (%s); retrying once on the CPU", self.device, _one_line(err))
-            clips = self._retry_on_cpu(rows, n_frames, params, report, duration, loop)
+            clips = self._retry_on_cpu(request, report)
         finally:
             if hasattr(report, "close"):
                 report.close()
         return clips
 
-    def _frames_for(self, duration, loop: bool = False) -> int:
+    def _request(self, prompts, duration, seed, params, num_variations, audio_prompt, context, loop) -> "_Request":
+        """Every argument checked, before any work."""
+        if isinstance(prompts, str) or _is_schedule(prompts):
+            prompts = [prompts]
+        prompts = list(prompts) if isinstance(prompts, (list, tuple)) else []
+        if not prompts:
+            raise InvalidParameter("prompts must be a text, a schedule, or a non-empty list of them")
         if not _finite_number(duration) or duration <= 0:
             raise InvalidParameter(f"duration must be a positive number of seconds, got {duration}")
-        extra = loop_overhang(duration) if loop else 0.0
-        if duration + extra > self.max_duration + 1e-9:
-            what = f"a {duration:g} s loop (plus {extra:.2f} s to loop on)" if loop else f"duration {duration:g} s"
-            raise InvalidParameter(f"{what} is longer than the model's {self.max_duration:g} s window "
-                                   "(longer pieces are not supported yet)")
-        n_frames = round((duration + extra) * self.frame_rate)
+        if duration > MAX_DURATION:
+            raise InvalidParameter(f"duration {duration:g} s is longer than the {MAX_DURATION:g} s tunesmith makes")
+        schedules = [check_schedule(p, duration) for p in prompts]
+        params = params.validate()
+        if not isinstance(num_variations, int) or isinstance(num_variations, bool) or not 1 <= num_variations <= 64:
+            raise InvalidParameter(f"num_variations must be a whole number from 1 to 64, got {num_variations}")
+        if seed is None:
+            seed = secrets.randbelow(MAX_SEED + 1)
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise InvalidParameter(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+        if not isinstance(loop, bool):
+            raise InvalidParameter(f"loop must be True or False, got {loop!r}")
+        if not _finite_number(self.window_seconds) or not 0 < self.window_seconds <= self.max_window:
+            raise InvalidParameter(f"window_seconds must be in (0, {self.max_window:g}], got {self.window_seconds}")
+        if not _finite_number(context) or not 0 < context < self.window_seconds:
+            raise InvalidParameter(f"context must be between 0 and the {self.window_seconds:g} s window, got {context}")
+        if loop and audio_prompt is not None:
+            raise InvalidParameter("a loop cannot continue an audio prompt: use one or the other")
+        hop = self._model.config.hop_length
+        n_frames = round((duration + (loop_overhang(duration) if loop else 0.0)) * self.frame_rate)
         if n_frames < 1:
             raise InvalidParameter(f"duration {duration:g} s is shorter than one frame ({1 / self.frame_rate:g} s)")
-        return n_frames
+        prompt_audio = None
+        if audio_prompt is not None:
+            prompt_audio = prepare_prompt_audio(audio_prompt, self.sample_rate, self.audio_channels)
+            prompt_audio = prompt_audio[:, : prompt_audio.shape[1] // hop * hop]  # whole codec frames
+            if prompt_audio.shape[1] // hop >= n_frames:
+                raise InvalidParameter(f"the audio prompt lasts {prompt_audio.shape[1] / self.sample_rate:.2f} s: "
+                                       f"duration {duration:g} s leaves nothing to generate")
+        rows = [(s, (seed + v) % (MAX_SEED + 1)) for s in schedules for v in range(num_variations)]
+        return _Request(rows, n_frames, params, duration, loop, prompt_audio,
+                        round(context * self.frame_rate), round(self.window_seconds * self.frame_rate))
 
     @torch.inference_mode()
-    def _run(self, rows, n_frames, params, report) -> tuple[torch.Tensor, dict]:
+    def _run(self, request: "_Request", report) -> tuple[torch.Tensor, dict]:
         """-> (audio [B, C, samples], seconds spent in each stage)."""
         model = self._model
         clock = _StageClock(self.device)
-        states, mask = model.text.encode([p for p, _ in rows])
-        clock.lap("text")
-        seeds = torch.tensor([s for _, s in rows], dtype=torch.long, device=self.device)
-        codes = generate_codes(model.lm, states, mask, n_frames, params, seeds, report)
-        clock.lap("lm")
+        prefix = None
+        if request.prompt_audio is not None:
+            audio = torch.from_numpy(request.prompt_audio).to(self.device)
+            prefix = encode_audio(model.codec, audio, self.audio_channels)
+            if prefix.shape[1] != model.config.decoder.n_codebooks:
+                raise CheckpointError(f"the codec makes {prefix.shape[1]} codebooks but the decoder reads "
+                                      f"{model.config.decoder.n_codebooks}: the checkpoint is inconsistent")
+            prefix = prefix.expand(len(request.rows), -1, -1)
+            clock.lap("prompt")
+        seeds = torch.tensor([s for _, s in request.rows], dtype=torch.long, device=self.device)
+        codes = generate_long(model.lm, model.text.encode, [s for s, _ in request.rows], request.n_frames,
+                              self.frame_rate, request.params, seeds, request.window, request.context,
+                              prefix, report)
+        clock.lap("lm")  # the text encoder runs per window inside: its share is part of this
         audio = decode_codes(model.codec, codes, model.config.decoder.audio_channels)
         clock.lap("codec")
         return audio, clock.seconds
 
-    def _clips(self, rows, run: tuple[torch.Tensor, dict], duration, params: SamplingParams,
-               loop: bool) -> list[Clip]:
+    def _clips(self, request: "_Request", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
-        settings = dict(model=self.name, duration=duration, temperature=params.temperature, top_k=params.top_k,
-                        top_p=params.top_p, cfg=params.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
-                        quantize=self.quantize, loop=loop)
-        audio = [make_loop(a, self.sample_rate, duration) if loop else a for a in audio.cpu().numpy()]
-        return [Clip(a, self.sample_rate, prompt, seed, dict(settings), check_audio(a), dict(seconds))
-                for (prompt, seed), a in zip(rows, audio)]
+        p = request.params
+        settings = dict(model=self.name, duration=request.duration, temperature=p.temperature, top_k=p.top_k,
+                        top_p=p.top_p, cfg=p.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
+                        quantize=self.quantize, loop=request.loop)
+        clips = []
+        for (schedule, seed), a in zip(request.rows, audio.cpu().numpy()):
+            if request.loop:
+                a = make_loop(a, self.sample_rate, request.duration)
+            if request.prompt_audio is not None:
+                a = keep_prompt_samples(request.prompt_audio, a, self.sample_rate)
+            row = dict(settings, schedule=schedule) if len(schedule) > 1 else settings
+            clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row), check_audio(a),
+                              dict(seconds)))
+        return clips
 
-    def _retry_on_cpu(self, rows, n_frames, params, report, duration, loop) -> list[Clip]:
+    def _retry_on_cpu(self, request: "_Request", report) -> list[Clip]:
         home, home_dtype = self.device, self.dtype
         cpu = torch.device("cpu")
         self._model.to(cpu, torch.float32)
         self.device, self.dtype = cpu, torch.float32
         try:
-            return self._clips(rows, self._run(rows, n_frames, params, report), duration, params, loop)
+            return self._clips(request, self._run(request, report))
         finally:
             self._model.to(home, home_dtype)
             self.device, self.dtype = home, home_dtype
+
+
+@dataclass
+class _Request:
+    rows: list  # (schedule, seed) per batch row
+    n_frames: int
+    params: SamplingParams
+    duration: float
+    loop: bool
+    prompt_audio: "np.ndarray | None"  # (channels, samples) at the model's rate, whole frames
+    context: int  # frames
+    window: int  # frames
+
+
+def _is_schedule(value) -> bool:
+    """[(start_second, text), ...]: pairs led by a number (a list of prompts holds texts or schedules)."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(e, (list, tuple)) and len(e) == 2 and _finite_number(e[0]) for e in value)
+
+
+def check_schedule(prompt, duration: float) -> Schedule:
+    """A text -> [(0, text)]; a schedule is checked: starts at 0, times increasing and inside the piece."""
+    if isinstance(prompt, str):
+        return [(0.0, prompt)]
+    if not _is_schedule(prompt) or not all(isinstance(text, str) for _, text in prompt):
+        raise InvalidParameter("each prompt must be a text or a schedule of (start_second, text) pairs")
+    times = [float(t) for t, _ in prompt]
+    if times[0] != 0:
+        raise InvalidParameter(f"a prompt schedule must start at 0 s, not {times[0]:g} s")
+    if any(b <= a for a, b in zip(times, times[1:])):
+        raise InvalidParameter(f"prompt schedule times must increase: {', '.join(f'{t:g}' for t in times)}")
+    if times[-1] >= duration:
+        raise InvalidParameter(f"prompt schedule time {times[-1]:g} s is not inside the {duration:g} s piece")
+    return [(float(t), text) for t, text in prompt]
+
+
+def schedule_text(schedule: Schedule) -> str:
+    if len(schedule) == 1:
+        return schedule[0][1]
+    return " | ".join(f"{t:g}s: {text}" for t, text in schedule)
 
 
 class _StageClock:

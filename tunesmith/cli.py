@@ -29,12 +29,29 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _schedule_entry(text: str) -> tuple[float, str]:
+    start, sep, prompt = text.partition(":")
+    try:
+        seconds = float(start)
+    except ValueError:
+        seconds = float("nan")
+    if not sep or not prompt.strip() or seconds != seconds:
+        raise argparse.ArgumentTypeError(f"'{text}' is not SECONDS:TEXT (e.g. '45:drums enter')")
+    return seconds, prompt.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="generate music from text prompts")
-    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="what the music should be")
+    gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="what the music should be")
+    gen.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
+                     help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
+    gen.add_argument("--continue", dest="continue_from", metavar="FILE", default=None,
+                     help="continue this audio: the output starts with it and lasts -d seconds in total")
+    gen.add_argument("--context", type=_seconds, default=12.0,
+                     help="long pieces: seconds of the piece so far that condition each new window (default: 12)")
     gen.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
     gen.add_argument("-d", "--duration", type=_seconds, default=10.0, help="seconds of audio (default: 10)")
     gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
@@ -160,20 +177,32 @@ def cmd_generate(args) -> int:
         raise InvalidParameter(f"-n must be from 1 to 64, got {args.variations}")
     if not (args.duration > 0 and args.duration < float("inf")):
         raise InvalidParameter(f"duration must be a positive number of seconds, got {args.duration}")
+    audio_prompt = None
+    if args.continue_from is not None:
+        from .audio.io import read_audio
+
+        audio_prompt = read_audio(args.continue_from)  # unreadable or missing: said before the model loads
+    if args.schedule and args.prompts:
+        raise InvalidParameter("give either PROMPT texts or --prompt SECONDS:TEXT entries, not both")
+    if not args.schedule and not args.prompts:
+        raise InvalidParameter("give a PROMPT (or --prompt SECONDS:TEXT entries)")
+    prompts = [args.schedule] if args.schedule else args.prompts
     # Decide the seed here so that file names can carry it before generation starts.
     if args.seed is None:
         import secrets
 
         args.seed = secrets.randbelow(MAX_SEED + 1 - args.variations)
-    rows = [(p, (args.seed + v) % (MAX_SEED + 1)) for p in args.prompts for v in range(args.variations)]
+    names = [p[0][1] if isinstance(p, list) else p for p in prompts]
+    rows = [(name, (args.seed + v) % (MAX_SEED + 1)) for name in names for v in range(args.variations)]
     paths = plan_outputs(args.output, rows, args.overwrite)
 
     _check_finishing(args, args.duration)
     model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
                                      threads=args.threads)
-    clips = model.generate(args.prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
+    clips = model.generate(prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
-                           loop=args.loop, progress=not args.quiet)
+                           audio_prompt=audio_prompt, context=args.context, loop=args.loop,
+                           progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
         if _finishing_requested(args):
@@ -230,11 +259,8 @@ def cmd_score(args) -> int:
         seconds = job.video.duration
         started = time.perf_counter()
         if track is None:
-            from .api import WINDOW_SECONDS, MusicGen
+            from .api import MusicGen
 
-            if seconds > WINDOW_SECONDS:
-                raise TunesmithError(f"{job.video.path} lasts {seconds:.1f} s: music over {WINDOW_SECONDS:g} s "
-                                     "needs long-form generation, not supported yet; score it with --audio TRACK")
             if model is None:
                 model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                                  quantize=args.quantize)

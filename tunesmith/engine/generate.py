@@ -1,6 +1,8 @@
-"""The decode loop: set the condition, then one step per codec frame (plus the pattern's delay).
+"""The decode loop: set the condition, prefill any known codes, then one step per codec frame.
 
-Three ways to run the same step, chosen by device:
+The sequence holds the delayed layout behind a BOS column. Entries to generate are marked in
+`free`; every other entry (the pattern's pads, the codes of an audio prompt) is written before the
+loop and kept. Three ways to run the same step, chosen by device:
 - eager (CPU, MPS): attention reads only the filled part of the cache;
 - static: fixed shapes, everything on device tensors (the step reads its position from a tensor);
 - graph (CUDA): the static step captured once in a CUDA graph and replayed, no host sync per step.
@@ -14,7 +16,7 @@ import torch
 
 from .conditioning import with_null_condition
 from .lm import MusicGenLM
-from .patterns import delay_mask, delay_offsets, revert_delay
+from .patterns import apply_delay, delay_mask, delay_offsets, revert_delay
 from .sampling import SamplingParams, guidance_mix, sample
 
 Progress = Callable[[int, int], None]
@@ -22,50 +24,54 @@ TEXT_BUCKET = 32  # on CUDA, text lengths round up to this so that captured grap
 
 
 def decode_step(lm: MusicGenLM, codes: torch.Tensor, pos: torch.Tensor, params: SamplingParams,
-                seeds: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
-    """codes [B, K] at position pos [1] -> next codes [B, K]. Fixed shapes, no data-dependent branches."""
+                seeds: torch.Tensor, noise_step: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
+    """codes [B, K, T] at positions pos [T] -> codes of the next position [B, K]. Fixed shapes, no
+    data-dependent branches. noise_step [] picks the sampling noise (a position in the whole piece)."""
     if params.cfg > 1:
         codes = torch.cat([codes, codes])  # conditional rows, then unconditional
-    logits = lm(codes[:, :, None], pos, kv_len)[:, :, -1]  # [B2, K, V]
+    logits = lm(codes, pos, kv_len)[:, :, -1]  # [B2, K, V]
     if params.cfg > 1:
         logits = guidance_mix(logits, params.cfg)  # [B, K, V]
-    return sample(logits, params, seeds, pos[0])
+    return sample(logits, params, seeds, noise_step)
 
 
-def static_step(lm: MusicGenLM, seq: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor,
-                params: SamplingParams, seeds: torch.Tensor) -> None:
-    """seq [B, K, steps + 1]: read position pos, write pos + 1, advance pos. Device tensors only."""
-    codes = seq.index_select(2, pos).squeeze(2)  # [B, K]
-    nxt = decode_step(lm, codes, pos, params, seeds)  # whole static cache, causal mask
-    keep = valid.index_select(1, pos)  # [K, 1]
-    seq.index_copy_(2, pos + 1, torch.where(keep, nxt[:, :, None], lm.cfg.pad_token))
+def static_step(lm: MusicGenLM, seq: torch.Tensor, free: torch.Tensor, pos: torch.Tensor,
+                params: SamplingParams, seeds: torch.Tensor, noise_base: torch.Tensor) -> None:
+    """seq [B, K, L + 1]: read position pos, fill the free entries of pos + 1, advance pos. Device tensors only."""
+    nxt = decode_step(lm, seq.index_select(2, pos), pos, params, seeds, noise_base + pos[0])  # [B, K]
+    target = pos + 1
+    keep = seq.index_select(2, target)  # [B, K, 1]
+    seq.index_copy_(2, target, torch.where(free.index_select(1, pos), nxt[:, :, None], keep))
     pos.add_(1)
 
 
 class StepGraph:
     """The static step captured in a CUDA graph, with the buffers it reads and writes."""
 
-    def __init__(self, lm: MusicGenLM, seq, valid, seeds, params: SamplingParams):
-        self.seq, self.valid, self.seeds = seq, valid, seeds
+    def __init__(self, lm: MusicGenLM, seq, free, seeds, params: SamplingParams):
+        self.seq, self.free, self.seeds = seq.clone(), free.clone(), seeds.clone()
         self.pos = torch.zeros(1, dtype=torch.long, device=seq.device)
+        self.noise_base = torch.zeros((), dtype=torch.long, device=seq.device)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up outside the graph, as capture requires
             for _ in range(3):
-                static_step(lm, seq, valid, self.pos, params, seeds)
+                static_step(lm, self.seq, self.free, self.pos, params, self.seeds, self.noise_base)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            static_step(lm, seq, valid, self.pos, params, seeds)
+            static_step(lm, self.seq, self.free, self.pos, params, self.seeds, self.noise_base)
 
-    def run(self, seeds: torch.Tensor, pad: int, steps: int, progress: Progress | None):
-        self.seq.fill_(pad)
+    def run(self, seq, free, seeds, start: int, noise_base: int, progress: Progress | None, done: int, total: int):
+        self.seq.copy_(seq)
+        self.free.copy_(free)
         self.seeds.copy_(seeds)
-        self.pos.zero_()
-        for t in range(steps):
+        self.pos.fill_(start)
+        self.noise_base.fill_(noise_base)
+        for t in range(seq.shape[2] - 1 - start):
             self.graph.replay()
             if progress is not None:
-                progress(t + 1, steps)
+                progress(done + t + 1, total)
         return self.seq
 
 
@@ -74,49 +80,80 @@ def _bucket_text(states: torch.Tensor, mask: torch.Tensor):
     return torch.nn.functional.pad(states, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
 
 
+def layout(n_frames: int, prefix: torch.Tensor, offsets: list[int], pad: int):
+    """prefix [B, K, P] known codes -> (seq [B, K, L + 1] with BOS and known entries, free [K, L], P)."""
+    B, K, P = prefix.shape
+    codes = torch.full((B, K, n_frames), pad, dtype=torch.long, device=prefix.device)
+    codes[:, :, :P] = prefix
+    delayed = apply_delay(codes, offsets, pad)  # [B, K, L]
+    seq = torch.cat([torch.full_like(delayed[:, :, :1], pad), delayed], dim=2)
+    valid = delay_mask(n_frames, offsets, prefix.device)
+    known = torch.zeros_like(valid)
+    if P:
+        known[:, : P + max(offsets)] = delay_mask(P, offsets, prefix.device)
+    return seq, valid & ~known, P
+
+
+def steps_for(n_frames: int, prefix_frames: int, offsets: list[int]) -> int:
+    """Decode steps (the prefill counts as one) that generate n_frames after a prefix of prefix_frames."""
+    return n_frames + max(offsets) - prefix_frames
+
+
 @torch.inference_mode()
 def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.Tensor, n_frames: int,
                    params: SamplingParams, seeds: torch.Tensor, progress: Progress | None = None,
-                   mode: str = "auto") -> torch.Tensor:
-    """Text condition [B, S, text_dim] / [B, S] -> codes [B, K, n_frames].
+                   mode: str = "auto", prefix: torch.Tensor | None = None, noise_base: int = 0,
+                   progress_done: int = 0, progress_total: int | None = None) -> torch.Tensor:
+    """Text condition [B, S, text_dim] / [B, S] -> codes [B, K, n_frames], the first P of them the
+    given prefix [B, K, P] (an audio prompt, or the context of a long piece).
 
     mode: "eager", "static" or "graph"; "auto" takes graph on CUDA, eager elsewhere.
+    noise_base: where this call sits in a longer piece, so that each window draws its own noise.
+    progress_done / progress_total: report within a larger job (long form).
     """
     cfg = lm.cfg
     B, device = text_states.shape[0], seeds.device
     if mode == "auto":
         mode = "graph" if device.type == "cuda" else "eager"
     offsets = delay_offsets(cfg.n_codebooks, cfg.audio_channels)
-    steps = n_frames + max(offsets)
+    if prefix is None:
+        prefix = torch.zeros((B, cfg.n_codebooks, 0), dtype=torch.long, device=device)
+    seq, free, first = layout(n_frames, prefix.to(device), offsets, cfg.pad_token)
+    length = seq.shape[2] - 1
+    total = progress_total or steps_for(n_frames, first, offsets)
     if mode == "graph":
         text_states, text_mask = _bucket_text(text_states, text_mask)  # padding is masked: same result
     if params.cfg > 1:
         text_states, text_mask = with_null_condition(text_states, text_mask)
-    lm.setup_cache(batch=text_states.shape[0], max_len=steps + 1)
+    lm.setup_cache(batch=text_states.shape[0], max_len=length + 1)
     lm.set_condition(text_states, text_mask)
-    valid = delay_mask(n_frames, offsets, device)  # [K, steps]
+
+    def report(done):
+        if progress is not None:
+            progress(progress_done + done, total)
+
+    # Prefill: BOS and the known columns in one forward, predicting the first free column.
+    positions = torch.arange(length + 1, device=device)
+    nxt = decode_step(lm, seq[:, :, : first + 1], positions[: first + 1], params, seeds,
+                      positions[first] + noise_base, first + 1 if mode == "eager" else None)
+    seq[:, :, first + 1] = torch.where(free[:, first], nxt, seq[:, :, first + 1])
+    report(1)
 
     if mode == "graph":
-        key = (B, steps, text_states.shape[1], params)
-        graphs = lm.step_graphs
-        if key not in graphs:
-            seq = torch.full((B, cfg.n_codebooks, steps + 1), cfg.pad_token, dtype=torch.long, device=device)
-            graphs[key] = StepGraph(lm, seq, valid, seeds.clone(), params)
-        seq = graphs[key].run(seeds, cfg.pad_token, steps, progress)
-        return revert_delay(seq[:, :, 1:], offsets, n_frames).clone()
-
-    seq = torch.full((B, cfg.n_codebooks, steps + 1), cfg.pad_token, dtype=torch.long, device=device)  # BOS at 0
-    if mode == "static":
-        pos = torch.zeros(1, dtype=torch.long, device=device)
-        for t in range(steps):
-            static_step(lm, seq, valid, pos, params, seeds)
-            if progress is not None:
-                progress(t + 1, steps)
+        key = (B, length, text_states.shape[1], params)
+        if key not in lm.step_graphs:
+            lm.step_graphs[key] = StepGraph(lm, seq, free, seeds, params)
+        seq = lm.step_graphs[key].run(seq, free, seeds, first + 1, noise_base, progress, progress_done + 1, total)
+    elif mode == "static":
+        pos = torch.tensor([first + 1], device=device)
+        base = torch.tensor(noise_base, device=device)
+        for t in range(first + 1, length):
+            static_step(lm, seq, free, pos, params, seeds, base)
+            report(t - first + 1)
     else:
-        positions = torch.arange(steps + 1, device=device)
-        for t in range(steps):
-            nxt = decode_step(lm, seq[:, :, t], positions[t : t + 1], params, seeds, t + 1)  # [B, K]
-            seq[:, :, t + 1] = torch.where(valid[:, t], nxt, cfg.pad_token)
-            if progress is not None:
-                progress(t + 1, steps)
-    return revert_delay(seq[:, :, 1:], offsets, n_frames)
+        for t in range(first + 1, length):
+            nxt = decode_step(lm, seq[:, :, t : t + 1], positions[t : t + 1], params, seeds,
+                              positions[t] + noise_base, t + 1)  # [B, K]
+            seq[:, :, t + 1] = torch.where(free[:, t], nxt, seq[:, :, t + 1])
+            report(t - first + 1)
+    return revert_delay(seq[:, :, 1:], offsets, n_frames).clone()
