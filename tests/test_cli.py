@@ -144,3 +144,41 @@ def test_hf_home_is_honoured(mono_ckpt, tmp_path):
     os.environ.pop("HF_HUB_CACHE", None)
     proc = run("models", env=env)
     assert [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("small ")] == ["yes"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", "0:intro", "--prompt", "5:drums", "-d", "3"], "not inside"),
+    (["--prompt", "2:intro", "-d", "3"], "start at 0"),
+    (["--prompt", "0:intro", "--prompt", "0:again", "-d", "3"], "increase"),
+    (["--prompt", "intro"], "SECONDS:TEXT"),
+    (["jazz", "--prompt", "0:intro"], "not both"),
+    (["--continue", "missing.wav"], "does not exist"),
+    (["--continue", "notes.txt"], "not an audio file"),
+    (["--continue", "silence.wav"], "silent"),
+    (["--loop", "--fade-out", "1"], "seamless loop"),
+    (["--loudness", "5"], "between -70 and 0"),
+    (["--wav-format", "pcm8"], "invalid choice"),
+])
+def test_bad_long_form_and_finishing_input(mono_ckpt, tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("not audio")
+    sf.write(str(tmp_path / "silence.wav"), [0.0] * 16000, 16000)
+    if not any(a == "--prompt" for a in args) and "jazz" not in args:
+        args = ["jazz", *args]
+    line = one_error_line(run("generate", *args, "-m", mono_ckpt[0], "--quiet", cwd=tmp_path))
+    assert message in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "silence.wav"]
+
+
+def test_schedule_continuation_and_finishing_from_the_cli(mono_ckpt, tmp_path):
+    riff = tmp_path / "riff.wav"
+    sf.write(str(riff), 0.3 * __import__("numpy").sin(__import__("numpy").arange(16000) / 10), 32000)
+    proc = run("generate", "--prompt", "0:intro", "--prompt", "0.5:drums", "-d", "1.5", "--continue", riff,
+               "--seed", "2", "-m", mono_ckpt[0], "--fade-out", "0.3", "--loudness", "-16", "-o",
+               tmp_path / "out.mp3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert sf.info(str(tmp_path / "out.mp3")).duration == pytest.approx(1.5, abs=0.06)
+    loop = run("generate", "chiptune", "-d", "1", "--loop", "--seed", "1", "-m", mono_ckpt[0], "-o",
+               tmp_path / "loop.wav", "--wav-format", "pcm24", "--quiet")
+    assert loop.returncode == 0, loop.stderr
+    info = sf.info(str(tmp_path / "loop.wav"))
+    assert info.frames == 32000 and info.subtype == "PCM_24"

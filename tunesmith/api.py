@@ -195,10 +195,10 @@ class MusicGen:
             prefix = prefix.expand(len(request.rows), -1, -1)
             clock.lap("prompt")
         seeds = torch.tensor([s for _, s in request.rows], dtype=torch.long, device=self.device)
-        codes = generate_long(model.lm, model.text.encode, [s for s, _ in request.rows], request.n_frames,
-                              self.frame_rate, request.params, seeds, request.window, request.context,
-                              prefix, report)
-        clock.lap("lm")  # the text encoder runs per window inside: its share is part of this
+        codes = generate_long(model.lm, clock.timed("text", model.text.encode), [s for s, _ in request.rows],
+                              request.n_frames, self.frame_rate, request.params, seeds, request.window,
+                              request.context, prefix, report)
+        clock.lap("lm")  # less the text encoding done inside, per window
         audio = decode_codes(model.codec, codes, model.config.decoder.audio_channels)
         clock.lap("codec")
         return audio, clock.seconds
@@ -278,14 +278,32 @@ class _StageClock:
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: dict[str, float] = {}
+        self._inner: dict[str, float] = {}
         self._last = time.perf_counter()
 
-    def lap(self, stage: str):
+    def _now(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        self.seconds[stage] = now - self._last
+        return time.perf_counter()
+
+    def lap(self, stage: str):
+        """Charge the time since the last lap to `stage`, less what timed() charged elsewhere meanwhile."""
+        now = self._now()
+        inner = sum(self._inner.values())
+        self.seconds[stage] = now - self._last - inner
+        self.seconds.update(self._inner)
+        self._inner = {}
         self._last = now
+
+    def timed(self, stage: str, fn):
+        """fn, with its calls charged to `stage`."""
+        def wrapper(*args):
+            start = self._now()
+            try:
+                return fn(*args)
+            finally:
+                self._inner[stage] = self._inner.get(stage, 0.0) + self._now() - start
+        return wrapper
 
 
 class _DeviceOutputError(Exception):

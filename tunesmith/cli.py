@@ -168,7 +168,7 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
 
 
 def cmd_generate(args) -> int:
-    from .api import MusicGen
+    from .api import MAX_DURATION, MusicGen, check_schedule
     from .engine.sampling import MAX_SEED
 
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
@@ -187,6 +187,12 @@ def cmd_generate(args) -> int:
     if not args.schedule and not args.prompts:
         raise InvalidParameter("give a PROMPT (or --prompt SECONDS:TEXT entries)")
     prompts = [args.schedule] if args.schedule else args.prompts
+    if args.duration > MAX_DURATION:
+        raise InvalidParameter(f"duration {args.duration:g} s is longer than the {MAX_DURATION:g} s tunesmith makes")
+    if args.schedule:
+        check_schedule(args.schedule, args.duration)
+    if args.loop and (args.fade_in or args.fade_out):
+        raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
     # Decide the seed here so that file names can carry it before generation starts.
     if args.seed is None:
         import secrets
@@ -276,7 +282,7 @@ def cmd_score(args) -> int:
                                ceiling=args.ceiling, length=seconds)
         audio = resample(finished.audio, finished.sample_rate, VIDEO_RATE)
         done_finishing = time.perf_counter()
-        mux(job, audio, VIDEO_RATE, args.original, args.original_gain)
+        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, args.ceiling)
         done = time.perf_counter()
         print(job.output)
         if track is None:

@@ -60,34 +60,54 @@ def plan_jobs(videos: list[str], output: str | None, overwrite: bool) -> list[Sc
 
 
 def mux(job: ScoreJob, track: np.ndarray, sample_rate: int, original: str = "replace",
-        original_gain_db: float = -12.0) -> Path:
+        original_gain_db: float = -12.0, ceiling_dbtp: float | None = None) -> Path:
     """Write job.output: the video stream copied bit for bit, `track` (channels, samples) as its audio.
 
     original: replace the video's own audio, or keep it `under` the music (at original_gain_db) or
-    `over` it (the music at original_gain_db).
+    `over` it (the music at original_gain_db). ceiling_dbtp: the encoded audio's true peak is measured
+    and, where the lossy codec pushed it over the ceiling, the audio is encoded again that much lower.
     """
-    import soundfile as sf
-
     if original not in ORIGINAL_MODES:
         raise InvalidParameter(f"original must be one of {', '.join(ORIGINAL_MODES)}, got {original!r}")
     out = job.output
-    codec = AUDIO_CODECS[out.suffix.lower()]
     partial = out.with_name(f".{out.name}.partial{out.suffix}")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "track.wav"
-        sf.write(str(wav), np.clip(track, -1.0, 1.0).T, sample_rate, subtype="FLOAT")
-        args = ["-y", "-i", url(job.video.path), "-i", url(wav)]
-        if original == "replace" or job.video.audio_codec is None:
-            args += ["-map", "0:v:0", "-map", "1:a:0"]
-        else:
-            music_db, original_db = (0.0, original_gain_db) if original == "under" else (original_gain_db, 0.0)
-            graph = (f"[1:a:0]volume={music_db}dB[music];[0:a:0]aresample={sample_rate},volume={original_db}dB[orig];"
-                     "[music][orig]amix=inputs=2:duration=first:normalize=0,alimiter=limit=0.89[mix]")
-            args += ["-filter_complex", graph, "-map", "0:v:0", "-map", "[mix]"]
-        args += ["-c:v", "copy", "-c:a", codec, "-b:a", "192k", "-ar", str(VIDEO_RATE), url(partial)]
-        try:
-            run_ffmpeg(args, f"muxing {out}")
-            os.replace(partial, out)
-        finally:
-            partial.unlink(missing_ok=True)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _mux_once(job, track, sample_rate, original, original_gain_db, partial, Path(tmp))
+            if ceiling_dbtp is not None:
+                over = _encoded_true_peak(partial, Path(tmp)) - ceiling_dbtp
+                if over > 0:
+                    _mux_once(job, track * 10 ** (-(over + 0.1) / 20), sample_rate, original, original_gain_db,
+                              partial, Path(tmp))
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
+
+
+def _mux_once(job: ScoreJob, track, sample_rate, original, original_gain_db, partial: Path, tmp: Path):
+    import soundfile as sf
+
+    wav = tmp / "track.wav"
+    sf.write(str(wav), np.clip(track, -1.0, 1.0).T, sample_rate, subtype="FLOAT")
+    args = ["-y", "-i", url(job.video.path), "-i", url(wav)]
+    if original == "replace" or job.video.audio_codec is None:
+        args += ["-map", "0:v:0", "-map", "1:a:0"]
+    else:
+        music_db, original_db = (0.0, original_gain_db) if original == "under" else (original_gain_db, 0.0)
+        graph = (f"[1:a:0]volume={music_db}dB[music];[0:a:0]aresample={sample_rate},volume={original_db}dB[orig];"
+                 "[music][orig]amix=inputs=2:duration=first:normalize=0,alimiter=limit=0.89[mix]")
+        args += ["-filter_complex", graph, "-map", "0:v:0", "-map", "[mix]"]
+    codec = AUDIO_CODECS[job.output.suffix.lower()]
+    args += ["-c:v", "copy", "-c:a", codec, "-b:a", "192k", "-ar", str(VIDEO_RATE), url(partial)]
+    run_ffmpeg(args, f"muxing {job.output}")
+
+
+def _encoded_true_peak(path: Path, tmp: Path) -> float:
+    from ..audio.finishing import true_peak_dbtp
+    from ..audio.io import read_audio
+
+    decoded = tmp / "encoded.wav"
+    run_ffmpeg(["-y", "-i", url(path), "-map", "0:a:0", "-c:a", "pcm_f32le", url(decoded)], "measuring the output")
+    audio, rate = read_audio(decoded)
+    return true_peak_dbtp(audio, rate)
