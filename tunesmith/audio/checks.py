@@ -31,36 +31,51 @@ class CheckResult:
         return "ok" if self.ok else "; ".join(self.problems)
 
 
+CHUNK = 1 << 20  # samples per step: long pieces are measured in bounded memory
+
+
 def spectral_flatness(mono: np.ndarray) -> np.ndarray:
     """Flatness (geometric / arithmetic mean of the power spectrum) of each non-silent frame."""
     if mono.size < FFT_SIZE:
         mono = np.pad(mono, (0, FFT_SIZE - mono.size))
     n = 1 + (mono.size - FFT_SIZE) // FFT_HOP
-    frames = np.lib.stride_tricks.sliding_window_view(mono, FFT_SIZE)[::FFT_HOP][:n] * np.hanning(FFT_SIZE)
-    power = np.abs(np.fft.rfft(frames, axis=1)[:, 1:]) ** 2 + 1e-20  # DC bin left out
-    loud = frames.std(axis=1) > 10 ** (SILENCE_DBFS / 20)
-    power = power[loud]
-    if not len(power):
-        return np.zeros(0)
-    return np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)
+    frames_per_chunk = CHUNK // FFT_HOP
+    window = np.hanning(FFT_SIZE).astype(np.float32)
+    out = []
+    for first in range(0, n, frames_per_chunk):
+        count = min(frames_per_chunk, n - first)
+        span = mono[first * FFT_HOP : (first + count - 1) * FFT_HOP + FFT_SIZE]
+        frames = np.lib.stride_tricks.sliding_window_view(span, FFT_SIZE)[::FFT_HOP][:count] * window
+        loud = frames.std(axis=1) > 10 ** (SILENCE_DBFS / 20)
+        power = np.abs(np.fft.rfft(frames[loud], axis=1)[:, 1:]) ** 2 + 1e-20  # DC bin left out
+        out.append(np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def check_audio(audio: np.ndarray) -> CheckResult:
     """audio (channels, samples) float -> CheckResult with every problem found."""
     problems = []
-    finite = np.isfinite(audio)
-    if not finite.all():
-        problems.append(f"{(~finite).mean():.1%} of samples are NaN or infinite")
-    x = np.where(finite, audio, 0.0).astype(np.float64)
-    if x.size == 0:
+    if audio.size == 0:
         return CheckResult(False, ["no samples"])
+    nonfinite = int(np.count_nonzero(~np.isfinite(audio)))
+    if nonfinite:
+        problems.append(f"{nonfinite / audio.size:.1%} of samples are NaN or infinite")
+    x = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    channels, length = x.shape
     peak = float(np.abs(x).max())
-    rms = float(np.sqrt(np.mean(x**2)))
+    energy, sums, flat_tops = 0.0, np.zeros(channels), 0
+    for start in range(0, length, CHUNK):
+        part = x[:, start : start + CHUNK + 3]  # 3 samples of overlap: runs across chunk edges count once
+        body = part[:, : min(CHUNK, length - start)]
+        energy += float(np.einsum("ij,ij->", body, body, dtype=np.float64))
+        sums += body.sum(axis=1, dtype=np.float64)
+        at_peak = np.abs(part) >= peak * (1 - 1e-6)
+        flat_top = at_peak[:, 3:] & at_peak[:, 2:-1] & at_peak[:, 1:-2] & at_peak[:, :-3]  # a sine never holds 4
+        flat_tops += int(flat_top[:, : body.shape[1]].sum())
+    rms = np.sqrt(energy / x.size)
     rms_dbfs = 20 * np.log10(rms) if rms > 0 else float("-inf")
-    dc = float(np.abs(x.mean(axis=1)).max())
-    at_peak = np.abs(x) >= peak * (1 - 1e-6)
-    flat_top = at_peak[:, 3:] & at_peak[:, 2:-1] & at_peak[:, 1:-2] & at_peak[:, :-3]  # a sine never holds 4
-    clipped = float(flat_top.mean()) if peak > 0 and flat_top.size else 0.0
+    dc = float(np.abs(sums / length).max())
+    clipped = flat_tops / x.size if peak > 0 else 0.0
     flat = spectral_flatness(x.mean(axis=0))
     flatness = float(np.median(flat)) if flat.size else 0.0
 
