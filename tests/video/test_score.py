@@ -145,3 +145,12 @@ def test_a_video_stream_without_packets_is_zero_length(clips, monkeypatch):
     monkeypatch.setattr(ffmpeg, "stream_packets", lambda *a: ffmpeg.StreamPackets(ffmpeg.Fraction(1, 90000)))
     with pytest.raises(TunesmithError, match="zero length"):
         probe(clips["reel"])
+
+
+def test_a_video_longer_than_the_window_gets_a_long_form_track(mono_ckpt, tmp_path):
+    video = make_video(tmp_path / "long.mp4", 33.0, audio=False, rate=5)
+    out = tmp_path / "long-scored.mp4"
+    proc = run("score", video, "slow ambient pads", "-m", mono_ckpt[0], "--seed", "1", "-o", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert probe(out).video.packets == probe(video).video.packets
+    assert abs(stream_packets(out, "a:0", "test").duration - probe(video).duration) <= 1024 / 48000 + 1e-3
