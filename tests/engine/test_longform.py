@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from tunesmith.engine.codec import decode_codes
