@@ -18,7 +18,7 @@ EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block
-        self.exit(EXIT_USAGE, f"tunesmith: error: {message} (see 'tunesmith {self.prog.split()[-1]} --help')\n")
+        self.exit(EXIT_USAGE, f"tunesmith: error: {message} (see '{self.prog} --help')\n")
 
 
 def _seconds(text: str) -> float:
@@ -41,7 +41,10 @@ def _schedule_entry(text: str) -> tuple[float, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen.")
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="generate music from text prompts")
