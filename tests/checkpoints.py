@@ -28,6 +28,18 @@ def tiny_config(stereo: bool = False, proj: bool = True):
     return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict())
 
 
+def tiny_melody_config(stereo: bool = False):
+    """A musicgen-melody layout: decoder without cross-attention, chroma and text as its prefix."""
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyDecoderConfig
+
+    base = tiny_config(stereo)
+    decoder = MusicgenMelodyDecoderConfig(**{k: v for k, v in base.decoder.to_dict().items()
+                                             if k not in ("model_type", "add_cross_attention",
+                                                          "cross_attention_hidden_size")})
+    return MusicgenMelodyConfig(text_encoder=base.text_encoder.to_dict(), audio_encoder=base.audio_encoder.to_dict(),
+                                decoder=decoder.to_dict(), num_chroma=12, chroma_length=20)
+
+
 def real_size_config(size: str, stereo: bool = False):
     """The architecture of facebook/musicgen-{size} (T5-base, EnCodec 32 kHz), for benchmarks."""
     from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
@@ -56,15 +68,19 @@ def save_tokenizer(folder: Path):
     T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(str(folder))
 
 
-def build_reference(stereo: bool = False, proj: bool = True, seed: int = 0, size: str | None = None):
+def build_reference(stereo: bool = False, proj: bool = True, seed: int = 0, size: str | None = None,
+                    melody: bool = False):
     """A random MusicgenForConditionalGeneration whose EnCodec codebooks are random too
     (transformers initialises them to zero, which would make every code decode alike).
     `size` (small, medium, large) gives the real architecture instead of the tiny one."""
-    from transformers import MusicgenForConditionalGeneration
+    from transformers import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
     torch.manual_seed(seed)
-    config = real_size_config(size, stereo) if size else tiny_config(stereo, proj)
-    model = MusicgenForConditionalGeneration(config).eval()
+    if melody:
+        model = MusicgenMelodyForConditionalGeneration(tiny_melody_config(stereo)).eval()
+    else:
+        config = real_size_config(size, stereo) if size else tiny_config(stereo, proj)
+        model = MusicgenForConditionalGeneration(config).eval()
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_(0, 1)
@@ -77,14 +93,14 @@ def build_reference(stereo: bool = False, proj: bool = True, seed: int = 0, size
 
 
 def save_checkpoint(folder: Path, stereo: bool = False, proj: bool = True, safe: bool = True,
-                    shard: str | None = None, seed: int = 0, size: str | None = None):
+                    shard: str | None = None, seed: int = 0, size: str | None = None, melody: bool = False):
     """Save like the hub's checkpoints: model.safetensors, or pytorch_model.bin when not `safe`,
     sharded with an index when `shard` gives a maximum shard size."""
     import json
 
     from safetensors.torch import load_file
 
-    model = build_reference(stereo, proj, seed, size)
+    model = build_reference(stereo, proj, seed, size, melody)
     model.save_pretrained(str(folder), **({"max_shard_size": shard} if shard else {}))
     if not safe:
         for path in sorted(folder.glob("model*.safetensors")):

@@ -21,6 +21,7 @@ from .audio.prompt import keep_prompt_samples, prepare_prompt_audio
 from .clip import Clip
 from .device import pick_device, pick_dtype
 from .engine.codec import decode_codes, encode_audio
+from .engine.conditioning import CHROMA_HOP, chroma_features
 from .engine.longform import Schedule, generate_long
 from .engine.hub import resolve
 from .engine.loader import LoadedModel, load_folder
@@ -98,6 +99,11 @@ class MusicGen:
         return self._model.config.decoder.audio_channels
 
     @property
+    def is_melody(self) -> bool:
+        """Melody-conditioned checkpoint (musicgen-melody family): generate(..., melody=...) works."""
+        return self._model.config.decoder.melody
+
+    @property
     def max_window(self) -> float:
         """Longest window the checkpoint can generate at once: 30 s, or less where it has fewer positions."""
         dec = self._model.config.decoder
@@ -106,8 +112,8 @@ class MusicGen:
 
     def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = 10.0, seed: int | None = None,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg: float = 3.0,
-                 num_variations: int = 1, audio_prompt=None, context: float = 12.0, loop: bool = False,
-                 progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+                 num_variations: int = 1, audio_prompt=None, melody=None, context: float = 12.0,
+                 loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         prompts: texts, or schedules [(start_second, text), ...] whose text changes over time.
@@ -115,11 +121,12 @@ class MusicGen:
             window by window, each conditioned on the last `context` seconds already made.
         audio_prompt: a path, a Clip or (array, sample_rate) to continue; the clip starts with it and
             lasts `duration` in total.
+        melody: a tune to follow (path, Clip or (array, sample_rate)), for melody models only.
         Variation v of every prompt uses seed + v; a clip is reproduced by its own seed alone.
         loop=True: each clip is a seamless loop of exactly `duration` (a little more is generated).
         """
         request = self._request(prompts, duration, seed, SamplingParams(temperature, top_k, top_p, cfg),
-                                num_variations, audio_prompt, context, loop)
+                                num_variations, audio_prompt, context, loop, melody)
         if not (isinstance(progress, bool) or callable(progress)):
             raise InvalidParameter("progress must be True, False or a callable (done, total)")
         report = _progress_reporter(progress)
@@ -138,7 +145,8 @@ class MusicGen:
                 report.close()
         return clips
 
-    def _request(self, prompts, duration, seed, params, num_variations, audio_prompt, context, loop) -> "_Request":
+    def _request(self, prompts, duration, seed, params, num_variations, audio_prompt, context, loop,
+                 melody=None) -> "_Request":
         """Every argument checked, before any work."""
         if isinstance(prompts, str) or _is_schedule(prompts):
             prompts = [prompts]
@@ -176,9 +184,16 @@ class MusicGen:
             if prompt_audio.shape[1] // hop >= n_frames:
                 raise InvalidParameter(f"the audio prompt lasts {prompt_audio.shape[1] / self.sample_rate:.2f} s: "
                                        f"duration {duration:g} s leaves nothing to generate")
+        chroma = None
+        if melody is not None:
+            if not self.is_melody:
+                raise InvalidParameter(f"{self.name} cannot follow a melody: use a melody model "
+                                       "(melody, melody-large, stereo-melody, stereo-melody-large)")
+            tune = prepare_prompt_audio(melody, self.sample_rate, 1)[0]
+            chroma = chroma_features(torch.from_numpy(tune), self.sample_rate, self._model.config.decoder.chroma_dim)
         rows = [(s, (seed + v) % (MAX_SEED + 1)) for s in schedules for v in range(num_variations)]
         return _Request(rows, n_frames, params, duration, loop, prompt_audio,
-                        round(context * self.frame_rate), round(self.window_seconds * self.frame_rate))
+                        round(context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma)
 
     @torch.inference_mode()
     def _run(self, request: "_Request", report) -> tuple[torch.Tensor, dict]:
@@ -195,9 +210,10 @@ class MusicGen:
             prefix = prefix.expand(len(request.rows), -1, -1)
             clock.lap("prompt")
         seeds = torch.tensor([s for _, s in request.rows], dtype=torch.long, device=self.device)
+        chroma = None if request.chroma is None else request.chroma.to(self.device)
         codes = generate_long(model.lm, clock.timed("text", model.text.encode), [s for s, _ in request.rows],
                               request.n_frames, self.frame_rate, request.params, seeds, request.window,
-                              request.context, prefix, report)
+                              request.context, prefix, report, chroma, self.sample_rate / CHROMA_HOP)
         clock.lap("lm")  # less the text encoding done inside, per window
         audio = decode_codes(model.codec, codes, model.config.decoder.audio_channels)
         clock.lap("codec")
@@ -242,6 +258,7 @@ class _Request:
     prompt_audio: "np.ndarray | None"  # (channels, samples) at the model's rate, whole frames
     context: int  # frames
     window: int  # frames
+    chroma: torch.Tensor | None = None  # [F, 12] one-hot chroma of the melody to follow
 
 
 def _is_schedule(value) -> bool:

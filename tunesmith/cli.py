@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
     gen.add_argument("--continue", dest="continue_from", metavar="FILE", default=None,
                      help="continue this audio: the output starts with it and lasts -d seconds in total")
+    gen.add_argument("--melody", metavar="FILE", default=None,
+                     help="a tune to follow (melody models: -m melody, melody-large, stereo-melody, ...)")
     gen.add_argument("--context", type=_seconds, default=12.0,
                      help="long pieces: seconds of the piece so far that condition each new window (default: 12)")
     gen.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
@@ -185,6 +187,11 @@ def cmd_generate(args) -> int:
         from .audio.io import read_audio
 
         audio_prompt = read_audio(args.continue_from)  # unreadable or missing: said before the model loads
+    melody = None
+    if args.melody is not None:
+        from .audio.io import read_audio
+
+        melody = read_audio(args.melody)
     if args.schedule and args.prompts:
         raise InvalidParameter("give either PROMPT texts or --prompt SECONDS:TEXT entries, not both")
     if not args.schedule and not args.prompts:
@@ -210,7 +217,7 @@ def cmd_generate(args) -> int:
                                      threads=args.threads)
     clips = model.generate(prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
-                           audio_prompt=audio_prompt, context=args.context, loop=args.loop,
+                           audio_prompt=audio_prompt, melody=melody, context=args.context, loop=args.loop,
                            progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
@@ -307,10 +314,12 @@ def _print_timings(rows, first_stage: str):
 def cmd_models(args) -> int:
     from .engine.hub import ALIASES, cached_folder
 
-    print(f"{'alias':<15}{'hub id':<34}{'params':>7}  {'audio':<7}cached")
+    print(f"{'alias':<21}{'hub id':<40}{'params':>7}  {'audio':<8}{'follows':<14}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else "no"
-        print(f"{alias:<15}{info.repo:<34}{info.params:>7}  {'stereo' if info.channels == 2 else 'mono':<7}{cached}")
+        follows = "text + melody" if "melody" in alias else "text"
+        print(f"{alias:<21}{info.repo:<40}{info.params:>7}  {'stereo' if info.channels == 2 else 'mono':<8}"
+              f"{follows:<14}{cached}")
     return 0
 
 

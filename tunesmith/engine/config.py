@@ -22,6 +22,11 @@ class DecoderConfig:
     text_dim: int = 768  # hidden size of the text encoder feeding cross-attention
     text_proj: bool = True  # enc_to_dec_proj present (text_dim != dim)
     pad_token: int = 2048
+    # Melody checkpoints: no cross-attention; text and chroma states are a prefix of the decoder input.
+    melody: bool = False
+    chroma_dim: int = 12
+    chroma_length: int = 235  # chroma frames in the prefix (30 s at 32 kHz / 4096)
+    chroma_proj: bool = True  # audio_enc_to_dec_proj present (chroma_dim != dim)
     head_dim: int = field(init=False)
 
     def __post_init__(self):
@@ -51,9 +56,7 @@ class MusicGenConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> "MusicGenConfig":
         model_type = raw.get("model_type")
-        if model_type == "musicgen_melody":
-            raise CheckpointError("melody-conditioned checkpoints (musicgen-melody) are not supported yet")
-        if model_type != "musicgen":
+        if model_type not in ("musicgen", "musicgen_melody"):
             raise CheckpointError(f"config.json describes a '{model_type}' model, not a MusicGen checkpoint")
         try:
             dec, text, audio = raw["decoder"], raw["text_encoder"], raw["audio_encoder"]
@@ -69,8 +72,12 @@ class MusicGenConfig:
                 audio_channels=dec.get("audio_channels", 1),
                 max_positions=dec.get("max_position_embeddings", 2048),
                 text_dim=text_dim,
-                text_proj=text_dim != dec["hidden_size"] and cross is None,
+                text_proj=text_dim != dec["hidden_size"] and (cross is None or model_type == "musicgen_melody"),
                 pad_token=dec.get("pad_token_id", dec["vocab_size"]),
+                melody=model_type == "musicgen_melody",
+                chroma_dim=raw.get("num_chroma", 12),
+                chroma_length=raw.get("chroma_length", 235),
+                chroma_proj=raw.get("num_chroma", 12) != dec["hidden_size"],
             )
             sample_rate = audio["sampling_rate"]
             hop = 1

@@ -24,12 +24,13 @@ TEXT_BUCKET = 32  # on CUDA, text lengths round up to this so that captured grap
 
 
 def decode_step(lm: MusicGenLM, codes: torch.Tensor, pos: torch.Tensor, params: SamplingParams,
-                seeds: torch.Tensor, noise_step: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
+                seeds: torch.Tensor, noise_step: torch.Tensor, kv_len: int | None = None,
+                prefill: bool = False) -> torch.Tensor:
     """codes [B, K, T] at positions pos [T] -> codes of the next position [B, K]. Fixed shapes, no
     data-dependent branches. noise_step [] picks the sampling noise (a position in the whole piece)."""
     if params.cfg > 1:
         codes = torch.cat([codes, codes])  # conditional rows, then unconditional
-    logits = lm(codes, pos, kv_len)[:, :, -1]  # [B2, K, V]
+    logits = lm(codes, pos, kv_len, with_prefix=prefill)[:, :, -1]  # [B2, K, V]
     if params.cfg > 1:
         logits = guidance_mix(logits, params.cfg)  # [B, K, V]
     return sample(logits, params, seeds, noise_step)
@@ -75,6 +76,13 @@ class StepGraph:
         return self.seq
 
 
+def null_chroma(batch: int, frames: int, dim: int, device) -> torch.Tensor:
+    """The reference's unconditional melody: every frame one-hot on the first chroma bin."""
+    null = torch.zeros((batch, frames, dim), device=device)
+    null[:, :, 0] = 1
+    return null
+
+
 def _bucket_text(states: torch.Tensor, mask: torch.Tensor):
     pad = -states.shape[1] % TEXT_BUCKET
     return torch.nn.functional.pad(states, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
@@ -103,13 +111,15 @@ def steps_for(n_frames: int, prefix_frames: int, offsets: list[int]) -> int:
 def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.Tensor, n_frames: int,
                    params: SamplingParams, seeds: torch.Tensor, progress: Progress | None = None,
                    mode: str = "auto", prefix: torch.Tensor | None = None, noise_base: int = 0,
-                   progress_done: int = 0, progress_total: int | None = None) -> torch.Tensor:
+                   progress_done: int = 0, progress_total: int | None = None,
+                   chroma: torch.Tensor | None = None) -> torch.Tensor:
     """Text condition [B, S, text_dim] / [B, S] -> codes [B, K, n_frames], the first P of them the
     given prefix [B, K, P] (an audio prompt, or the context of a long piece).
 
     mode: "eager", "static" or "graph"; "auto" takes graph on CUDA, eager elsewhere.
     noise_base: where this call sits in a longer piece, so that each window draws its own noise.
     progress_done / progress_total: report within a larger job (long form).
+    chroma: melody models' chroma [B, F, 12] (one-hot); None gives the reference's null melody.
     """
     cfg = lm.cfg
     B, device = text_states.shape[0], seeds.device
@@ -121,12 +131,17 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
     seq, free, first = layout(n_frames, prefix.to(device), offsets, cfg.pad_token)
     length = seq.shape[2] - 1
     total = progress_total or steps_for(n_frames, first, offsets)
-    if mode == "graph":
+    if mode == "graph" and not cfg.melody:  # melody prefixes attend to padding: no bucketing there
         text_states, text_mask = _bucket_text(text_states, text_mask)  # padding is masked: same result
+    if cfg.melody:
+        null = null_chroma(B, 1 if chroma is None else chroma.shape[1], cfg.chroma_dim, device)
+        chroma = null if chroma is None else chroma.to(device)
+        if params.cfg > 1:
+            chroma = torch.cat([chroma, null])
     if params.cfg > 1:
         text_states, text_mask = with_null_condition(text_states, text_mask)
+    lm.set_condition(text_states, text_mask, chroma)
     lm.setup_cache(batch=text_states.shape[0], max_len=length + 1)
-    lm.set_condition(text_states, text_mask)
 
     def report(done):
         if progress is not None:
@@ -135,7 +150,7 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
     # Prefill: BOS and the known columns in one forward, predicting the first free column.
     positions = torch.arange(length + 1, device=device)
     nxt = decode_step(lm, seq[:, :, : first + 1], positions[: first + 1], params, seeds,
-                      positions[first] + noise_base, first + 1 if mode == "eager" else None)
+                      positions[first] + noise_base, first + 1 if mode == "eager" else None, prefill=True)
     seq[:, :, first + 1] = torch.where(free[:, first], nxt, seq[:, :, first + 1])
     report(1)
 

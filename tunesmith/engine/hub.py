@@ -26,6 +26,10 @@ ALIASES = {
     "stereo-small": ModelInfo("facebook/musicgen-stereo-small", "300M", 2),
     "stereo-medium": ModelInfo("facebook/musicgen-stereo-medium", "1.5B", 2),
     "stereo-large": ModelInfo("facebook/musicgen-stereo-large", "3.3B", 2),
+    "melody": ModelInfo("facebook/musicgen-melody", "1.5B", 1),
+    "melody-large": ModelInfo("facebook/musicgen-melody-large", "3.3B", 1),
+    "stereo-melody": ModelInfo("facebook/musicgen-stereo-melody", "1.5B", 2),
+    "stereo-melody-large": ModelInfo("facebook/musicgen-stereo-melody-large", "3.3B", 2),
 }
 
 CONFIG_FILES = ["config.json", "generation_config.json"]

@@ -51,8 +51,9 @@ def step_linears(lm: nn.Module) -> list[tuple[nn.Module, str]]:
     """(parent, attribute) of every linear layer run at each decode step."""
     found = [(lm, "heads")]
     for layer in lm.layers:
-        found += [(layer.attn, "qkv"), (layer.attn, "out"), (layer.cross, "q"), (layer.cross, "out"),
-                  (layer, "fc1"), (layer, "fc2")]
+        found += [(layer.attn, "qkv"), (layer.attn, "out"), (layer, "fc1"), (layer, "fc2")]
+        if layer.cross is not None:
+            found += [(layer.cross, "q"), (layer.cross, "out")]
     return found
 
 

@@ -98,15 +98,16 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm = nn.LayerNorm(cfg.dim)
         self.attn = SelfAttention(cfg)
-        self.cross_norm = nn.LayerNorm(cfg.dim)
-        self.cross = CrossAttention(cfg)
+        self.cross_norm = None if cfg.melody else nn.LayerNorm(cfg.dim)
+        self.cross = None if cfg.melody else CrossAttention(cfg)
         self.mlp_norm = nn.LayerNorm(cfg.dim)
         self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x, pos, self_mask, cross_mask, kv_len):
         x = x + self.attn(self.attn_norm(x), pos, self_mask, kv_len)
-        x = x + self.cross(self.cross_norm(x), cross_mask)
+        if self.cross is not None:
+            x = x + self.cross(self.cross_norm(x), cross_mask)
         return x + self.fc2(F.gelu(self.fc1(self.mlp_norm(x))))
 
 
@@ -116,21 +117,25 @@ class MusicGenLM(nn.Module):
         self.cfg = cfg
         self.embed = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.vocab_size + 1, cfg.dim))  # +1: pad/BOS row
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.text_proj else nn.Identity()
+        if cfg.melody:
+            self.chroma_proj = nn.Linear(cfg.chroma_dim, cfg.dim) if cfg.chroma_proj else nn.Identity()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.heads = nn.Linear(cfg.dim, cfg.n_codebooks * cfg.vocab_size, bias=False)  # all codebooks' heads
         self.register_buffer("positions", sinusoidal_positions(cfg.max_positions, cfg.dim), persistent=False)
         self.causal: torch.Tensor | None = None  # [L, L] bool, set by setup_cache
         self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
+        self.prefix: torch.Tensor | None = None  # [B, S, dim] melody models' condition, set by set_condition
         self.step_graphs: dict = {}  # captured CUDA graphs of the decode step (generate.StepGraph)
 
     def release(self):
         """Drop caches, condition and captured graphs (before a move to another device, or to free memory)."""
         self.step_graphs.clear()
-        self.causal = self.cross_mask = None
+        self.causal = self.cross_mask = self.prefix = None
         for layer in self.layers:
             layer.attn.cache = None
-            layer.cross.k = layer.cross.v = None
+            if layer.cross is not None:
+                layer.cross.k = layer.cross.v = None
 
     @property
     def cache_dtype(self) -> torch.dtype:
@@ -138,12 +143,14 @@ class MusicGenLM(nn.Module):
         return torch.float32 if self.embed.device.type == "cpu" else self.embed.dtype
 
     def setup_cache(self, batch: int, max_len: int):
-        """Allocate the static self-attention cache for `batch` rows and `max_len` positions.
+        """Allocate the static self-attention cache for `batch` rows and `max_len` audio positions
+        (plus a melody model's prefix: call set_condition first).
 
         A cache of the same shape is kept, not reallocated: captured CUDA graphs point at it. Stale
         entries are harmless, since a position is always written before the causal mask lets it be read.
         """
         dtype, device = self.cache_dtype, self.embed.device
+        max_len += self.offset
         old = self.layers[0].attn.cache
         if old is not None and old.k.shape == (batch, self.cfg.n_heads, max_len, self.cfg.head_dim) \
                 and old.k.dtype == dtype and old.k.device == device:
@@ -153,16 +160,33 @@ class MusicGenLM(nn.Module):
             layer.attn.cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
         self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
 
-    def set_condition(self, text_states: torch.Tensor, text_mask: torch.Tensor):
-        """text_states [B, S, text_dim], text_mask [B, S] (1 = token) -> cross-attention keys/values.
+    @property
+    def offset(self) -> int:
+        """Positions taken by a melody model's condition prefix, before the first audio token."""
+        return 0 if self.prefix is None else self.prefix.shape[1]
+
+    def set_condition(self, text_states: torch.Tensor, text_mask: torch.Tensor, chroma: torch.Tensor | None = None):
+        """text_states [B, S, text_dim], text_mask [B, S] (1 = token) -> cross-attention keys/values, or
+        for melody models the prefix [chroma frames; text states], chroma [B, F, chroma_dim] repeated or
+        cut to chroma_length frames.
 
         Padding (and the all-zero mask of the unconditional rows) zeroes the projected states, as
         the reference does, so masked rows attend to zeros and add nothing.
         """
-        if self.cross_mask is not None and (self.cross_mask.shape[0], self.cross_mask.shape[-1]) != text_mask.shape:
-            self.step_graphs.clear()  # their condition buffers are about to be replaced
         dtype = self.embed.dtype
         states = self.text_proj(text_states.to(dtype)) * text_mask[..., None].to(dtype)  # [B, S, dim]
+        if self.cfg.melody:
+            repeats = -(-self.cfg.chroma_length // chroma.shape[1])
+            audio = self.chroma_proj(chroma.to(dtype)).repeat(1, repeats, 1)[:, : self.cfg.chroma_length]
+            prefix = torch.cat([audio, states], dim=1)  # [B, chroma_length + S, dim]
+            if self.prefix is not None and self.prefix.shape == prefix.shape and self.prefix.device == prefix.device:
+                self.prefix.copy_(prefix)
+            else:
+                self.step_graphs.clear()
+                self.prefix = prefix
+            return
+        if self.cross_mask is not None and (self.cross_mask.shape[0], self.cross_mask.shape[-1]) != text_mask.shape:
+            self.step_graphs.clear()  # their condition buffers are about to be replaced
         for layer in self.layers:
             layer.cross.set_condition(states, self.cache_dtype)
         bias = torch.zeros(text_mask.shape, dtype=self.cache_dtype, device=states.device)
@@ -173,18 +197,27 @@ class MusicGenLM(nn.Module):
         else:
             self.cross_mask = cross_mask
 
-    def forward(self, codes: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
-        """codes [B, K, T] at positions pos [T] -> logits [B, K, T, vocab].
+    def forward(self, codes: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None,
+                with_prefix: bool = False) -> torch.Tensor:
+        """codes [B, K, T] at audio positions pos [T] -> logits [B, K, T, vocab].
 
-        kv_len: attend to the first kv_len cached positions only (the CPU loop passes pos + 1);
+        kv_len: attend to the first kv_len cached audio positions only (the CPU loop passes pos + 1);
         None keeps the whole static cache, for fixed shapes (CUDA graphs).
+        with_prefix: melody models feed their condition prefix ahead of the codes (the prefill).
         """
         B, K, T = codes.shape
         books = torch.arange(K, device=codes.device)[None, :, None]
-        x = self.embed[books, codes].sum(dim=1) + self.positions[pos].to(self.embed.dtype)  # [B, T, dim]
+        x = self.embed[books, codes].sum(dim=1)  # [B, T, dim]
+        offset = self.offset
+        pos = pos + offset
+        if with_prefix and offset:
+            x = torch.cat([self.prefix, x], dim=1)
+            pos = torch.cat([torch.arange(offset, device=pos.device), pos])
+        x = x + self.positions[pos].to(self.embed.dtype)
+        kv_len = None if kv_len is None else kv_len + offset
         # One new token against exactly the filled positions needs no mask.
-        self_mask = None if kv_len is not None and T == 1 else self.causal[pos, :kv_len]  # [T, L]
+        self_mask = None if kv_len is not None and x.shape[1] == 1 else self.causal[pos, :kv_len]  # [T, L]
         for layer in self.layers:
             x = layer(x, pos, self_mask, self.cross_mask, kv_len)
-        logits = self.heads(self.norm(x))  # [B, T, K * vocab]
+        logits = self.heads(self.norm(x[:, -T:]))  # [B, T, K * vocab]
         return logits.view(B, T, K, -1).transpose(1, 2)

@@ -48,12 +48,27 @@ def text_at(schedule: Schedule, seconds: float) -> str:
     return text
 
 
+def window_chroma(chroma: torch.Tensor | None, start_seconds: float, rate: float, length: int,
+                  batch: int) -> torch.Tensor | None:
+    """chroma [F, 12] -> [batch, length, 12] from start_seconds on, looped past the melody's end."""
+    if chroma is None:
+        return None
+    first = int(round(start_seconds * rate))
+    index = (first + torch.arange(length, device=chroma.device)) % chroma.shape[0]
+    return chroma[index].expand(batch, -1, -1)
+
+
 @torch.inference_mode()
 def generate_long(lm: MusicGenLM, encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
                   schedules: list[Schedule], n_frames: int, frame_rate: int, params: SamplingParams,
                   seeds: torch.Tensor, window: int, context: int, prefix: torch.Tensor | None = None,
-                  progress: Progress | None = None) -> torch.Tensor:
-    """One schedule per batch row -> codes [B, K, n_frames] (the first frames are `prefix` [B, K, P])."""
+                  progress: Progress | None = None, chroma: torch.Tensor | None = None,
+                  chroma_rate: float = 0.0) -> torch.Tensor:
+    """One schedule per batch row -> codes [B, K, n_frames] (the first frames are `prefix` [B, K, P]).
+
+    chroma [F, 12] at chroma_rate frames a second (melody models): each window gets the chroma from its
+    own start time on, looped when the melody is shorter.
+    """
     cfg = lm.cfg
     B, device = len(schedules), seeds.device
     codes = torch.empty((B, cfg.n_codebooks, n_frames), dtype=torch.long, device=device)
@@ -72,7 +87,8 @@ def generate_long(lm: MusicGenLM, encode: Callable[[list[str]], tuple[torch.Tens
         states, mask = encoded[texts]
         known = codes[:, :, w.start : w.start + w.context]
         out = generate_codes(lm, states, mask, w.context + w.new, params, seeds, progress, prefix=known,
-                             noise_base=w.start, progress_done=done, progress_total=total)
+                             noise_base=w.start, progress_done=done, progress_total=total,
+                             chroma=window_chroma(chroma, w.start / frame_rate, chroma_rate, lm.cfg.chroma_length, B))
         codes[:, :, w.start + w.context : w.start + w.context + w.new] = out[:, :, w.context :]
         done += steps_for(w.context + w.new, w.context, offsets)
     return codes

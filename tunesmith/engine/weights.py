@@ -32,17 +32,22 @@ def decoder_key_map(cfg: DecoderConfig) -> dict[str, tuple[list[str], str]]:
     if cfg.text_proj:
         m["text_proj.weight"] = (["enc_to_dec_proj.weight"], "one")
         m["text_proj.bias"] = (["enc_to_dec_proj.bias"], "one")
+    if cfg.melody and cfg.chroma_proj:
+        m["chroma_proj.weight"] = (["audio_enc_to_dec_proj.weight"], "one")
+        m["chroma_proj.bias"] = (["audio_enc_to_dec_proj.bias"], "one")
     for i in range(cfg.n_layers):
         src, dst = f"{DEC}layers.{i}.", f"layers.{i}."
         m[dst + "attn.qkv.weight"] = ([src + f"self_attn.{p}_proj.weight" for p in "qkv"], "cat")
         m[dst + "attn.out.weight"] = ([src + "self_attn.out_proj.weight"], "one")
-        m[dst + "cross.q.weight"] = ([src + "encoder_attn.q_proj.weight"], "one")
-        m[dst + "cross.kv.weight"] = ([src + f"encoder_attn.{p}_proj.weight" for p in "kv"], "cat")
-        m[dst + "cross.out.weight"] = ([src + "encoder_attn.out_proj.weight"], "one")
         m[dst + "fc1.weight"] = ([src + "fc1.weight"], "one")
         m[dst + "fc2.weight"] = ([src + "fc2.weight"], "one")
-        for ours, theirs in (("attn_norm", "self_attn_layer_norm"), ("cross_norm", "encoder_attn_layer_norm"),
-                             ("mlp_norm", "final_layer_norm")):
+        norms = [("attn_norm", "self_attn_layer_norm"), ("mlp_norm", "final_layer_norm")]
+        if not cfg.melody:  # melody decoders have no cross-attention
+            m[dst + "cross.q.weight"] = ([src + "encoder_attn.q_proj.weight"], "one")
+            m[dst + "cross.kv.weight"] = ([src + f"encoder_attn.{p}_proj.weight" for p in "kv"], "cat")
+            m[dst + "cross.out.weight"] = ([src + "encoder_attn.out_proj.weight"], "one")
+            norms.append(("cross_norm", "encoder_attn_layer_norm"))
+        for ours, theirs in norms:
             m[dst + f"{ours}.weight"] = ([src + f"{theirs}.weight"], "one")
             m[dst + f"{ours}.bias"] = ([src + f"{theirs}.bias"], "one")
     return m
