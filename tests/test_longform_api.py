@@ -43,6 +43,14 @@ def test_long_piece_is_reproducible_and_continuous(short_window):
     jumps = np.abs(np.diff(a.audio[0]))
     boundaries = [round(f * 640) for f in (50, 80, 110, 140)]  # new windows start every 0.6 s after the first
     assert max(jumps[b - 1] for b in boundaries) <= np.percentile(jumps, 99.99)
+    # and no level jump: the level across each boundary is within the range of the piece's own levels
+    width = 1600  # 50 ms
+
+    def level(start):
+        return np.sqrt(np.mean(a.audio[0, start:start + width] ** 2))
+
+    levels = [level(i) for i in range(0, a.audio.shape[1] - width, width // 2)]
+    assert all(min(levels) <= level(b - width // 2) <= max(levels) for b in boundaries)
 
 
 def test_first_window_matches_a_short_generation(mono_model):
@@ -140,3 +148,11 @@ def test_bad_prompt_files(mono_model, tmp_path, make, message):
 def test_prompt_longer_than_duration(mono_model):
     with pytest.raises(InvalidParameter, match="leaves nothing"):
         mono_model.generate("jazz", duration=0.5, audio_prompt=(_tone(0.6), 32000))
+
+
+def test_continuation_composes_with_long_form(short_window):
+    """A prompt longer than the context: its last seconds condition the first window; all of it is kept."""
+    prompt = _tone(0.8)
+    clip, = short_window.generate("jazz", duration=2.4, seed=4, context=0.4, audio_prompt=(prompt, 32000))
+    assert clip.audio.shape == (1, round(2.4 * 50) * 640)
+    np.testing.assert_array_equal(clip.audio[:, : 25600 - 640], prompt[:, : 25600 - 640])
