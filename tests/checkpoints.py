@@ -116,3 +116,24 @@ def save_checkpoint(folder: Path, stereo: bool = False, proj: bool = True, safe:
             index.unlink()
     save_tokenizer(folder)
     return model
+
+
+def reference_generate(ref, tokens, max_new_tokens: int, **kwargs):
+    """transformers' greedy generation with guidance 3 -> (codes [B, K, N], audio [B, C, S]); the codes
+    are caught on their way into EnCodec (stereo decodes left and right apart: re-interleaved here)."""
+    captured = []
+    decode = ref.audio_encoder.decode
+
+    def capture(codes, *args, **kw):
+        captured.append(codes[0].clone())
+        return decode(codes, *args, **kw)
+
+    ref.audio_encoder.decode = capture
+    try:
+        with torch.no_grad():
+            audio = ref.generate(**tokens, **kwargs, do_sample=False, guidance_scale=3.0,
+                                 max_new_tokens=max_new_tokens)
+    finally:
+        ref.audio_encoder.decode = decode
+    codes = torch.stack(captured, dim=2).flatten(1, 2) if len(captured) == 2 else captured[0]
+    return codes, audio

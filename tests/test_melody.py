@@ -10,7 +10,7 @@ from tunesmith import MusicGen
 from tunesmith.engine.conditioning import CHROMA_HOP, CHROMA_N_FFT, chroma_features
 from tunesmith.errors import InvalidParameter, TunesmithError
 
-from .checkpoints import save_checkpoint
+from .checkpoints import reference_generate, save_checkpoint
 
 SR = 32000
 PROMPTS = ["calm lofi piano", "deep house with a hypnotic bassline and bossa nova guitar"]
@@ -59,19 +59,6 @@ def test_short_melodies_are_zero_padded_to_one_fft():
     assert chroma.shape == (1 + CHROMA_N_FFT // CHROMA_HOP, 12) and chroma[2].argmax() == 9
 
 
-def _reference_codes(ref, tokens, features, n_steps, stereo):
-    captured = []
-    decode = ref.audio_encoder.decode
-    ref.audio_encoder.decode = lambda codes, *a, **k: (captured.append(codes[0].clone()), decode(codes, *a, **k))[1]
-    try:
-        kwargs = {} if features is None else {"input_features": features}
-        with torch.no_grad():
-            ref.generate(**tokens, **kwargs, do_sample=False, guidance_scale=3.0, max_new_tokens=n_steps)
-    finally:
-        ref.audio_encoder.decode = decode
-    return torch.stack(captured, dim=2).flatten(1, 2) if stereo else captured[0]
-
-
 @pytest.mark.parametrize("with_melody", [True, False])
 def test_greedy_generation_matches_reference(melody_ckpt, with_melody):
     folder, ref = melody_ckpt
@@ -82,7 +69,8 @@ def test_greedy_generation_matches_reference(melody_ckpt, with_melody):
     features = chroma_features(torch.from_numpy(tune), SR)[None].expand(2, -1, -1) if with_melody else None
     tokens = mg._model.text.tokenizer(PROMPTS, padding=True, return_tensors="pt")
     per_channel = 4
-    expected = _reference_codes(ref, tokens, features, 25 + per_channel - 1, stereo)
+    expected, _ = reference_generate(ref, tokens, 25 + per_channel - 1,
+                                     **({} if features is None else {"input_features": features}))
 
     captured = []
     codec_decode = mg._model.codec.decode

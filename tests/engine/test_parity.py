@@ -8,6 +8,8 @@ from tunesmith.engine.codec import decode_codes
 from tunesmith.engine.generate import generate_codes
 from tunesmith.engine.sampling import SamplingParams
 
+from ..checkpoints import reference_generate
+
 PROMPTS = ["calm lofi piano", "deep house with a hypnotic bassline and bossa nova guitar, 80 bpm"]
 
 
@@ -44,25 +46,6 @@ def test_decoder_logits_match_reference(which, request):
     torch.testing.assert_close(steps, expected, atol=1e-4, rtol=0)
 
 
-def _reference_generate(ref, tokens, max_new_tokens, stereo):
-    """transformers' greedy CFG generation; returns (codes [B, K, N], audio [B, C, S])."""
-    captured = []
-    decode = ref.audio_encoder.decode
-
-    def capture(codes, *args, **kwargs):
-        captured.append(codes[0].clone())
-        return decode(codes, *args, **kwargs)
-
-    ref.audio_encoder.decode = capture
-    try:
-        with torch.no_grad():
-            audio = ref.generate(**tokens, do_sample=False, guidance_scale=3.0, max_new_tokens=max_new_tokens)
-    finally:
-        ref.audio_encoder.decode = decode
-    codes = torch.stack(captured, dim=2).flatten(1, 2) if stereo else captured[0]  # re-interleave L/R
-    return codes, audio
-
-
 @pytest.mark.parametrize("which", ["mono_ckpt", "stereo_ckpt"])
 def test_greedy_generation_matches_reference(which, request):
     from tunesmith import MusicGen
@@ -76,7 +59,7 @@ def test_greedy_generation_matches_reference(which, request):
 
     n_frames = 40  # 0.8 s
     per_channel = model.config.decoder.codebooks_per_channel
-    ref_codes, ref_audio = _reference_generate(ref, tokens, n_frames + per_channel - 1, stereo)
+    ref_codes, ref_audio = reference_generate(ref, tokens, n_frames + per_channel - 1)
     assert ref_codes.shape[-1] == n_frames  # transformers: max_new_tokens - (codebooks per channel - 1)
 
     states, mask = model.text.encode(PROMPTS)
