@@ -173,7 +173,7 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
 
 
 def cmd_generate(args) -> int:
-    from .api import MAX_DURATION, MusicGen, check_schedule
+    from .api import MAX_DURATION, WINDOW_SECONDS, MusicGen, check_schedule
     from .engine.sampling import MAX_SEED
 
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
@@ -201,6 +201,10 @@ def cmd_generate(args) -> int:
         raise InvalidParameter(f"duration {args.duration:g} s is longer than the {MAX_DURATION:g} s tunesmith makes")
     if args.schedule:
         check_schedule(args.schedule, args.duration)
+    if not 0 < args.context < WINDOW_SECONDS:
+        raise InvalidParameter(f"--context must be between 0 and the {WINDOW_SECONDS:g} s window, got {args.context}")
+    if args.threads is not None and args.threads < 1:
+        raise InvalidParameter(f"--threads must be a whole number >= 1, got {args.threads}")
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
     # Decide the seed here so that file names can carry it before generation starts.
