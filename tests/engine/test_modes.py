@@ -10,11 +10,11 @@ from tunesmith.engine.sampling import SamplingParams
 PROMPTS = ["calm lofi piano", "deep house with a hypnotic bassline and bossa nova guitar"]
 
 
-def _codes(mg, mode, params, seeds=(3, 4), prompts=PROMPTS, frames=30):
+def _codes(mg, mode, params, seeds=(3, 4), prompts=PROMPTS, frames=30, prefix=None):
     model = mg._model
     states, mask = model.text.encode(prompts)
     seeds = torch.tensor(seeds[: len(prompts)], device=mg.device)
-    return generate_codes(model.lm, states, mask, frames, params, seeds, mode=mode)
+    return generate_codes(model.lm, states, mask, frames, params, seeds, mode=mode, prefix=prefix)
 
 
 @pytest.mark.parametrize("which", ["mono_ckpt", "stereo_ckpt"])
@@ -25,6 +25,23 @@ def test_static_step_matches_eager_loop(which, params, request):
     eager = _codes(mg, "eager", params)
     static = _codes(mg, "static", params)
     assert torch.equal(eager, static)
+
+
+@pytest.mark.parametrize("which", ["mono_ckpt", "stereo_ckpt"])
+def test_graph_bookkeeping_matches_eager_on_cpu(which, request):
+    """Graph mode off CUDA replays the step eagerly: buffers, positions, text buckets, reuse across calls."""
+    mg = MusicGen.from_pretrained(request.getfixturevalue(which)[0], device="cpu", dtype="float32")
+    params = SamplingParams()
+    eager = _codes(mg, "eager", params)
+    assert torch.equal(_codes(mg, "graph", params), eager)
+    other = _codes(mg, "graph", params, prompts=["ambient", "rock drums"])
+    assert len(mg._model.lm.step_graphs) == 1 and not torch.equal(other, eager)
+    assert torch.equal(_codes(mg, "graph", params), eager)
+    prefix = torch.randint(0, 64, (2, mg._model.config.decoder.n_codebooks, 8))  # a continuation
+    continued = _codes(mg, "eager", params, prefix=prefix)
+    assert torch.equal(continued[:, :, :8], prefix)
+    assert torch.equal(_codes(mg, "graph", params, prefix=prefix), continued)
+    assert torch.equal(_codes(mg, "static", params, prefix=prefix), continued)
 
 
 def test_reused_cache_gives_fresh_results(mono_ckpt):

@@ -47,21 +47,29 @@ def static_step(lm: MusicGenLM, seq: torch.Tensor, free: torch.Tensor, pos: torc
 
 
 class StepGraph:
-    """The static step captured in a CUDA graph, with the buffers it reads and writes."""
+    """The static step captured in a CUDA graph, with the buffers it reads and writes.
 
-    def __init__(self, lm: MusicGenLM, seq, free, seeds, params: SamplingParams):
+    Off CUDA nothing is captured and each replay runs the step eagerly: the same bookkeeping, testable
+    on any machine.
+    """
+
+    def __init__(self, lm: MusicGenLM, seq, free, seeds, params: SamplingParams, start: int):
         self.seq, self.free, self.seeds = seq.clone(), free.clone(), seeds.clone()
-        self.pos = torch.zeros(1, dtype=torch.long, device=seq.device)
+        self.pos = torch.full((1,), start, dtype=torch.long, device=seq.device)
         self.noise_base = torch.zeros((), dtype=torch.long, device=seq.device)
+        self.step = lambda: static_step(lm, self.seq, self.free, self.pos, params, self.seeds, self.noise_base)
+        self.graph = None
+        if seq.device.type != "cuda":
+            return
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up outside the graph, as capture requires
-            for _ in range(3):
-                static_step(lm, self.seq, self.free, self.pos, params, self.seeds, self.noise_base)
+        with torch.cuda.stream(stream):  # warm-up outside the graph, as capture requires; it writes only
+            for _ in range(3):  # cache positions from `start` on, which every run writes again
+                self.step()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            static_step(lm, self.seq, self.free, self.pos, params, self.seeds, self.noise_base)
+            self.step()
 
     def run(self, seq, free, seeds, start: int, noise_base: int, progress: Progress | None, done: int, total: int):
         self.seq.copy_(seq)
@@ -70,7 +78,7 @@ class StepGraph:
         self.pos.fill_(start)
         self.noise_base.fill_(noise_base)
         for t in range(seq.shape[2] - 1 - start):
-            self.graph.replay()
+            self.graph.replay() if self.graph is not None else self.step()
             if progress is not None:
                 progress(done + t + 1, total)
         return self.seq
@@ -157,7 +165,7 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
     if mode == "graph":
         key = (B, length, text_states.shape[1], params)
         if key not in lm.step_graphs:
-            lm.step_graphs[key] = StepGraph(lm, seq, free, seeds, params)
+            lm.step_graphs[key] = StepGraph(lm, seq, free, seeds, params, first + 1)
         seq = lm.step_graphs[key].run(seq, free, seeds, first + 1, noise_base, progress, progress_done + 1, total)
     elif mode == "static":
         pos = torch.tensor([first + 1], device=device)
