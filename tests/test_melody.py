@@ -131,3 +131,16 @@ def test_melody_from_the_cli(melody_ckpt, mono_ckpt, tmp_path):
     (tmp_path / "notes.txt").write_text("la la la")
     line = one_error_line(run("generate", "jazz", "-m", melody_ckpt[0], "--melody", tmp_path / "notes.txt"))
     assert "not an audio file" in line
+
+
+def test_melody_graph_and_static_modes_match_eager(melody_ckpt):
+    from tunesmith.engine.generate import generate_codes
+    from tunesmith.engine.sampling import SamplingParams
+
+    mg = MusicGen.from_pretrained(melody_ckpt[0], device="cpu", dtype="float32")
+    model = mg._model
+    states, mask = model.text.encode(PROMPTS)
+    chroma = chroma_features(tone(392.0, 1.0), SR)[None].expand(2, -1, -1)
+    runs = {mode: generate_codes(model.lm, states, mask, 20, SamplingParams(), torch.tensor([1, 2]), mode=mode,
+                                 chroma=chroma) for mode in ("eager", "static", "graph")}
+    assert torch.equal(runs["static"], runs["eager"]) and torch.equal(runs["graph"], runs["eager"])
