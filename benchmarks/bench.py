@@ -116,7 +116,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", default="default,int8",
-                        help="tunesmith variants: default, float32, bfloat16, float16, int8")
+                        help="tunesmith variants: default, float32, bfloat16, float16, int8, int4")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--markdown", help="append the table to this markdown file")
     args = parser.parse_args(argv)
@@ -131,9 +131,10 @@ def main(argv=None):
     folder = checkpoint_for(args.size, args.stereo)
     engines = {}
     for variant in args.variants.split(","):
-        kwargs = {"quantize": "int8"} if variant == "int8" else {} if variant == "default" else {"dtype": variant}
+        quantized = variant in ("int8", "int4")
+        kwargs = {"quantize": variant} if quantized else {} if variant == "default" else {"dtype": variant}
         mg = MusicGen.from_pretrained(folder, device=str(device), **kwargs)
-        engines[f"tunesmith {variant} ({str(mg.dtype)[6:]}{', int8' if variant == 'int8' else ''})"] = mg
+        engines[f"tunesmith {variant} ({str(mg.dtype)[6:]}{', ' + variant if quantized else ''})"] = mg
     n_frames = round(args.duration * 50)
     per_channel = 4
     reference = None

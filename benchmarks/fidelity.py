@@ -55,7 +55,8 @@ def main(argv=None):
 
     rows = []
     for name, kwargs in (("bfloat16", dict(dtype="bfloat16")), ("int8 (bfloat16 activations)", dict(quantize="int8")),
-                         ("int8 (float32 activations)", dict(dtype="float32", quantize="int8"))):
+                         ("int8 (float32 activations)", dict(dtype="float32", quantize="int8")),
+                         ("int4 (bfloat16 activations)", dict(quantize="int4"))):
         variant = MusicGen.from_pretrained(folder, device="cpu", **kwargs)
         lp = guided_log_probs(variant, sequence)
         del variant

@@ -134,6 +134,23 @@ def test_bfloat16_stays_close_to_float32(mono_ckpt, mono_model):
     assert clip.audio.dtype == np.float32 and np.isfinite(clip.audio).all()
 
 
+@pytest.mark.parametrize("quantize, limit", [("int8", 0.1), ("int4", 1.5)])  # tiny, peaked weights: int4 is coarse
+def test_quantized_decoders_stay_close_to_float32(mono_ckpt, mono_model, quantize, limit):
+    mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32", quantize=quantize)
+    codes = torch.randint(0, 64, (1, 4, 20))
+    logits = []
+    for model in (mono_model._model, mg._model):
+        states, mask = model.text.encode(["calm lofi piano"])
+        with torch.inference_mode():
+            model.lm.setup_cache(batch=1, max_len=20)
+            model.lm.set_condition(states, mask)
+            logits.append(model.lm(codes, torch.arange(20)).float())
+    error = (logits[1] - logits[0]).abs().max() / logits[0].std()
+    assert 0 < error < limit, f"{quantize} logits off by {error:.3f} standard deviations"
+    clip, = mg.generate("calm lofi piano", duration=0.3, seed=1)
+    assert clip.params["quantize"] == quantize and np.isfinite(clip.audio).all()
+
+
 def test_gpu_failure_retries_once_on_cpu(mono_ckpt, caplog, monkeypatch):
     """A device error (or a failed output check) on a GPU falls back to the CPU and says so."""
     mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32")

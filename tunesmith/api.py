@@ -71,16 +71,20 @@ class MusicGen:
         """An alias (small, medium, large, stereo-small, ...), a hub id, or a local checkpoint folder.
 
         quantize="int8": weight-only int8 decoder linears (per-channel scales), about half the bytes
-        of bfloat16 per step. threads: CPU threads for torch (default: torch's choice, one per core).
+        of bfloat16 per step; "int4" (CPU only): weight-only int4 in groups of 128, a quarter. threads: CPU threads for torch (default: torch's choice, one per core).
         """
-        if quantize not in (None, "int8"):
-            raise InvalidParameter(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize not in (None, "int8", "int4"):
+            raise InvalidParameter(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
         if threads is not None:
             if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
                 raise InvalidParameter(f"threads must be a whole number >= 1, got {threads!r}")
             torch.set_num_threads(threads)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
+        if quantize == "int4" and dev.type != "cpu":
+            raise InvalidParameter("quantize='int4' runs on the CPU only; use 'int8' (or none) on a GPU")
+        if quantize == "int4" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+            raise InvalidParameter(f"quantize='int4' needs a newer torch than {torch.__version__}; use 'int8'")
         folder = resolve(name_or_path)
         with _quiet_transformers():
             model = load_folder(folder, dev, dt, quantize)

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 decoder (faster on CPU)")
+    gen.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                     help="weight-only int8, or int4 (CPU only), decoder weights: faster, slightly less faithful")
     gen.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     gen.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
     gen.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--overwrite", action="store_true", help="replace existing output files")
     score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     score.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    score.add_argument("--quantize", choices=["int8"], default=None)
+    score.add_argument("--quantize", choices=["int8", "int4"], default=None)
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
 

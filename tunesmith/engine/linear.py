@@ -3,6 +3,8 @@
 - PackedLinear: the weight pre-packed once for oneDNN, so CPU matmuls with a handful of rows do not
   re-layout the weight every call (2x faster on CPUs for float32 and bfloat16 alike).
 - Int8Linear: weight-only int8 with one scale per output channel; activations stay in float.
+- Int4Linear: weight-only int4 (CPU), a scale and zero point per group of 128 inputs: a quarter of
+  the bfloat16 bytes per step, for the fastest CPU decoding at a measured cost in fidelity.
 """
 
 from __future__ import annotations
@@ -47,6 +49,29 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class Int4Linear(nn.Module):
+    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype):
+        super().__init__()
+        out_features, in_features = linear.weight.shape
+        self.group = next(g for g in (128, 64, 32) if in_features % g == 0)
+        groups = linear.weight.detach().float().view(out_features, in_features // self.group, self.group)
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        scale = (high - low).clamp_min(1e-8) / 15
+        q = ((groups - low) / scale).round().clamp(0, 15).to(torch.int32).view(out_features, in_features)
+        self.register_buffer("weight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+        # The kernel computes (q - 8) * scale + zero: zero = low + 8 * scale. [groups, out, 2]
+        scales_zeros = torch.stack([scale.view(out_features, -1).t(), (low + 8 * scale).view(out_features, -1).t()], -1)
+        self.register_buffer("scales_zeros", scales_zeros.contiguous().to(compute_dtype))
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.weight, self.group,
+                                                        self.scales_zeros)
+        y = y.view(*shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+
 def step_linears(lm: nn.Module) -> list[tuple[nn.Module, str]]:
     """(parent, attribute) of every linear layer run at each decode step."""
     found = [(lm, "heads")]
@@ -63,8 +88,10 @@ def replace_step_linears(lm: nn.Module, make) -> None:
 
 
 def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None) -> None:
-    """int8 when asked; otherwise oneDNN-packed weights on the CPU; plain nn.Linear elsewhere."""
+    """int8 / int4 when asked; otherwise oneDNN-packed weights on the CPU; plain nn.Linear elsewhere."""
     if quantize == "int8":
         replace_step_linears(lm, lambda linear: Int8Linear(linear, linear.weight.dtype))
+    elif quantize == "int4":
+        replace_step_linears(lm, lambda linear: Int4Linear(linear, linear.weight.dtype))
     elif device.type == "cpu" and cpu_packing_available():
         replace_step_linears(lm, PackedLinear)
