@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidParameter, TunesmithError
+from .io import resample
 
 OVERSAMPLE = 4  # true peak: BS.1770 measures on a 4x oversampled signal
 LIMITER_BLOCK = 64  # samples per gain-control step
@@ -62,11 +63,7 @@ def crossfade(first: np.ndarray, second: np.ndarray, sample_rate: int, seconds: 
 
 def oversampled_abs(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """|signal| at 4x the sample rate (channels, 4 * samples): what a DAC's output reaches between samples."""
-    import soxr
-
-    up = soxr.resample(np.ascontiguousarray(audio.T, dtype=np.float64), sample_rate, sample_rate * OVERSAMPLE,
-                       quality="HQ")
-    return np.abs(up.T if up.ndim == 2 else up[None])
+    return np.abs(resample(audio.astype(np.float64), sample_rate, sample_rate * OVERSAMPLE))  # soxr keeps float64 precision
 
 
 def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:

@@ -64,17 +64,12 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, wav_format: str
 def _encode_with_ffmpeg(path: Path, audio: np.ndarray, sample_rate: int, codec: list[str]) -> Path:
     import soundfile as sf
 
-    from ..video.ffmpeg import run_ffmpeg, url
+    from ..video.ffmpeg import run_ffmpeg, url, written_whole
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, written_whole(path) as partial:
         source = Path(tmp) / "source.wav"
         sf.write(str(source), np.clip(audio, -1.0, 1.0).T, sample_rate, subtype="FLOAT")
-        partial = path.with_name(f".{path.name}.partial{path.suffix}")
-        try:
-            run_ffmpeg(["-y", "-i", url(source), "-vn", *codec, url(partial)], f"cannot write {path}")
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        run_ffmpeg(["-y", "-i", url(source), "-vn", *codec, url(partial)], f"cannot write {path}")
     return path
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -46,13 +47,25 @@ def _last_error_line(stderr: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_ffmpeg(args: list[str], what: str, stdout: bool = False) -> subprocess.CompletedProcess:
+def run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
     """Run ffmpeg with `args`; a failure becomes one TunesmithError line naming `what`."""
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", *args]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise TunesmithError(f"{what}: ffmpeg: {_last_error_line(proc.stderr)}")
     return proc
+
+
+@contextlib.contextmanager
+def written_whole(path: Path):
+    """Yield a temporary name beside `path`; only a complete file replaces `path`, so a failure never
+    leaves half a file or touches one already there."""
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidParameter, TunesmithError
-from .ffmpeg import MediaInfo, probe, run_ffmpeg, url
+from .ffmpeg import MediaInfo, probe, run_ffmpeg, url, written_whole
 
 VIDEO_RATE = 48000  # audio for video: the rate players and platforms expect
 AUDIO_CODECS = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "aac", ".webm": "libopus"}
@@ -65,24 +65,25 @@ def mux(job: ScoreJob, track: np.ndarray, sample_rate: int, original: str = "rep
 
     original: replace the video's own audio, or keep it `under` the music (at original_gain_db) or
     `over` it (the music at original_gain_db). ceiling_dbtp: the encoded audio's true peak is measured
-    and, where the lossy codec pushed it over the ceiling, the audio is encoded again that much lower.
+    and, where the lossy codec pushed it over the ceiling, the peaks are limited that much lower and the
+    audio encoded again (up to three times).
     """
     if original not in ORIGINAL_MODES:
         raise InvalidParameter(f"original must be one of {', '.join(ORIGINAL_MODES)}, got {original!r}")
-    out = job.output
-    partial = out.with_name(f".{out.name}.partial{out.suffix}")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            _mux_once(job, track, sample_rate, original, original_gain_db, partial, Path(tmp))
-            if ceiling_dbtp is not None:
-                over = _encoded_true_peak(partial, Path(tmp)) - ceiling_dbtp
-                if over > 0:
-                    _mux_once(job, track * 10 ** (-(over + 0.1) / 20), sample_rate, original, original_gain_db,
-                              partial, Path(tmp))
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    from ..audio.finishing import limit
+
+    with tempfile.TemporaryDirectory() as tmp, written_whole(job.output) as partial:
+        _mux_once(job, track, sample_rate, original, original_gain_db, partial, Path(tmp))
+        ceiling = ceiling_dbtp
+        for _ in range(3 if ceiling_dbtp is not None else 0):
+            over = _encoded_true_peak(partial) - ceiling_dbtp
+            if over <= 0:
+                break
+            # Limit the peaks harder rather than turning everything down: the loudness stays.
+            ceiling -= over + 0.1
+            _mux_once(job, limit(track, sample_rate, ceiling), sample_rate, original, original_gain_db,
+                      partial, Path(tmp))
+    return job.output
 
 
 def _mux_once(job: ScoreJob, track, sample_rate, original, original_gain_db, partial: Path, tmp: Path):
@@ -103,11 +104,8 @@ def _mux_once(job: ScoreJob, track, sample_rate, original, original_gain_db, par
     run_ffmpeg(args, f"muxing {job.output}")
 
 
-def _encoded_true_peak(path: Path, tmp: Path) -> float:
+def _encoded_true_peak(path: Path) -> float:
     from ..audio.finishing import true_peak_dbtp
     from ..audio.io import read_audio
 
-    decoded = tmp / "encoded.wav"
-    run_ffmpeg(["-y", "-i", url(path), "-map", "0:a:0", "-c:a", "pcm_f32le", url(decoded)], "measuring the output")
-    audio, rate = read_audio(decoded)
-    return true_peak_dbtp(audio, rate)
+    return true_peak_dbtp(*read_audio(path))  # read_audio decodes the audio stream through ffmpeg
