@@ -63,7 +63,7 @@ def crossfade(first: np.ndarray, second: np.ndarray, sample_rate: int, seconds: 
 
 def oversampled_abs(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """|signal| at 4x the sample rate (channels, 4 * samples): what a DAC's output reaches between samples."""
-    return np.abs(resample(audio.astype(np.float64), sample_rate, sample_rate * OVERSAMPLE))  # soxr keeps float64 precision
+    return np.abs(resample(audio, sample_rate, sample_rate * OVERSAMPLE))
 
 
 def true_peak_dbtp(audio: np.ndarray, sample_rate: int) -> float:
