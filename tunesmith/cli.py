@@ -57,28 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a tune to follow (melody models: -m melody, melody-large, stereo-melody, ...)")
     gen.add_argument("--context", type=_seconds, default=12.0,
                      help="long pieces: seconds of the piece so far that condition each new window (default: 12)")
-    gen.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
     gen.add_argument("-d", "--duration", type=_seconds, default=10.0, help="seconds of audio (default: 10)")
     gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
-    gen.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default: 1.0)")
-    gen.add_argument("--top-k", type=int, default=250, help="0 disables (default: 250)")
-    gen.add_argument("--top-p", type=float, default=0.0, help="0 disables (default: 0)")
-    gen.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance, 1 disables (default: 3)")
     gen.add_argument("-o", "--output", default=None,
                      help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
                           "suffixes")
-    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    gen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    gen.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                     help="weight-only int8, or int4 (CPU only), decoder weights: faster, slightly less faithful")
     gen.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     gen.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
     gen.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
                      help="WAV sample format (default: pcm16)")
+    _add_model_and_sampling(gen)
     _add_finishing(gen, fade_out=0.0, loudness=None)
 
     score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
@@ -87,27 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-o", "--output", default=None,
                        help="output video (one input) or folder (default: NAME-scored.EXT beside each input)")
     score.add_argument("--audio", default=None, metavar="TRACK", help="score with this audio file instead")
-    score.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
-    score.add_argument("--seed", type=int, default=None)
-    score.add_argument("--temperature", type=float, default=1.0)
-    score.add_argument("--top-k", type=int, default=250)
-    score.add_argument("--top-p", type=float, default=0.0)
-    score.add_argument("--cfg", type=float, default=3.0)
     score.add_argument("--original", choices=["replace", "under", "over"], default="replace",
                        help="the video's own audio: replace it (default), keep it under or over the music")
     score.add_argument("--original-gain", type=float, default=-12.0,
                        help="dB for the quieter of the two when mixing (default: -12)")
-    score.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    score.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    score.add_argument("--quantize", choices=["int8", "int4"], default=None)
-    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_and_sampling(score)
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
 
     sub.add_parser("models", help="list model aliases and whether each is in the local cache")
     down = sub.add_parser("download", help="download a model into the local Hugging Face cache")
     down.add_argument("model", help="alias or hub id")
     return parser
+
+
+def _add_model_and_sampling(parser):
+    """The options generate and score share: the model, where it runs, sampling, and output policy."""
+    parser.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                        help="weight-only int8, or int4 (CPU only), decoder weights: faster, slightly less faithful")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=250, help="0 disables (default: 250)")
+    parser.add_argument("--top-p", type=float, default=0.0, help="0 disables (default: 0)")
+    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance, 1 disables (default: 3)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_finishing(parser, fade_out: float, loudness: float | None):
@@ -183,16 +178,11 @@ def cmd_generate(args) -> int:
         raise InvalidParameter(f"-n must be from 1 to 64, got {args.variations}")
     if not (args.duration > 0 and args.duration < float("inf")):
         raise InvalidParameter(f"duration must be a positive number of seconds, got {args.duration}")
-    audio_prompt = None
-    if args.continue_from is not None:
-        from .audio.io import read_audio
+    from .audio.io import read_audio
 
-        audio_prompt = read_audio(args.continue_from)  # unreadable or missing: said before the model loads
-    melody = None
-    if args.melody is not None:
-        from .audio.io import read_audio
-
-        melody = read_audio(args.melody)
+    # Unreadable or missing files are said before the model loads.
+    audio_prompt = read_audio(args.continue_from) if args.continue_from is not None else None
+    melody = read_audio(args.melody) if args.melody is not None else None
     if args.schedule and args.prompts:
         raise InvalidParameter("give either PROMPT texts or --prompt SECONDS:TEXT entries, not both")
     if not args.schedule and not args.prompts:
@@ -259,13 +249,13 @@ def cmd_score(args) -> int:
 
     from .audio.io import read_audio, resample
     from .clip import Clip
-    from .video.score import VIDEO_RATE, mux, plan_jobs
+    from .video.score import AUDIO_CODECS, VIDEO_RATE, mux, plan_jobs
 
     if args.audio is None:
         if len(args.inputs) < 2:
             raise InvalidParameter("give the video(s) and then a prompt, or --audio TRACK")
         videos, prompt = args.inputs[:-1], args.inputs[-1]
-        if Path(prompt).suffix.lower() in (".mp4", ".mov", ".m4v", ".mkv", ".webm") and Path(prompt).exists():
+        if Path(prompt).suffix.lower() in AUDIO_CODECS and Path(prompt).exists():  # a video container
             raise InvalidParameter(f"the last argument must be the prompt, not a video ({prompt})")
     else:
         videos, prompt = args.inputs, None
@@ -322,7 +312,7 @@ def cmd_models(args) -> int:
     print(f"{'alias':<21}{'hub id':<40}{'params':>7}  {'audio':<8}{'follows':<14}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else "no"
-        follows = "text + melody" if "melody" in alias else "text"
+        follows = "text + melody" if info.melody else "text"
         print(f"{alias:<21}{info.repo:<40}{info.params:>7}  {'stereo' if info.channels == 2 else 'mono':<8}"
               f"{follows:<14}{cached}")
     return 0

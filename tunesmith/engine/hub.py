@@ -17,6 +17,7 @@ class ModelInfo:
     repo: str
     params: str
     channels: int
+    melody: bool = False  # follows a melody (chroma) as well as text
 
 
 ALIASES = {
@@ -26,10 +27,10 @@ ALIASES = {
     "stereo-small": ModelInfo("facebook/musicgen-stereo-small", "300M", 2),
     "stereo-medium": ModelInfo("facebook/musicgen-stereo-medium", "1.5B", 2),
     "stereo-large": ModelInfo("facebook/musicgen-stereo-large", "3.3B", 2),
-    "melody": ModelInfo("facebook/musicgen-melody", "1.5B", 1),
-    "melody-large": ModelInfo("facebook/musicgen-melody-large", "3.3B", 1),
-    "stereo-melody": ModelInfo("facebook/musicgen-stereo-melody", "1.5B", 2),
-    "stereo-melody-large": ModelInfo("facebook/musicgen-stereo-melody-large", "3.3B", 2),
+    "melody": ModelInfo("facebook/musicgen-melody", "1.5B", 1, melody=True),
+    "melody-large": ModelInfo("facebook/musicgen-melody-large", "3.3B", 1, melody=True),
+    "stereo-melody": ModelInfo("facebook/musicgen-stereo-melody", "1.5B", 2, melody=True),
+    "stereo-melody-large": ModelInfo("facebook/musicgen-stereo-melody-large", "3.3B", 2, melody=True),
 }
 
 CONFIG_FILES = ["config.json", "generation_config.json"]
