@@ -71,7 +71,8 @@ class MusicGen:
         """An alias (small, medium, large, stereo-small, ...), a hub id, or a local checkpoint folder.
 
         quantize="int8": weight-only int8 decoder linears (per-channel scales), about half the bytes
-        of bfloat16 per step; "int4" (CPU only): weight-only int4 in groups of 128, a quarter. threads: CPU threads for torch (default: torch's choice, one per core).
+        of bfloat16 per step; "int4" (CPU only): weight-only int4 in groups of 128, a quarter.
+        threads: CPU threads for torch (default: torch's choice, one per core).
         """
         if quantize not in (None, "int8", "int4"):
             raise InvalidParameter(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")

@@ -77,10 +77,10 @@ def generate_long(lm: MusicGenLM, encode: Callable[[list[str]], tuple[torch.Tens
         codes[:, :, :P] = prefix
     offsets = delay_offsets(cfg.n_codebooks, cfg.audio_channels)
     windows = plan_windows(n_frames, P, window, context)
-    total = sum(steps_for(w.context + w.new, w.context, offsets) for w in windows)
-    done = 0
+    steps = [steps_for(w.context + w.new, w.context, offsets) for w in windows]
+    total, done = sum(steps), 0
     encoded: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-    for w in windows:
+    for w, w_steps in zip(windows, steps):
         texts = tuple(text_at(s, (w.start + w.context) / frame_rate) for s in schedules)
         if texts not in encoded:
             encoded[texts] = encode(list(texts))
@@ -88,7 +88,7 @@ def generate_long(lm: MusicGenLM, encode: Callable[[list[str]], tuple[torch.Tens
         known = codes[:, :, w.start : w.start + w.context]
         out = generate_codes(lm, states, mask, w.context + w.new, params, seeds, progress, prefix=known,
                              noise_base=w.start, progress_done=done, progress_total=total,
-                             chroma=window_chroma(chroma, w.start / frame_rate, chroma_rate, lm.cfg.chroma_length, B))
+                             chroma=window_chroma(chroma, w.start / frame_rate, chroma_rate, cfg.chroma_length, B))
         codes[:, :, w.start + w.context : w.start + w.context + w.new] = out[:, :, w.context :]
-        done += steps_for(w.context + w.new, w.context, offsets)
+        done += w_steps
     return codes
