@@ -36,6 +36,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(q.dtype)
 
 
+def in_place(old: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+    """`new`'s values in `old`'s memory where they fit (captured CUDA graphs read that memory), else `new`."""
+    if old is not None and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device:
+        return old.copy_(new)
+    return new.contiguous()
+
+
 class KVCache(nn.Module):
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype, device):
         super().__init__()
@@ -80,11 +87,7 @@ class CrossAttention(nn.Module):
         """states [B, S, dim] (already projected and zeroed at padding)."""
         B, S, _ = states.shape
         kv = self.kv(states).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).to(dtype)
-        if self.k is not None and self.k.shape == kv[0].shape and self.k.dtype == dtype and self.k.device == kv.device:
-            self.k.copy_(kv[0])  # in place: captured CUDA graphs read these buffers
-            self.v.copy_(kv[1])
-        else:
-            self.k, self.v = kv[0].contiguous(), kv[1].contiguous()
+        self.k, self.v = in_place(self.k, kv[0]), in_place(self.v, kv[1])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
@@ -179,23 +182,17 @@ class MusicGenLM(nn.Module):
             repeats = -(-self.cfg.chroma_length // chroma.shape[1])
             audio = self.chroma_proj(chroma.to(dtype)).repeat(1, repeats, 1)[:, : self.cfg.chroma_length]
             prefix = torch.cat([audio, states], dim=1)  # [B, chroma_length + S, dim]
-            if self.prefix is not None and self.prefix.shape == prefix.shape and self.prefix.device == prefix.device:
-                self.prefix.copy_(prefix)
-            else:
-                self.step_graphs.clear()
-                self.prefix = prefix
-            return
-        if self.cross_mask is not None and (self.cross_mask.shape[0], self.cross_mask.shape[-1]) != text_mask.shape:
-            self.step_graphs.clear()  # their condition buffers are about to be replaced
-        for layer in self.layers:
-            layer.cross.set_condition(states, self.cache_dtype)
-        bias = torch.zeros(text_mask.shape, dtype=self.cache_dtype, device=states.device)
-        cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(bias.dtype).min)[:, None, None, :]  # [B, 1, 1, S]
-        if self.cross_mask is not None and self.cross_mask.shape == cross_mask.shape \
-                and self.cross_mask.device == cross_mask.device:
-            self.cross_mask.copy_(cross_mask)
+            kept = in_place(self.prefix, prefix)
+            replaced, self.prefix = kept is not self.prefix, kept
         else:
-            self.cross_mask = cross_mask
+            for layer in self.layers:
+                layer.cross.set_condition(states, self.cache_dtype)
+            bias = torch.zeros(text_mask.shape, dtype=self.cache_dtype, device=states.device)
+            cross_mask = bias.masked_fill(text_mask == 0, torch.finfo(bias.dtype).min)[:, None, None, :]  # [B,1,1,S]
+            kept = in_place(self.cross_mask, cross_mask)  # its shape (B, S) is the cross K/V's too
+            replaced, self.cross_mask = kept is not self.cross_mask, kept
+        if replaced:  # graphs captured on the old condition buffers would read freed memory
+            self.step_graphs.clear()
 
     def forward(self, codes: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None,
                 with_prefix: bool = False) -> torch.Tensor:
