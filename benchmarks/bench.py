@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .common import checkpoint_for, hardware
+from .common import checkpoint_for, hardware, report
 
 PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
 
@@ -162,10 +162,7 @@ def main(argv=None):
             print(f"run {run + 1}: {ref_name}: {results[ref_name].wall[-1]:.1f} s", flush=True)
 
     table = render(results, args, n_frames + per_channel - 1, ref_name if reference is not None else None)
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(table + "\n")
+    report(table, args.markdown)
 
 
 def render(results, args, steps, ref_name) -> str:

@@ -34,3 +34,11 @@ def hardware() -> str:
     except (OSError, StopIteration):
         pass
     return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def report(table: str, markdown: str | None):
+    """Print a result table, and append it to a markdown file when one is named."""
+    print(table)
+    if markdown:
+        with open(markdown, "a") as f:
+            f.write(table + "\n")

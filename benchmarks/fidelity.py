@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from .common import checkpoint_for, hardware
+from .common import checkpoint_for, hardware, report
 
 PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
 
@@ -69,10 +69,7 @@ def main(argv=None):
                        f"--frames {args.frames}`.", "",
                        "| variant | top-1 agreement | mean KL(float32 ‖ variant), nats |", "| --- | ---: | ---: |",
                        *rows, ""])
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(table + "\n")
+    report(table, args.markdown)
 
 
 def _sample_codes(mg, frames: int) -> torch.Tensor:

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .common import report
+
 
 def child(folder: str, minutes: float):
     from tunesmith import MusicGen
@@ -59,10 +61,7 @@ def main(argv=None):
                        f"Command: `python -m benchmarks.longform{' --size ' + args.size if args.size else ''}`.",
                        "", "| piece | audio | RSS after load (MB) | peak RSS (MB) | growth (MB) | wall (s) |",
                        "| --- | ---: | ---: | ---: | ---: | ---: |", *rows, ""])
-    print(table)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(table + "\n")
+    report(table, args.markdown)
 
 
 if __name__ == "__main__":
