@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_kernels
 from .config import DecoderConfig
 
 
@@ -30,10 +31,19 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """q (B, H, T, hd), k/v (B, H, S, hd) -> (B, H, T, hd) in q's dtype.
 
-    k and v may be float32 for a half-precision model (the CPU cache): torch's CPU attention kernel
-    is several times slower in bfloat16 than in float32, and the cache is small next to the weights.
+    On the CPU a bfloat16 model keeps a bfloat16 cache when cpu_kernels can read it (one query
+    position, the decode step), and a float32 one otherwise: torch's CPU attention is several times
+    slower in bfloat16 than in float32, so there the work is done in float32.
     """
-    return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(q.dtype)
+    dtype = q.dtype
+    if q.device.type == "cpu" and k.dtype == torch.bfloat16:
+        kernels = cpu_kernels.library()
+        y = None if kernels is None else cpu_kernels.attend_one(kernels, q, k, v, mask)
+        if y is not None:
+            return y
+        k, v = k.float(), v.float()
+        mask = mask if mask is None or mask.dtype == torch.bool else mask.float()
+    return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(dtype)
 
 
 def in_place(old: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
@@ -142,8 +152,13 @@ class MusicGenLM(nn.Module):
 
     @property
     def cache_dtype(self) -> torch.dtype:
-        """Attention keys/values: float32 on the CPU (see `attend`), the model dtype elsewhere."""
-        return torch.float32 if self.embed.device.type == "cpu" else self.embed.dtype
+        """Attention keys/values: the model dtype, except float32 for a half-precision model on a CPU
+        without cpu_kernels' bfloat16 attention (see `attend`)."""
+        dtype = self.embed.dtype
+        if self.embed.device.type != "cpu" or dtype == torch.float32:
+            return dtype
+        kernels = cpu_kernels.library()
+        return dtype if dtype == torch.bfloat16 and kernels is not None and kernels.bf16 else torch.float32
 
     def setup_cache(self, batch: int, max_len: int):
         """Allocate the static self-attention cache for `batch` rows and `max_len` audio positions

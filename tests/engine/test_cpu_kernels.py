@@ -1,0 +1,177 @@
+"""The packed CPU kernels compute what torch computes, and the decoder gives the same logits with them."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunesmith.engine import cpu_kernels
+from tunesmith.engine.config import DecoderConfig
+from tunesmith.engine.linear import Int8Linear, StreamLinear, specialise_linears
+from tunesmith.engine.lm import MusicGenLM
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return any(flag in line.split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def test_kernels_build_where_the_cpu_and_a_compiler_allow():
+    """So that a failed build cannot hide behind the skips below."""
+    if not (_cpu_has("avx512f") and shutil.which("cc")) or os.environ.get("TUNESMITH_CPU_KERNELS") == "0":
+        pytest.skip("no AVX-512 CPU or no C compiler here")
+    kernels = cpu_kernels.library()
+    assert kernels is not None and kernels.int8
+    assert kernels.bf16 == _cpu_has("avx512_bf16")
+
+
+@pytest.fixture()
+def kernels():
+    found = cpu_kernels.library()
+    if found is None:
+        pytest.skip("cpu_kernels unavailable here (no AVX-512 or no compiler)")
+    return found
+
+
+@pytest.fixture()
+def bf16_kernels(kernels):
+    if not kernels.bf16:
+        pytest.skip("no AVX512-BF16 on this CPU")
+    return kernels
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("TUNESMITH_CPU_KERNELS", "0")
+    cpu_kernels.library.cache_clear()
+    try:
+        assert cpu_kernels.library() is None
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.library.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16])
+def test_pack_unpack_round_trip(dtype):
+    w = torch.randint(-100, 100, (8, 3072)).to(dtype)
+    packed = cpu_kernels.pack(w)
+    vec = cpu_kernels.VEC[dtype]
+    chunk = 1024  # the largest multiple of vec dividing 3072 within CHUNK
+    assert cpu_kernels.CHUNK == chunk
+    assert packed.shape == (3, 2, chunk // vec, 4, vec)  # [chunks, row blocks, steps, rows, vec]
+    assert torch.equal(packed[1, 1, 3, 2], w[4 + 2, chunk + 3 * vec: chunk + 4 * vec])
+    assert torch.equal(cpu_kernels.unpack(packed), w)
+    assert not cpu_kernels.packable(w[:6]) and not cpu_kernels.packable(w[:, :100])
+    assert not cpu_kernels.packable(w.float())
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 16])
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("in_features", [256, 3072])  # one chunk of K, three
+def test_int8_gemv_matches_dequantized_matmul(kernels, rows, x_dtype, in_features):
+    torch.manual_seed(rows)
+    w = torch.randint(-127, 128, (96, in_features), dtype=torch.int8)
+    scale = torch.rand(96) / 100
+    x = torch.randn(rows, in_features).to(x_dtype)
+    y = cpu_kernels.gemv(kernels, x, cpu_kernels.pack(w), scale)
+    reference = (x.double() @ w.double().t()) * scale.double()
+    assert y.dtype == x_dtype and y.shape == (rows, 96)
+    tolerance = 1e-5 if x_dtype == torch.float32 else 1e-2  # float32 sums; bfloat16 output rounding
+    assert ((y.double() - reference).abs() / reference.abs().max()).max() < tolerance
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 7])
+@pytest.mark.parametrize("in_features", [512, 4096])
+def test_bf16_gemv_matches_matmul(bf16_kernels, rows, in_features):
+    torch.manual_seed(rows)
+    w = torch.randn(64, in_features).bfloat16()
+    x = torch.randn(2, rows, in_features).bfloat16()  # leading dims are rows too
+    y = cpu_kernels.gemv(bf16_kernels, x, cpu_kernels.pack(w), None)
+    reference = x.double() @ w.double().t()  # bfloat16 inputs are exact in float64
+    assert y.shape == (2, rows, 64)
+    assert ((y.double() - reference).abs() / reference.abs().max()).max() < 1e-2
+    y32 = cpu_kernels.gemv(bf16_kernels, x.float(), cpu_kernels.pack(w), None)  # float32 in and out
+    assert y32.dtype == torch.float32 and ((y32.double() - reference).abs() / reference.abs().max()).max() < 1e-5
+
+
+def test_gemv_declines_what_it_does_not_take(kernels):
+    w = cpu_kernels.pack(torch.randint(-5, 5, (8, 64), dtype=torch.int8))
+    assert cpu_kernels.gemv(kernels, torch.randn(17, 64), w, torch.ones(8)) is None  # too many rows
+    assert cpu_kernels.gemv(kernels, torch.randn(2, 64, dtype=torch.float64), w, torch.ones(8)) is None
+
+
+@pytest.mark.parametrize("length", [1, 17, 300])
+def test_attention_matches_sdpa_on_a_strided_cache(bf16_kernels, length):
+    torch.manual_seed(length)
+    B, H, hd = 2, 3, 64
+    cache_k, cache_v = torch.randn(B, H, 512, hd).bfloat16(), torch.randn(B, H, 512, hd).bfloat16()
+    q = torch.randn(B, 1, 3, H, hd).bfloat16().permute(2, 0, 3, 1, 4)[0]  # (B, H, 1, hd), strided like qkv's
+    k, v = cache_k[:, :, :length], cache_v[:, :, :length]
+    bias = torch.zeros(B, 1, 1, length, dtype=torch.bfloat16)
+    bias[1, ..., length // 2 + 1:] = torch.finfo(torch.bfloat16).min  # the second row sees half the keys
+    for mask in (None, bias):
+        y = cpu_kernels.attend_one(bf16_kernels, q, k, v, mask)
+        reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                                    attn_mask=None if mask is None else mask.double())
+        assert y.shape == (B, H, 1, hd)
+        assert (y.double() - reference).abs().max() < 1e-2 * reference.abs().max()
+
+
+def test_attention_declines_other_shapes(bf16_kernels):
+    q, k = torch.randn(1, 2, 1, 64).bfloat16(), torch.randn(1, 2, 5, 64).bfloat16()
+    assert cpu_kernels.attend_one(bf16_kernels, q.float(), k.float(), k.float(), None) is None  # float32
+    assert cpu_kernels.attend_one(bf16_kernels, torch.randn(1, 2, 3, 64).bfloat16(), k, k, None) is None  # 3 queries
+    assert cpu_kernels.attend_one(bf16_kernels, q[..., :16], k[..., :16], k[..., :16], None) is None  # head dim 16
+
+
+def test_linear_modules_fall_back_to_torch_for_many_rows(kernels):
+    torch.manual_seed(0)
+    linear = nn.Linear(128, 64, bias=True)
+    x = torch.randn(40, 128)  # a prefill: more rows than the kernels take
+    int8 = Int8Linear(linear, torch.float32, kernels)
+    assert int8.weight.dim() == 5  # packed
+    few = torch.cat([int8(x[i:i + 8]) for i in range(0, 40, 8)])  # kernel
+    torch.testing.assert_close(int8(x), few, atol=1e-4, rtol=1e-4)  # torch, unpacked
+    if kernels.bf16:
+        stream = StreamLinear(linear.bfloat16(), kernels)
+        xb = x.bfloat16()
+        few = torch.cat([stream(xb[i:i + 8]) for i in range(0, 40, 8)])
+        torch.testing.assert_close(stream(xb).float(), few.float(), atol=0.05, rtol=0.02)
+
+
+def _decoder_logits(lm: MusicGenLM, codes: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Prefill the first column, then one column at a time through the cache -> logits [B, K, T, V]."""
+    lm.set_condition(text, mask)
+    lm.setup_cache(batch=codes.shape[0], max_len=codes.shape[2])
+    out = [lm(codes[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1) for t in range(codes.shape[2])]
+    return torch.cat(out, dim=2).float()
+
+
+@torch.inference_mode()
+def test_decoder_with_kernels_matches_float32(bf16_kernels):
+    """A bfloat16 decoder on the kernels (packed linears, bfloat16 cache and attention) stays within
+    bfloat16's error of the float32 decoder (int8 too: its per-row scales cost little more)."""
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=64, dim=128, n_heads=2, n_layers=2, ffn_dim=256, n_codebooks=4, text_dim=32,
+                        text_proj=True, max_positions=256)
+    reference = MusicGenLM(cfg)
+    nn.init.normal_(reference.embed, std=0.5)
+    reference.eval()
+    codes = torch.randint(0, 64, (2, 4, 40))
+    text, mask = torch.randn(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    expected = _decoder_logits(reference, codes, text, mask)
+    for quantize in (None, "int8"):
+        lm = MusicGenLM(cfg)
+        lm.load_state_dict(reference.state_dict())
+        lm.to(torch.bfloat16).eval()
+        specialise_linears(lm, torch.device("cpu"), quantize)
+        assert isinstance(lm.layers[0].fc1, Int8Linear if quantize else StreamLinear)
+        assert lm.cache_dtype == torch.bfloat16
+        got = _decoder_logits(lm, codes, text, mask)
+        assert (got - expected).abs().max() < 0.015 * expected.abs().max(), quantize  # measured: 0.7%

@@ -1,0 +1,264 @@
+/* Matrix-vector kernels for the CPU decode step (x86-64 with AVX-512), built by cpu_kernels.py.
+
+   A decode step multiplies a few activation rows (2 with guidance) by every weight matrix, so it
+   is bound by how fast the weights stream from memory. torch's small-batch kernels walk several
+   rows of W at once, one memory stream each, and reach about two thirds of this machine's
+   bandwidth. Here W is packed once into a single sequential stream:
+
+       [K / chunk][N / ROWS][chunk / VEC][ROWS][VEC]    VEC: the values one vector instruction takes
+
+   Each block of ROWS output rows is read front to back with a prefetch running ahead; K is cut
+   into chunks so that the activations' part of a chunk stays in the L1 cache while every block
+   streams past it. The activation rows (at most MAX_M) are applied M_STEP at a time to a block
+   while it is in cache.
+
+   ts_gemv_int8: int8 W and one float32 scale per output row. Weight-only: the activations and the
+                 sums stay float32.
+   ts_gemv_bf16: bfloat16 W; AVX512-BF16 dot products summed in float32.
+   x and y are float32 or bfloat16 (the *_bf16 flags). Both return 0, or 1 for shapes they do not
+   take (the caller then uses torch).
+
+   ts_attend_bf16: one query position against a bfloat16 key/value cache (the decode step's
+   attention), float32 softmax; half the bytes of a float32 cache, which torch's CPU attention
+   needs to be fast.
+*/
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROWS 4           /* output rows per block */
+#define INT8_VEC 16      /* int8 values widened to one float32 vector */
+#define BF16_VEC 32      /* bfloat16 values per dot-product instruction */
+#define PREFETCH 2048    /* bytes ahead of the read position */
+#define MAX_M 16         /* activation rows; torch's GEMM is better past this */
+#define M_STEP 4         /* activation rows per pass over a block (M_STEP * ROWS accumulators) */
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#include <omp.h>
+
+int ts_has_int8(void) { return 1; }
+
+static inline __m512 bf16x16_to_f32(const uint16_t *p) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+/* sums[m * N + j] += x[m] . W[j] over one block of one chunk: x rows `x_stride` apart, `length` values. */
+typedef void (*block_fn)(const void *x, long x_stride, int length, const void *block, float *sums, int N);
+
+static inline void prefetch(const char *p, int lines) {
+    for (int i = 0; i < lines; i++) _mm_prefetch(p + PREFETCH + 64 * i, _MM_HINT_T0);
+}
+
+/* x: activations prepared by the caller (float32 for int8 W, bfloat16 for bfloat16 W), [M, K].
+   w: packed, w_size bytes per element. scale: per output row, or NULL. */
+static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const void *w, size_t w_size, int vec,
+                const float *scale, int N, void *y, int y_bf16, int threads, const block_fn rows_fn[M_STEP]) {
+    if (M < 1 || M > MAX_M || N % ROWS || chunk < vec || chunk % vec || K % chunk) return 1;
+    float *sums = calloc((size_t)M * N, sizeof(float));
+    if (!sums) return 1;
+    int blocks = N / ROWS;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int first = (int)((long)blocks * t / nt), last = (int)((long)blocks * (t + 1) / nt);
+        for (int c = 0; c < K; c += chunk) {
+            const char *chunk_w = (const char *)w + (size_t)c * N * w_size;
+            for (int b = first; b < last; b++) {
+                const char *block = chunk_w + (size_t)b * ROWS * chunk * w_size;
+                for (int m0 = 0; m0 < M; m0 += M_STEP) {
+                    const char *xm = (const char *)x + ((size_t)m0 * K + c) * x_size;
+                    int m_rows = M - m0 < M_STEP ? M - m0 : M_STEP;
+                    rows_fn[m_rows - 1](xm, K, chunk, block, sums + (size_t)m0 * N + b * ROWS, N);
+                }
+            }
+        }
+        for (int m = 0; m < M; m++)  /* this thread's own rows: no barrier needed */
+            for (int n = first * ROWS; n < last * ROWS; n++) {
+                float v = sums[(size_t)m * N + n] * (scale ? scale[n] : 1.0f);
+                if (y_bf16) ((uint16_t *)y)[(size_t)m * N + n] = f32_to_bf16(v);
+                else ((float *)y)[(size_t)m * N + n] = v;
+            }
+    }
+    free(sums);
+    return 0;
+}
+
+/* The accumulators are locals (a pointer to them would keep them in memory), reduced at the end. */
+static inline void add_sums(int m_rows, __m512 acc[M_STEP][ROWS], float *sums, int N) {
+    for (int m = 0; m < m_rows; m++)
+        for (int j = 0; j < ROWS; j++) sums[(size_t)m * N + j] += _mm512_reduce_add_ps(acc[m][j]);
+}
+
+/* m_rows is a literal at each use below, so the loops over it unroll. */
+static inline __attribute__((always_inline)) void int8_block(int m_rows, const void *xv, long x_stride, int length,
+                                                             const void *blockv, float *sums, int N) {
+    const float *x = xv;
+    const int8_t *block = blockv;
+    __m512 acc[M_STEP][ROWS];
+    for (int m = 0; m < M_STEP; m++)
+        for (int j = 0; j < ROWS; j++) acc[m][j] = _mm512_setzero_ps();
+    for (int k = 0; k < length; k += INT8_VEC) {
+        const int8_t *step = block + (size_t)k * ROWS;  /* ROWS x 16 int8: one cache line */
+        prefetch((const char *)step, 1);
+        __m512 xr[M_STEP];
+        for (int m = 0; m < m_rows; m++) xr[m] = _mm512_loadu_ps(x + m * x_stride + k);
+        for (int j = 0; j < ROWS; j++) {
+            __m128i w8 = _mm_loadu_si128((const __m128i *)(step + j * INT8_VEC));
+            __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(w8));
+            for (int m = 0; m < m_rows; m++) acc[m][j] = _mm512_fmadd_ps(xr[m], w, acc[m][j]);
+        }
+    }
+    add_sums(m_rows, acc, sums, N);
+}
+#define ROWS_FN(name, block_fn_, n) \
+    static void name(const void *x, long s, int len, const void *b, float *sums, int N) { block_fn_(n, x, s, len, b, sums, N); }
+ROWS_FN(int8_1, int8_block, 1)
+ROWS_FN(int8_2, int8_block, 2)
+ROWS_FN(int8_3, int8_block, 3)
+ROWS_FN(int8_4, int8_block, 4)
+static const block_fn int8_rows[M_STEP] = {int8_1, int8_2, int8_3, int8_4};
+
+int ts_gemv_int8(const void *x, int x_bf16, int M, int K, int chunk, const int8_t *w, const float *scale, int N,
+                 void *y, int y_bf16, int threads) {
+    if (M < 1 || M > MAX_M) return 1;
+    float *xf = (float *)x;
+    if (x_bf16) {
+        xf = aligned_alloc(64, (size_t)M * K * sizeof(float));  /* K * 4 is a multiple of 64 */
+        if (!xf) return 1;
+        for (size_t i = 0; i < (size_t)M * K; i += 16)  /* K is a multiple of 16 */
+            _mm512_storeu_ps(xf + i, bf16x16_to_f32((const uint16_t *)x + i));
+    }
+    int failed = gemv(xf, sizeof(float), M, K, chunk, w, 1, INT8_VEC, scale, N, y, y_bf16, threads, int8_rows);
+    if (x_bf16) free(xf);
+    return failed;
+}
+
+#ifdef __AVX512BF16__
+int ts_has_bf16(void) { return 1; }
+
+static inline __attribute__((always_inline)) void bf16_block(int m_rows, const void *xv, long x_stride, int length,
+                                                             const void *blockv, float *sums, int N) {
+    const uint16_t *x = xv, *block = blockv;
+    __m512 acc[M_STEP][ROWS];
+    for (int m = 0; m < M_STEP; m++)
+        for (int j = 0; j < ROWS; j++) acc[m][j] = _mm512_setzero_ps();
+    for (int k = 0; k < length; k += BF16_VEC) {
+        const uint16_t *step = block + (size_t)k * ROWS;  /* ROWS x 32 bfloat16: ROWS cache lines */
+        prefetch((const char *)step, ROWS);
+        __m512bh xr[M_STEP];
+        for (int m = 0; m < m_rows; m++) xr[m] = (__m512bh)_mm512_loadu_si512(x + m * x_stride + k);
+        for (int j = 0; j < ROWS; j++) {
+            __m512bh w = (__m512bh)_mm512_loadu_si512(step + j * BF16_VEC);
+            for (int m = 0; m < m_rows; m++) acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xr[m], w);
+        }
+    }
+    add_sums(m_rows, acc, sums, N);
+}
+ROWS_FN(bf16_1, bf16_block, 1)
+ROWS_FN(bf16_2, bf16_block, 2)
+ROWS_FN(bf16_3, bf16_block, 3)
+ROWS_FN(bf16_4, bf16_block, 4)
+static const block_fn bf16_rows[M_STEP] = {bf16_1, bf16_2, bf16_3, bf16_4};
+
+int ts_gemv_bf16(const void *x, int x_bf16, int M, int K, int chunk, const uint16_t *w, int N, void *y, int y_bf16,
+                 int threads) {
+    if (M < 1 || M > MAX_M) return 1;
+    uint16_t *xb = (uint16_t *)x;
+    if (!x_bf16) {
+        xb = aligned_alloc(64, (size_t)M * K * sizeof(uint16_t));  /* K * 2 is a multiple of 64 */
+        if (!xb) return 1;
+        for (size_t i = 0; i < (size_t)M * K; i += 16)  /* K is a multiple of 32 */
+            _mm256_storeu_si256((__m256i *)(xb + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps((const float *)x + i)));
+    }
+    int failed = gemv(xb, sizeof(uint16_t), M, K, chunk, w, 2, BF16_VEC, NULL, N, y, y_bf16, threads, bf16_rows);
+    if (!x_bf16) free(xb);
+    return failed;
+}
+
+/* e^x for x <= 0: 2^(x log2 e) split into an integer power (scalef) and 2^f, |f| <= 1/2, by its
+   Taylor polynomial (relative error about 1e-7, float32's own). */
+static inline __m512 exp_nonpositive(__m512 x) {
+    __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(1.44269504f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147181f));  /* 2^(t-n) = e^f */
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m512 p = _mm512_set1_ps(c[0]);
+    for (int i = 1; i < 7; i++) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c[i]));
+    return _mm512_scalef_ps(p, n);
+}
+
+#define MAX_HEAD_DIM 128
+
+/* q [B, H, hd] (strides q_sb, q_sh), k/v [B, H, >= L, hd] (strides kv_sb, kv_sh; rows of hd),
+   bias [B, L] additive or NULL -> out [B, H, hd] contiguous. All bfloat16. */
+int ts_attend_bf16(const uint16_t *q, long q_sb, long q_sh, const uint16_t *k, const uint16_t *v, long kv_sb,
+                   long kv_sh, const uint16_t *bias, long bias_sb, uint16_t *out, int B, int H, int L, int hd,
+                   float scale, int threads) {
+    if (hd % 32 || hd > MAX_HEAD_DIM || L < 1) return 1;
+    float *scores = malloc((size_t)B * H * L * sizeof(float));
+    if (!scores) return 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        const uint16_t *qp = q + b * q_sb + h * q_sh;
+        const uint16_t *kp = k + b * kv_sb + h * kv_sh, *vp = v + b * kv_sb + h * kv_sh;
+        float *s = scores + (size_t)bh * L;
+        float top = -3.4e38f;
+        for (int l = 0; l < L; l++) {  /* s = q . k * scale + bias */
+            __m512 acc = _mm512_setzero_ps();
+            for (int d = 0; d < hd; d += 32)
+                acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(qp + d),
+                                       (__m512bh)_mm512_loadu_si512(kp + (size_t)l * hd + d));
+            s[l] = _mm512_reduce_add_ps(acc) * scale + (bias ? bf16_to_f32(bias[b * bias_sb + l]) : 0.0f);
+            top = s[l] > top ? s[l] : top;
+        }
+        __m512 total = _mm512_setzero_ps();  /* s = e^(s - top) */
+        for (int l = 0; l < L; l += 16) {
+            __mmask16 live = L - l >= 16 ? 0xffff : (__mmask16)((1u << (L - l)) - 1);
+            __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + l), _mm512_set1_ps(top)));
+            e = _mm512_maskz_mov_ps(live, e);
+            _mm512_mask_storeu_ps(s + l, live, e);
+            total = _mm512_add_ps(total, e);
+        }
+        __m512 acc[MAX_HEAD_DIM / 16];  /* out = sum of s[l] v[l] / total */
+        for (int d = 0; d < hd / 16; d++) acc[d] = _mm512_setzero_ps();
+        for (int l = 0; l < L; l++) {
+            __m512 weight = _mm512_set1_ps(s[l]);
+            for (int d = 0; d < hd / 16; d++)
+                acc[d] = _mm512_fmadd_ps(weight, bf16x16_to_f32(vp + (size_t)l * hd + 16 * d), acc[d]);
+        }
+        float norm = 1.0f / _mm512_reduce_add_ps(total);
+        uint16_t *o = out + (size_t)bh * hd;
+        for (int d = 0; d < hd / 16; d++) {
+            float lane[16];
+            _mm512_storeu_ps(lane, _mm512_mul_ps(acc[d], _mm512_set1_ps(norm)));
+            for (int i = 0; i < 16; i++) o[16 * d + i] = f32_to_bf16(lane[i]);
+        }
+    }
+    free(scores);
+    return 0;
+}
+#else
+int ts_has_bf16(void) { return 0; }
+#endif
+
+#else  /* no AVX-512: the library builds, reports nothing available, and torch's kernels are used */
+int ts_has_int8(void) { return 0; }
+int ts_has_bf16(void) { return 0; }
+#endif

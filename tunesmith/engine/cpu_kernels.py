@@ -1,0 +1,156 @@
+"""Build, load and call the packed-weight matrix-vector kernels of cpu_kernels.c.
+
+The C file is compiled once per machine with the system C compiler (`cc`, or $CC) for the CPU it
+runs on, and cached (~/.cache/tunesmith/kernels, or $TUNESMITH_CACHE/kernels). No compiler, no
+AVX-512, a failed build, or TUNESMITH_CPU_KERNELS=0: `library()` is None and the callers use
+torch's own kernels, which give the same results a little slower.
+
+OpenMP: the library links libgomp.so.1 by name, and torch has already loaded its own libgomp.so.1,
+so both share one thread pool (two pools would fight over the cores).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
+ROWS = 4  # output rows per packed block (ROWS in the C file)
+VEC = {torch.int8: 16, torch.bfloat16: 32}  # values of one row per vector instruction (INT8_VEC, BF16_VEC)
+MAX_ROWS = 16  # activation rows the kernels take (MAX_M in the C file)
+CHUNK = 1024  # most input values per chunk: the activations' share of a chunk stays in the L1 cache
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+
+
+class Kernels:
+    def __init__(self, lib: ctypes.CDLL):
+        self.int8 = bool(lib.ts_has_int8())
+        self.bf16 = bool(lib.ts_has_bf16())
+        p, i = ctypes.c_void_p, ctypes.c_int
+        if self.int8:
+            lib.ts_gemv_int8.argtypes = [p, i, i, i, i, p, p, i, p, i, i]
+        if self.bf16:
+            lib.ts_gemv_bf16.argtypes = [p, i, i, i, i, p, i, p, i, i]
+            lg = ctypes.c_long
+            lib.ts_attend_bf16.argtypes = [p, lg, lg, p, p, lg, lg, p, lg, p, i, i, i, i, ctypes.c_float, i]
+        self.lib = lib
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("TUNESMITH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"
+    return Path(root) / "kernels"
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU's model and feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
+        return "\n".join(dict.fromkeys(lines))
+    except OSError:
+        return platform.processor()
+
+
+def _build(compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, _cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
+    folder = _cache_dir()
+    target = folder / f"cpu_kernels-{key}.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:  # build beside the target, then rename: no half files
+        built = Path(tmp) / target.name
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, timeout=120)
+        os.replace(built, target)
+    return target
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> Kernels | None:
+    """The compiled kernels, or None where they cannot be had (torch's kernels are used instead)."""
+    if os.environ.get("TUNESMITH_CPU_KERNELS", "1") == "0" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return None
+    try:
+        kernels = Kernels(ctypes.CDLL(str(_build(compiler))))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return kernels if kernels.int8 or kernels.bf16 else None
+
+
+def _chunk(K: int, vec: int) -> int:
+    """The largest multiple of `vec` that divides K and is at most CHUNK (K itself if none)."""
+    return next((c for c in range(min(K, CHUNK) // vec * vec, 0, -vec) if K % c == 0), K)
+
+
+def packable(weight: torch.Tensor) -> bool:
+    N, K = weight.shape
+    return weight.dtype in VEC and N % ROWS == 0 and K % VEC[weight.dtype] == 0
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """weight [N, K] -> [K/chunk, N/ROWS, chunk/vec, ROWS, vec]: per chunk of K, each block of ROWS
+    output rows as one stream, the blocks one after another."""
+    N, K = weight.shape
+    vec = VEC[weight.dtype]
+    chunk = _chunk(K, vec)
+    blocks = weight.reshape(N // ROWS, ROWS, K // chunk, chunk // vec, vec)
+    return blocks.permute(2, 0, 3, 1, 4).contiguous()
+
+
+def unpack(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of pack: [N, K]."""
+    chunks, blocks, steps, rows, vec = packed.shape
+    return packed.permute(1, 3, 0, 2, 4).reshape(blocks * rows, chunks * steps * vec)
+
+
+def gemv(kernels: Kernels, x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor | None:
+    """x [..., K] (float32 or bfloat16, CPU) times the packed weight -> [..., N] in x's dtype, or None
+    when the kernels do not take this call (too many rows)."""
+    chunks, blocks, steps, rows, vec = packed.shape
+    N, chunk = blocks * rows, steps * vec
+    K = chunks * chunk
+    M = x.numel() // K
+    if M > MAX_ROWS or x.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    x = x.contiguous()
+    y = torch.empty((*x.shape[:-1], N), dtype=x.dtype)
+    is_bf16 = int(x.dtype == torch.bfloat16)
+    threads = torch.get_num_threads()
+    if scale is None:
+        failed = kernels.lib.ts_gemv_bf16(x.data_ptr(), is_bf16, M, K, chunk, packed.data_ptr(), N, y.data_ptr(),
+                                          is_bf16, threads)
+    else:
+        failed = kernels.lib.ts_gemv_int8(x.data_ptr(), is_bf16, M, K, chunk, packed.data_ptr(), scale.data_ptr(), N,
+                                          y.data_ptr(), is_bf16, threads)
+    return None if failed else y
+
+
+def attend_one(kernels: Kernels, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor | None:
+    """One query position: q (B, H, 1, hd), k/v (B, H, L, hd) bfloat16 on the CPU, bias [B, 1, 1, L]
+    additive or None -> (B, H, 1, hd), or None when the kernel does not take these tensors."""
+    B, H, T, hd = q.shape
+    L = k.shape[2]
+    usable = (kernels.bf16 and T == 1 and q.dtype == k.dtype == v.dtype == torch.bfloat16
+              and k.stride() == v.stride() and k.stride(-1) == 1 and k.stride(-2) == hd and q.stride(-1) == 1
+              and (bias is None or (bias.dtype == torch.bfloat16 and bias.shape == (B, 1, 1, L) and bias.is_contiguous())))
+    if not usable:
+        return None
+    out = torch.empty((B, 1, H, hd), dtype=q.dtype)  # the layout the output projection reads
+    failed = kernels.lib.ts_attend_bf16(q.data_ptr(), q.stride(0), q.stride(1), k.data_ptr(), v.data_ptr(),
+                                        k.stride(0), k.stride(1), None if bias is None else bias.data_ptr(), L,
+                                        out.data_ptr(), B, H, L, hd, hd ** -0.5, torch.get_num_threads())
+    return None if failed else out.transpose(1, 2)
