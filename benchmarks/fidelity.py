@@ -2,9 +2,10 @@
 
     python -m benchmarks.fidelity --size small --frames 250
 
-Teacher-forced: one token sequence (sampled by the float32 model) is fed to every variant; at each
-step and codebook we compare the guided next-code distributions: top-1 agreement and the mean
-KL(float32 || variant). Random weights make flatter distributions than trained ones: read the
+Teacher-forced: one token sequence (sampled by the float32 model) is fed to every variant, one
+position at a time through the KV cache as in generation (so the decode step's own kernels are the
+ones measured); at each step and codebook we compare the guided next-code distributions: top-1
+agreement and the mean KL(float32 || variant). Random weights make flatter distributions than trained ones: read the
 figures as the numeric cost of the format, not as a listening test.
 """
 
@@ -28,10 +29,11 @@ def guided_log_probs(mg, sequence: torch.Tensor, cfg: float = 3.0) -> torch.Tens
     model = mg._model
     states, mask = with_null_condition(*model.text.encode([PROMPT]))
     T = sequence.shape[-1]
-    model.lm.setup_cache(batch=2, max_len=T)
     model.lm.set_condition(states, mask)
-    logits = model.lm(torch.cat([sequence, sequence]), torch.arange(T))  # [2, K, T, V]
-    return guidance_mix(logits.float(), cfg)[0].log_softmax(-1)
+    model.lm.setup_cache(batch=2, max_len=T)
+    both = torch.cat([sequence, sequence])
+    logits = torch.cat([model.lm(both[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1) for t in range(T)], 2)
+    return guidance_mix(logits.float(), cfg)[0].log_softmax(-1)  # logits [2, K, T, V]
 
 
 def main(argv=None):

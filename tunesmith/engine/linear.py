@@ -7,7 +7,7 @@
 - Int8Linear: weight-only int8 with one scale per output channel; activations stay in float. On
   CPUs with AVX-512 the weight is packed for cpu_kernels (float32 sums); elsewhere torch's kernels.
 - Int4Linear: weight-only int4 (CPU), a scale and zero point per group of 128 inputs: a quarter of
-  the bfloat16 bytes per step, for the fastest CPU decoding at a measured cost in fidelity.
+  the bfloat16 bytes per step: the least memory, at a measured cost in fidelity.
 """
 
 from __future__ import annotations
