@@ -47,14 +47,37 @@ def bf16_kernels(kernels):
     return kernels
 
 
-def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setenv("TUNESMITH_CPU_KERNELS", "0")
+@pytest.fixture()
+def fresh_library(monkeypatch, tmp_path):
+    """library() looked up again under the test's environment, and restored afterwards."""
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
     cpu_kernels.library.cache_clear()
-    try:
-        assert cpu_kernels.library() is None
-    finally:
-        monkeypatch.undo()
-        cpu_kernels.library.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_kernels.library.cache_clear()
+
+
+def test_disabled_by_environment(fresh_library, monkeypatch):
+    monkeypatch.setenv("TUNESMITH_CPU_KERNELS", "0")
+    assert cpu_kernels.library() is None
+
+
+def test_no_compiler_means_torch_kernels(fresh_library, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert cpu_kernels.library() is None
+    assert not list(tmp_path.glob("kernels/*.so"))
+
+
+def test_generation_without_kernels(fresh_library, monkeypatch, mono_ckpt):
+    """The torch path (oneDNN linears, float32 cache) still generates, for CPUs the kernels do not cover."""
+    from tunesmith import MusicGen
+    from tunesmith.engine.linear import PackedLinear
+
+    monkeypatch.setenv("TUNESMITH_CPU_KERNELS", "0")
+    mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="bfloat16")
+    assert isinstance(mg._model.lm.layers[0].fc1, PackedLinear) and mg._model.lm.cache_dtype == torch.float32
+    clip = mg.generate("calm lofi piano", duration=0.5, seed=3)[0]
+    assert clip.audio.shape[-1] == round(0.5 * clip.sample_rate) and clip.check.ok
 
 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bfloat16])
