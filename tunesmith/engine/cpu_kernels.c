@@ -136,7 +136,7 @@ static const block_fn int8_rows[M_STEP] = {int8_1, int8_2, int8_3, int8_4};
 
 int ts_gemv_int8(const void *x, int x_bf16, int M, int K, int chunk, const int8_t *w, const float *scale, int N,
                  void *y, int y_bf16, int threads) {
-    if (M < 1 || M > MAX_M) return 1;
+    if (M < 1 || M > MAX_M || K % INT8_VEC) return 1;  /* before the conversion below reads x */
     float *xf = (float *)x;
     if (x_bf16) {
         xf = aligned_alloc(64, (size_t)M * K * sizeof(float));  /* K * 4 is a multiple of 64 */
@@ -178,7 +178,7 @@ static const block_fn bf16_rows[M_STEP] = {bf16_1, bf16_2, bf16_3, bf16_4};
 
 int ts_gemv_bf16(const void *x, int x_bf16, int M, int K, int chunk, const uint16_t *w, int N, void *y, int y_bf16,
                  int threads) {
-    if (M < 1 || M > MAX_M) return 1;
+    if (M < 1 || M > MAX_M || K % BF16_VEC) return 1;  /* before the conversion below reads x */
     uint16_t *xb = (uint16_t *)x;
     if (!x_bf16) {
         xb = aligned_alloc(64, (size_t)M * K * sizeof(uint16_t));  /* K * 2 is a multiple of 64 */
