@@ -3,7 +3,7 @@
 The C file is compiled once per machine with the system C compiler (`cc`, or $CC) for the CPU it
 runs on, and cached (~/.cache/tunesmith/kernels, or $TUNESMITH_CACHE/kernels). No compiler, no
 AVX-512, a failed build, or TUNESMITH_CPU_KERNELS=0: `library()` is None and the callers use
-torch's own kernels, which give the same results a little slower.
+torch's own kernels: the same computation up to rounding, slower.
 
 OpenMP: the library links libgomp.so.1 by name, and torch has already loaded its own libgomp.so.1,
 so both share one thread pool (two pools would fight over the cores).
