@@ -65,30 +65,46 @@ static inline void prefetch(const char *p, int lines) {
     for (int i = 0; i < lines; i++) _mm_prefetch(p + PREFETCH + 64 * i, _MM_HINT_T0);
 }
 
-/* x: activations prepared by the caller (float32 for int8 W, bfloat16 for bfloat16 W), [M, K].
-   w: packed, w_size bytes per element. scale: per output row, or NULL. */
-static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const void *w, size_t w_size, int vec,
-                const float *scale, int N, void *y, int y_bf16, int threads, const block_fn rows_fn[M_STEP]) {
-    if (M < 1 || M > MAX_M || N % ROWS || chunk < vec || chunk % vec || K % chunk) return 1;
-    float *sums = calloc((size_t)M * N, sizeof(float));
-    if (!sums) return 1;
-    int blocks = N / ROWS;
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int first = (int)((long)blocks * t / nt), last = (int)((long)blocks * (t + 1) / nt);
-        for (int c = 0; c < K; c += chunk) {
-            const char *chunk_w = (const char *)w + (size_t)c * N * w_size;
-            for (int b = first; b < last; b++) {
-                const char *block = chunk_w + (size_t)b * ROWS * chunk * w_size;
-                for (int m0 = 0; m0 < M; m0 += M_STEP) {
-                    const char *xm = (const char *)x + ((size_t)m0 * K + c) * x_size;
-                    int m_rows = M - m0 < M_STEP ? M - m0 : M_STEP;
-                    rows_fn[m_rows - 1](xm, K, chunk, block, sums + (size_t)m0 * N + b * ROWS, N);
-                }
+/* One thread's share of sums = x W^T: output blocks [first, last), all of K. x: activations prepared
+   by the caller (float32 for int8 W, bfloat16 for bfloat16 W), [M, K]; w: packed, w_size bytes per
+   element; sums [M, N], this thread's columns only. */
+static void gemv_blocks(const void *x, size_t x_size, int M, int K, int chunk, const void *w, size_t w_size, int N,
+                        int first, int last, float *sums, const block_fn rows_fn[M_STEP]) {
+    for (int m = 0; m < M; m++) memset(sums + (size_t)m * N + first * ROWS, 0, (size_t)(last - first) * ROWS * sizeof(float));
+    for (int c = 0; c < K; c += chunk) {
+        const char *chunk_w = (const char *)w + (size_t)c * N * w_size;
+        for (int b = first; b < last; b++) {
+            const char *block = chunk_w + (size_t)b * ROWS * chunk * w_size;
+            for (int m0 = 0; m0 < M; m0 += M_STEP) {
+                const char *xm = (const char *)x + ((size_t)m0 * K + c) * x_size;
+                int m_rows = M - m0 < M_STEP ? M - m0 : M_STEP;
+                rows_fn[m_rows - 1](xm, K, chunk, block, sums + (size_t)m0 * N + b * ROWS, N);
             }
         }
-        for (int m = 0; m < M; m++)  /* this thread's own rows: no barrier needed */
+    }
+}
+
+static int gemv_shape_ok(int M, int K, int chunk, int vec, int N) {
+    return M >= 1 && M <= MAX_M && N % ROWS == 0 && chunk >= vec && chunk % vec == 0 && K % chunk == 0;
+}
+
+static void thread_blocks(int N, int *first, int *last) {  /* this thread's output blocks */
+    int blocks = N / ROWS, t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *first = (int)((long)blocks * t / nt);
+    *last = (int)((long)blocks * (t + 1) / nt);
+}
+
+static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const void *w, size_t w_size, int vec,
+                const float *scale, int N, void *y, int y_bf16, int threads, const block_fn rows_fn[M_STEP]) {
+    if (!gemv_shape_ok(M, K, chunk, vec, N)) return 1;
+    float *sums = malloc((size_t)M * N * sizeof(float));
+    if (!sums) return 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int first, last;
+        thread_blocks(N, &first, &last);
+        gemv_blocks(x, x_size, M, K, chunk, w, w_size, N, first, last, sums, rows_fn);
+        for (int m = 0; m < M; m++)  /* this thread's own columns: no barrier needed */
             for (int n = first * ROWS; n < last * ROWS; n++) {
                 float v = sums[(size_t)m * N + n] * (scale ? scale[n] : 1.0f);
                 if (y_bf16) ((uint16_t *)y)[(size_t)m * N + n] = f32_to_bf16(v);
@@ -205,6 +221,38 @@ static inline __m512 exp_nonpositive(__m512 x) {
 
 #define MAX_HEAD_DIM 128
 
+/* One head, one query position: q [hd], keys/values rows of hd for positions 0..L-1, bias [L]
+   additive or NULL (all bfloat16); s: L floats of scratch -> out [hd] float32. */
+static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *bias, int L, int hd,
+                        float scale, float *s, float *out) {
+    float top = -3.4e38f;
+    for (int l = 0; l < L; l++) {  /* s = q . k * scale + bias */
+        __m512 acc = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d += 32)
+            acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(q + d),
+                                   (__m512bh)_mm512_loadu_si512(k + (size_t)l * hd + d));
+        s[l] = _mm512_reduce_add_ps(acc) * scale + (bias ? bf16_to_f32(bias[l]) : 0.0f);
+        top = s[l] > top ? s[l] : top;
+    }
+    __m512 total = _mm512_setzero_ps();  /* s = e^(s - top) */
+    for (int l = 0; l < L; l += 16) {
+        __mmask16 live = L - l >= 16 ? 0xffff : (__mmask16)((1u << (L - l)) - 1);
+        __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + l), _mm512_set1_ps(top)));
+        e = _mm512_maskz_mov_ps(live, e);
+        _mm512_mask_storeu_ps(s + l, live, e);
+        total = _mm512_add_ps(total, e);
+    }
+    __m512 acc[MAX_HEAD_DIM / 16];  /* out = sum of s[l] v[l] / total */
+    for (int d = 0; d < hd / 16; d++) acc[d] = _mm512_setzero_ps();
+    for (int l = 0; l < L; l++) {
+        __m512 weight = _mm512_set1_ps(s[l]);
+        for (int d = 0; d < hd / 16; d++)
+            acc[d] = _mm512_fmadd_ps(weight, bf16x16_to_f32(v + (size_t)l * hd + 16 * d), acc[d]);
+    }
+    __m512 norm = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
+    for (int d = 0; d < hd / 16; d++) _mm512_storeu_ps(out + 16 * d, _mm512_mul_ps(acc[d], norm));
+}
+
 /* q [B, H, hd] (strides q_sb, q_sh), k/v [B, H, >= L, hd] (strides kv_sb, kv_sh; rows of hd),
    bias [B, L] additive or NULL -> out [B, H, hd] contiguous. All bfloat16. */
 int ts_attend_bf16(const uint16_t *q, long q_sb, long q_sh, const uint16_t *k, const uint16_t *v, long kv_sb,
@@ -216,42 +264,213 @@ int ts_attend_bf16(const uint16_t *q, long q_sb, long q_sh, const uint16_t *k, c
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        const uint16_t *qp = q + b * q_sb + h * q_sh;
-        const uint16_t *kp = k + b * kv_sb + h * kv_sh, *vp = v + b * kv_sb + h * kv_sh;
-        float *s = scores + (size_t)bh * L;
-        float top = -3.4e38f;
-        for (int l = 0; l < L; l++) {  /* s = q . k * scale + bias */
-            __m512 acc = _mm512_setzero_ps();
-            for (int d = 0; d < hd; d += 32)
-                acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(qp + d),
-                                       (__m512bh)_mm512_loadu_si512(kp + (size_t)l * hd + d));
-            s[l] = _mm512_reduce_add_ps(acc) * scale + (bias ? bf16_to_f32(bias[b * bias_sb + l]) : 0.0f);
-            top = s[l] > top ? s[l] : top;
-        }
-        __m512 total = _mm512_setzero_ps();  /* s = e^(s - top) */
-        for (int l = 0; l < L; l += 16) {
-            __mmask16 live = L - l >= 16 ? 0xffff : (__mmask16)((1u << (L - l)) - 1);
-            __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, s + l), _mm512_set1_ps(top)));
-            e = _mm512_maskz_mov_ps(live, e);
-            _mm512_mask_storeu_ps(s + l, live, e);
-            total = _mm512_add_ps(total, e);
-        }
-        __m512 acc[MAX_HEAD_DIM / 16];  /* out = sum of s[l] v[l] / total */
-        for (int d = 0; d < hd / 16; d++) acc[d] = _mm512_setzero_ps();
-        for (int l = 0; l < L; l++) {
-            __m512 weight = _mm512_set1_ps(s[l]);
-            for (int d = 0; d < hd / 16; d++)
-                acc[d] = _mm512_fmadd_ps(weight, bf16x16_to_f32(vp + (size_t)l * hd + 16 * d), acc[d]);
-        }
-        float norm = 1.0f / _mm512_reduce_add_ps(total);
-        uint16_t *o = out + (size_t)bh * hd;
-        for (int d = 0; d < hd / 16; d++) {
-            float lane[16];
-            _mm512_storeu_ps(lane, _mm512_mul_ps(acc[d], _mm512_set1_ps(norm)));
-            for (int i = 0; i < 16; i++) o[16 * d + i] = f32_to_bf16(lane[i]);
-        }
+        float y[MAX_HEAD_DIM];
+        attend_head(q + b * q_sb + h * q_sh, k + b * kv_sb + h * kv_sh, v + b * kv_sb + h * kv_sh,
+                    bias ? bias + b * bias_sb : NULL, L, hd, scale, scores + (size_t)bh * L, y);
+        for (int d = 0; d < hd; d++) out[(size_t)bh * hd + d] = f32_to_bf16(y[d]);
     }
     free(scores);
+    return 0;
+}
+
+/* ---- The whole decode step: every layer in one OpenMP region -------------------------------- */
+
+/* A torch decode step is some 20 operations per layer, each a call from Python with its own thread
+   start; for musicgen-small that overhead is a fifth of the step. Here the threads start once per
+   step and meet at a barrier after each product. Activations and the residual stream are float32;
+   the key/value caches bfloat16. */
+
+typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.pack */
+    const void *w;
+    const float *scale;   /* int8 weights: one scale per output row; NULL: bfloat16 weights */
+    int N, K, chunk;
+} ts_linear;
+
+typedef struct {
+    const float *attn_norm[2];          /* LayerNorm weight and bias, float32 [dim] */
+    ts_linear qkv, attn_out;
+    uint16_t *k_cache, *v_cache;        /* [M, heads, max_len, head_dim] */
+    const float *cross_norm[2];         /* NULLs: no cross-attention (melody models) */
+    ts_linear cross_q, cross_out;
+    const uint16_t *cross_k, *cross_v;  /* [M, heads, text_len, head_dim] */
+    const float *mlp_norm[2];
+    ts_linear fc1, fc2;
+} ts_layer;
+
+typedef struct {
+    int n_layers, dim, heads, head_dim, ffn_dim, max_len, text_len;
+    float eps;
+    const ts_layer *layers;
+    const float *norm[2];
+    ts_linear lm_heads;
+    const uint16_t *cross_bias;         /* [M, text_len] additive, or NULL */
+} ts_model;
+
+typedef struct {                        /* where a product's outputs go */
+    enum { STORE, ADD, GELU, QKV } kind;
+    float *y;                           /* [M, N]; QKV: the queries, [M, dim] */
+    uint16_t *k_cache, *v_cache;        /* QKV: keys and values go to position pos */
+    int pos;
+} ts_sink;
+
+/* 0.5 v (1 + erf(v / sqrt 2)), the exact GELU; erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7). */
+static inline __m512 gelu(__m512 v) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678f)), a = _mm512_abs_ps(z);
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, one));
+    static const float c[] = {1.061405429f, -1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f};
+    __m512 p = _mm512_set1_ps(c[0]);
+    for (int i = 1; i < 5; i++) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[i]));
+    __m512 erf_abs = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), exp_nonpositive(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)), one);
+    __m512 sign = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32((int)0x80000000u)));
+    __m512 erf = _mm512_or_ps(erf_abs, sign);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, erf));
+}
+
+void ts_gelu(const float *x, float *y, long n) {  /* for the tests: y = gelu(x), n a multiple of 16 */
+    for (long i = 0; i < n; i += 16) _mm512_storeu_ps(y + i, gelu(_mm512_loadu_ps(x + i)));
+}
+
+static void layer_norm(const float *x, int M, int D, const float *const wb[2], float eps, float *y) {
+    for (int m = 0; m < M; m++) {
+        const float *xm = x + (size_t)m * D;
+        float *ym = y + (size_t)m * D;
+        __m512 sum = _mm512_setzero_ps(), squares = _mm512_setzero_ps();
+        for (int d = 0; d < D; d += 16) sum = _mm512_add_ps(sum, _mm512_loadu_ps(xm + d));
+        __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / D);
+        for (int d = 0; d < D; d += 16) {
+            __m512 diff = _mm512_sub_ps(_mm512_loadu_ps(xm + d), mean);
+            squares = _mm512_fmadd_ps(diff, diff, squares);
+        }
+        float var = _mm512_reduce_add_ps(squares) / D + eps;
+        __m512 inv = _mm512_set1_ps(1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var))));
+        for (int d = 0; d < D; d += 16) {
+            __m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xm + d), mean), inv);
+            _mm512_storeu_ps(ym + d, _mm512_fmadd_ps(n, _mm512_loadu_ps(wb[0] + d), _mm512_loadu_ps(wb[1] + d)));
+        }
+    }
+}
+
+/* This thread's output columns of x W^T, handed to `to`. x [M, K] float32 (whole, in every thread);
+   xb: this thread's bfloat16 scratch; sums [M, N] shared, split by columns. No barrier inside. */
+static void linear(const ts_model *model, const ts_linear *lin, const float *x, int M, uint16_t *xb, float *sums,
+                   const ts_sink *to) {
+    int N = lin->N, K = lin->K, first, last;
+    thread_blocks(N, &first, &last);
+    if (lin->scale) {
+        gemv_blocks(x, sizeof(float), M, K, lin->chunk, lin->w, 1, N, first, last, sums, int8_rows);
+    } else {
+        for (size_t i = 0; i < (size_t)M * K; i += 16)
+            _mm256_storeu_si256((__m256i *)(xb + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+        gemv_blocks(xb, sizeof(uint16_t), M, K, lin->chunk, lin->w, 2, N, first, last, sums, bf16_rows);
+    }
+    int n0 = first * ROWS, n1 = last * ROWS, D = model->dim, hd = model->head_dim;
+    for (int m = 0; m < M; m++)
+        for (int n = n0; n < n1; n += 16) {
+            __mmask16 live = n1 - n >= 16 ? 0xffff : (__mmask16)((1u << (n1 - n)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(live, sums + (size_t)m * N + n);
+            if (lin->scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(live, lin->scale + n));
+            float *y = to->kind == QKV ? NULL : to->y + (size_t)m * N + n;
+            if (to->kind == STORE) {
+                _mm512_mask_storeu_ps(y, live, v);
+            } else if (to->kind == ADD) {
+                _mm512_mask_storeu_ps(y, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, y), v));
+            } else if (to->kind == GELU) {
+                _mm512_mask_storeu_ps(y, live, gelu(v));
+            } else {  /* QKV: [q | k | v] columns, each [heads, head_dim] */
+                float lane[16];
+                _mm512_storeu_ps(lane, v);
+                for (int i = 0; i < 16 && n + i < n1; i++) {
+                    int part = (n + i) / D, col = (n + i) % D, h = col / hd, d = col % hd;
+                    size_t at = (((size_t)m * model->heads + h) * model->max_len + to->pos) * hd + d;
+                    if (part == 0) to->y[(size_t)m * D + col] = lane[i];
+                    else (part == 1 ? to->k_cache : to->v_cache)[at] = f32_to_bf16(lane[i]);
+                }
+            }
+        }
+}
+
+/* Every (row, head) pair's attention, shared out among the threads, barrier at the end.
+   q, out [M, dim] float32; k/v [M, heads, rows, head_dim] bfloat16 of which the first L are read. */
+static void attention(const ts_model *model, const float *q, int M, const uint16_t *k, const uint16_t *v, int rows,
+                      int L, const uint16_t *bias, float *scores, float *out) {
+    int H = model->heads, hd = model->head_dim;
+    float scale = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss((float)hd)));
+#pragma omp for schedule(static)
+    for (int bh = 0; bh < M * H; bh++) {
+        int b = bh / H, h = bh % H;
+        uint16_t qb[MAX_HEAD_DIM];
+        for (int d = 0; d < hd; d++) qb[d] = f32_to_bf16(q[(size_t)b * model->dim + h * hd + d]);
+        size_t head = (size_t)bh * rows * hd;
+        attend_head(qb, k + head, v + head, bias ? bias + (size_t)b * L : NULL, L, hd, scale, scores,
+                    out + (size_t)b * model->dim + h * hd);
+    }
+}
+
+static size_t aligned(size_t floats) { return (floats + 15) / 16 * 16; }
+
+static int widest_output(const ts_model *m) {
+    const ts_layer *l = m->layers;
+    int n = m->lm_heads.N;
+    const ts_linear *all[] = {&l->qkv, &l->attn_out, &l->cross_q, &l->cross_out, &l->fc1, &l->fc2};
+    for (int i = 0; i < 6; i++) n = all[i]->N > n ? all[i]->N : n;
+    return n;
+}
+
+/* Floats of workspace ts_decode_step needs for M rows and up to `threads` threads. */
+long ts_step_workspace(const ts_model *m, int M, int threads) {
+    size_t shared = 2 * aligned((size_t)M * m->dim) + aligned((size_t)M * m->ffn_dim)
+                    + aligned((size_t)M * widest_output(m));
+    int wide = m->ffn_dim > m->dim ? m->ffn_dim : m->dim, longest = m->max_len > m->text_len ? m->max_len : m->text_len;
+    size_t own = aligned((size_t)M * m->dim) + aligned((size_t)M * wide / 2 + 1) + aligned(longest);
+    return (long)(shared + own * threads);
+}
+
+/* x [M, dim] float32: the embedded codes of position pos (summed codebook embeddings plus the
+   position's sinusoid), changed in place -> logits [M, lm_heads.N] float32. Attention reads the
+   cache's positions 0..pos (pos written here). Returns 1 for shapes it does not take. */
+int ts_decode_step(const ts_model *model, float *x, int M, int pos, float *logits, float *work, int threads) {
+    int D = model->dim, hd = model->head_dim;
+    if (M < 1 || M > MAX_M || hd % 32 || hd > MAX_HEAD_DIM || D % 32 || model->ffn_dim % 32 || pos < 0
+        || pos >= model->max_len || model->heads * hd != D)
+        return 1;
+    float *q = work, *att = q + aligned((size_t)M * D), *hid = att + aligned((size_t)M * D);
+    float *sums = hid + aligned((size_t)M * model->ffn_dim), *own = sums + aligned((size_t)M * widest_output(model));
+    int wide = model->ffn_dim > D ? model->ffn_dim : D;
+    int longest = model->max_len > model->text_len ? model->max_len : model->text_len;
+    size_t own_size = aligned((size_t)M * D) + aligned((size_t)M * wide / 2 + 1) + aligned(longest);
+#pragma omp parallel num_threads(threads)
+    {
+        float *a = own + own_size * omp_get_thread_num();  /* this thread's normed activations */
+        uint16_t *xb = (uint16_t *)(a + aligned((size_t)M * D));
+        float *scores = a + aligned((size_t)M * D) + aligned((size_t)M * wide / 2 + 1);
+        for (int i = 0; i < model->n_layers; i++) {
+            const ts_layer *l = &model->layers[i];
+            layer_norm(x, M, D, l->attn_norm, model->eps, a);
+            ts_sink to_cache = {.kind = QKV, .y = q, .k_cache = l->k_cache, .v_cache = l->v_cache, .pos = pos};
+            linear(model, &l->qkv, a, M, xb, sums, &to_cache);
+#pragma omp barrier
+            attention(model, q, M, l->k_cache, l->v_cache, model->max_len, pos + 1, NULL, scores, att);
+            linear(model, &l->attn_out, att, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
+#pragma omp barrier
+            if (l->cross_norm[0]) {
+                layer_norm(x, M, D, l->cross_norm, model->eps, a);
+                linear(model, &l->cross_q, a, M, xb, sums, &(ts_sink){.kind = STORE, .y = q});
+#pragma omp barrier
+                attention(model, q, M, l->cross_k, l->cross_v, model->text_len, model->text_len, model->cross_bias,
+                          scores, att);
+                linear(model, &l->cross_out, att, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
+#pragma omp barrier
+            }
+            layer_norm(x, M, D, l->mlp_norm, model->eps, a);
+            linear(model, &l->fc1, a, M, xb, sums, &(ts_sink){.kind = GELU, .y = hid});
+#pragma omp barrier
+            linear(model, &l->fc2, hid, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
+#pragma omp barrier
+        }
+        layer_norm(x, M, D, model->norm, model->eps, a);
+        linear(model, &model->lm_heads, a, M, xb, sums, &(ts_sink){.kind = STORE, .y = logits});
+    }
     return 0;
 }
 #else

@@ -42,6 +42,10 @@ class Kernels:
             lib.ts_gemv_bf16.argtypes = [p, i, i, i, i, p, i, p, i, i]
             lg = ctypes.c_long
             lib.ts_attend_bf16.argtypes = [p, lg, lg, p, p, lg, lg, p, lg, p, i, i, i, i, ctypes.c_float, i]
+            lib.ts_step_workspace.argtypes = [p, i, i]
+            lib.ts_step_workspace.restype = lg
+            lib.ts_decode_step.argtypes = [p, p, i, i, p, p, i]
+            lib.ts_gelu.argtypes = [p, p, lg]
         self.lib = lib
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu_kernels
+from . import cpu_kernels, cpu_step
 from .config import DecoderConfig
 
 
@@ -140,11 +140,12 @@ class MusicGenLM(nn.Module):
         self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
         self.prefix: torch.Tensor | None = None  # [B, S, dim] melody models' condition, set by set_condition
         self.step_graphs: dict = {}  # captured CUDA graphs of the decode step (generate.StepGraph)
+        self.whole_step: tuple | None = None  # (rows, cpu_step.CPUStep or None) for the current cache and condition
 
     def release(self):
         """Drop caches, condition and captured graphs (before a move to another device, or to free memory)."""
         self.step_graphs.clear()
-        self.causal = self.cross_mask = self.prefix = None
+        self.causal = self.cross_mask = self.prefix = self.whole_step = None
         for layer in self.layers:
             layer.attn.cache = None
             if layer.cross is not None:
@@ -174,6 +175,7 @@ class MusicGenLM(nn.Module):
                 and old.k.dtype == dtype and old.k.device == device:
             return
         self.step_graphs.clear()  # they point at the cache being replaced
+        self.whole_step = None
         for layer in self.layers:
             layer.attn.cache = KVCache(batch, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype, device)
         self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
@@ -192,6 +194,7 @@ class MusicGenLM(nn.Module):
         the reference does, so masked rows attend to zeros and add nothing.
         """
         dtype = self.embed.dtype
+        self.whole_step = None  # it points at the condition's tensors
         states = self.text_proj(text_states.to(dtype)) * text_mask[..., None].to(dtype)  # [B, S, dim]
         if self.cfg.melody:
             repeats = -(-self.cfg.chroma_length // chroma.shape[1])
@@ -227,9 +230,24 @@ class MusicGenLM(nn.Module):
             pos = torch.cat([torch.arange(offset, device=pos.device), pos])
         x = x + self.positions[pos].to(self.embed.dtype)
         kv_len = None if kv_len is None else kv_len + offset
+        if T == 1 and x.shape[1] == 1 and kv_len is not None:
+            logits = self._whole_step(x, pos, kv_len)
+            if logits is not None:
+                return logits.view(B, T, K, -1).transpose(1, 2)
         # One new token against exactly the filled positions needs no mask.
         self_mask = None if kv_len is not None and x.shape[1] == 1 else self.causal[pos, :kv_len]  # [T, L]
         for layer in self.layers:
             x = layer(x, pos, self_mask, self.cross_mask, kv_len)
         logits = self.heads(self.norm(x[:, -T:]))  # [B, T, K * vocab]
         return logits.view(B, T, K, -1).transpose(1, 2)
+
+    def _whole_step(self, x: torch.Tensor, pos: torch.Tensor, kv_len: int) -> torch.Tensor | None:
+        """x [B, 1, dim] at cache position pos [1] reading kv_len positions -> logits [B, K * vocab]
+        from cpu_step's one-call step, or None where it does not apply (the layers run instead)."""
+        if x.device.type != "cpu" or int(pos[0]) != kv_len - 1:
+            return None
+        B = x.shape[0]
+        if self.whole_step is None or self.whole_step[0] != B:
+            self.whole_step = (B, cpu_step.build(self, B))
+        step = self.whole_step[1]
+        return None if step is None else step(x[:, 0].to(torch.float32, copy=True), kv_len - 1)  # [B, dim]

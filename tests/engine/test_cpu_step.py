@@ -1,0 +1,126 @@
+"""The whole decode step in one kernel call gives what the layers give, and steps aside where it does not apply."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunesmith.engine import cpu_kernels, cpu_step
+from tunesmith.engine.config import DecoderConfig
+from tunesmith.engine.linear import specialise_linears
+from tunesmith.engine.lm import MusicGenLM
+
+CFG = dict(vocab_size=64, dim=128, n_heads=2, n_layers=2, ffn_dim=256, n_codebooks=4, text_dim=32, text_proj=True,
+           max_positions=256)
+
+
+@pytest.fixture()
+def kernels():
+    found = cpu_kernels.library()
+    if found is None or not found.bf16:
+        pytest.skip("cpu_kernels' bfloat16 kernels unavailable here (no AVX512-BF16 or no compiler)")
+    return found
+
+
+@pytest.fixture()
+def layers_only(monkeypatch):
+    """Run the decoder's layers (torch modules, per-operation kernels) instead of the whole-step call."""
+    def use(on: bool):
+        monkeypatch.setattr(cpu_step, "build", (lambda lm, rows: None) if on else BUILD)
+    return use
+
+
+BUILD = cpu_step.build
+
+
+def _model(quantize, melody=False, dtype=torch.bfloat16, seed=0) -> MusicGenLM:
+    torch.manual_seed(seed)
+    lm = MusicGenLM(DecoderConfig(**CFG, melody=melody, chroma_length=6))
+    nn.init.normal_(lm.embed, std=0.5)
+    lm.to(dtype).eval()
+    specialise_linears(lm, torch.device("cpu"), quantize)
+    return lm
+
+
+def _run(lm, codes, text, mask, chroma=None):
+    """Condition, prefill the first column (with a melody model's prefix), then one column at a time
+    through the cache -> logits [B, K, T, V] float32."""
+    lm.set_condition(text, mask, chroma)
+    lm.setup_cache(batch=codes.shape[0], max_len=codes.shape[2])
+    out = [lm(codes[:, :, :1], torch.tensor([0]), kv_len=1, with_prefix=chroma is not None)]
+    out += [lm(codes[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1) for t in range(1, codes.shape[2])]
+    return torch.cat(out, dim=2).float()
+
+
+def _inputs(rows=2, steps=24):
+    torch.manual_seed(1)
+    codes = torch.randint(0, 64, (rows, 4, steps))
+    text = torch.randn(rows, 5, 32)
+    mask = torch.ones(rows, 5, dtype=torch.long)
+    mask[0, 3:] = 0  # padded text: the cross-attention bias masks it
+    return codes, text, mask
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+@torch.inference_mode()
+def test_whole_step_matches_the_layers(kernels, layers_only, quantize):
+    codes, text, mask = _inputs()
+    layers_only(True)
+    lm = _model(quantize)
+    expected = _run(lm, codes, text, mask)
+    expected_k = [layer.attn.cache.k.float().clone() for layer in lm.layers]
+    layers_only(False)
+    lm = _model(quantize)
+    got = _run(lm, codes, text, mask)
+    assert isinstance(lm.whole_step[1], cpu_step.CPUStep)  # it ran
+    # Both round to bfloat16 in places (the layers more often): within a percent, same choices.
+    assert (got - expected).abs().max() < 0.01 * expected.abs().max()
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.95
+    for layer, k in zip(lm.layers, expected_k):  # the keys were written to the same cache positions
+        assert (layer.attn.cache.k.float() - k).abs().max() < 0.02 * k.abs().max()
+
+
+@torch.inference_mode()
+def test_whole_step_matches_float32_without_cross_attention(kernels, layers_only):
+    """A melody model: no cross-attention, a condition prefix in the cache ahead of the codes."""
+    codes, text, mask = _inputs()
+    chroma = F.one_hot(torch.randint(0, 12, (2, 6)), 12).float()
+    expected = _run(_model(None, melody=True, dtype=torch.float32), codes, text, mask, chroma)
+    lm = _model(None, melody=True)
+    got = _run(lm, codes, text, mask, chroma)
+    assert isinstance(lm.whole_step[1], cpu_step.CPUStep)
+    assert (got - expected).abs().max() < 0.015 * expected.abs().max()
+
+
+@torch.inference_mode()
+def test_whole_step_steps_aside(kernels, layers_only):
+    codes, text, mask = _inputs(rows=2, steps=6)
+    assert cpu_step.build(_model(None, dtype=torch.float32), 2) is None  # float32 cache
+    lm = _model(None)
+    lm.set_condition(*_inputs(rows=17)[1:])
+    lm.setup_cache(batch=17, max_len=4)
+    assert cpu_step.build(lm, 17) is None  # more rows than the kernels take
+
+    layers_only(True)
+    expected = _run(_model("int8"), codes, text, mask)
+    layers_only(False)
+    lm = _model("int8")
+    threads = torch.get_num_threads()
+    lm.set_condition(text, mask)
+    lm.setup_cache(batch=2, max_len=6)
+    out = [lm(codes[:, :, :1], torch.tensor([0]), kv_len=1)]  # builds the step for this thread count
+    torch.set_num_threads(threads + 1)
+    try:  # another thread count mid-piece: the workspace does not fit, the layers run instead
+        out += [lm(codes[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1) for t in range(1, 6)]
+    finally:
+        torch.set_num_threads(threads)
+    got = torch.cat(out, dim=2).float()
+    assert lm.whole_step[1].threads == threads
+    assert (got - expected).abs().max() < 0.01 * expected.abs().max()
+
+
+def test_gelu_matches_torch(kernels):
+    x = torch.linspace(-12, 12, 4096)
+    y = torch.empty_like(x)
+    kernels.lib.ts_gelu(x.data_ptr(), y.data_ptr(), x.numel())
+    assert (y.double() - F.gelu(x.double())).abs().max() < 1e-6
