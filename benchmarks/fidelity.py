@@ -56,15 +56,15 @@ def main(argv=None):
     del reference
 
     rows = []
-    for name, kwargs in (("bfloat16", dict(dtype="bfloat16")), ("int8 (bfloat16 activations)", dict(quantize="int8")),
-                         ("int8 (float32 activations)", dict(dtype="float32", quantize="int8")),
-                         ("int4 (bfloat16 activations)", dict(quantize="int4"))):
+    for name, kwargs in (("bfloat16 (the CPU default)", dict(dtype="bfloat16")), ("int8", dict(quantize="int8")),
+                         ("int8, float32 model", dict(dtype="float32", quantize="int8")),
+                         ("int4", dict(quantize="int4"))):
         variant = MusicGen.from_pretrained(folder, device="cpu", **kwargs)
         lp = guided_log_probs(variant, sequence)
         del variant
         kl = (base.exp() * (base - lp)).sum(-1).mean().item()
         top1 = (base.argmax(-1) == lp.argmax(-1)).float().mean().item()
-        rows.append(f"| {name} | {100 * top1:.1f}% | {kl:.4f} |")
+        rows.append(f"| {name} | {100 * top1:.1f}% | {kl:.5f} |")
 
     table = "\n".join([f"### Output drift from float32, musicgen-{args.size} architecture, {args.frames} frames",
                        "", f"Hardware: {hardware()}. Command: `python -m benchmarks.fidelity --size {args.size} "

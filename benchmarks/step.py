@@ -1,9 +1,11 @@
-"""Where one CPU decode step's time goes: the whole step, then with the kernels' products and
-attention replaced by empty outputs (the differences are their share).
+"""Where one CPU decode step's time goes, on the whole-step kernel (tunesmith/engine/cpu_step.py).
 
     python -m benchmarks.step --size small --position 250 --variants default,int8
 
-One prompt with guidance (2 rows), the step at a given cache position, random weights.
+One prompt with guidance (2 rows), random weights. For each variant: the step at cache position 0
+(the products, with next to no attention) and at --position; the decoder's forward alone at that
+position (the rest of the step is the guidance mix, sampling and the Python around them); and the
+same step through the torch layers, one operation at a time, for comparison.
 """
 
 from __future__ import annotations
@@ -16,18 +18,13 @@ import torch
 from .common import checkpoint_for, hardware, report
 
 
-def time_step(lm, params, position: int, steps: int) -> float:
-    """Milliseconds per decode_step at `position` (its cache already set up)."""
-    from tunesmith.engine.generate import decode_step
-
-    codes = torch.zeros((1, lm.cfg.n_codebooks, 1), dtype=torch.long)
-    seeds, pos = torch.tensor([1]), torch.tensor([position])
+def time_ms(fn, repeats: int) -> float:
     for _ in range(3):
-        decode_step(lm, codes, pos, params, seeds, pos[0], position + 1)
+        fn()
     start = time.perf_counter()
-    for _ in range(steps):
-        decode_step(lm, codes, pos, params, seeds, pos[0], position + 1)
-    return (time.perf_counter() - start) / steps * 1e3
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1e3
 
 
 @torch.inference_mode()
@@ -41,17 +38,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from tunesmith import MusicGen
-    from tunesmith.engine import cpu_kernels
+    from tunesmith.engine import cpu_step
     from tunesmith.engine.conditioning import with_null_condition
+    from tunesmith.engine.generate import decode_step
     from tunesmith.engine.sampling import SamplingParams
 
-    if cpu_kernels.library() is None:
-        raise SystemExit("the CPU kernels are not available here: nothing to break down")
-    real_gemv, real_attend = cpu_kernels.gemv, cpu_kernels.attend_one
-
-    def empty_gemv(kernels, x, packed, scale):
-        return torch.empty((*x.shape[:-1], packed.shape[1] * packed.shape[3]), dtype=x.dtype)
-
+    params, seeds = SamplingParams(), torch.tensor([1])
     rows = []
     for variant in args.variants.split(","):
         mg = MusicGen.from_pretrained(checkpoint_for(args.size), device="cpu",
@@ -59,25 +51,34 @@ def main(argv=None):
         lm = mg._model.lm
         lm.set_condition(*with_null_condition(*mg._model.text.encode(["calm lofi piano"])))
         lm.setup_cache(batch=2, max_len=args.position + 2)
-        params = SamplingParams()
+        codes = torch.zeros((1, lm.cfg.n_codebooks, 1), dtype=torch.long)
+
+        def step(p):
+            pos = torch.tensor([p])
+            return lambda: decode_step(lm, codes, pos, params, seeds, pos[0], p + 1)
+
+        P = args.position
+        at_start, at_p = time_ms(step(0), args.steps), time_ms(step(P), args.steps)
+        forward = time_ms(lambda: lm(torch.cat([codes, codes]), torch.tensor([P]), P + 1), args.steps)
+        if not isinstance(lm.whole_step[1], cpu_step.CPUStep):
+            raise SystemExit(f"{variant}: the whole-step kernel does not apply here (no AVX512-BF16, or int4)")
+        real_build = cpu_step.build
+        cpu_step.build, lm.whole_step = (lambda lm, rows: None), None
         try:
-            whole = time_step(lm, params, args.position, args.steps)
-            cpu_kernels.gemv = empty_gemv
-            no_products = time_step(lm, params, args.position, args.steps)
-            cpu_kernels.attend_one = lambda kernels, q, k, v, bias: torch.empty_like(q)
-            rest = time_step(lm, params, args.position, args.steps)
+            layers = time_ms(step(P), args.steps)
         finally:
-            cpu_kernels.gemv, cpu_kernels.attend_one = real_gemv, real_attend
-        rows.append(f"| {variant} ({str(mg.dtype)[6:]}) | {whole - no_products:.1f} | {no_products - rest:.1f} "
-                    f"| {rest:.1f} | {whole:.1f} |")
+            cpu_step.build, lm.whole_step = real_build, None
+        rows.append(f"| {variant} ({str(mg.dtype)[6:]}) | {at_start:.1f} | {at_p:.1f} | {forward:.1f} "
+                    f"| {at_p - forward:.1f} | {layers:.1f} |")
         del mg, lm
 
     table = "\n".join([
-        f"### One decode step, musicgen-{args.size}, cache position {args.position} (ms)", "",
+        f"### One decode step, musicgen-{args.size} (ms)", "",
         f"Hardware: {hardware()}. Command: `python -m benchmarks.step --size {args.size} --position "
         f"{args.position} --variants {args.variants}`.", "",
-        "| variant | matrix-vector products | attention | everything else | whole step |",
-        "| --- | ---: | ---: | ---: | ---: |", *rows, ""])
+        f"| variant | step at position 0 | step at {args.position} | decoder forward at {args.position} "
+        f"| guidance, sampling, Python | step through the torch layers at {args.position} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |", *rows, ""])
     report(table, args.markdown)
 
 

@@ -197,4 +197,4 @@ def test_decoder_with_kernels_matches_float32(bf16_kernels):
         assert isinstance(lm.layers[0].fc1, Int8Linear if quantize else StreamLinear)
         assert lm.cache_dtype == torch.bfloat16
         got = _decoder_logits(lm, codes, text, mask)
-        assert (got - expected).abs().max() < 0.015 * expected.abs().max(), quantize  # measured: 0.7%
+        assert (got - expected).abs().max() < 0.015 * expected.abs().max(), quantize  # measured: 0.5-0.6%

@@ -21,6 +21,9 @@
    ts_attend_bf16: one query position against a bfloat16 key/value cache (the decode step's
    attention), float32 softmax; half the bytes of a float32 cache, which torch's CPU attention
    needs to be fast.
+
+   ts_decode_step: the whole decoder for one position (cpu_step.py): every layer's norms, products,
+   attention, GELU and residual adds in one OpenMP region, then the heads.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -417,13 +420,23 @@ static int widest_output(const ts_model *m) {
     return n;
 }
 
+/* The workspace: q, att [M, dim], hid [M, ffn_dim] and sums [M, widest N], shared by the threads;
+   then per thread its normed activations [M, dim], bfloat16 inputs [M, widest K] and scores. */
+static size_t shared_floats(const ts_model *m, int M) {
+    return 2 * aligned((size_t)M * m->dim) + aligned((size_t)M * m->ffn_dim) + aligned((size_t)M * widest_output(m));
+}
+
+static size_t bf16_inputs_floats(const ts_model *m, int M) {
+    return aligned((size_t)M * (m->ffn_dim > m->dim ? m->ffn_dim : m->dim) / 2 + 1);
+}
+
+static size_t own_floats(const ts_model *m, int M) {
+    return aligned((size_t)M * m->dim) + bf16_inputs_floats(m, M) + aligned(m->max_len > m->text_len ? m->max_len : m->text_len);
+}
+
 /* Floats of workspace ts_decode_step needs for M rows and up to `threads` threads. */
 long ts_step_workspace(const ts_model *m, int M, int threads) {
-    size_t shared = 2 * aligned((size_t)M * m->dim) + aligned((size_t)M * m->ffn_dim)
-                    + aligned((size_t)M * widest_output(m));
-    int wide = m->ffn_dim > m->dim ? m->ffn_dim : m->dim, longest = m->max_len > m->text_len ? m->max_len : m->text_len;
-    size_t own = aligned((size_t)M * m->dim) + aligned((size_t)M * wide / 2 + 1) + aligned(longest);
-    return (long)(shared + own * threads);
+    return (long)(shared_floats(m, M) + own_floats(m, M) * threads);
 }
 
 /* x [M, dim] float32: the embedded codes of position pos (summed codebook embeddings plus the
@@ -435,15 +448,13 @@ int ts_decode_step(const ts_model *model, float *x, int M, int pos, float *logit
         || pos >= model->max_len || model->heads * hd != D)
         return 1;
     float *q = work, *att = q + aligned((size_t)M * D), *hid = att + aligned((size_t)M * D);
-    float *sums = hid + aligned((size_t)M * model->ffn_dim), *own = sums + aligned((size_t)M * widest_output(model));
-    int wide = model->ffn_dim > D ? model->ffn_dim : D;
-    int longest = model->max_len > model->text_len ? model->max_len : model->text_len;
-    size_t own_size = aligned((size_t)M * D) + aligned((size_t)M * wide / 2 + 1) + aligned(longest);
+    float *sums = hid + aligned((size_t)M * model->ffn_dim), *own = work + shared_floats(model, M);
+    size_t own_size = own_floats(model, M);
 #pragma omp parallel num_threads(threads)
     {
         float *a = own + own_size * omp_get_thread_num();  /* this thread's normed activations */
         uint16_t *xb = (uint16_t *)(a + aligned((size_t)M * D));
-        float *scores = a + aligned((size_t)M * D) + aligned((size_t)M * wide / 2 + 1);
+        float *scores = a + aligned((size_t)M * D) + bf16_inputs_floats(model, M);
         for (int i = 0; i < model->n_layers; i++) {
             const ts_layer *l = &model->layers[i];
             layer_norm(x, M, D, l->attn_norm, model->eps, a);

@@ -140,7 +140,7 @@ class MusicGenLM(nn.Module):
         self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
         self.prefix: torch.Tensor | None = None  # [B, S, dim] melody models' condition, set by set_condition
         self.step_graphs: dict = {}  # captured CUDA graphs of the decode step (generate.StepGraph)
-        self.whole_step: tuple | None = None  # (rows, cpu_step.CPUStep or None) for the current cache and condition
+        self.whole_step: tuple | None = None  # (key, cpu_step.CPUStep or None) for the current cache and condition
 
     def release(self):
         """Drop caches, condition and captured graphs (before a move to another device, or to free memory)."""
@@ -230,7 +230,7 @@ class MusicGenLM(nn.Module):
             pos = torch.cat([torch.arange(offset, device=pos.device), pos])
         x = x + self.positions[pos].to(self.embed.dtype)
         kv_len = None if kv_len is None else kv_len + offset
-        if T == 1 and x.shape[1] == 1 and kv_len is not None:
+        if x.shape[1] == 1 and kv_len is not None:
             logits = self._whole_step(x, pos, kv_len)
             if logits is not None:
                 return logits.view(B, T, K, -1).transpose(1, 2)
@@ -247,7 +247,9 @@ class MusicGenLM(nn.Module):
         if x.device.type != "cpu" or int(pos[0]) != kv_len - 1:
             return None
         B = x.shape[0]
-        if self.whole_step is None or self.whole_step[0] != B:
-            self.whole_step = (B, cpu_step.build(self, B))
+        # Cleared whenever the cache or condition is replaced; the key guards against any other way.
+        key = (B, self.layers[0].attn.cache.k.data_ptr(), 0 if self.cross_mask is None else self.cross_mask.data_ptr())
+        if self.whole_step is None or self.whole_step[0] != key:
+            self.whole_step = (key, cpu_step.build(self, B))
         step = self.whole_step[1]
         return None if step is None else step(x[:, 0].to(torch.float32, copy=True), kv_len - 1)  # [B, dim]
