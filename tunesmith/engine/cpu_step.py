@@ -59,8 +59,9 @@ class CPUStep:
         cache = lm.layers[0].attn.cache.k  # (rows, heads, max_len, head_dim)
         cross = lm.cross_mask  # [rows, 1, 1, text_len] additive, or None (melody models)
         self.model = _Model(n_layers=cfg.n_layers, dim=cfg.dim, heads=cfg.n_heads, head_dim=cfg.head_dim,
-                            ffn_dim=cfg.ffn_dim, max_len=cache.shape[2], text_len=0 if cross is None else cross.shape[-1],
-                            eps=lm.norm.eps, layers=layers, norm=self._norm(lm.norm), lm_heads=self._linear(lm.heads),
+                            ffn_dim=cfg.ffn_dim, max_len=cache.shape[2],
+                            text_len=0 if cross is None else cross.shape[-1], eps=lm.norm.eps, layers=layers,
+                            norm=self._norm(lm.norm), lm_heads=self._linear(lm.heads),
                             cross_bias=None if cross is None else cross.data_ptr())
         self._layers = layers
         threads = torch.get_num_threads()
