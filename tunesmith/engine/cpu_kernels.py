@@ -114,18 +114,21 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     return blocks.permute(2, 0, 3, 1, 4).contiguous()
 
 
+def packed_sizes(packed: torch.Tensor) -> tuple[int, int, int]:
+    """(N, K, chunk) of a weight packed by pack."""
+    chunks, blocks, steps, rows, vec = packed.shape
+    return blocks * rows, chunks * steps * vec, steps * vec
+
+
 def unpack(packed: torch.Tensor) -> torch.Tensor:
     """The inverse of pack: [N, K]."""
-    chunks, blocks, steps, rows, vec = packed.shape
-    return packed.permute(1, 3, 0, 2, 4).reshape(blocks * rows, chunks * steps * vec)
+    return packed.permute(1, 3, 0, 2, 4).reshape(packed_sizes(packed)[:2])
 
 
 def gemv(kernels: Kernels, x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor | None:
     """x [..., K] (float32 or bfloat16, CPU) times the packed weight -> [..., N] in x's dtype, or None
     when the kernels do not take this call (too many rows)."""
-    chunks, blocks, steps, rows, vec = packed.shape
-    N, chunk = blocks * rows, steps * vec
-    K = chunks * chunk
+    N, K, chunk = packed_sizes(packed)
     M = x.numel() // K
     if M > MAX_ROWS or x.dtype not in (torch.float32, torch.bfloat16):
         return None

@@ -79,9 +79,8 @@ class CPUStep:
 
     def _linear(self, module) -> _Linear:
         packed, scale = module.weight, getattr(module, "scales", None)
-        chunks, blocks, steps, rows, vec = packed.shape
-        return _Linear(w=self._keep(packed), scale=None if scale is None else self._keep(scale),
-                       N=blocks * rows, K=chunks * steps * vec, chunk=steps * vec)
+        N, K, chunk = cpu_kernels.packed_sizes(packed)
+        return _Linear(w=self._keep(packed), scale=None if scale is None else self._keep(scale), N=N, K=K, chunk=chunk)
 
     def __call__(self, x: torch.Tensor, pos: int) -> torch.Tensor | None:
         """x [rows, dim] float32 (changed in place), the new position pos -> logits [rows, N] float32,
@@ -96,7 +95,7 @@ class CPUStep:
 
 def build(lm, rows: int) -> CPUStep | None:
     """The whole-step kernel for `lm` and its current cache and condition, or None where it does not apply."""
-    from .linear import Int8Linear, StreamLinear
+    from .linear import Int8Linear, StreamLinear, step_linears
 
     kernels = cpu_kernels.library()
     if kernels is None or not kernels.bf16 or lm.embed.device.type != "cpu" or rows > cpu_kernels.MAX_ROWS:
@@ -104,12 +103,11 @@ def build(lm, rows: int) -> CPUStep | None:
     cache = lm.layers[0].attn.cache
     if cache is None or cache.k.dtype != torch.bfloat16 or cache.k.shape[0] != rows:
         return None
-    linears = [lm.heads] + [m for layer in lm.layers for m in (layer.attn.qkv, layer.attn.out, layer.fc1, layer.fc2)]
     for layer in lm.layers:
-        if layer.cross is not None:
-            if layer.cross.k is None or layer.cross.k.dtype != torch.bfloat16 or not layer.cross.k.is_contiguous():
-                return None
-            linears += [layer.cross.q, layer.cross.out]
+        if layer.cross is not None and (layer.cross.k is None or layer.cross.k.dtype != torch.bfloat16
+                                        or not layer.cross.k.is_contiguous()):
+            return None
+    linears = [getattr(parent, name) for parent, name in step_linears(lm)]
     packed = all(
         (isinstance(m, StreamLinear) and m.weight.dtype == torch.bfloat16 and m.bias is None)
         or (isinstance(m, Int8Linear) and m.kernels is not None and m.bias is None) for m in linears)
