@@ -4,13 +4,16 @@
     python -m benchmarks.bench --size small --variants default,int8 --markdown results.md
 
 Prints ms per decode step, real-time factor (audio seconds per wall second), end-to-end seconds,
-time to first audio step, the share of T5 / decoder / EnCodec, peak extra memory, and the speed-up.
+time to first audio step, the share of T5 / decoder / EnCodec, the weights' size, peak extra memory (the
+GPU's on CUDA, resident memory on the CPU), and the speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
+import os
 import statistics
 import sys
 import threading
@@ -19,15 +22,26 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .common import checkpoint_for, hardware, report
+from .common import SIZES, checkpoint_for, hardware, report
 
 PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
 
 
-class PeakRSS:
-    """Peak resident memory above the level at start, sampled every few milliseconds."""
+class PeakMemory:
+    """Peak memory above the level at start: the GPU's allocations on CUDA, else resident memory
+    sampled every few milliseconds (after handing freed heap back to the system, so that memory
+    an earlier run freed does not hide this run's growth)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
 
     def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+            return self
+        _return_freed_heap()
         self.start = self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -35,6 +49,10 @@ class PeakRSS:
         return self
 
     def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+            return
         self._stop.set()
         self._thread.join()
 
@@ -45,11 +63,24 @@ class PeakRSS:
     @staticmethod
     def _rss() -> int:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     @property
     def extra_mb(self) -> float:
         return (self.peak - self.start) / 2**20
+
+
+def _return_freed_heap():
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc only; elsewhere the figure may read low
+    except (OSError, AttributeError):
+        pass
+
+
+def weights_mb(*modules: torch.nn.Module) -> float:
+    """Bytes held by the modules' parameters and buffers (int8 / packed weights at their stored size)."""
+    tensors = {id(t): t for m in modules for t in list(m.parameters()) + list(m.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
 
 
 @dataclass
@@ -59,6 +90,7 @@ class Result:
     first_step: list[float] = field(default_factory=list)
     extra_mb: list[float] = field(default_factory=list)
     stages: dict = field(default_factory=dict)
+    weights_mb: float = 0.0
 
 
 def sync(device):
@@ -67,11 +99,16 @@ def sync(device):
 
 
 def run_tunesmith(mg, duration, batch, result: Result):
-    t0 = time.perf_counter()
     first = []
-    with PeakRSS() as mem:
-        clips = mg.generate([PROMPT] * batch, duration=duration, seed=1, top_k=250, cfg=3.0,
-                            progress=lambda done, total: first or first.append(time.perf_counter()))
+
+    def first_step(done, total):
+        if not first:
+            sync(mg.device)  # on CUDA the step is queued, not done, when progress is reported
+            first.append(time.perf_counter())
+
+    with PeakMemory(mg.device) as mem:
+        t0 = time.perf_counter()
+        clips = mg.generate([PROMPT] * batch, duration=duration, seed=1, top_k=250, cfg=3.0, progress=first_step)
         sync(mg.device)
     result.wall.append(time.perf_counter() - t0)
     result.first_step.append(first[0] - t0)
@@ -88,6 +125,7 @@ class _FirstStep:
 
     def __call__(self, input_ids, scores):
         if self.first is None:
+            sync(scores.device)
             self.first = time.perf_counter()
         return scores
 
@@ -97,8 +135,8 @@ def run_transformers(model, tokenizer, n_steps, batch, device, result: Result):
 
     inputs = tokenizer([PROMPT] * batch, return_tensors="pt", padding=True).to(device)
     first = _FirstStep()
-    t0 = time.perf_counter()
-    with PeakRSS() as mem, torch.inference_mode():
+    with PeakMemory(device) as mem, torch.inference_mode():
+        t0 = time.perf_counter()
         model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=n_steps,
                        logits_processor=LogitsProcessorList([first]))
         sync(device)
@@ -109,7 +147,7 @@ def run_transformers(model, tokenizer, n_steps, batch, device, result: Result):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--size", default="small", choices=SIZES)
     parser.add_argument("--stereo", action="store_true")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=1, help="prompts in one batch")
@@ -145,9 +183,11 @@ def main(argv=None):
             tokenizer = AutoTokenizer.from_pretrained(folder)
         ref_name = f"transformers generate ({str(ref_dtype)[6:]})"
 
-    results = {name: Result(name) for name in engines}
+    # Weights are counted before any run, while the decoder holds no cache yet.
+    results = {name: Result(name, weights_mb=weights_mb(mg._model.lm, mg._model.text.encoder, mg._model.codec))
+               for name, mg in engines.items()}
     if reference is not None:
-        results[ref_name] = Result(ref_name)
+        results[ref_name] = Result(ref_name, weights_mb=weights_mb(reference))
     # Warm-up: one short run each, not timed.
     for mg in engines.values():
         mg.generate(PROMPT, duration=0.5, seed=0)
@@ -161,11 +201,11 @@ def main(argv=None):
             run_transformers(reference, tokenizer, n_frames + per_channel - 1, args.batch, device, results[ref_name])
             print(f"run {run + 1}: {ref_name}: {results[ref_name].wall[-1]:.1f} s", flush=True)
 
-    table = render(results, args, n_frames + per_channel - 1, ref_name if reference is not None else None)
+    table = render(results, args, n_frames + per_channel - 1, ref_name if reference is not None else None, device)
     report(table, args.markdown)
 
 
-def render(results, args, steps, ref_name) -> str:
+def render(results, args, steps, ref_name, device) -> str:
     ref_wall = statistics.median(results[ref_name].wall) if ref_name else None
     lines = [
         f"### musicgen-{'stereo-' if args.stereo else ''}{args.size}, {args.duration:g} s, batch {args.batch}, "
@@ -175,8 +215,9 @@ def render(results, args, steps, ref_name) -> str:
         f"Median of {args.runs} interleaved runs, random weights.",
         "",
         "| engine | ms / step | real-time factor | end to end (s) | first step (s) | T5 / LM / EnCodec | "
-        "peak extra memory (MB) | speed-up vs transformers |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        f"weights (MB) | peak extra {'GPU ' if device.type == 'cuda' else ''}memory (MB) | "
+        "speed-up vs transformers |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
         wall = statistics.median(r.wall)
@@ -184,7 +225,8 @@ def render(results, args, steps, ref_name) -> str:
             if r.stages else "n/a"
         speedup = f"{ref_wall / wall:.1f}x" if ref_wall else "n/a"
         lines.append(f"| {name} | {1000 * wall / steps:.1f} | {args.duration * args.batch / wall:.2f}x | {wall:.1f} | "
-                     f"{statistics.median(r.first_step):.2f} | {stages} | {max(r.extra_mb):.0f} | {speedup} |")
+                     f"{statistics.median(r.first_step):.2f} | {stages} | {r.weights_mb:.0f} | "
+                     f"{max(r.extra_mb):.0f} | {speedup} |")
     lines.append("")
     lines.append("ms / step is end-to-end wall time (T5, decoder, EnCodec) over the decode steps "
                  f"({steps} = frames + 3 delay steps); real-time factor is audio seconds (all prompts) per wall second.")

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from .common import checkpoint_for, hardware, report
+from .common import SIZES, checkpoint_for, hardware, report
 
 PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
 
@@ -38,7 +38,7 @@ def guided_log_probs(mg, sequence: torch.Tensor, cfg: float = 3.0) -> torch.Tens
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="small", choices=["small", "medium", "large"])
+    parser.add_argument("--size", default="small", choices=SIZES)
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)

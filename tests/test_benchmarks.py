@@ -1,0 +1,62 @@
+"""The benchmarks run end to end and print well-formed tables (on the tiny checkpoint: no speed claims)."""
+
+import re
+
+import pytest
+import torch
+
+from benchmarks import bench, common, fidelity
+
+
+@pytest.fixture
+def bench_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "CACHE", tmp_path / "checkpoints")
+    return tmp_path
+
+
+def _rows(markdown: str) -> dict[str, list[str]]:
+    """Table rows of a markdown text -> {first cell: the other cells}."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("| ")]
+    return {r[0]: r[1:] for r in rows[1:] if not r[0].startswith("---")}  # without the header and rule
+
+
+@pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
+def test_bench_compares_tunesmith_with_transformers(bench_cache, stereo):
+    out = bench_cache / "results.md"
+    bench.main(["--size", "tiny", "--duration", "0.5", "--runs", "1", "--variants", "default,int8",
+                "--markdown", str(out)] + (["--stereo"] if stereo else []))
+    text = out.read_text()
+    assert text.startswith(f"### musicgen-{'stereo-' if stereo else ''}tiny, 0.5 s, batch 1")
+    rows = _rows(text)
+    names = list(rows)
+    assert len(names) == 3 and names[0].startswith("tunesmith default (") and names[1].startswith("tunesmith int8 (")
+    assert names[2] == "transformers generate (float32)"
+    for name, cells in rows.items():
+        ms, rtf, wall, first, stages, weights, extra, speedup = cells
+        ms, rtf = float(ms), float(rtf.rstrip("x"))
+        assert ms > 0 and 0 <= float(first) <= float(wall) + 0.05
+        steps = 25 + 3  # 0.5 s at 50 frames a second, and the delay pattern's 3 steps
+        assert rtf * ms * steps / 1000 == pytest.approx(0.5, rel=0.06)  # audio seconds, up to the printed rounding
+        assert float(weights) > 0 and float(extra) >= 0
+        if name.startswith("tunesmith"):
+            shares = [float(s.rstrip("%")) for s in stages.split(" / ")]
+            assert len(shares) == 3 and shares[1] > 0 and sum(shares) <= 101  # T5, decoder, EnCodec
+        assert re.fullmatch(r"\d+\.\dx", speedup)
+    assert rows[names[2]][-1] == "1.0x"
+
+
+def test_weights_count_parameters_and_buffers_once():
+    linear = torch.nn.Linear(4, 8)
+    linear.register_buffer("scales", torch.zeros(8, dtype=torch.float16))
+    shared = torch.nn.Sequential(linear, linear)
+    assert bench.weights_mb(shared) * 2**20 == (32 + 8) * 4 + 8 * 2
+
+
+def test_fidelity_reports_each_variant(bench_cache):
+    out = bench_cache / "fidelity.md"
+    fidelity.main(["--size", "tiny", "--frames", "20", "--markdown", str(out)])
+    rows = _rows(out.read_text())
+    assert list(rows) == ["bfloat16 (the CPU default)", "int8", "int8, float32 model", "int4"]
+    for top1, kl in rows.values():
+        assert 0 <= float(top1.rstrip("%")) <= 100 and float(kl) >= 0
+    assert float(rows["bfloat16 (the CPU default)"][0].rstrip("%")) > 50  # a close variant mostly agrees
