@@ -23,8 +23,8 @@ PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
 @torch.inference_mode()
 def guided_log_probs(mg, sequence: torch.Tensor, cfg: float = 3.0) -> torch.Tensor:
     """sequence [1, K, T] (delayed layout, BOS first) -> log p [K, T, V] of the next code after each position."""
-    from tunesmith.engine.conditioning import with_null_condition
-    from tunesmith.engine.sampling import guidance_mix
+    from tunesmith.musicgen.conditioning import with_null_condition
+    from tunesmith.musicgen.sampling import guidance_mix
 
     model = mg._model
     states, mask = with_null_condition(*model.text.encode([PROMPT]))
@@ -44,7 +44,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from tunesmith import MusicGen
-    from tunesmith.engine.patterns import apply_delay, delay_offsets
+    from tunesmith.musicgen.patterns import apply_delay, delay_offsets
 
     folder = checkpoint_for(args.size)
     reference = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
@@ -75,8 +75,8 @@ def main(argv=None):
 
 
 def _sample_codes(mg, frames: int) -> torch.Tensor:
-    from tunesmith.engine.generate import generate_codes
-    from tunesmith.engine.sampling import SamplingParams
+    from tunesmith.musicgen.generate import generate_codes
+    from tunesmith.musicgen.sampling import SamplingParams
 
     model = mg._model
     states, mask = model.text.encode([PROMPT])

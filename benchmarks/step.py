@@ -1,4 +1,4 @@
-"""Where one CPU decode step's time goes, on the whole-step kernel (tunesmith/engine/cpu_step.py).
+"""Where one CPU decode step's time goes, on the whole-step kernel (tunesmith/musicgen/cpu_step.py).
 
     python -m benchmarks.step --size small --position 250 --variants default,int8
 
@@ -38,10 +38,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from tunesmith import MusicGen
-    from tunesmith.engine import cpu_step
-    from tunesmith.engine.conditioning import with_null_condition
-    from tunesmith.engine.generate import decode_step
-    from tunesmith.engine.sampling import SamplingParams
+    from tunesmith.musicgen import cpu_step
+    from tunesmith.musicgen.conditioning import with_null_condition
+    from tunesmith.musicgen.generate import decode_step
+    from tunesmith.musicgen.sampling import SamplingParams
 
     params, seeds = SamplingParams(), torch.tensor([1])
     rows = []

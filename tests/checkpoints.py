@@ -44,7 +44,7 @@ def real_size_config(size: str, stereo: bool = False):
     """The architecture of facebook/musicgen-{size} (T5-base, EnCodec 32 kHz), for benchmarks."""
     from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
 
-    from tunesmith.engine.config import DECODER_PRESETS
+    from tunesmith.musicgen.config import DECODER_PRESETS
 
     p = DECODER_PRESETS[size]
     channels = 2 if stereo else 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.engine.conditioning import CHROMA_HOP, CHROMA_N_FFT, chroma_features
+from tunesmith.musicgen.conditioning import CHROMA_HOP, CHROMA_N_FFT, chroma_features
 from tunesmith.errors import InvalidParameter, TunesmithError
 
 from .checkpoints import reference_generate, save_checkpoint
@@ -83,7 +83,7 @@ def test_greedy_generation_matches_reference(melody_ckpt, with_melody):
 
 
 def test_long_form_cuts_the_chroma_at_each_window(melody_ckpt, monkeypatch):
-    from tunesmith.engine import longform
+    from tunesmith.musicgen import longform
 
     folder, _ = melody_ckpt
     mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
@@ -134,8 +134,8 @@ def test_melody_from_the_cli(melody_ckpt, mono_ckpt, tmp_path):
 
 
 def test_melody_graph_and_static_modes_match_eager(melody_ckpt):
-    from tunesmith.engine.generate import generate_codes
-    from tunesmith.engine.sampling import SamplingParams
+    from tunesmith.musicgen.generate import generate_codes
+    from tunesmith.musicgen.sampling import SamplingParams
 
     mg = MusicGen.from_pretrained(melody_ckpt[0], device="cpu", dtype="float32")
     model = mg._model

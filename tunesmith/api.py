@@ -20,13 +20,13 @@ from .audio.loops import loop_overhang, make_loop
 from .audio.prompt import keep_prompt_samples, prepare_prompt_audio
 from .clip import Clip
 from .device import pick_device, pick_dtype
-from .engine.codec import decode_codes, encode_audio
-from .engine.conditioning import CHROMA_HOP, chroma_features
-from .engine.longform import Schedule, generate_long
-from .engine.hub import resolve
-from .engine.loader import LoadedModel, load_folder
-from .engine.patterns import delay_offsets
-from .engine.sampling import MAX_SEED, SamplingParams
+from .musicgen.codec import decode_codes, encode_audio
+from .musicgen.conditioning import CHROMA_HOP, chroma_features
+from .musicgen.longform import Schedule, generate_long
+from .hub import resolve
+from .musicgen.loader import LoadedModel, load_folder
+from .musicgen.patterns import delay_offsets
+from .musicgen.sampling import MAX_SEED, SamplingParams
 from .errors import CheckpointError, InvalidParameter
 
 log = logging.getLogger("tunesmith")

@@ -170,7 +170,7 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
 
 def cmd_generate(args) -> int:
     from .api import MAX_DURATION, WINDOW_SECONDS, MusicGen, check_schedule
-    from .engine.sampling import MAX_SEED
+    from .musicgen.sampling import MAX_SEED
 
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise InvalidParameter(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
@@ -307,7 +307,7 @@ def _print_timings(rows, first_stage: str):
 
 
 def cmd_models(args) -> int:
-    from .engine.hub import ALIASES, cached_folder
+    from .hub import ALIASES, cached_folder
 
     print(f"{'alias':<21}{'hub id':<40}{'params':>7}  {'audio':<8}{'follows':<14}cached")
     for alias, info in ALIASES.items():
@@ -319,7 +319,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .engine.hub import download, repo_for
+    from .hub import download, repo_for
 
     print(download(repo_for(args.model)))
     return 0

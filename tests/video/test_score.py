@@ -8,7 +8,8 @@ import pytest
 
 from tunesmith.audio.finishing import integrated_loudness, true_peak_dbtp
 from tunesmith.audio.io import read_audio, write_audio
-from tunesmith.video.ffmpeg import ffmpeg_exe, probe, stream_packets
+from tunesmith.audio.ffmpeg import ffmpeg_exe
+from tunesmith.video.probe import probe, stream_packets
 
 from ..test_cli import one_error_line, run
 
@@ -137,9 +138,9 @@ def test_the_system_ffmpeg_can_be_chosen(monkeypatch):
 def test_a_video_stream_without_packets_is_zero_length(clips, monkeypatch):
     """ffmpeg will not write a video stream with no frames, so the packet list is emptied instead."""
     from tunesmith.errors import TunesmithError
-    from tunesmith.video import ffmpeg
+    from tunesmith.video import probe as probing
 
-    monkeypatch.setattr(ffmpeg, "stream_packets", lambda *a: ffmpeg.StreamPackets(ffmpeg.Fraction(1, 90000)))
+    monkeypatch.setattr(probing, "stream_packets", lambda *a: probing.StreamPackets(probing.Fraction(1, 90000)))
     with pytest.raises(TunesmithError, match="zero length"):
         probe(clips["reel"])
 

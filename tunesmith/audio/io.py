@@ -64,7 +64,7 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, wav_format: str
 def _encode_with_ffmpeg(path: Path, audio: np.ndarray, sample_rate: int, codec: list[str]) -> Path:
     import soundfile as sf
 
-    from ..video.ffmpeg import run_ffmpeg, url, written_whole
+    from .ffmpeg import run_ffmpeg, url, written_whole
 
     with tempfile.TemporaryDirectory() as tmp, written_whole(path) as partial:
         source = Path(tmp) / "source.wav"
@@ -85,7 +85,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         return data.T.copy(), rate
     except (sf.LibsndfileError, RuntimeError, TypeError):
         pass
-    from ..video.ffmpeg import run_ffmpeg, url
+    from .ffmpeg import run_ffmpeg, url
 
     with tempfile.TemporaryDirectory() as tmp:
         decoded = Path(tmp) / "decoded.wav"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from tunesmith.engine.codec import decode_codes
-from tunesmith.engine.generate import generate_codes
-from tunesmith.engine.sampling import SamplingParams
+from tunesmith.musicgen.codec import decode_codes
+from tunesmith.musicgen.generate import generate_codes
+from tunesmith.musicgen.sampling import SamplingParams
 
 from ..checkpoints import reference_generate
 

@@ -6,8 +6,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from tunesmith import MusicGen
-from tunesmith.engine.generate import generate_codes
-from tunesmith.engine.sampling import SamplingParams
+from tunesmith.musicgen.generate import generate_codes
+from tunesmith.musicgen.sampling import SamplingParams
 
 PROMPTS = ["calm lofi piano", "deep house with a hypnotic bassline and bossa nova guitar"]
 
@@ -100,9 +100,9 @@ def test_captured_steps_stay_on_the_device_without_host_reads(codebooks, channel
     value on the host (.item(), int(), a data-dependent shape), which would stall or break a CUDA
     graph, fails there, and any op handed a host tensor is noted. CI has no GPU; this checks what
     capture needs on any machine."""
-    from tunesmith.engine.config import DecoderConfig
-    from tunesmith.engine.linear import specialise_linears
-    from tunesmith.engine.lm import MusicGenLM
+    from tunesmith.musicgen.config import DecoderConfig
+    from tunesmith.musicgen.linear import specialise_linears
+    from tunesmith.musicgen.lm import MusicGenLM
 
     cfg = DecoderConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64, n_codebooks=codebooks, vocab_size=64,
                         audio_channels=channels, max_positions=128, text_dim=16, pad_token=64, melody=melody,

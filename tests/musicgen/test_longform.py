@@ -1,7 +1,7 @@
 import torch
 
-from tunesmith.engine.codec import decode_codes
-from tunesmith.engine.longform import Window, plan_windows, text_at
+from tunesmith.musicgen.codec import decode_codes
+from tunesmith.musicgen.longform import Window, plan_windows, text_at
 
 
 def test_windows_advance_by_window_minus_context():

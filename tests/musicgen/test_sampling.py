@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tunesmith.engine.sampling import (SamplingParams, guidance_mix, sample, top_k_filter, top_p_filter,
+from tunesmith.musicgen.sampling import (SamplingParams, guidance_mix, sample, top_k_filter, top_p_filter,
                                        uniform_noise)
 from tunesmith.errors import InvalidParameter
 

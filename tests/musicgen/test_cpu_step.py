@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunesmith.engine import cpu_kernels, cpu_step
-from tunesmith.engine.config import DecoderConfig
-from tunesmith.engine.linear import specialise_linears
-from tunesmith.engine.lm import MusicGenLM
+from tunesmith.musicgen import cpu_kernels, cpu_step
+from tunesmith.musicgen.config import DecoderConfig
+from tunesmith.musicgen.linear import specialise_linears
+from tunesmith.musicgen.lm import MusicGenLM
 
 CFG = dict(vocab_size=64, dim=128, n_heads=2, n_layers=2, ffn_dim=256, n_codebooks=4, text_dim=32, text_proj=True,
            max_positions=256)

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelNotFound
+from .errors import ModelNotFound
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunesmith.engine import cpu_kernels
-from tunesmith.engine.config import DecoderConfig
-from tunesmith.engine.linear import Int8Linear, StreamLinear, specialise_linears
-from tunesmith.engine.lm import MusicGenLM
+from tunesmith.musicgen import cpu_kernels
+from tunesmith.musicgen.config import DecoderConfig
+from tunesmith.musicgen.linear import Int8Linear, StreamLinear, specialise_linears
+from tunesmith.musicgen.lm import MusicGenLM
 
 
 def _cpu_has(flag: str) -> bool:
@@ -71,7 +71,7 @@ def test_no_compiler_means_torch_kernels(fresh_library, monkeypatch, tmp_path):
 def test_generation_without_kernels(fresh_library, monkeypatch, mono_ckpt):
     """The torch path (oneDNN linears, float32 cache) still generates, for CPUs the kernels do not cover."""
     from tunesmith import MusicGen
-    from tunesmith.engine.linear import PackedLinear
+    from tunesmith.musicgen.linear import PackedLinear
 
     monkeypatch.setenv("TUNESMITH_CPU_KERNELS", "0")
     mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="bfloat16")

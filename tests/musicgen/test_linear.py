@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tunesmith.engine.linear import Int4Linear, Int8Linear, PackedLinear, cpu_packing_available
+from tunesmith.musicgen.linear import Int4Linear, Int8Linear, PackedLinear, cpu_packing_available
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 import torch
 
-from tunesmith.engine.patterns import apply_delay, delay_mask, delay_offsets, revert_delay
+from tunesmith.musicgen.patterns import apply_delay, delay_mask, delay_offsets, revert_delay
 
 P = 99
 
