@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -37,7 +38,7 @@ def test_generate_writes_a_named_wav_and_prints_its_path(mono_ckpt, tmp_path):
 
 
 def test_variations_and_several_prompts(mono_ckpt, tmp_path):
-    proc = run("generate", "deep house", "bossa nova guitar", "-n", "2", "-m", mono_ckpt[0], "-d", "0.3",
+    proc = run("generate", "deep house", "--text", "bossa nova guitar", "-n", "2", "-m", mono_ckpt[0], "-d", "0.3",
                "--seed", "5", "-o", tmp_path / "out.flac", "--quiet")
     assert proc.returncode == 0, proc.stderr
     names = [os.path.basename(line) for line in proc.stdout.split()]
@@ -154,7 +155,11 @@ def test_hf_home_is_honoured(mono_ckpt, tmp_path):
     (["jazz", "--prompt", "0:intro"], "not both"),
     (["--continue", "missing.wav"], "does not exist"),
     (["--continue", "notes.txt"], "not an audio file"),
-    (["--continue", "silence.wav"], "silent"),
+    (["--continue", "silence.wav"], "silence.wav is silent: there is nothing to continue"),
+    (["--continue", "empty.wav"], "empty.wav is empty: there is nothing to continue"),
+    (["--continue", "short.wav"], "short.wav lasts 10.0 ms, less than one frame (20 ms)"),
+    (["--melody", "empty.wav"], "empty.wav is empty: there is no tune to follow"),
+    (["--melody", "silence.wav"], "silence.wav is silent: there is no tune to follow"),
     (["--loop", "--fade-out", "1"], "seamless loop"),
     (["--loudness", "5"], "between -70 and 0"),
     (["--wav-format", "pcm8"], "invalid choice"),
@@ -162,11 +167,13 @@ def test_hf_home_is_honoured(mono_ckpt, tmp_path):
 def test_bad_long_form_and_finishing_input(mono_ckpt, tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not audio")
     sf.write(str(tmp_path / "silence.wav"), [0.0] * 16000, 16000)
+    sf.write(str(tmp_path / "empty.wav"), np.zeros((0, 1)), 16000)
+    sf.write(str(tmp_path / "short.wav"), 0.3 * np.ones(160), 16000)
     if not any(a == "--prompt" for a in args) and "jazz" not in args:
         args = ["jazz", *args]
     line = one_error_line(run("generate", *args, "-m", mono_ckpt[0], "--quiet", cwd=tmp_path))
     assert message in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "silence.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.wav", "notes.txt", "short.wav", "silence.wav"]
 
 
 def test_schedule_continuation_and_finishing_from_the_cli(mono_ckpt, tmp_path):
@@ -182,3 +189,74 @@ def test_schedule_continuation_and_finishing_from_the_cli(mono_ckpt, tmp_path):
     assert loop.returncode == 0, loop.stderr
     info = sf.info(str(tmp_path / "loop.wav"))
     assert info.frames == 32000 and info.subtype == "PCM_24"
+
+
+def test_unquoted_words_are_one_prompt_and_text_adds_prompts(mono_ckpt, tmp_path):
+    proc = run("generate", "calm", "lofi", "piano", "-m", mono_ckpt[0], "-d", "0.2", "--seed", "3", "--quiet",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calm-lofi-piano-3.wav"]
+    line = one_error_line(run("generate", "calm lofi", "piano", "-m", mono_ckpt[0], cwd=tmp_path))
+    assert "words without quotes form one prompt" in line and "--text" in line
+    for empty in ("", "  "):
+        assert "prompt is empty" in one_error_line(run("generate", empty, "-m", mono_ckpt[0], cwd=tmp_path))
+    assert "give a PROMPT" in one_error_line(run("generate", "-m", mono_ckpt[0], cwd=tmp_path))
+
+
+def test_unicode_letters_stay_in_file_names(mono_ckpt, tmp_path):
+    proc = run("generate", "café olé, Ωmega 7", "-m", mono_ckpt[0], "-d", "0.2", "--seed", "1", "--quiet",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["café-olé-ωmega-7-1.wav"]
+
+
+@pytest.mark.parametrize("flag", [["--temperature", "-1"], ["--top-p", "2"], ["--cfg", "nan"], ["-d", "0.001"],
+                                  ["--context", "0"], ["-n", "65"]])
+def test_values_are_checked_before_the_model_loads(tmp_path, flag):
+    """A broken checkpoint would fail the load: the value's own error must come first."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    line = one_error_line(run("generate", "jazz", "-m", broken, *flag, cwd=tmp_path))
+    assert f"({flag[0]})" in line and "config.json" not in line
+
+
+def _file_size_limit(limit):
+    def apply():  # in the child: writes past `limit` bytes fail with EFBIG, as a full disk fails them
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("name", ["keep.wav", "new.wav", "new.flac", "new.mp3"])
+def test_a_failed_write_leaves_the_old_file_and_no_half_file(mono_ckpt, tmp_path, name):
+    keep = tmp_path / "keep.wav"
+    keep.write_bytes(os.urandom(50_000))
+    before = keep.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "tunesmith", "generate", "jazz", "-m", str(mono_ckpt[0]), "-d", "8",
+                           "-o", str(tmp_path / name), "--overwrite", "--quiet"], capture_output=True, text=True,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"), preexec_fn=_file_size_limit(60_000), timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"tunesmith: error: cannot write {tmp_path / name}: ")
+    assert "File too large" in proc.stderr or name.endswith(".mp3")  # ffmpeg words it its own way
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"] and keep.read_bytes() == before
+
+
+def test_ffmpeg_is_found_before_generating(mono_ckpt, tmp_path):
+    env = {"TUNESMITH_FFMPEG": "system", "PATH": str(tmp_path)}  # no ffmpeg on this PATH
+    line = one_error_line(run("generate", "jazz", "-m", mono_ckpt[0], "-o", tmp_path / "x.mp3", env=env))
+    assert "no ffmpeg is on the PATH" in line and not list(tmp_path.iterdir())
+
+
+def test_wav_format_for_other_outputs_is_said(mono_ckpt, tmp_path):
+    proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.2", "--wav-format", "float", "-o",
+               tmp_path / "x.m4a", "--quiet")
+    assert proc.returncode == 0 and "--wav-format float applies to .wav (and .flac) files: .m4a" in proc.stderr
+
+
+def test_more_threads_than_cores_are_warned_about(mono_ckpt, tmp_path):
+    proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.2", "--threads", str(4 * os.cpu_count()), "-o",
+               tmp_path / "x.wav", "--quiet")
+    assert proc.returncode == 0 and "more threads than cores" in proc.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -17,22 +16,20 @@ import torch
 
 from .audio.checks import check_audio
 from .audio.loops import loop_overhang, make_loop
-from .audio.prompt import keep_prompt_samples, prepare_prompt_audio
+from .audio.prompt import fit_audio, keep_prompt_samples
 from .clip import Clip
 from .device import pick_device, pick_dtype
+from .errors import CheckpointError, InvalidParameter
+from .hub import resolve
 from .musicgen.codec import decode_codes, encode_audio
 from .musicgen.conditioning import CHROMA_HOP, chroma_features
-from .musicgen.longform import Schedule, generate_long
-from .hub import resolve
 from .musicgen.loader import LoadedModel, load_folder
+from .musicgen.longform import Schedule, generate_long
 from .musicgen.patterns import delay_offsets
-from .musicgen.sampling import MAX_SEED, SamplingParams
-from .errors import CheckpointError, InvalidParameter
+from .musicgen.sampling import SamplingParams
+from .request import WINDOW_SECONDS, Request, check_request, check_threads, named
 
 log = logging.getLogger("tunesmith")
-
-WINDOW_SECONDS = 30.0  # MusicGen was trained on 30 s windows
-MAX_DURATION = 3600.0  # long form: one hour is plenty, and keeps typos like 60000 from running for days
 
 
 @contextlib.contextmanager
@@ -68,17 +65,20 @@ class MusicGen:
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
                         threads: int | None = None) -> "MusicGen":
-        """An alias (small, medium, large, stereo-small, ...), a hub id, or a local checkpoint folder.
+        """Load a checkpoint: an alias (small, medium, large, stereo-small, melody, ...: `tunesmith
+        models` lists them), a hub id (facebook/musicgen-small), or a local checkpoint folder.
 
-        quantize="int8": weight-only int8 decoder linears (per-channel scales), about half the bytes
-        of bfloat16 per step; "int4" (CPU only): weight-only int4 in groups of 128, a quarter.
+        device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
+        dtype: the decoder's precision, "float32", "bfloat16" or "float16"; by default bfloat16 on CUDA
+            and on CPUs with native bfloat16, float32 elsewhere. T5 and EnCodec stay float32.
+        quantize: "int8", weight-only int8 decoder linears (per-channel scales), about half the bytes
+            of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 128, a quarter.
         threads: CPU threads for torch (default: torch's choice, one per core).
         """
         if quantize not in (None, "int8", "int4"):
             raise InvalidParameter(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
+        threads = check_threads(threads)
         if threads is not None:
-            if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-                raise InvalidParameter(f"threads must be a whole number >= 1, got {threads!r}")
             torch.set_num_threads(threads)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
@@ -121,22 +121,36 @@ class MusicGen:
                  loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
-        prompts: texts, or schedules [(start_second, text), ...] whose text changes over time.
-        duration: seconds, any length up to MAX_DURATION; past the model's window the piece is made
-            window by window, each conditioned on the last `context` seconds already made.
+        prompts: a text, a schedule [(start_second, text), ...] whose text changes over time, or a list
+            of them. An empty text is refused.
+        duration: seconds, from 0.02 (one frame) up to 3600; past the model's 30 s window the piece is
+            made window by window, each conditioned on the last `context` seconds already made.
+        seed: makes the output reproducible (same device and dtype); random when None. Variation v of
+            every prompt uses seed + v, and each clip reports the seed that reproduces it on its own.
+        temperature: 0 is greedy; top_k: keep the k most likely codes (0: all); top_p: nucleus sampling
+            after top-k (0: off); cfg: classifier-free guidance, uncond + cfg * (cond - uncond) (1: off).
+        num_variations: clips per prompt (1 to 64), in the same batch.
         audio_prompt: a path, a Clip or (array, sample_rate) to continue; the clip starts with it and
             lasts `duration` in total.
         melody: a tune to follow (path, Clip or (array, sample_rate)), for melody models only.
-        Variation v of every prompt uses seed + v; a clip is reproduced by its own seed alone.
-        loop=True: each clip is a seamless loop of exactly `duration` (a little more is generated).
+        context: long pieces: seconds of the piece so far that condition each new window (0 to 30).
+        loop: each clip is a seamless loop of exactly `duration` (a little more is generated).
+        progress: True for a progress bar on stderr, or a callable (done, total).
         """
-        request = self._request(prompts, duration, seed, SamplingParams(temperature, top_k, top_p, cfg),
-                                num_variations, audio_prompt, context, loop, melody)
+        request = check_request(prompts, duration=duration, seed=seed, temperature=temperature, top_k=top_k,
+                                top_p=top_p, cfg=cfg, num_variations=num_variations, audio_prompt=audio_prompt,
+                                melody=melody, context=context, loop=loop)
+        return self.generate_request(request, progress=progress)
+
+    def generate_request(self, request: Request, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+        """generate() for a request already checked by tunesmith.request.check_request (the CLI and the
+        server check before loading the model)."""
+        plan = self._plan(request)
         if not (isinstance(progress, bool) or callable(progress)):
             raise InvalidParameter("progress must be True, False or a callable (done, total)")
         report = _progress_reporter(progress)
         try:
-            clips = self._clips(request, self._run(request, report))
+            clips = self._clips(plan, self._run(plan, report))
             if self.device.type != "cpu" and not all(c.check.ok for c in clips):
                 problems = next(c.check.summary() for c in clips if not c.check.ok)
                 raise _DeviceOutputError(problems)
@@ -144,117 +158,99 @@ class MusicGen:
             if self.device.type == "cpu":
                 raise
             log.warning("generation on %s failed (%s); retrying once on the CPU", self.device, _one_line(err))
-            clips = self._retry_on_cpu(request, report)
+            clips = self._retry_on_cpu(plan, report)
         finally:
             if hasattr(report, "close"):
                 report.close()
         return clips
 
-    def _request(self, prompts, duration, seed, params, num_variations, audio_prompt, context, loop,
-                 melody=None) -> "_Request":
-        """Every argument checked, before any work."""
-        if isinstance(prompts, str) or _is_schedule(prompts):
-            prompts = [prompts]
-        prompts = list(prompts) if isinstance(prompts, (list, tuple)) else []
-        if not prompts:
-            raise InvalidParameter("prompts must be a text, a schedule, or a non-empty list of them")
-        if not _finite_number(duration) or duration <= 0:
-            raise InvalidParameter(f"duration must be a positive number of seconds, got {duration}")
-        if duration > MAX_DURATION:
-            raise InvalidParameter(f"duration {duration:g} s is longer than the {MAX_DURATION:g} s tunesmith makes")
-        schedules = [check_schedule(p, duration) for p in prompts]
-        params = params.validate()
-        if not isinstance(num_variations, int) or isinstance(num_variations, bool) or not 1 <= num_variations <= 64:
-            raise InvalidParameter(f"num_variations must be a whole number from 1 to 64, got {num_variations}")
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            raise InvalidParameter(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
-        if not isinstance(loop, bool):
-            raise InvalidParameter(f"loop must be True or False, got {loop!r}")
+    def _plan(self, request: Request) -> "_Plan":
+        """The request's checks that depend on this model, and its frames, windows and conditions."""
         if not _finite_number(self.window_seconds) or not 0 < self.window_seconds <= self.max_window:
             raise InvalidParameter(f"window_seconds must be in (0, {self.max_window:g}], got {self.window_seconds}")
-        if not _finite_number(context) or not 0 < context < self.window_seconds:
-            raise InvalidParameter(f"context must be between 0 and the {self.window_seconds:g} s window, got {context}")
-        if loop and audio_prompt is not None:
-            raise InvalidParameter("a loop cannot continue an audio prompt: use one or the other")
+        if request.context >= self.window_seconds:
+            raise InvalidParameter(f"{named('context')} must be less than this model's {self.window_seconds:g} s "
+                                   f"window, got {request.context:g}")
         hop = self._model.config.hop_length
-        n_frames = round((duration + (loop_overhang(duration) if loop else 0.0)) * self.frame_rate)
+        duration = request.duration
+        n_frames = round((duration + (loop_overhang(duration) if request.loop else 0.0)) * self.frame_rate)
         if n_frames < 1:
-            raise InvalidParameter(f"duration {duration:g} s is shorter than one frame ({1 / self.frame_rate:g} s)")
+            raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than one frame "
+                                   f"({1 / self.frame_rate:g} s)")
         prompt_audio = None
-        if audio_prompt is not None:
-            prompt_audio = prepare_prompt_audio(audio_prompt, self.sample_rate, self.audio_channels)
+        if request.audio_prompt is not None:
+            prompt_audio = fit_audio(*request.audio_prompt, self.sample_rate, self.audio_channels)
             prompt_audio = prompt_audio[:, : prompt_audio.shape[1] // hop * hop]  # whole codec frames
+            if prompt_audio.shape[1] == 0:
+                raise InvalidParameter("the audio prompt is shorter than one codec frame: nothing to continue")
             if prompt_audio.shape[1] // hop >= n_frames:
                 raise InvalidParameter(f"the audio prompt lasts {prompt_audio.shape[1] / self.sample_rate:.2f} s: "
                                        f"duration {duration:g} s leaves nothing to generate")
         chroma = None
-        if melody is not None:
+        if request.melody is not None:
             if not self.is_melody:
                 raise InvalidParameter(f"{self.name} cannot follow a melody: use a melody model "
                                        "(melody, melody-large, stereo-melody, stereo-melody-large)")
-            tune = prepare_prompt_audio(melody, self.sample_rate, 1)[0]
+            tune = fit_audio(*request.melody, self.sample_rate, 1)[0]
             chroma = chroma_features(torch.from_numpy(tune), self.sample_rate, self._model.config.decoder.chroma_dim)
-        rows = [(s, (seed + v) % (MAX_SEED + 1)) for s in schedules for v in range(num_variations)]
-        return _Request(rows, n_frames, params, duration, loop, prompt_audio,
-                        round(context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma)
+        return _Plan(request.rows, n_frames, request.sampling, duration, request.loop, prompt_audio,
+                     round(request.context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma)
 
     @torch.inference_mode()
-    def _run(self, request: "_Request", report) -> tuple[torch.Tensor, dict]:
+    def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
         """-> (audio [B, C, samples], seconds spent in each stage)."""
         model = self._model
         clock = _StageClock(self.device)
         prefix = None
-        if request.prompt_audio is not None:
-            audio = torch.from_numpy(request.prompt_audio).to(self.device)
+        if plan.prompt_audio is not None:
+            audio = torch.from_numpy(plan.prompt_audio).to(self.device)
             prefix = encode_audio(model.codec, audio, self.audio_channels)
             if prefix.shape[1] != model.config.decoder.n_codebooks:
                 raise CheckpointError(f"the codec makes {prefix.shape[1]} codebooks but the decoder reads "
                                       f"{model.config.decoder.n_codebooks}: the checkpoint is inconsistent")
-            prefix = prefix.expand(len(request.rows), -1, -1)
+            prefix = prefix.expand(len(plan.rows), -1, -1)
             clock.lap("prompt")
-        seeds = torch.tensor([s for _, s in request.rows], dtype=torch.long, device=self.device)
-        chroma = None if request.chroma is None else request.chroma.to(self.device)
-        codes = generate_long(model.lm, clock.timed("text", model.text.encode), [s for s, _ in request.rows],
-                              request.n_frames, self.frame_rate, request.params, seeds, request.window,
-                              request.context, prefix, report, chroma, self.sample_rate / CHROMA_HOP)
+        seeds = torch.tensor([s for _, s in plan.rows], dtype=torch.long, device=self.device)
+        chroma = None if plan.chroma is None else plan.chroma.to(self.device)
+        codes = generate_long(model.lm, clock.timed("text", model.text.encode), [s for s, _ in plan.rows],
+                              plan.n_frames, self.frame_rate, plan.params, seeds, plan.window,
+                              plan.context, prefix, report, chroma, self.sample_rate / CHROMA_HOP)
         clock.lap("lm")  # less the text encoding done inside, per window
         audio = decode_codes(model.codec, codes, model.config.decoder.audio_channels)
         clock.lap("codec")
         return audio, clock.seconds
 
-    def _clips(self, request: "_Request", run: tuple[torch.Tensor, dict]) -> list[Clip]:
+    def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
-        p = request.params
-        settings = dict(model=self.name, duration=request.duration, temperature=p.temperature, top_k=p.top_k,
+        p = plan.params
+        settings = dict(model=self.name, duration=plan.duration, temperature=p.temperature, top_k=p.top_k,
                         top_p=p.top_p, cfg=p.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
-                        quantize=self.quantize, loop=request.loop)
+                        quantize=self.quantize, loop=plan.loop)
         clips = []
-        for (schedule, seed), a in zip(request.rows, audio.cpu().numpy()):
-            if request.loop:
-                a = make_loop(a, self.sample_rate, request.duration)
-            if request.prompt_audio is not None:
-                a = keep_prompt_samples(request.prompt_audio, a, self.sample_rate)
+        for (schedule, seed), a in zip(plan.rows, audio.cpu().numpy()):
+            if plan.loop:
+                a = make_loop(a, self.sample_rate, plan.duration)
+            if plan.prompt_audio is not None:
+                a = keep_prompt_samples(plan.prompt_audio, a, self.sample_rate)
             row = dict(settings, schedule=schedule) if len(schedule) > 1 else settings
             clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row), check_audio(a),
                               dict(seconds)))
         return clips
 
-    def _retry_on_cpu(self, request: "_Request", report) -> list[Clip]:
+    def _retry_on_cpu(self, plan: "_Plan", report) -> list[Clip]:
         home, home_dtype = self.device, self.dtype
         cpu = torch.device("cpu")
         self._model.to(cpu, torch.float32)
         self.device, self.dtype = cpu, torch.float32
         try:
-            return self._clips(request, self._run(request, report))
+            return self._clips(plan, self._run(plan, report))
         finally:
             self._model.to(home, home_dtype)
             self.device, self.dtype = home, home_dtype
 
 
 @dataclass
-class _Request:
+class _Plan:
     rows: list  # (schedule, seed) per batch row
     n_frames: int
     params: SamplingParams
@@ -264,28 +260,6 @@ class _Request:
     context: int  # frames
     window: int  # frames
     chroma: torch.Tensor | None = None  # [F, 12] one-hot chroma of the melody to follow
-
-
-def _is_schedule(value) -> bool:
-    """[(start_second, text), ...]: pairs led by a number (a list of prompts holds texts or schedules)."""
-    return isinstance(value, (list, tuple)) and bool(value) and all(
-        isinstance(e, (list, tuple)) and len(e) == 2 and _finite_number(e[0]) for e in value)
-
-
-def check_schedule(prompt, duration: float) -> Schedule:
-    """A text -> [(0, text)]; a schedule is checked: starts at 0, times increasing and inside the piece."""
-    if isinstance(prompt, str):
-        return [(0.0, prompt)]
-    if not _is_schedule(prompt) or not all(isinstance(text, str) for _, text in prompt):
-        raise InvalidParameter("each prompt must be a text or a schedule of (start_second, text) pairs")
-    times = [float(t) for t, _ in prompt]
-    if times[0] != 0:
-        raise InvalidParameter(f"a prompt schedule must start at 0 s, not {times[0]:g} s")
-    if any(b <= a for a, b in zip(times, times[1:])):
-        raise InvalidParameter(f"prompt schedule times must increase: {', '.join(f'{t:g}' for t in times)}")
-    if times[-1] >= duration:
-        raise InvalidParameter(f"prompt schedule time {times[-1]:g} s is not inside the {duration:g} s piece")
-    return [(float(t), text) for t, text in prompt]
 
 
 def schedule_text(schedule: Schedule) -> str:

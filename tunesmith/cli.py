@@ -47,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    gen = sub.add_parser("generate", help="generate music from text prompts")
-    gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="what the music should be")
+    gen = sub.add_parser("generate", help="generate music from a text prompt")
+    gen.add_argument("words", nargs="*", metavar="PROMPT",
+                     help="what the music should be; words without quotes form one prompt")
+    gen.add_argument("--text", action="append", default=[], metavar="TEXT",
+                     help="one more prompt, generated in the same batch; repeat for several")
     gen.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
                      help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
     gen.add_argument("--continue", dest="continue_from", metavar="FILE", default=None,
@@ -120,7 +123,9 @@ def _finishing_requested(args) -> bool:
 
 
 def slug(prompt: str, limit: int = 40) -> str:
-    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    """A file-name stem from a prompt: its words (letters and digits of any script), lower case, joined
+    by '-', cut at a word within `limit` characters."""
+    words = re.findall(r"[^\W_]+", prompt.lower())
     out = ""
     for w in words:
         if len(out) + len(w) + 1 > limit:
@@ -168,52 +173,37 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
     return paths
 
 
+def _prompts(args) -> list:
+    """The prompts of a generate command line: words without quotes form one prompt, --text adds more,
+    --prompt SECONDS:TEXT entries form one schedule."""
+    if len(args.words) > 1 and any(len(w.split()) > 1 for w in args.words):
+        raise InvalidParameter("several quoted prompts: words without quotes form one prompt; for several "
+                               'prompts in one batch, give each with --text "..."')
+    texts = ([" ".join(args.words)] if args.words else []) + args.text
+    if args.schedule and texts:
+        raise InvalidParameter("give either PROMPT text or --prompt SECONDS:TEXT entries, not both")
+    if not args.schedule and not texts:
+        raise InvalidParameter('give a PROMPT, e.g. tunesmith generate "calm lofi piano, 80 bpm"')
+    return [args.schedule] if args.schedule else texts
+
+
 def cmd_generate(args) -> int:
-    from .api import MAX_DURATION, WINDOW_SECONDS, MusicGen, check_schedule
-    from .musicgen.sampling import MAX_SEED
+    from .api import MusicGen
+    from .request import check_request
 
-    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
-        raise InvalidParameter(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
-    if not 1 <= args.variations <= 64:
-        raise InvalidParameter(f"-n must be from 1 to 64, got {args.variations}")
-    if not (args.duration > 0 and args.duration < float("inf")):
-        raise InvalidParameter(f"duration must be a positive number of seconds, got {args.duration}")
-    from .audio.io import read_audio
-
-    # Unreadable or missing files are said before the model loads.
-    audio_prompt = read_audio(args.continue_from) if args.continue_from is not None else None
-    melody = read_audio(args.melody) if args.melody is not None else None
-    if args.schedule and args.prompts:
-        raise InvalidParameter("give either PROMPT texts or --prompt SECONDS:TEXT entries, not both")
-    if not args.schedule and not args.prompts:
-        raise InvalidParameter("give a PROMPT (or --prompt SECONDS:TEXT entries)")
-    prompts = [args.schedule] if args.schedule else args.prompts
-    if args.duration > MAX_DURATION:
-        raise InvalidParameter(f"duration {args.duration:g} s is longer than the {MAX_DURATION:g} s tunesmith makes")
-    if args.schedule:
-        check_schedule(args.schedule, args.duration)
-    if not 0 < args.context < WINDOW_SECONDS:
-        raise InvalidParameter(f"--context must be between 0 and the {WINDOW_SECONDS:g} s window, got {args.context}")
-    if args.threads is not None and args.threads < 1:
-        raise InvalidParameter(f"--threads must be a whole number >= 1, got {args.threads}")
+    # Every value and input file is checked, and every output path decided, before the model loads.
+    request = check_request(_prompts(args), duration=args.duration, seed=args.seed, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
+                            audio_prompt=args.continue_from, melody=args.melody, context=args.context,
+                            loop=args.loop)
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
-    # Decide the seed here so that file names can carry it before generation starts.
-    if args.seed is None:
-        import secrets
-
-        args.seed = secrets.randbelow(MAX_SEED + 1 - args.variations)
-    names = [p[0][1] if isinstance(p, list) else p for p in prompts]
-    rows = [(name, (args.seed + v) % (MAX_SEED + 1)) for name in names for v in range(args.variations)]
-    paths = plan_outputs(args.output, rows, args.overwrite)
-
-    _check_finishing(args, args.duration)
+    paths = plan_outputs(args.output, [(s[0][1], seed) for s, seed in request.rows], args.overwrite)
+    _say_ignored_wav_format(args.wav_format, paths)
+    _check_finishing(args, request.duration)
     model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
                                      threads=args.threads)
-    clips = model.generate(prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
-                           top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
-                           audio_prompt=audio_prompt, melody=melody, context=args.context, loop=args.loop,
-                           progress=not args.quiet)
+    clips = model.generate_request(request, progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
         if _finishing_requested(args):
@@ -224,11 +214,23 @@ def cmd_generate(args) -> int:
         if not clip.check.ok:
             failed += 1
             log.warning("%s failed the output check: %s", path, clip.check.summary())
-        if len(clips) > 1 or args.variations > 1:
+        if len(clips) > 1:
             log.info("%s: seed %d, %r", path, clip.seed, clip.prompt)
         else:
             log.info("seed %d", clip.seed)
     return EXIT_CHECK_FAILED if failed and args.strict else 0
+
+
+def _say_ignored_wav_format(wav_format: str, paths: list[Path]):
+    """--wav-format sets WAV's samples; say so once where an output cannot take it."""
+    if wav_format == "pcm16":
+        return
+    for suffix in sorted({p.suffix.lower() for p in paths} - {".wav"}):
+        if suffix == ".flac" and wav_format == "float":
+            log.warning("--wav-format float: FLAC has no float samples, so .flac files are written in 24 bits")
+        elif suffix != ".flac":
+            log.warning("--wav-format %s applies to .wav (and .flac) files: %s is encoded with its own codec",
+                        wav_format, suffix)
 
 
 def _check_finishing(args, duration: float):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -51,15 +50,3 @@ def run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         raise TunesmithError(f"{what}: ffmpeg: {_last_error_line(proc.stderr)}")
     return proc
-
-
-@contextlib.contextmanager
-def written_whole(path: Path):
-    """Yield a temporary name beside `path`; only a complete file replaces `path`, so a failure never
-    leaves half a file or touches one already there."""
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

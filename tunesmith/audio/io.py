@@ -3,6 +3,7 @@ and M4A (AAC) through ffmpeg."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -23,25 +24,41 @@ FORMATS = tuple(SNDFILE) + tuple(FFMPEG_CODECS)
 
 
 def check_output_path(path: Path) -> Path:
-    """Refuse, before any work, a path we could not write: unknown format, missing or read-only folder."""
+    """Refuse, before any work, a path we could not write: a folder, an unknown format, a missing or
+    read-only folder, or a compressed format without an ffmpeg to encode it."""
     path = Path(path)
+    if path.is_dir():
+        raise TunesmithError(f"cannot write {path}: it is a folder; give a file name such as {path / 'music.wav'}")
     if path.suffix.lower() not in FORMATS:
         raise InvalidParameter(f"unsupported output format '{path.suffix or path.name}': use {', '.join(FORMATS)}")
     folder = path.parent
     if not folder.is_dir():
         raise TunesmithError(f"cannot write {path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise TunesmithError(f"cannot write {path}: it is a folder")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise TunesmithError(f"cannot write {path}: permission denied")
+    if path.suffix.lower() in FFMPEG_CODECS:
+        from .ffmpeg import ffmpeg_exe
+
+        ffmpeg_exe()  # found now, not after the audio is made
     return path
+
+
+@contextlib.contextmanager
+def written_whole(path: Path):
+    """Yield a temporary name beside `path`; only a complete file replaces `path`, so a failure never
+    leaves half a file or touches one already there. Every file tunesmith writes goes through here."""
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_audio(path: Path, audio: np.ndarray, sample_rate: int, wav_format: str = "pcm16") -> Path:
     """audio (channels, samples) float -> file; the format follows the extension. `wav_format`
-    (pcm16, pcm24, float) sets WAV's sample format; FLAC takes pcm16 or pcm24."""
-    import soundfile as sf
-
+    (pcm16, pcm24, float) sets WAV's sample format; FLAC takes pcm16 or pcm24 (float is written as
+    pcm24); compressed formats use their codec's own. A failed write leaves any old file as it was."""
     path = check_output_path(Path(path))
     if wav_format not in WAV_FORMATS:
         raise InvalidParameter(f"wav format must be one of {', '.join(WAV_FORMATS)}, got {wav_format!r}")
@@ -54,21 +71,58 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, wav_format: str
         subtype = "PCM_24"  # FLAC has no float samples
     if subtype != "FLOAT":
         data = np.clip(data, -1.0, 1.0)  # integer formats would wrap around
-    try:
-        sf.write(str(path), data.T, sample_rate, format=SNDFILE[suffix], subtype=subtype)
-    except (OSError, RuntimeError) as err:
-        raise TunesmithError(f"cannot write {path}: {err}") from None
+    with written_whole(path) as partial:
+        write_sndfile(partial, data, sample_rate, SNDFILE[suffix], subtype, f"cannot write {path}")
     return path
 
 
-def _encode_with_ffmpeg(path: Path, audio: np.ndarray, sample_rate: int, codec: list[str]) -> Path:
+class _KeptErrorFile:
+    """An unbuffered file whose write errors are kept for us: raised inside libsndfile's callbacks they
+    would come out as 'System error.' (or an AssertionError) instead of 'No space left on device'."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def write(self, data) -> int:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):
+                done += self.raw.write(view[done:])
+        except OSError as err:
+            self.error = err
+        return done
+
+    def __getattr__(self, name):  # seek, tell, read: the file's own
+        return getattr(self.raw, name)
+
+
+def write_sndfile(path: Path, data: np.ndarray, sample_rate: int, fmt: str, subtype: str, what: str):
+    """(channels, samples) -> a WAV or FLAC file through libsndfile; a failure is one TunesmithError line,
+    `what` then the reason (`No space left on device`), and may leave part of `path` behind."""
     import soundfile as sf
 
-    from .ffmpeg import run_ffmpeg, url, written_whole
+    try:
+        with open(path, "wb", buffering=0) as raw:
+            target = _KeptErrorFile(raw)
+            try:
+                sf.write(target, data.T, sample_rate, format=fmt, subtype=subtype)
+            except Exception as err:  # libsndfile's report of a failed write: ours says why
+                if target.error is None:
+                    raise TunesmithError(f"{what}: {err}") from None
+            if target.error is not None:
+                raise target.error
+    except OSError as err:
+        raise TunesmithError(f"{what}: {err.strerror or err}") from None
+
+
+def _encode_with_ffmpeg(path: Path, audio: np.ndarray, sample_rate: int, codec: list[str]) -> Path:
+
+    from .ffmpeg import run_ffmpeg, url
 
     with tempfile.TemporaryDirectory() as tmp, written_whole(path) as partial:
         source = Path(tmp) / "source.wav"
-        sf.write(str(source), np.clip(audio, -1.0, 1.0).T, sample_rate, subtype="FLOAT")
+        write_sndfile(source, np.clip(audio, -1.0, 1.0), sample_rate, "WAV", "FLOAT",
+                      f"cannot write {path}: its temporary source in {tmp}")
         run_ffmpeg(["-y", "-i", url(source), "-vn", *codec, url(partial)], f"cannot write {path}")
     return path
 

@@ -1,43 +1,20 @@
-"""Audio prompts for continuation: whatever the user hands us -> the model's rate and channels."""
+"""Audio prompts for continuation: checked audio (tunesmith.request.audio_input) -> the model's rate and
+channels, and the join of the prompt's own samples with the continuation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..errors import InvalidParameter, TunesmithError
 from .finishing import equal_power_curves
-from .io import read_audio, resample
+from .io import resample
 
 JOIN_SECONDS = 0.02  # the prompt's last 20 ms crossfade into the codec's rendition of it
 
 
-def prepare_prompt_audio(prompt, sample_rate: int, channels: int) -> np.ndarray:
-    """A path, a Clip, or (array, rate) -> (channels, samples) float32 at sample_rate."""
-    if isinstance(prompt, (str, Path)):
-        audio, rate = read_audio(prompt)
-        name = str(prompt)
-    elif hasattr(prompt, "audio") and hasattr(prompt, "sample_rate"):
-        audio, rate, name = prompt.audio, prompt.sample_rate, "the audio prompt"
-    elif isinstance(prompt, tuple) and len(prompt) == 2:
-        audio, rate, name = prompt[0], prompt[1], "the audio prompt"
-    else:
-        raise InvalidParameter("audio_prompt must be a file path, a Clip, or (array, sample_rate)")
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 1:
-        audio = audio[None]
-    if audio.ndim != 2 or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InvalidParameter("audio_prompt arrays must be (channels, samples) or (samples,), with a positive rate")
-    if audio.shape[0] > audio.shape[1]:  # (samples, channels) as soundfile returns it
-        audio = audio.T
-    if audio.shape[1] == 0:
-        raise TunesmithError(f"{name} is empty")
-    if not np.isfinite(audio).all():
-        raise TunesmithError(f"{name} holds NaN or infinite samples")
-    if np.sqrt(np.mean(audio.astype(np.float64) ** 2)) < 1e-4:  # -80 dBFS
-        raise TunesmithError(f"{name} is silent: there is nothing to continue")
-    audio = resample(audio, int(rate), sample_rate)
+def fit_audio(audio: np.ndarray, rate: int, sample_rate: int, channels: int) -> np.ndarray:
+    """(channels, samples) at `rate` -> (channels, samples) float32 at sample_rate: resampled, mixed down
+    to mono or widened to stereo."""
+    audio = resample(audio, rate, sample_rate)
     if channels == 1:
         return audio.mean(axis=0, keepdims=True)
     if audio.shape[0] == 1:

@@ -120,7 +120,7 @@ def replace_step_linears(lm: nn.Module, make) -> None:
 
 def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None) -> None:
     """int8 / int4 when asked; otherwise on the CPU bfloat16 weights for the one-stream kernel, or
-    oneDNN-packed weights; plain nn.Linear elsewhere."""
+    oneDNN-packed float32 / bfloat16 weights; plain nn.Linear elsewhere (float16 on the CPU too)."""
     kernels = cpu_kernels.library() if device.type == "cpu" else None
     if quantize == "int8":
         replace_step_linears(lm, lambda linear: Int8Linear(linear, linear.weight.dtype, kernels))
@@ -129,5 +129,5 @@ def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None
     elif kernels is not None and kernels.bf16 and lm.embed.dtype == torch.bfloat16:
         replace_step_linears(lm, lambda linear: StreamLinear(linear, kernels) if cpu_kernels.packable(linear.weight)
                              else PackedLinear(linear))
-    elif device.type == "cpu" and cpu_packing_available():
-        replace_step_linears(lm, PackedLinear)
+    elif device.type == "cpu" and cpu_packing_available() and lm.embed.dtype != torch.float16:
+        replace_step_linears(lm, PackedLinear)  # oneDNN packs float16 only on CPUs with AVX512-FP16

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InvalidParameter
-
 MAX_SEED = 2**31 - 1
 
 
@@ -22,20 +20,6 @@ class SamplingParams:
     top_k: int = 250  # 0 disables
     top_p: float = 0.0  # 0 disables; applied after top-k
     cfg: float = 3.0  # classifier-free guidance scale; 1 disables
-
-    def validate(self) -> "SamplingParams":
-        def finite(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
-
-        if not finite(self.temperature) or self.temperature < 0:
-            raise InvalidParameter(f"temperature must be a number >= 0 (0 is greedy), got {self.temperature}")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise InvalidParameter(f"top_k must be a whole number >= 0 (0 is off), got {self.top_k}")
-        if not finite(self.top_p) or not 0 <= self.top_p <= 1:
-            raise InvalidParameter(f"top_p must be between 0 (off) and 1, got {self.top_p}")
-        if not finite(self.cfg) or not 1 <= self.cfg <= 100:
-            raise InvalidParameter(f"cfg must be between 1 (no guidance) and 100, got {self.cfg}")
-        return self
 
 
 def guidance_mix(logits: torch.Tensor, cfg: float) -> torch.Tensor:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidParameter, TunesmithError
-from ..audio.ffmpeg import run_ffmpeg, url, written_whole
+from ..audio.ffmpeg import run_ffmpeg, url
+from ..audio.io import written_whole
 from .probe import MediaInfo, probe
 
 VIDEO_RATE = 48000  # audio for video: the rate players and platforms expect
