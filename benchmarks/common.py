@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-CACHE = Path(os.environ.get("TUNESMITH_BENCH_CACHE", Path.home() / ".cache" / "tunesmith-bench"))
+from tunesmith.paths import cache_root
+
+
+def bench_cache() -> Path:
+    """$TUNESMITH_BENCH_CACHE, else the bench folder of tunesmith's cache (the same root as the kernels)."""
+    return Path(os.environ.get("TUNESMITH_BENCH_CACHE") or cache_root() / "bench")
+
+
+CACHE = bench_cache()
 # "tiny" is the test suite's checkpoint: it checks that a benchmark runs end to end (tests do), not speed.
 SIZES = ("small", "medium", "large", "tiny")
 

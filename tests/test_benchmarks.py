@@ -14,6 +14,18 @@ def bench_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_checkpoints_go_under_tunesmith_cache(monkeypatch, tmp_path):
+    """TUNESMITH_CACHE moves the benchmark checkpoints as it moves the kernels; TUNESMITH_BENCH_CACHE wins."""
+    monkeypatch.delenv("TUNESMITH_BENCH_CACHE", raising=False)
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    assert common.bench_cache() == tmp_path / "cache" / "bench"
+    monkeypatch.delenv("TUNESMITH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert common.bench_cache() == tmp_path / "xdg" / "tunesmith" / "bench"
+    monkeypatch.setenv("TUNESMITH_BENCH_CACHE", str(tmp_path / "mine"))
+    assert common.bench_cache() == tmp_path / "mine"
+
+
 def _rows(markdown: str) -> dict[str, list[str]]:
     """Table rows of a markdown text -> {first cell: the other cells}."""
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("| ")]

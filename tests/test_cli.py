@@ -13,7 +13,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def run(*args, cwd=None, env=None):
-    full_env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}  # env may turn the hub back on
     proc = subprocess.run([sys.executable, "-m", "tunesmith", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=300)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -97,7 +97,8 @@ def test_unwritable_output(mono_ckpt, tmp_path):
 
 @pytest.mark.parametrize("model, message", [
     ("no-such-alias", "unknown model 'no-such-alias'"),
-    ("./missing-folder", "does not exist"),
+    ("./missing-folder", "no such folder: ./missing-folder"),
+    ("a/b/c", "no such folder: a/b/c"),
     ("facebook/musicgen-small", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
 ])
 def test_bad_models(model, message, tmp_path):
@@ -136,7 +137,44 @@ def test_hub_id_and_alias_load_from_the_cache_offline(mono_ckpt, tmp_path):
     assert "facebook/musicgen-stereo-medium" in listing.stdout and "1.5B" in listing.stdout
     downloaded = run("download", "small", env=env)
     assert downloaded.returncode == 0 and downloaded.stdout.strip().endswith(COMMIT)
-    assert "not in the local" in one_error_line(run("download", "medium", env=env))
+    line = one_error_line(run("download", "medium", env=env))
+    assert "HF_HUB_OFFLINE is set: downloading needs the network; unset HF_HUB_OFFLINE" in line
+
+
+# The hub refused at once, as on a machine without network (HF_HUB_OFFLINE unset, no proxy in the way).
+NO_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HTTPS_PROXY": "", "https_proxy": "",
+          "HTTP_PROXY": "", "http_proxy": "", "ALL_PROXY": "", "all_proxy": ""}
+
+
+@pytest.mark.parametrize("env, reason", [({}, "HF_HUB_OFFLINE is set"),
+                                         (NO_HUB, "the Hugging Face hub cannot be reached (127.0.0.1: connection refused)")])
+def test_a_model_not_cached_offline_says_download_or_folder(tmp_path, env, reason):
+    """Without network a hub model fails at once (no retries) and says the two ways on."""
+    line = one_error_line(run("generate", "jazz", "-m", "small", env={"HF_HUB_CACHE": str(tmp_path), **env}))
+    assert f"model facebook/musicgen-small is not in the local Hugging Face cache and {reason}: " in line
+    assert "run 'tunesmith download small' where there is network" in line and "-m FOLDER" in line
+
+
+@pytest.mark.parametrize("env, todo", [({}, "unset HF_HUB_OFFLINE"), (NO_HUB, "connect to the network and try again")])
+def test_download_without_network_says_it_needs_the_network(tmp_path, env, todo):
+    line = one_error_line(run("download", "small", env={"HF_HUB_CACHE": str(tmp_path), **env}))
+    assert f"downloading needs the network; {todo}" in line and "tunesmith download" not in line
+
+
+def test_download_of_a_local_folder(mono_ckpt, tmp_path):
+    proc = run("download", mono_ckpt[0])
+    assert proc.returncode == 0 and proc.stdout.strip() == str(mono_ckpt[0])
+    assert "local checkpoint folder already" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    assert "without a checkpoint" in one_error_line(run("download", tmp_path / "empty"))
+    assert "no such folder: ./nowhere" in one_error_line(run("download", "./nowhere", cwd=tmp_path))
+
+
+def test_a_mistyped_folder_is_not_taken_for_a_hub_id(tmp_path):
+    """`ckpt/tyni` with a folder `ckpt` here is a path, even with one '/' as in a hub id."""
+    (tmp_path / "ckpt" / "tiny").mkdir(parents=True)
+    line = one_error_line(run("generate", "jazz", "-m", "ckpt/tyni", cwd=tmp_path, env=NO_HUB))
+    assert line.endswith("no such folder: ckpt/tyni (did you mean ckpt/tiny?)")
 
 
 def test_hf_home_is_honoured(mono_ckpt, tmp_path):

@@ -321,9 +321,22 @@ def cmd_models(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .hub import download, repo_for
+    from .errors import ModelNotFound
+    from .hub import HubUnavailable, download, is_checkpoint, local_folder, repo_for
 
-    print(download(repo_for(args.model)))
+    folder = local_folder(args.model)
+    if folder is not None:  # nothing to fetch; still print the folder, as for a download
+        if not is_checkpoint(folder):
+            raise ModelNotFound(f"{args.model} is a local folder without a checkpoint (config.json and weights); "
+                                "download takes an alias or hub id")
+        log.info("%s is a local checkpoint folder already: nothing to download", args.model)
+        print(folder)
+        return 0
+    try:
+        print(download(repo_for(args.model)))
+    except HubUnavailable as err:
+        todo = "unset HF_HUB_OFFLINE" if err.offline else "connect to the network and try again"
+        raise ModelNotFound(f"{err}: downloading needs the network; {todo}") from None
     return 0
 
 

@@ -1,13 +1,18 @@
 """Model names -> checkpoint folders: aliases, hub ids (downloaded into the standard Hugging Face
-cache, only the files we need) and local folders. HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE are
-honoured by huggingface_hub itself."""
+cache, only the files we need) and local folders. HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE and
+HF_ENDPOINT are honoured by huggingface_hub itself."""
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
+import socket
+import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import ModelNotFound
 
@@ -44,8 +49,23 @@ WEIGHT_LAYOUTS = [
 ]
 
 
+REACH_SECONDS = 2.0  # a hub that answers at all answers a connect in far less
+
+
+class HubUnavailable(ModelNotFound):
+    """A model that is not cached while the hub cannot be used. The message says which and why;
+    callers add what to do, which differs between loading and `tunesmith download`."""
+
+    def __init__(self, repo: str, reason: str, offline: bool):
+        super().__init__(f"model {repo} is not in the local Hugging Face cache and {reason}")
+        self.offline = offline  # HF_HUB_OFFLINE is set (rather than no network)
+
+
 def looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    """A path rather than a hub id: `ckpt/tiny` is one when a folder `ckpt` is here."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
 
 
 def repo_for(name: str) -> str:
@@ -66,7 +86,7 @@ def _offline() -> bool:
     return bool(constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE)
 
 
-def _has_weights(folder: Path) -> bool:
+def is_checkpoint(folder: Path) -> bool:
     return (folder / "config.json").exists() and any((folder / f).exists() for f, _ in WEIGHT_LAYOUTS)
 
 
@@ -78,7 +98,7 @@ def cached_folder(repo: str) -> Path | None:
         folder = Path(snapshot_download(repo, local_files_only=True))
     except Exception:  # not cached (the error type differs between huggingface_hub versions)
         return None
-    return folder if _has_weights(folder) else None
+    return folder if is_checkpoint(folder) else None
 
 
 def _patterns_for(files: list[str]) -> list[str]:
@@ -100,40 +120,81 @@ def _hub_quiet():
         logger.setLevel(level)
 
 
+def _why_no_hub() -> tuple[str, bool] | None:
+    """Why the hub cannot be used now (and whether because of HF_HUB_OFFLINE), or None.
+
+    huggingface_hub retries a refused or unresolvable connection for about 25 s; one short connect
+    to the endpoint (or its proxy) says it at once. It runs in a thread so that a resolver that
+    never answers is bounded too."""
+    if _offline():
+        return "HF_HUB_OFFLINE is set", True
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    outcome = {}
+
+    def connect():
+        try:
+            socket.create_connection(address, timeout=REACH_SECONDS).close()
+            outcome["error"] = None
+        except OSError as err:
+            outcome["error"] = (err.strerror or str(err) or type(err).__name__).lower()
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(REACH_SECONDS + 0.5)
+    error = outcome.get("error", f"no answer in {REACH_SECONDS:g} s")
+    return None if error is None else (f"the Hugging Face hub cannot be reached ({url.hostname}: {error})", False)
+
+
 def download(repo: str) -> Path:
-    """Fetch only the needed files of `repo` into the Hugging Face cache (or find them there)."""
+    """Fetch only the needed files of `repo` into the Hugging Face cache, or find them there when
+    the hub cannot be used (HubUnavailable when they are not there)."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if _offline():
+    why = _why_no_hub()
+    if why is None:
+        try:
+            with _hub_quiet():
+                files = HfApi().list_repo_files(repo)
+        except GatedRepoError:
+            raise ModelNotFound(f"model {repo} is gated on the hub: accept its terms there and log in "
+                                "with 'hf auth login'") from None
+        except RepositoryNotFoundError:
+            raise ModelNotFound(f"no model {repo} on the Hugging Face hub") from None
+        except Exception as err:  # lost on the way (proxy, TLS, server errors): the cache may still serve
+            why = f"the Hugging Face hub cannot be reached ({type(err).__name__})", False
+    if why is not None:
         folder = cached_folder(repo)
         if folder is None:
-            raise ModelNotFound(
-                f"model {repo} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: run "
-                f"'tunesmith download {repo}' where there is network, or pass a local checkpoint folder")
+            raise HubUnavailable(repo, *why)
         return folder
-    try:
-        with _hub_quiet():
-            files = HfApi().list_repo_files(repo)
-    except GatedRepoError:
-        raise ModelNotFound(f"model {repo} is gated on the hub: accept its terms there and log in "
-                            "with 'hf auth login'") from None
-    except RepositoryNotFoundError:
-        raise ModelNotFound(f"no model {repo} on the Hugging Face hub") from None
-    except Exception as err:  # no network, DNS, proxy...: fall back to the cache if it has the model
-        folder = cached_folder(repo)
-        if folder is not None:
-            return folder
-        raise ModelNotFound(f"cannot reach the Hugging Face hub to download {repo} ({type(err).__name__}); "
-                            "connect to the network, or pass a local checkpoint folder") from None
     try:
         return Path(snapshot_download(repo, allow_patterns=_patterns_for(files)))
     except Exception as err:
         raise ModelNotFound(f"download of {repo} failed ({type(err).__name__}: {err})") from None
 
 
-def resolve(name_or_path: str | Path) -> Path:
-    """An alias, hub id or folder -> a local checkpoint folder."""
+def _did_you_mean(name: str, path: Path) -> str:
+    try:
+        siblings = [p.name for p in path.parent.iterdir() if p.is_dir()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.5)  # 0.5: "tyni" for "tiny"
+    if not close:
+        return ""
+    typed = name.rstrip("/\\")
+    return f" (did you mean {typed[: len(typed) - len(path.name)]}{close[0]}?)"
+
+
+def local_folder(name_or_path: str | Path) -> Path | None:
+    """The local folder `name_or_path` names, or None for an alias or hub id. A name that looks like
+    a path and leads nowhere is refused here rather than looked up on the hub."""
     name = str(name_or_path)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -141,5 +202,19 @@ def resolve(name_or_path: str | Path) -> Path:
     if path.exists():
         raise ModelNotFound(f"{name} is a file; pass the checkpoint folder that holds config.json")
     if isinstance(name_or_path, Path) or looks_like_path(name):
-        raise ModelNotFound(f"folder {name} does not exist")
-    return download(repo_for(name))
+        raise ModelNotFound(f"no such folder: {name}{_did_you_mean(name, path)}")
+    return None
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """An alias, hub id or folder -> a local checkpoint folder."""
+    folder = local_folder(name_or_path)
+    if folder is not None:
+        return folder
+    name = str(name_or_path)
+    try:
+        return download(repo_for(name))
+    except HubUnavailable as err:
+        where = "where there is network" + (" (without HF_HUB_OFFLINE)" if err.offline else "")
+        raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where}, "
+                            "or pass a local checkpoint folder (-m FOLDER)") from None

@@ -1,7 +1,9 @@
 """The packed CPU kernels compute what torch computes, and the decoder gives the same logits with them."""
 
 import os
+import platform
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,15 +59,51 @@ def fresh_library(monkeypatch, tmp_path):
     cpu_kernels.library.cache_clear()
 
 
-def test_disabled_by_environment(fresh_library, monkeypatch):
+def test_disabled_by_environment(fresh_library, monkeypatch, caplog):
     monkeypatch.setenv("TUNESMITH_CPU_KERNELS", "0")
-    assert cpu_kernels.library() is None
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        assert cpu_kernels.library() is None
+    assert not caplog.records  # off on purpose: nothing to warn about
 
 
-def test_no_compiler_means_torch_kernels(fresh_library, monkeypatch, tmp_path):
+@pytest.fixture()
+def avx512(monkeypatch):
+    """A CPU the kernels would run on, so that their absence is worth a warning."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the kernels never apply off x86-64")
+    monkeypatch.setattr(cpu_kernels, "_cpu_signature", lambda: "model name\t: test\nflags\t: fpu avx512f")
+
+
+def test_no_compiler_means_torch_kernels(fresh_library, avx512, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    assert cpu_kernels.library() is None
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        assert cpu_kernels.library() is None
     assert not list(tmp_path.glob("kernels/*.so"))
+    assert [r.getMessage() for r in caplog.records if "no-such-cc not found" in r.getMessage()]
+
+
+def test_a_failed_build_is_said_once(fresh_library, avx512, monkeypatch, tmp_path, caplog):
+    cc = tmp_path / "broken-cc"
+    cc.write_text("#!/bin/sh\necho 'cpu_kernels.c:1:1: error: no such intrinsic' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        assert cpu_kernels.library() is None
+        assert cpu_kernels.library() is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "fast CPU kernels are off" in lines[0] and "error: no such intrinsic" in lines[0]
+
+
+def test_unwritable_cache_builds_in_a_temporary_folder(fresh_library, monkeypatch, tmp_path, caplog):
+    """A cache folder that cannot be made (a file stands in its path: root writes through chmod 555)."""
+    if not (_cpu_has("avx512f") and shutil.which("cc")) or os.environ.get("TUNESMITH_CPU_KERNELS") == "0":
+        pytest.skip("no AVX-512 CPU or no C compiler here")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "file" / "inside"))
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        kernels = cpu_kernels.library()
+    assert kernels is not None and kernels.int8 and not caplog.records
+    assert Path(kernels.lib._name).parent.parent == Path(tempfile.gettempdir())
 
 
 def test_generation_without_kernels(fresh_library, monkeypatch, mono_ckpt):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from tunesmith import MusicGen
 from tunesmith.errors import CheckpointError
+from tunesmith.musicgen import weights
 
 from ..checkpoints import save_checkpoint
 
@@ -77,6 +78,37 @@ def test_truncated_file_is_reported(tmp_path, mono_ckpt):
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="damaged or incomplete"):
         MusicGen.from_pretrained(folder, device="cpu")
+
+
+def test_unreadable_weights_say_permission_denied(tmp_path, mono_ckpt, monkeypatch):
+    """chmod 000, faked (root reads anything): the path and the OS's reason, not 'download it again'."""
+    folder = _copy(mono_ckpt[0], tmp_path / "locked")
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith(".safetensors"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(weights, "open", refuse, raising=False)
+    with pytest.raises(CheckpointError) as err:
+        MusicGen.from_pretrained(folder, device="cpu")
+    assert str(err.value) == f"cannot read {folder / 'model.safetensors'}: permission denied"
+
+
+@pytest.mark.parametrize("name, how, reason", [("model.safetensors", "folder", "is a directory"),
+                                               ("model.safetensors", "broken link", "no such file or directory"),
+                                               ("config.json", "folder", "is a directory")])
+def test_files_that_cannot_be_read_say_why(tmp_path, mono_ckpt, name, how, reason):
+    folder = _copy(mono_ckpt[0], tmp_path / "odd")
+    (folder / name).unlink()
+    if how == "folder":
+        (folder / name).mkdir()
+    else:
+        (folder / name).symlink_to(tmp_path / "gone")
+    with pytest.raises(CheckpointError) as err:
+        MusicGen.from_pretrained(folder, device="cpu")
+    assert str(err.value) == f"cannot read {folder / name}: {reason}"
 
 
 def test_missing_shard_is_reported(tmp_path):

@@ -1,9 +1,11 @@
 """Build, load and call the packed-weight matrix-vector kernels of cpu_kernels.c.
 
 The C file is compiled once per machine with the system C compiler (`cc`, or $CC) for the CPU it
-runs on, and cached (~/.cache/tunesmith/kernels, or $TUNESMITH_CACHE/kernels). No compiler, no
-AVX-512, a failed build, or TUNESMITH_CPU_KERNELS=0: `library()` is None and the callers use
-torch's own kernels: the same computation up to rounding, slower.
+runs on, and cached (~/.cache/tunesmith/kernels, or $TUNESMITH_CACHE/kernels; where that folder
+cannot be written, built afresh in a temporary folder each run). No compiler, no AVX-512, a failed
+build, or TUNESMITH_CPU_KERNELS=0: `library()` is None and the callers use torch's own kernels: the
+same computation up to rounding, about half the speed. On an AVX-512 CPU that is said once, in a
+warning: it is something the user can fix.
 
 OpenMP: the library links libgomp.so.1 by name, and torch has already loaded its own libgomp.so.1,
 so both share one thread pool (two pools would fight over the cores).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -22,6 +25,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from ..paths import cache_root
+
+log = logging.getLogger("tunesmith")
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ROWS = 4  # output rows per packed block (ROWS in the C file)
@@ -50,8 +57,7 @@ class Kernels:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("TUNESMITH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunesmith"
-    return Path(root) / "kernels"
+    return cache_root() / "kernels"
 
 
 def _cpu_signature() -> str:
@@ -64,33 +70,63 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-def _build(compiler: str) -> Path:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, _cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
-    folder = _cache_dir()
-    target = folder / f"cpu_kernels-{key}.so"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:  # build beside the target, then rename: no half files
+def _compile(compiler: str, folder: Path, target: Path):
+    """Build beside the target, then rename: no half-written library, even with runs side by side."""
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
         built = Path(tmp) / target.name
         subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, timeout=120)
         os.replace(built, target)
-    return target
+
+
+def _build(compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, _cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
+    name = f"cpu_kernels-{key}.so"
+    folder = _cache_dir()
+    if (folder / name).exists():
+        return folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=folder).cleanup()  # writable?
+    except OSError:
+        # A read-only cache must not cost the fast path: build for this process only (about a
+        # second). The folder stays, as the library stays loaded until the process ends.
+        folder = Path(tempfile.mkdtemp(prefix="tunesmith-kernels-"))
+    _compile(compiler, folder, folder / name)
+    return folder / name
+
+
+def _off(why: str) -> None:
+    """Say why the fast path is off (once: library() is cached), where it would otherwise run."""
+    if "avx512f" in _cpu_signature().split():
+        log.warning("the fast CPU kernels are off (%s): torch's kernels are used, about 2x slower "
+                    "(TUNESMITH_CPU_KERNELS=0 silences this)", why)
+    return None
+
+
+def _why_not(compiler: str, err: Exception) -> str:
+    if isinstance(err, subprocess.CalledProcessError):
+        lines = [line for line in (err.stderr or b"").decode(errors="replace").splitlines() if "error" in line]
+        return f"{compiler} failed: {lines[0].strip() if lines else f'exit status {err.returncode}'}"
+    if isinstance(err, subprocess.TimeoutExpired):
+        return f"{compiler} took over {err.timeout:g} s"
+    if isinstance(err, FileNotFoundError) and err.filename == compiler:
+        return f"C compiler {compiler} not found"
+    return str(err)
 
 
 @functools.lru_cache(maxsize=None)
 def library() -> Kernels | None:
     """The compiled kernels, or None where they cannot be had (torch's kernels are used instead)."""
     if os.environ.get("TUNESMITH_CPU_KERNELS", "1") == "0" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
+        return None  # off on purpose, or never applies: nothing to say
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
-        return None
+        return _off("no C compiler found: install gcc, or set CC")
     try:
         kernels = Kernels(ctypes.CDLL(str(_build(compiler))))
-    except (OSError, subprocess.SubprocessError):
-        return None
+    except (OSError, subprocess.SubprocessError) as err:
+        return _off(_why_not(compiler, err))
     return kernels if kernels.int8 or kernels.bf16 else None
 
 

@@ -14,7 +14,7 @@ from .conditioning import TextConditioner
 from .config import MusicGenConfig
 from .linear import specialise_linears
 from .lm import MusicGenLM, sinusoidal_positions
-from .weights import T5_TIED, Checkpoint, encodec_rename, load_decoder, load_submodule
+from .weights import T5_TIED, Checkpoint, encodec_rename, load_decoder, load_submodule, unreadable
 
 log = logging.getLogger("tunesmith")
 
@@ -42,6 +42,8 @@ def read_config(folder: Path) -> MusicGenConfig:
         raise CheckpointError(f"no config.json in {folder}: not a MusicGen checkpoint folder")
     try:
         raw = json.loads(path.read_text())
+    except OSError as err:
+        raise unreadable(path, err) from None
     except ValueError as err:
         raise CheckpointError(f"{path} is not valid JSON ({err})") from None
     return MusicGenConfig.from_dict(raw)

@@ -53,6 +53,11 @@ def decoder_key_map(cfg: DecoderConfig) -> dict[str, tuple[list[str], str]]:
     return m
 
 
+def unreadable(path: Path, err: OSError) -> CheckpointError:
+    """The OS's reason with the path: a file we may not read is no cause to download it again."""
+    return CheckpointError(f"cannot read {path}: {(err.strerror or str(err)).lower()}")
+
+
 class Checkpoint:
     """Lazy tensor access over the weight files of a transformers checkpoint folder."""
 
@@ -72,18 +77,24 @@ class Checkpoint:
             if index.exists():
                 try:
                     names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                except OSError as err:
+                    raise unreadable(index, err) from None
                 except (ValueError, KeyError) as err:
                     raise CheckpointError(f"{index} is not a valid weight index ({err})") from None
                 missing = [n for n in names if not (self.folder / n).exists()]
                 if missing:
                     raise CheckpointError(f"checkpoint in {self.folder} is incomplete: missing {', '.join(missing)}")
                 return [self.folder / n for n in names]
-            if (self.folder / single).exists():
+            if (self.folder / single).exists() or (self.folder / single).is_symlink():  # a broken link: say so
                 return [self.folder / single]
         raise CheckpointError(f"no model.safetensors or pytorch_model.bin in {self.folder}")
 
     def _handle(self, path: Path):
         if path not in self._open:
+            try:
+                open(path, "rb").close()  # the OS's own reason first: safetensors garbles some (chmod 000)
+            except OSError as err:
+                raise unreadable(path, err) from None
             try:
                 if path.suffix == ".safetensors":
                     from safetensors import safe_open
@@ -91,6 +102,8 @@ class Checkpoint:
                     self._open[path] = safe_open(str(path), framework="pt")
                 else:
                     self._open[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except OSError as err:
+                raise unreadable(path, err) from None
             except Exception as err:  # damaged files raise many error types; all mean the same to a user
                 raise CheckpointError(
                     f"checkpoint file {path} is damaged or incomplete ({type(err).__name__}); "
