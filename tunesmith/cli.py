@@ -249,7 +249,8 @@ def cmd_score(args) -> int:
 
     from .audio.io import read_audio, resample
     from .clip import Clip
-    from .video.score import AUDIO_CODECS, VIDEO_RATE, mux, plan_jobs
+    from .audio.checks import check_audio
+    from .video.score import AUDIO_CODECS, VIDEO_RATE, check_original_gain, mux, plan_jobs
 
     if args.audio is None:
         if len(args.inputs) < 2:
@@ -259,10 +260,15 @@ def cmd_score(args) -> int:
             raise InvalidParameter(f"the last argument must be the prompt, not a video ({prompt})")
     else:
         videos, prompt = args.inputs, None
+    check_original_gain(args.original_gain, "--original-gain")
     jobs = plan_jobs(videos, args.output, args.overwrite)
     for job in jobs:
         _check_finishing(args, job.video.duration)
     track = read_audio(args.audio) if args.audio else None
+    if track is not None:
+        track_check = check_audio(track[0])  # a given track is judged as a generated one is
+        if not track_check.ok:
+            log.warning("%s failed the output check: %s", args.audio, track_check.summary())
 
     model = None
     timings = []
@@ -277,17 +283,19 @@ def cmd_score(args) -> int:
                                                  quantize=args.quantize)
             clip, = model.generate(prompt, duration=seconds, seed=args.seed, temperature=args.temperature,
                                    top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, progress=not args.quiet)
+            if not clip.check.ok:  # the raw clip, as generate judges it; finishing could hide a fault
+                log.warning("%s failed the output check: %s", job.output, clip.check.summary())
         else:
             audio, rate = track
             if audio.shape[1] < round(seconds * rate):
                 log.warning("%s is shorter than %s: the rest is silence", args.audio, job.video.path)
-            clip = Clip(audio, rate, "", 0)
+            clip = Clip(audio, rate, "", 0, check=track_check)
         generated = time.perf_counter()
         finished = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
                                ceiling=args.ceiling, length=seconds)
         audio = resample(finished.audio, finished.sample_rate, VIDEO_RATE)
         done_finishing = time.perf_counter()
-        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, args.ceiling)
+        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, args.ceiling, args.loudness)
         done = time.perf_counter()
         print(job.output)
         if track is None:
