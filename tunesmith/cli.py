@@ -106,17 +106,20 @@ def _add_model_and_sampling(parser):
 
 
 def _add_finishing(parser, fade_out: float, loudness: float | None):
-    parser.add_argument("--fade-in", type=_seconds, default=0.0, help="seconds of equal-power fade in (default: 0)")
-    parser.add_argument("--fade-out", type=_seconds, default=fade_out,
-                        help=f"seconds of equal-power fade out (default: {fade_out:g})")
-    parser.add_argument("--loudness", type=float, default=loudness,
+    # None means "not given": defaults are filled in by _finishing, scaled down for short audio.
+    parser.add_argument("--fade-in", type=_seconds, default=None, help="seconds of equal-power fade in (default: 0)")
+    parser.add_argument("--fade-out", type=_seconds, default=None,
+                        help=f"seconds of equal-power fade out (default: {fade_out:g}"
+                             f"{', at most a quarter of the audio' if fade_out else ''})")
+    parser.add_argument("--loudness", type=float, default=None,
                         help="integrated loudness target in LUFS, e.g. -14 "
                              f"(default: {'none' if loudness is None else f'{loudness:g}'})")
     parser.add_argument("--ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default: -1)")
+    parser.set_defaults(default_fade_out=fade_out, default_loudness=loudness)
 
 
-def _finishing_requested(args) -> bool:
-    return bool(args.fade_in or args.fade_out or args.loudness is not None)
+def _finishing_requested(finishing: dict) -> bool:
+    return bool(finishing["fade_in"] or finishing["fade_out"] or finishing["loudness"] is not None)
 
 
 def slug(prompt: str, limit: int = 40) -> str:
@@ -207,7 +210,7 @@ def cmd_generate(args) -> int:
     rows = [(name, (args.seed + v) % (MAX_SEED + 1)) for name in names for v in range(args.variations)]
     paths = plan_outputs(args.output, rows, args.overwrite)
 
-    _check_finishing(args, args.duration)
+    finishing = _finishing(args, args.duration)
     model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
                                      threads=args.threads)
     clips = model.generate(prompts, duration=args.duration, seed=args.seed, temperature=args.temperature,
@@ -216,9 +219,8 @@ def cmd_generate(args) -> int:
                            progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
-        if _finishing_requested(args):
-            clip = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
-                               ceiling=args.ceiling)
+        if _finishing_requested(finishing):
+            clip = clip.finish(**finishing)
         clip.save(path, wav_format=args.wav_format)
         print(path)
         if not clip.check.ok:
@@ -231,25 +233,38 @@ def cmd_generate(args) -> int:
     return EXIT_CHECK_FAILED if failed and args.strict else 0
 
 
-def _check_finishing(args, duration: float):
-    """Finishing values, checked before any model loads."""
+LOUDNESS_MIN_S = 0.4  # BS.1770's gating block: shorter audio has no integrated loudness
+
+
+def _finishing(args, duration: float) -> dict:
+    """Clip.finish's arguments for audio of `duration` s, checked before any model loads. Values given
+    are kept, and refused when they do not fit; defaults shrink to fit short audio (a video of half a
+    second is still scored): the fade-out to a quarter of it at most, no loudness target under 0.4 s."""
     for value, what in ((args.fade_in, "--fade-in"), (args.fade_out, "--fade-out")):
-        if not 0 <= value < float("inf"):
+        if value is not None and not 0 <= value < float("inf"):
             raise InvalidParameter(f"{what} must be a number of seconds >= 0, got {value}")
-    if args.fade_in + args.fade_out > duration:
-        raise InvalidParameter(f"--fade-in plus --fade-out ({args.fade_in + args.fade_out:g} s) is longer "
+    fade_in = 0.0 if args.fade_in is None else args.fade_in
+    fade_out = args.fade_out
+    if fade_out is None:
+        fade_out = min(args.default_fade_out, duration / 4, max(duration - fade_in, 0.0))
+    if fade_in + fade_out > duration:
+        raise InvalidParameter(f"--fade-in plus --fade-out ({fade_in + fade_out:g} s) is longer "
                                f"than the audio ({duration:g} s)")
-    for value, what in ((args.loudness, "--loudness"), (args.ceiling, "--ceiling")):
+    loudness = args.loudness
+    if loudness is None and duration >= LOUDNESS_MIN_S:
+        loudness = args.default_loudness
+    for value, what in ((loudness, "--loudness"), (args.ceiling, "--ceiling")):
         if value is not None and not -70 <= value <= 0:
             raise InvalidParameter(f"{what} must be between -70 and 0, got {value}")
+    return dict(fade_in=fade_in, fade_out=fade_out, loudness=loudness, ceiling=args.ceiling)
 
 
 def cmd_score(args) -> int:
     import time
 
+    from .audio.checks import check_audio
     from .audio.io import read_audio, resample
     from .clip import Clip
-    from .audio.checks import check_audio
     from .video.score import AUDIO_CODECS, VIDEO_RATE, check_original_gain, mux, plan_jobs
 
     if args.audio is None:
@@ -262,8 +277,7 @@ def cmd_score(args) -> int:
         videos, prompt = args.inputs, None
     check_original_gain(args.original_gain, "--original-gain")
     jobs = plan_jobs(videos, args.output, args.overwrite)
-    for job in jobs:
-        _check_finishing(args, job.video.duration)
+    finishing = [_finishing(args, job.video.duration) for job in jobs]
     track = read_audio(args.audio) if args.audio else None
     if track is not None:
         track_check = check_audio(track[0])  # a given track is judged as a generated one is
@@ -272,7 +286,7 @@ def cmd_score(args) -> int:
 
     model = None
     timings = []
-    for job in jobs:
+    for job, finish in zip(jobs, finishing):
         seconds = job.video.duration
         started = time.perf_counter()
         if track is None:
@@ -291,11 +305,10 @@ def cmd_score(args) -> int:
                 log.warning("%s is shorter than %s: the rest is silence", args.audio, job.video.path)
             clip = Clip(audio, rate, "", 0, check=track_check)
         generated = time.perf_counter()
-        finished = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
-                               ceiling=args.ceiling, length=seconds)
+        finished = clip.finish(**finish, length=seconds)
         audio = resample(finished.audio, finished.sample_rate, VIDEO_RATE)
         done_finishing = time.perf_counter()
-        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, args.ceiling, args.loudness)
+        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, finish["ceiling"], finish["loudness"])
         done = time.perf_counter()
         print(job.output)
         if track is None:

@@ -154,6 +154,22 @@ def test_the_original_gain_is_checked_before_the_model_loads(clips, tmp_path):
         assert "--original-gain must be from -60 to 0 dB" in line, line
 
 
+def test_a_video_under_a_second_gets_fades_that_fit(tmp_path):
+    short = make_video(tmp_path / "short.mp4", 0.5)
+    track = music_track(tmp_path / "track.wav", 2.0)
+    out = tmp_path / "short-scored.mp4"
+    proc = run("score", short, "--audio", track, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    audio, rate = audio_of(out)
+    assert abs(integrated_loudness(audio, rate) + 14) < 1.0
+    tail, middle = audio[:, -rate // 100:], audio[:, rate // 10:rate // 4]  # faded over the last 1/8 s
+    assert np.sqrt(np.mean(tail**2)) < 0.2 * np.sqrt(np.mean(middle**2))
+    line = one_error_line(run("score", short, "--audio", track, "-o", tmp_path / "x.mp4", "--fade-out", "1"))
+    assert "longer than the audio" in line  # a fade asked for is never shortened
+    tiny = make_video(tmp_path / "tiny.mp4", 0.3)  # too short for a loudness measure: peaks only
+    assert run("score", tiny, "--audio", track, "-o", tmp_path / "tiny-scored.mp4").returncode == 0
+
+
 def test_bad_inputs_are_refused_and_nothing_is_overwritten(clips, tmp_path):
     track = music_track(tmp_path / "track.wav", 5.0)
     (tmp_path / "notes.txt").write_text("hello")
