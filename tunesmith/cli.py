@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--original", choices=["replace", "under", "over"], default="replace",
                        help="the video's own audio: replace it (default), keep it under or over the music")
     score.add_argument("--original-gain", type=float, default=-12.0,
-                       help="dB for the quieter of the two when mixing (default: -12)")
+                       help="dB for the quieter of the two when mixing, -60 to 0 (default: -12)")
     _add_model_and_sampling(score)
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
 
