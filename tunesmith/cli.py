@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--original", choices=["replace", "under", "over"], default="replace",
                        help="the video's own audio: replace it (default), keep it under or over the music")
     score.add_argument("--original-gain", type=float, default=-12.0,
-                       help="dB for the quieter of the two when mixing (default: -12)")
+                       help="dB for the quieter of the two when mixing, -60 to 0 (default: -12)")
     _add_model_and_sampling(score)
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
 
@@ -109,17 +109,20 @@ def _add_model_and_sampling(parser):
 
 
 def _add_finishing(parser, fade_out: float, loudness: float | None):
-    parser.add_argument("--fade-in", type=_seconds, default=0.0, help="seconds of equal-power fade in (default: 0)")
-    parser.add_argument("--fade-out", type=_seconds, default=fade_out,
-                        help=f"seconds of equal-power fade out (default: {fade_out:g})")
-    parser.add_argument("--loudness", type=float, default=loudness,
+    # None means "not given": defaults are filled in by _finishing, scaled down for short audio.
+    parser.add_argument("--fade-in", type=_seconds, default=None, help="seconds of equal-power fade in (default: 0)")
+    parser.add_argument("--fade-out", type=_seconds, default=None,
+                        help=f"seconds of equal-power fade out (default: {fade_out:g}"
+                             f"{', at most a quarter of the audio' if fade_out else ''})")
+    parser.add_argument("--loudness", type=float, default=None,
                         help="integrated loudness target in LUFS, e.g. -14 "
                              f"(default: {'none' if loudness is None else f'{loudness:g}'})")
     parser.add_argument("--ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default: -1)")
+    parser.set_defaults(default_fade_out=fade_out, default_loudness=loudness)
 
 
-def _finishing_requested(args) -> bool:
-    return bool(args.fade_in or args.fade_out or args.loudness is not None)
+def _finishing_requested(finishing: dict) -> bool:
+    return bool(finishing["fade_in"] or finishing["fade_out"] or finishing["loudness"] is not None)
 
 
 def slug(prompt: str, limit: int = 40) -> str:
@@ -200,15 +203,14 @@ def cmd_generate(args) -> int:
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
     paths = plan_outputs(args.output, [(s[0][1], seed) for s, seed in request.rows], args.overwrite)
     _say_ignored_wav_format(args.wav_format, paths)
-    _check_finishing(args, request.duration)
+    finishing = _finishing(args, request.duration)
     model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
                                      threads=args.threads)
     clips = model.generate_request(request, progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
-        if _finishing_requested(args):
-            clip = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
-                               ceiling=args.ceiling)
+        if _finishing_requested(finishing):
+            clip = clip.finish(**finishing)
         clip.save(path, wav_format=args.wav_format)
         print(path)
         if not clip.check.ok:
@@ -233,25 +235,40 @@ def _say_ignored_wav_format(wav_format: str, paths: list[Path]):
                         wav_format, suffix)
 
 
-def _check_finishing(args, duration: float):
-    """Finishing values, checked before any model loads."""
+LOUDNESS_MIN_S = 0.4  # BS.1770's gating block: shorter audio has no integrated loudness
+
+
+def _finishing(args, duration: float) -> dict:
+    """Clip.finish's arguments for audio of `duration` s, checked before any model loads. Values given
+    are kept, and refused when they do not fit; defaults shrink to fit short audio (a video of half a
+    second is still scored): the fade-out to a quarter of it at most, no loudness target under 0.4 s."""
     for value, what in ((args.fade_in, "--fade-in"), (args.fade_out, "--fade-out")):
-        if not 0 <= value < float("inf"):
+        if value is not None and not 0 <= value < float("inf"):
             raise InvalidParameter(f"{what} must be a number of seconds >= 0, got {value}")
-    if args.fade_in + args.fade_out > duration:
-        raise InvalidParameter(f"--fade-in plus --fade-out ({args.fade_in + args.fade_out:g} s) is longer "
+    fade_in = 0.0 if args.fade_in is None else args.fade_in
+    fade_out = args.fade_out
+    if fade_out is None:
+        fade_out = min(args.default_fade_out, duration / 4, max(duration - fade_in, 0.0))
+    if fade_in + fade_out > duration:
+        raise InvalidParameter(f"--fade-in plus --fade-out ({fade_in + fade_out:g} s) is longer "
                                f"than the audio ({duration:g} s)")
-    for value, what in ((args.loudness, "--loudness"), (args.ceiling, "--ceiling")):
+    loudness = args.loudness
+    if loudness is None and duration >= LOUDNESS_MIN_S:
+        loudness = args.default_loudness
+    for value, what in ((loudness, "--loudness"), (args.ceiling, "--ceiling")):
         if value is not None and not -70 <= value <= 0:
             raise InvalidParameter(f"{what} must be between -70 and 0, got {value}")
+    return dict(fade_in=fade_in, fade_out=fade_out, loudness=loudness, ceiling=args.ceiling)
 
 
 def cmd_score(args) -> int:
     import time
 
+    from .audio.checks import check_audio
     from .audio.io import read_audio, resample
     from .clip import Clip
-    from .video.score import AUDIO_CODECS, VIDEO_RATE, mux, plan_jobs
+    from .request import check_request
+    from .video.score import AUDIO_CODECS, VIDEO_RATE, check_original_gain, mux, plan_jobs
 
     if args.audio is None:
         if len(args.inputs) < 2:
@@ -261,14 +278,22 @@ def cmd_score(args) -> int:
             raise InvalidParameter(f"the last argument must be the prompt, not a video ({prompt})")
     else:
         videos, prompt = args.inputs, None
+    check_original_gain(args.original_gain, "--original-gain")
     jobs = plan_jobs(videos, args.output, args.overwrite)
-    for job in jobs:
-        _check_finishing(args, job.video.duration)
+    finishing = [_finishing(args, job.video.duration) for job in jobs]
+    requests = [None] * len(jobs)
+    if args.audio is None:  # every value checked before the model loads, as for generate
+        requests = [check_request(prompt, duration=job.video.duration, seed=args.seed, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, cfg=args.cfg) for job in jobs]
     track = read_audio(args.audio) if args.audio else None
+    if track is not None:
+        track_check = check_audio(track[0])  # a given track is judged as a generated one is
+        if not track_check.ok:
+            log.warning("%s failed the output check: %s", args.audio, track_check.summary())
 
     model = None
     timings = []
-    for job in jobs:
+    for job, finish, request in zip(jobs, finishing, requests):
         seconds = job.video.duration
         started = time.perf_counter()
         if track is None:
@@ -277,19 +302,19 @@ def cmd_score(args) -> int:
             if model is None:
                 model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                                  quantize=args.quantize)
-            clip, = model.generate(prompt, duration=seconds, seed=args.seed, temperature=args.temperature,
-                                   top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, progress=not args.quiet)
+            clip, = model.generate_request(request, progress=not args.quiet)
+            if not clip.check.ok:  # the raw clip, as generate judges it; finishing could hide a fault
+                log.warning("%s failed the output check: %s", job.output, clip.check.summary())
         else:
             audio, rate = track
             if audio.shape[1] < round(seconds * rate):
                 log.warning("%s is shorter than %s: the rest is silence", args.audio, job.video.path)
-            clip = Clip(audio, rate, "", 0)
+            clip = Clip(audio, rate, "", 0, check=track_check)
         generated = time.perf_counter()
-        finished = clip.finish(fade_in=args.fade_in, fade_out=args.fade_out, loudness=args.loudness,
-                               ceiling=args.ceiling, length=seconds)
+        finished = clip.finish(**finish, length=seconds)
         audio = resample(finished.audio, finished.sample_rate, VIDEO_RATE)
         done_finishing = time.perf_counter()
-        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, args.ceiling)
+        mux(job, audio, VIDEO_RATE, args.original, args.original_gain, finish["ceiling"], finish["loudness"])
         done = time.perf_counter()
         print(job.output)
         if track is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio.checks import CheckResult, check_audio
-from .audio.finishing import fade, fit_length, limit, normalize_loudness
+from .audio.finishing import fade, fit_length, limit, normalize_loudness, remove_dc
 from .audio.io import write_audio
 
 
@@ -37,9 +37,10 @@ class Clip:
 
     def finish(self, *, fade_in: float = 0.0, fade_out: float = 0.0, loudness: float | None = None,
                ceiling: float = -1.0, length: float | None = None) -> "Clip":
-        """A new clip: trimmed or padded to `length` s, faded (equal-power), normalised to `loudness`
-        LUFS with a true-peak ceiling in dBTP. Without `loudness`, only peaks over the ceiling are limited."""
-        audio = self.audio
+        """A new clip: DC removed, trimmed or padded to `length` s, faded (equal-power), normalised to
+        `loudness` LUFS with a true-peak ceiling in dBTP. Without `loudness`, only peaks over the ceiling
+        are limited."""
+        audio = remove_dc(self.audio, self.sample_rate, periodic=bool(self.params.get("loop")))
         if length is not None:
             audio = fit_length(audio, self.sample_rate, length)
         audio = fade(audio, self.sample_rate, fade_in, fade_out)

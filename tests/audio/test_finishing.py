@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from tunesmith.audio.finishing import (crossfade, equal_power_curves, fade, fit_length, integrated_loudness,
-                                       limit, normalize_loudness, true_peak_dbtp)
+                                       limit, normalize_loudness, remove_dc, true_peak_dbtp)
+from tunesmith.clip import Clip
 from tunesmith.errors import InvalidParameter, TunesmithError
 
 SR = 32000
@@ -83,3 +84,38 @@ def test_silence_and_short_clips_cannot_be_normalised():
         normalize_loudness(np.zeros((1, SR)), SR)
     with pytest.raises(TunesmithError, match="shorter than 0.4 s"):
         normalize_loudness(music(0.2), SR)
+
+
+def test_remove_dc_takes_the_offset_and_keeps_the_tone():
+    t = np.arange(3 * SR) / SR
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * t)
+    y = remove_dc(np.stack([tone + 0.17, tone - 0.05]).astype(np.float32), SR)
+    assert y.shape == (2, 3 * SR) and y.dtype == np.float32
+    local_means = y.reshape(2, -1, SR // 10).mean(axis=2)  # every 0.1 s, the ends included
+    assert np.abs(local_means).max() < 1e-3
+    level_db = 20 * np.log10(np.sqrt(np.mean(y**2, axis=1)) / np.sqrt(np.mean(tone**2)))
+    assert np.abs(level_db).max() < 0.1
+
+
+def test_remove_dc_in_chunks_is_the_same_filter(monkeypatch):
+    from tunesmith.audio import finishing
+
+    x = music(3.0) + 0.17
+    whole = remove_dc(x, SR)
+    monkeypatch.setattr(finishing, "DC_CHUNK", 10007)
+    np.testing.assert_allclose(remove_dc(x, SR), whole, atol=1e-6)
+
+
+def test_remove_dc_keeps_a_loop_seamless():
+    t = np.arange(2 * SR) / SR  # 2 s of a 2 Hz drift plus a tone: whole periods, so it loops
+    loop = (0.2 * np.sin(2 * np.pi * 2 * t) + 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1)[None].astype(np.float32)
+    y = remove_dc(loop, SR, periodic=True)
+    steps = np.abs(np.diff(np.concatenate([y, y], axis=1)[0]))
+    assert steps[2 * SR - 1] <= steps.max() * 1.01  # the seam jumps no more than the music does
+
+
+def test_finishing_removes_dc_before_loudness():
+    clip = Clip(music(4.0) + 0.17, SR, "", 0)
+    done = clip.finish(loudness=-14.0)
+    assert abs(float(done.audio.mean())) < 1e-3 and done.check.ok, done.check.summary()
+    assert abs(integrated_loudness(done.audio, SR) + 14) < 0.5 and true_peak_dbtp(done.audio, SR) <= -1.0

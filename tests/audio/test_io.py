@@ -1,7 +1,10 @@
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tunesmith.audio.ffmpeg import _last_error_line, run_ffmpeg
 from tunesmith.audio.io import read_audio, resample, write_audio
 from tunesmith.errors import InvalidParameter, TunesmithError
 
@@ -49,3 +52,41 @@ def test_resample_keeps_duration_and_pitch():
     assert y.shape == (1, 48000)
     spectrum = np.abs(np.fft.rfft(y[0]))
     assert abs(np.argmax(spectrum) - 1000) <= 1
+
+
+# Shaped like ffmpeg 7's stderr when the disk fills: the error comes before the statistics and the
+# last progress line (which ends in \r, not \n).
+DISK_FULL = """Output #0, mp3, to 'file:/out/track.mp3':
+  Stream #0:0: Audio: mp3, 44100 Hz, mono, s16p
+[out#0/mp3 @ 0x564d4c6de380] Error writing trailer: No space left on device
+[out#0/mp3 @ 0x564d4c6de380] Error closing file: No space left on device
+[out#0/mp3 @ 0x564d4c6de380] video:0KiB audio:235KiB subtitle:0KiB other streams:0KiB muxing overhead: 0.09%
+size=     257KiB time=00:00:30.00 bitrate=  64.1kbits/s speed= 185x elapsed=0:00:00.11    \r
+[aac @ 0x55d898939940] Qavg: 16701.150
+Conversion failed!
+"""
+
+
+@pytest.mark.parametrize("stderr, expected", [
+    (DISK_FULL, "[out#0/mp3] Error closing file: No space left on device"),
+    ("[in#0 @ 0x55c580f76d00] Error opening input: No such file or directory\n"
+     "Error opening input file file:/x.wav.\nError opening input files: No such file or directory\n",
+     "[in#0] Error opening input: No such file or directory"),
+    ("[aost#0:0 @ 0x55a28edf2d80] Unknown encoder 'foo'\n[aost#0:0 @ 0x55a28edf2d80] Error selecting an encoder\n"
+     "Error opening output file file:/tmp/x.wav.\nError opening output files: Encoder not found\n",
+     "[aost#0:0] Unknown encoder 'foo'"),
+    ("[out#0/wav @ 0x55d16c23ad80] Error opening output file:/proc/x.wav: Permission denied\n"
+     "Error opening output file file:/proc/x.wav.\nError opening output files: Permission denied\n",
+     "[out#0/wav] Error opening output file:/proc/x.wav: Permission denied"),
+    ("frame=  100 fps=0.0 q=-1.0 Lsize=  20KiB time=00:00:04.00 bitrate=  40kbits/s speed= 50x\r"
+     "[libx264 @ 0x5621a25d2800] kb/s:36.29\nConversion failed!\n", "Conversion failed!"),
+    ("", "no output"),
+], ids=["disk full", "no input", "unknown encoder", "permission denied", "only progress", "silent"])
+def test_ffmpeg_errors_name_what_failed_not_the_progress(stderr, expected):
+    assert _last_error_line(stderr) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_reported_as_such():
+    with pytest.raises(TunesmithError, match="No space left on device"):
+        run_ffmpeg(["-y", "-f", "lavfi", "-i", "sine=duration=30", "-f", "mp3", "file:/dev/full"], "writing")

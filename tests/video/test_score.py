@@ -14,11 +14,11 @@ from tunesmith.video.probe import probe, stream_packets
 from ..test_cli import one_error_line, run
 
 
-def make_video(path, seconds=3.0, audio=True, rate=15):
+def make_video(path, seconds=3.0, audio=True, rate=15, sound="sine=frequency=300"):
     args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
             f"testsrc=size=96x64:rate={rate}:duration={seconds}"]
     if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=48000:duration={seconds}", "-c:a", "aac"]
+        args += ["-f", "lavfi", "-i", f"{sound}:sample_rate=48000:duration={seconds}", "-c:a", "aac"]
     args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "file:" + str(path)]
     subprocess.run(args, check=True)
     return path
@@ -77,6 +77,9 @@ def test_score_generates_with_the_model(clips, mono_ckpt, tmp_path):
     assert probe(out).video.packets == probe(clips["silent"]).video.packets
     assert abs(stream_packets(out, "a:0", "test").duration - 2.0) <= 1024 / 48000 + 1e-3
     assert "seed 3" in proc.stderr and "generation" in proc.stderr
+    # The random model's sound lies partly above what AAC keeps: measured after encoding, corrected.
+    audio, rate = audio_of(out)
+    assert abs(integrated_loudness(audio, rate) + 14) < 1.0 and true_peak_dbtp(audio, rate) <= -0.9
 
 
 def test_several_videos_and_odd_names(clips, tmp_path):
@@ -100,6 +103,71 @@ def test_keep_the_original_audio_mixed(clips, tmp_path, mode):
     spectrum = np.abs(np.fft.rfft(audio[0, rate // 2:rate // 2 + rate]))  # 1 Hz bins
     original, music = spectrum[295:305].max(), spectrum[215:225].max()
     assert (original < music) if mode == "under" else (original > music)
+
+
+def test_a_dc_offset_is_reported_removed_and_the_encoded_track_meets_the_target(clips, tmp_path):
+    """A quiet track on a 0.17 DC offset (as a random-weight checkpoint makes): normalising it without
+    removing the DC first left the limiter crushing the offset, and the encoder moved it further."""
+    seconds, rate = 4.0, 32000
+    t = np.arange(int(seconds * rate)) / rate
+    quiet = sum(0.01 * np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 7000.0)) + 0.17
+    track = write_audio(tmp_path / "dc.wav", quiet[None].astype(np.float32), rate, "float")
+    out = tmp_path / "dc.mp4"
+    proc = run("score", clips["reel"], "--audio", track, "-o", out, "--loudness", "-14")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{track} failed the output check: DC offset 0.170" in proc.stderr
+    audio, rate = audio_of(out)
+    assert abs(integrated_loudness(audio, rate) + 14) < 1.0
+    assert abs(float(audio.mean())) < 0.01 and true_peak_dbtp(audio, rate) <= -0.9
+
+
+def test_an_encoded_track_still_off_its_target_is_said(clips, tmp_path, monkeypatch, caplog):
+    from tunesmith.video import score
+
+    measured = []
+    monkeypatch.setattr(score, "_loudness", lambda audio, rate: measured.append(1) or -20.0)  # deaf to gain
+    job, = score.plan_jobs([str(clips["silent"])], str(tmp_path / "off.mp4"), False)
+    t = np.arange(2 * 48000) / 48000
+    track = (0.1 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        score.mux(job, track, 48000, ceiling_dbtp=-1.0, loudness_lufs=-14.0)
+    assert len(measured) == score.ENCODES  # measured after each encoding, corrected between them
+    assert "measures -20.0 LUFS, off the -14 LUFS target by 6.0 LU" in caplog.text
+    assert (tmp_path / "off.mp4").exists()
+
+
+@pytest.mark.parametrize("mode, gain", [("over", "-6"), ("under", "0")])
+def test_a_mix_keeps_the_ceiling(tmp_path, mode, gain):
+    noisy = make_video(tmp_path / "noisy.mp4", 3.0, sound="anoisesrc=amplitude=0.7")  # a loud original
+    track = music_track(tmp_path / "track.wav", 5.0)
+    out = tmp_path / "mixed.mp4"
+    proc = run("score", noisy, "--audio", track, "-o", out, "--original", mode, "--original-gain", gain)
+    assert proc.returncode == 0, proc.stderr
+    audio, rate = audio_of(out)
+    assert true_peak_dbtp(audio, rate) <= -1.0 + 0.1
+
+
+def test_the_original_gain_is_checked_before_the_model_loads(clips, tmp_path):
+    for gain in ("12", "nan", "-61"):  # refused before the (missing) model would load
+        line = one_error_line(run("score", clips["reel"], "pads", "-m", tmp_path / "no-model", "-o",
+                                  tmp_path / "x.mp4", "--original", "over", "--original-gain", gain))
+        assert "--original-gain must be from -60 to 0 dB" in line, line
+
+
+def test_a_video_under_a_second_gets_fades_that_fit(tmp_path):
+    short = make_video(tmp_path / "short.mp4", 0.5)
+    track = music_track(tmp_path / "track.wav", 2.0)
+    out = tmp_path / "short-scored.mp4"
+    proc = run("score", short, "--audio", track, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    audio, rate = audio_of(out)
+    assert abs(integrated_loudness(audio, rate) + 14) < 1.0
+    tail, middle = audio[:, -rate // 100:], audio[:, rate // 10:rate // 4]  # faded over the last 1/8 s
+    assert np.sqrt(np.mean(tail**2)) < 0.2 * np.sqrt(np.mean(middle**2))
+    line = one_error_line(run("score", short, "--audio", track, "-o", tmp_path / "x.mp4", "--fade-out", "1"))
+    assert "longer than the audio" in line  # a fade asked for is never shortened
+    tiny = make_video(tmp_path / "tiny.mp4", 0.3)  # too short for a loudness measure: peaks only
+    assert run("score", tiny, "--audio", track, "-o", tmp_path / "tiny-scored.mp4").returncode == 0
 
 
 def test_bad_inputs_are_refused_and_nothing_is_overwritten(clips, tmp_path):

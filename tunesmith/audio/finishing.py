@@ -1,4 +1,4 @@
-"""Finishing a raw clip: fades, loudness (ITU-R BS.1770 / EBU R128), a true-peak limiter, exact
+"""Finishing a raw clip: DC removal, fades, loudness (ITU-R BS.1770 / EBU R128), a true-peak limiter, exact
 length, crossfades. Audio is (channels, samples) float throughout."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ OVERSAMPLE = 4  # true peak: BS.1770 measures on a 4x oversampled signal
 LIMITER_BLOCK = 64  # samples per gain-control step
 LIMITER_LOOKAHEAD = 3  # blocks on each side that see a peak coming
 LIMITER_RELEASE_S = 0.08  # time for the gain to recover after a peak
+DC_WINDOW_S = 0.1  # DC blocker: two passes of a moving average this long (a 0.2 s triangular window)
+DC_CHUNK = 1 << 20  # samples per step: an hour of audio is filtered in bounded memory
 
 
 def equal_power_curves(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +41,31 @@ def fade(audio: np.ndarray, sample_rate: int, fade_in: float = 0.0, fade_out: fl
     if n_out:
         out[:, length - n_out:] *= equal_power_curves(n_out)[1]
     return out
+
+
+def remove_dc(audio: np.ndarray, sample_rate: int, periodic: bool = False) -> np.ndarray:
+    """Zero-phase DC-blocking high-pass: subtract the local mean, a triangular moving average of
+    2 * DC_WINDOW_S. DC goes, drift is cut (-18 dB at 2 Hz, -4.5 dB at 5 Hz), and 10 Hz and up keep their
+    level within 0.4 dB. A DC offset eats headroom and unsettles lossy encoders, and the loudness
+    meter's K-weighting does not hear it. periodic: the clip is a loop, so its ends are filtered as joined."""
+    n = max(1, int(round(DC_WINDOW_S * sample_rate)))
+    channels, length = audio.shape
+    if length < 2:
+        return (audio - audio.mean(axis=1, keepdims=True)).astype(np.float32)
+    out = np.empty((channels, length), dtype=np.float32)
+    for c in range(channels):
+        padded = np.pad(audio[c].astype(np.float64), n - 1, mode="wrap" if periodic else "reflect")
+        for start in range(0, length, DC_CHUNK):
+            stop = min(start + DC_CHUNK, length)
+            mean = _moving_average(_moving_average(padded[start:stop + 2 * (n - 1)], n), n)  # centred on x
+            out[c, start:stop] = audio[c, start:stop] - mean
+    return out
+
+
+def _moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    """Means of every n consecutive samples: len(x) - n + 1 of them."""
+    sums = np.cumsum(np.concatenate([[0.0], x]))
+    return (sums[n:] - sums[:-n]) / n
 
 
 def fit_length(audio: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
