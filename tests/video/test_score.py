@@ -154,6 +154,13 @@ def test_the_original_gain_is_checked_before_the_model_loads(clips, tmp_path):
         assert "--original-gain must be from -60 to 0 dB" in line, line
 
 
+@pytest.mark.parametrize("flag", [["--temperature", "-1"], ["--top-k", "-2"], ["--cfg", "nan"], ["--seed", "-3"]])
+def test_sampling_values_are_checked_before_the_model_loads(clips, tmp_path, flag):
+    line = one_error_line(run("score", clips["reel"], "pads", "-m", tmp_path / "no-model", "-o", tmp_path / "x.mp4",
+                              *flag))
+    assert f"({flag[0]})" in line and "no-model" not in line and not (tmp_path / "x.mp4").exists()
+
+
 def test_a_video_under_a_second_gets_fades_that_fit(tmp_path):
     short = make_video(tmp_path / "short.mp4", 0.5)
     track = music_track(tmp_path / "track.wav", 2.0)
