@@ -235,13 +235,12 @@ def _say_ignored_wav_format(wav_format: str, paths: list[Path]):
                         wav_format, suffix)
 
 
-LOUDNESS_MIN_S = 0.4  # BS.1770's gating block: shorter audio has no integrated loudness
-
-
 def _finishing(args, duration: float) -> dict:
     """Clip.finish's arguments for audio of `duration` s, checked before any model loads. Values given
     are kept, and refused when they do not fit; defaults shrink to fit short audio (a video of half a
     second is still scored): the fade-out to a quarter of it at most, no loudness target under 0.4 s."""
+    from .audio.finishing import LOUDNESS_MIN_S
+
     for value, what in ((args.fade_in, "--fade-in"), (args.fade_out, "--fade-out")):
         if value is not None and not 0 <= value < float("inf"):
             raise InvalidParameter(f"{what} must be a number of seconds >= 0, got {value}")

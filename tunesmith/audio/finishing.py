@@ -12,6 +12,7 @@ OVERSAMPLE = 4  # true peak: BS.1770 measures on a 4x oversampled signal
 LIMITER_BLOCK = 64  # samples per gain-control step
 LIMITER_LOOKAHEAD = 3  # blocks on each side that see a peak coming
 LIMITER_RELEASE_S = 0.08  # time for the gain to recover after a peak
+LOUDNESS_MIN_S = 0.4  # BS.1770's gating block: shorter audio has no integrated loudness
 DC_WINDOW_S = 0.1  # DC blocker: two passes of a moving average this long (a 0.2 s triangular window)
 DC_CHUNK = 1 << 20  # samples per step: an hour of audio is filtered in bounded memory
 
@@ -102,8 +103,8 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
     """Integrated loudness in LUFS (BS.1770-4 with gating, via pyloudnorm)."""
     import pyloudnorm
 
-    if audio.shape[1] < int(0.4 * sample_rate):
-        raise TunesmithError("the clip is shorter than 0.4 s: too short to measure loudness")
+    if audio.shape[1] < int(LOUDNESS_MIN_S * sample_rate):
+        raise TunesmithError(f"the clip is shorter than {LOUDNESS_MIN_S:g} s: too short to measure loudness")
     return float(pyloudnorm.Meter(sample_rate).integrated_loudness(audio.T.astype(np.float64)))
 
 

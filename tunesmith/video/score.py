@@ -133,9 +133,9 @@ def _encode_corrected(job: ScoreJob, audio: np.ndarray, sample_rate: int, partia
 
 def _loudness(audio: np.ndarray, sample_rate: int) -> float | None:
     """Integrated loudness, or None where there is none to correct (silence, under 0.4 s)."""
-    from ..audio.finishing import integrated_loudness
+    from ..audio.finishing import LOUDNESS_MIN_S, integrated_loudness
 
-    if audio.shape[1] < int(0.4 * sample_rate):
+    if audio.shape[1] < int(LOUDNESS_MIN_S * sample_rate):
         return None
     measured = integrated_loudness(audio, sample_rate)
     return measured if np.isfinite(measured) else None
