@@ -1,0 +1,46 @@
+"""The parts of a Stable Audio Open model, whichever layout they were loaded from.
+
+Both checkpoints (1.0 in the diffusers layout, small in the stable-audio-tools layout) become the
+same parts: a T5 text encoder, number embedders for the seconds conditions, a DiT
+(diffusers' StableAudioDiTModel, with q/k LayerNorms for small), an Oobleck VAE and a sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass
+class StableAudioConfig:
+    sample_rate: int  # 44100
+    sample_size: int  # latent frames the DiT makes at once (the longest clip)
+    hop: int  # audio samples per latent frame (2048)
+    audio_channels: int  # 2
+    sampler: str  # "dpmpp-2m-sde" (1.0, diffusers' CosineDPMSolverMultistepScheduler) or "pingpong" (small)
+    steps: int  # default number of steps
+    cfg: float  # default guidance
+    cross_ids: list[str]  # cross-attention tokens, in order: "prompt" and seconds conditions
+    global_ids: list[str]  # seconds conditions concatenated (features) into the global embedding
+    scheduler: dict = field(default_factory=dict)  # the dpmpp scheduler's config (sigma_min, sigma_max, ...)
+
+    @property
+    def max_seconds(self) -> float:
+        return self.sample_size * self.hop / self.sample_rate
+
+
+@dataclass
+class StableAudioParts:
+    config: StableAudioConfig
+    tokenizer: object  # a transformers T5 tokenizer
+    text_max_length: int  # tokens, padded to this length
+    text_encoder: nn.Module  # transformers T5EncoderModel: ids [B, T] -> [B, T, 768]
+    text_projection: nn.Module  # [B, T, 768] -> [B, T, D_cond] (Identity when the sizes agree)
+    seconds: nn.ModuleDict  # condition id ("seconds_start", "seconds_end", "seconds_total") ->
+    #                          diffusers StableAudioNumberConditioner: seconds [B] -> [B, 1, D_cond]
+    transformer: nn.Module  # diffusers StableAudioDiTModel (small: with q/k LayerNorms set)
+    vae: nn.Module  # diffusers AutoencoderOobleck
+
+    def modules(self) -> list[nn.Module]:
+        return [self.text_encoder, self.text_projection, self.seconds, self.transformer, self.vae]
