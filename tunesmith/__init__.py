@@ -4,6 +4,8 @@ from .api import MusicGen
 from .audio.checks import CheckResult, check_audio
 from .clip import Clip
 from .errors import TunesmithError
+from .models import load
+from .stable_audio.model import StableAudio
 
 __version__ = "0.1.0"
-__all__ = ["MusicGen", "Clip", "CheckResult", "check_audio", "TunesmithError", "__version__"]
+__all__ = ["load", "MusicGen", "StableAudio", "Clip", "CheckResult", "check_audio", "TunesmithError", "__version__"]

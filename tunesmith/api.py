@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +17,7 @@ from .audio.prompt import fit_audio, keep_prompt_samples
 from .clip import Clip
 from .device import pick_device, pick_dtype
 from .errors import CheckpointError, InvalidParameter
+from .generation import Family, StageClock
 from .hub import resolve
 from .musicgen.codec import decode_codes, encode_audio
 from .musicgen.conditioning import CHROMA_HOP, chroma_features
@@ -28,9 +26,6 @@ from .musicgen.longform import Schedule, generate_long
 from .musicgen.patterns import delay_offsets
 from .musicgen.sampling import SamplingParams
 from .request import WINDOW_SECONDS, Request, check_request, check_threads, named
-
-log = logging.getLogger("tunesmith")
-
 
 @contextlib.contextmanager
 def _quiet_transformers():
@@ -49,8 +44,10 @@ def _finite_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-class MusicGen:
+class MusicGen(Family):
     """A loaded MusicGen checkpoint. `MusicGen.from_pretrained("small")`, then `generate(...)`."""
+
+    family = "musicgen"
 
     def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype,
                  quantize: str | None = None):
@@ -142,28 +139,6 @@ class MusicGen:
                                 melody=melody, context=context, loop=loop)
         return self.generate_request(request, progress=progress)
 
-    def generate_request(self, request: Request, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
-        """generate() for a request already checked by tunesmith.request.check_request (the CLI and the
-        server check before loading the model)."""
-        plan = self._plan(request)
-        if not (isinstance(progress, bool) or callable(progress)):
-            raise InvalidParameter("progress must be True, False or a callable (done, total)")
-        report = _progress_reporter(progress)
-        try:
-            clips = self._clips(plan, self._run(plan, report))
-            if self.device.type != "cpu" and not all(c.check.ok for c in clips):
-                problems = next(c.check.summary() for c in clips if not c.check.ok)
-                raise _DeviceOutputError(problems)
-        except (RuntimeError, _DeviceOutputError) as err:
-            if self.device.type == "cpu":
-                raise
-            log.warning("generation on %s failed (%s); retrying once on the CPU", self.device, _one_line(err))
-            clips = self._retry_on_cpu(plan, report)
-        finally:
-            if hasattr(report, "close"):
-                report.close()
-        return clips
-
     def _plan(self, request: Request) -> "_Plan":
         """The request's checks that depend on this model, and its frames, windows and conditions."""
         if not _finite_number(self.window_seconds) or not 0 < self.window_seconds <= self.max_window:
@@ -200,7 +175,7 @@ class MusicGen:
     def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
         """-> (audio [B, C, samples], seconds spent in each stage)."""
         model = self._model
-        clock = _StageClock(self.device)
+        clock = StageClock(self.device)
         prefix = None
         if plan.prompt_audio is not None:
             audio = torch.from_numpy(plan.prompt_audio).to(self.device)
@@ -237,16 +212,8 @@ class MusicGen:
                               dict(seconds)))
         return clips
 
-    def _retry_on_cpu(self, plan: "_Plan", report) -> list[Clip]:
-        home, home_dtype = self.device, self.dtype
-        cpu = torch.device("cpu")
-        self._model.to(cpu, torch.float32)
-        self.device, self.dtype = cpu, torch.float32
-        try:
-            return self._clips(plan, self._run(plan, report))
-        finally:
-            self._model.to(home, home_dtype)
-            self.device, self.dtype = home, home_dtype
+    def _move(self, device: torch.device, dtype: torch.dtype):
+        self._model.to(device, dtype)
 
 
 @dataclass
@@ -266,70 +233,3 @@ def schedule_text(schedule: Schedule) -> str:
     if len(schedule) == 1:
         return schedule[0][1]
     return " | ".join(f"{t:g}s: {text}" for t, text in schedule)
-
-
-class _StageClock:
-    """Wall seconds per stage, synchronising the GPU so that each stage is charged its own work."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: dict[str, float] = {}
-        self._inner: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def lap(self, stage: str):
-        """Charge the time since the last lap to `stage`, less what timed() charged elsewhere meanwhile."""
-        now = self._now()
-        inner = sum(self._inner.values())
-        self.seconds[stage] = now - self._last - inner
-        self.seconds.update(self._inner)
-        self._inner = {}
-        self._last = now
-
-    def timed(self, stage: str, fn):
-        """fn, with its calls charged to `stage`."""
-        def wrapper(*args):
-            start = self._now()
-            try:
-                return fn(*args)
-            finally:
-                self._inner[stage] = self._inner.get(stage, 0.0) + self._now() - start
-        return wrapper
-
-
-class _DeviceOutputError(Exception):
-    pass
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def _progress_reporter(progress):
-    """True -> a tqdm bar on stderr; a callable is used as is; False -> None."""
-    if progress is False:
-        return None
-    if callable(progress):
-        return progress
-    from tqdm import tqdm
-
-    class Bar:
-        def __init__(self):
-            self.bar = None
-
-        def __call__(self, done: int, total: int):
-            if self.bar is None:
-                self.bar = tqdm(total=total, unit="step", file=sys.stderr, desc="generating")
-            self.bar.update(done - self.bar.n)
-
-        def close(self):
-            if self.bar is not None:
-                self.bar.close()
-
-    return Bar()

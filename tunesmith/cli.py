@@ -43,7 +43,8 @@ def _schedule_entry(text: str) -> tuple[float, str]:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen.")
+    parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen and "
+                                                   "Stable Audio Open.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -55,11 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
                      help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
     gen.add_argument("--continue", dest="continue_from", metavar="FILE", default=None,
-                     help="continue this audio: the output starts with it and lasts -d seconds in total")
+                     help="MusicGen: continue this audio; the output starts with it and lasts -d seconds in total")
     gen.add_argument("--melody", metavar="FILE", default=None,
                      help="a tune to follow (melody models: -m melody, melody-large, stereo-melody, ...)")
-    gen.add_argument("--context", type=_seconds, default=12.0,
-                     help="long pieces: seconds of the piece so far that condition each new window (default: 12)")
+    gen.add_argument("--context", type=_seconds, default=None,
+                     help="MusicGen, long pieces: seconds of the piece so far that condition each new window "
+                          "(default: 12)")
+    gen.add_argument("--init-audio", metavar="FILE", default=None,
+                     help="Stable Audio: start from this sound (audio-to-audio); --strength says how far to move")
+    gen.add_argument("--strength", type=float, default=None,
+                     help="with --init-audio: 0 keeps the sound, 1 ignores it (default: 0.7)")
     gen.add_argument("-d", "--duration", type=_seconds, default=10.0, help="seconds of audio (default: 10)")
     gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
     gen.add_argument("-o", "--output", default=None,
@@ -94,16 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_and_sampling(parser):
     """The options generate and score share: the model, where it runs, sampling, and output policy."""
-    parser.add_argument("-m", "--model", default="small", help="alias, hub id or checkpoint folder (default: small)")
+    parser.add_argument("-m", "--model", default="small",
+                        help="alias (see 'tunesmith models'), hub id or checkpoint folder (default: small)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                        help="weight-only int8, or int4 (CPU only), decoder weights: faster, slightly less faithful")
+                        help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights: faster, slightly "
+                             "less faithful")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default: 1.0)")
-    parser.add_argument("--top-k", type=int, default=250, help="0 disables (default: 250)")
-    parser.add_argument("--top-p", type=float, default=0.0, help="0 disables (default: 0)")
-    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance, 1 disables (default: 3)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="classifier-free guidance, 1 disables (default: MusicGen 3, sao 7, sao-small 1)")
+    parser.add_argument("--temperature", type=float, default=None, help="MusicGen: 0 is greedy (default: 1.0)")
+    parser.add_argument("--top-k", dest="top_k", type=int, default=None, help="MusicGen: 0 disables (default: 250)")
+    parser.add_argument("--top-p", dest="top_p", type=float, default=None, help="MusicGen: 0 disables (default: 0)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Stable Audio: sampler steps (default: sao 100, sao-small 8)")
+    parser.add_argument("--negative", dest="negative_prompt", metavar="TEXT", default=None,
+                        help="Stable Audio: what the sound should not be (with guidance above 1)")
+    parser.add_argument("--sampler", default=None,
+                        help="Stable Audio: sao dpmpp-2m-sde; sao-small pingpong (default) or euler")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -190,22 +205,73 @@ def _prompts(args) -> list:
     return [args.schedule] if args.schedule else texts
 
 
+FAMILY_OPTIONS = ("temperature", "top_k", "top_p", "cfg", "context", "melody", "steps", "negative_prompt",
+                  "sampler", "strength")
+
+
+def _options(args) -> dict:
+    """The family options given on the command line (the family's defaults fill in the rest; an option
+    of the other family is refused by check_request with its flag named)."""
+    return {name: getattr(args, name) for name in FAMILY_OPTIONS if getattr(args, name, None) is not None}
+
+
+def _audio_prompt(args, family: str):
+    """--continue (MusicGen) or --init-audio (Stable Audio): each refused for the other family."""
+    if family == "stable_audio" and args.continue_from is not None:
+        raise InvalidParameter("Stable Audio models do not continue audio: start from it with --init-audio FILE "
+                               "(and --strength)")
+    if family == "musicgen" and args.init_audio is not None:
+        raise InvalidParameter("--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues "
+                               "audio with --continue FILE")
+    return args.init_audio if family == "stable_audio" else args.continue_from
+
+
+def _describe(args, check):
+    """The model's family and longest clip (models.describe). When its folder cannot say, the values are
+    checked first as the flags' family would check them: a value's own mistake is named before the folder's."""
+    from .errors import CheckpointError
+    from .models import describe
+
+    try:
+        return describe(args.model)
+    except CheckpointError:
+        diffusion_only = ("steps", "negative_prompt", "sampler", "strength", "init_audio")
+        check("stable_audio" if any(getattr(args, n, None) is not None for n in diffusion_only) else "musicgen", None)
+        raise
+
+
+def _check_quantize(args, family: str):
+    if args.quantize is not None and family != "musicgen":
+        raise InvalidParameter("--quantize applies to MusicGen models")
+
+
+def _load(args, spec):
+    from .models import load
+
+    options = {"threads": getattr(args, "threads", None)}
+    if args.quantize is not None:
+        options["quantize"] = args.quantize
+    return load(spec.folder or args.model, device=args.device, dtype=args.dtype, **options)
+
+
 def cmd_generate(args) -> int:
-    from .api import MusicGen
     from .request import check_request
 
     # Every value and input file is checked, and every output path decided, before the model loads.
-    request = check_request(_prompts(args), duration=args.duration, seed=args.seed, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, cfg=args.cfg, num_variations=args.variations,
-                            audio_prompt=args.continue_from, melody=args.melody, context=args.context,
-                            loop=args.loop)
+    def check(family: str, longest: float | None):
+        return check_request(_prompts(args), family=family, longest=longest, duration=args.duration, seed=args.seed,
+                             num_variations=args.variations, audio_prompt=_audio_prompt(args, family),
+                             loop=args.loop, **_options(args))
+
+    spec = _describe(args, check)
+    request = check(spec.family, spec.longest)
+    _check_quantize(args, spec.family)
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
     paths = plan_outputs(args.output, [(s[0][1], seed) for s, seed in request.rows], args.overwrite)
     _say_ignored_wav_format(args.wav_format, paths)
     finishing = _finishing(args, request.duration)
-    model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                                     threads=args.threads)
+    model = _load(args, spec)
     clips = model.generate_request(request, progress=not args.quiet)
     failed = 0
     for clip, path in zip(clips, paths):
@@ -282,8 +348,18 @@ def cmd_score(args) -> int:
     finishing = [_finishing(args, job.video.duration) for job in jobs]
     requests = [None] * len(jobs)
     if args.audio is None:  # every value checked before the model loads, as for generate
-        requests = [check_request(prompt, duration=job.video.duration, seed=args.seed, temperature=args.temperature,
-                                  top_k=args.top_k, top_p=args.top_p, cfg=args.cfg) for job in jobs]
+        def check(family: str, longest: float | None):
+            return [check_request(prompt, family=family, longest=longest, duration=job.video.duration, seed=args.seed,
+                                  **_options(args)) for job in jobs]
+
+        spec = _describe(args, check)
+        _check_quantize(args, spec.family)
+        for job in jobs:
+            if spec.longest is not None and job.video.duration > spec.longest:
+                raise InvalidParameter(f"{job.video.path} lasts {job.video.duration:.1f} s, longer than the "
+                                       f"{spec.longest:.1f} s {args.model} makes at once: score it with a MusicGen "
+                                       "model (long pieces), or give a track with --audio")
+        requests = check(spec.family, spec.longest)
     track = read_audio(args.audio) if args.audio else None
     if track is not None:
         track_check = check_audio(track[0])  # a given track is judged as a generated one is
@@ -296,11 +372,8 @@ def cmd_score(args) -> int:
         seconds = job.video.duration
         started = time.perf_counter()
         if track is None:
-            from .api import MusicGen
-
             if model is None:
-                model = MusicGen.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                 quantize=args.quantize)
+                model = _load(args, spec)
             clip, = model.generate_request(request, progress=not args.quiet)
             if not clip.check.ok:  # the raw clip, as generate judges it; finishing could hide a fault
                 log.warning("%s failed the output check: %s", job.output, clip.check.summary())

@@ -20,9 +20,17 @@ from .errors import ModelNotFound
 @dataclass(frozen=True)
 class ModelInfo:
     repo: str
-    params: str
+    params: str  # of the generating network (MusicGen's decoder, Stable Audio's DiT)
     channels: int
     melody: bool = False  # follows a melody (chroma) as well as text
+    family: str = "musicgen"
+    sample_rate: int = 32000
+    longest: float | None = None  # seconds made at once; None: long pieces window by window
+    gated: bool = False  # the hub asks for its licence to be accepted before downloading
+
+
+def _sao(repo: str, params: str, longest: float) -> ModelInfo:
+    return ModelInfo(repo, params, 2, family="stable_audio", sample_rate=44100, longest=longest, gated=True)
 
 
 ALIASES = {
@@ -36,7 +44,12 @@ ALIASES = {
     "melody-large": ModelInfo("facebook/musicgen-melody-large", "3.3B", 1, melody=True),
     "stereo-melody": ModelInfo("facebook/musicgen-stereo-melody", "1.5B", 2, melody=True),
     "stereo-melody-large": ModelInfo("facebook/musicgen-stereo-melody-large", "3.3B", 2, melody=True),
+    # Stable Audio Open: 44.1 kHz stereo; the longest clip is the DiT's sample size (read again on loading).
+    "sao-small": _sao("stabilityai/stable-audio-open-small", "341M", 524288 / 44100),
+    "sao": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
+    "sao-1.0": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
 }
+GATED_REPOS = {info.repo for info in ALIASES.values() if info.gated}
 
 CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"]
@@ -86,8 +99,27 @@ def _offline() -> bool:
     return bool(constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE)
 
 
+# The diffusers layout (one folder per part; stable-audio-open-1.0 also carries a 4.8 GB single-file copy at
+# its root, which is not fetched) and the stable-audio-tools one (stable-audio-open-small).
+DIFFUSERS_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
+                      "*/*.safetensors"]
+TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
+
+
+def layout_of(folder: Path) -> str | None:
+    """"diffusers", "stable-audio-tools" or "transformers" when the folder holds that layout's config
+    and weights, else None."""
+    if (folder / "model_index.json").is_file():
+        return "diffusers"
+    if (folder / "model_config.json").is_file() and (folder / "model.safetensors").is_file():
+        return "stable-audio-tools"
+    if (folder / "config.json").is_file() and any((folder / f).exists() for f, _ in WEIGHT_LAYOUTS):
+        return "transformers"
+    return None
+
+
 def is_checkpoint(folder: Path) -> bool:
-    return (folder / "config.json").exists() and any((folder / f).exists() for f, _ in WEIGHT_LAYOUTS)
+    return layout_of(folder) is not None
 
 
 def cached_folder(repo: str) -> Path | None:
@@ -102,10 +134,16 @@ def cached_folder(repo: str) -> Path | None:
 
 
 def _patterns_for(files: list[str]) -> list[str]:
+    if "model_index.json" in files:
+        return DIFFUSERS_PATTERNS
+    if "model_config.json" in files and "model.safetensors" in files:
+        return TOOLS_PATTERNS
     for main, shards in WEIGHT_LAYOUTS:
         if main in files:
             return CONFIG_FILES + TOKENIZER_FILES + [main] + ([shards] if shards else [])
-    raise ModelNotFound("the hub repository holds no model.safetensors or pytorch_model.bin: not a MusicGen checkpoint")
+    raise ModelNotFound("the hub repository holds no checkpoint tunesmith reads (a transformers config.json with "
+                        "weights, a diffusers model_index.json, or a stable-audio-tools model_config.json with "
+                        "model.safetensors)")
 
 
 @contextlib.contextmanager
@@ -163,8 +201,7 @@ def download(repo: str) -> Path:
             with _hub_quiet():
                 files = HfApi().list_repo_files(repo)
         except GatedRepoError:
-            raise ModelNotFound(f"model {repo} is gated on the hub: accept its terms there and log in "
-                                "with 'hf auth login'") from None
+            raise ModelNotFound(f"model {repo} is gated: {licence_step(repo)}") from None
         except RepositoryNotFoundError:
             raise ModelNotFound(f"no model {repo} on the Hugging Face hub") from None
         except Exception as err:  # lost on the way (proxy, TLS, server errors): the cache may still serve
@@ -176,8 +213,16 @@ def download(repo: str) -> Path:
         return folder
     try:
         return Path(snapshot_download(repo, allow_patterns=_patterns_for(files)))
+    except GatedRepoError:  # the listing of a gated repository is public, its files are not
+        raise ModelNotFound(f"model {repo} is gated: {licence_step(repo)}") from None
     except Exception as err:
         raise ModelNotFound(f"download of {repo} failed ({type(err).__name__}: {err})") from None
+
+
+def licence_step(repo: str) -> str:
+    """What a user does once for a gated model."""
+    return (f"accept its licence on https://huggingface.co/{repo}, then log in with 'hf auth login' (or set "
+            "HF_TOKEN), or pass a local checkpoint folder with -m FOLDER")
 
 
 def _did_you_mean(name: str, path: Path) -> str:
@@ -216,5 +261,9 @@ def resolve(name_or_path: str | Path) -> Path:
         return download(repo_for(name))
     except HubUnavailable as err:
         where = "where there is network" + (" (without HF_HUB_OFFLINE)" if err.offline else "")
+        repo = repo_for(name)
+        if repo in GATED_REPOS:
+            raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where} ({repo} is gated: "
+                                f"{licence_step(repo)})") from None
         raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where}, "
                             "or pass a local checkpoint folder (-m FOLDER)") from None

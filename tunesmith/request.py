@@ -28,10 +28,21 @@ MAX_DURATION = 3600.0  # long form: one hour is plenty, and keeps typos like 600
 FRAME_SECONDS = 0.02  # one codec frame (50 per second): the shortest clip, and the shortest audio input
 MAX_VARIATIONS = 64
 
+MAX_STEPS = 1000
+FAMILIES = ("musicgen", "stable_audio")
+FAMILY_NAMES = {"musicgen": "MusicGen", "stable_audio": "Stable Audio"}
+
 FLAGS = {
     "prompts": "PROMPT", "duration": "-d", "seed": "--seed", "num_variations": "-n", "temperature": "--temperature",
     "top_k": "--top-k", "top_p": "--top-p", "cfg": "--cfg", "context": "--context", "loop": "--loop",
-    "audio_prompt": "--continue", "melody": "--melody", "threads": "--threads",
+    "audio_prompt": "--continue", "melody": "--melody", "threads": "--threads", "steps": "--steps",
+    "negative_prompt": "--negative", "sampler": "--sampler", "strength": "--strength",
+    "init_audio": "--init-audio",
+}
+# Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
+OPTIONS = {
+    "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None),
+    "stable_audio": dict(steps=None, cfg=None, negative_prompt=None, sampler=None, strength=None),
 }
 
 
@@ -56,6 +67,17 @@ def whole(value, param: str, expected: str, ok=lambda v: True) -> int:
 
 
 @dataclass(frozen=True)
+class DiffusionParams:
+    """Stable Audio's options; None means the model's own default (steps and guidance differ by model)."""
+
+    steps: int | None = None
+    cfg: float | None = None  # guidance: uncond + cfg * (cond - uncond); 1 is off
+    negative_prompt: str | None = None  # what to steer away from (the unconditioned side of guidance)
+    sampler: str | None = None
+    strength: float | None = None  # audio-to-audio: 0 keeps the init audio, 1 ignores it
+
+
+@dataclass(frozen=True)
 class Request:
     """Everything one generate call needs, checked; what depends on the model is checked by the model."""
 
@@ -63,11 +85,14 @@ class Request:
     duration: float
     seed: int  # of each prompt's first variation; variation v uses seed + v
     num_variations: int
-    sampling: SamplingParams
+    sampling: SamplingParams | None  # MusicGen's
     context: float
     loop: bool
-    audio_prompt: tuple[np.ndarray, int] | None = None  # (audio (channels, samples) float32, rate) to continue
+    audio_prompt: tuple[np.ndarray, int] | None = None  # (audio (channels, samples) float32, rate): MusicGen
+    #   continues it; Stable Audio starts from it (audio-to-audio)
     melody: tuple[np.ndarray, int] | None = None  # the tune to follow, likewise
+    family: str = "musicgen"
+    diffusion: DiffusionParams | None = None  # Stable Audio's
 
     @property
     def rows(self) -> list[tuple[Schedule, int]]:
@@ -75,14 +100,26 @@ class Request:
         return [(s, (self.seed + v) % (MAX_SEED + 1)) for s in self.schedules for v in range(self.num_variations)]
 
 
-def check_request(prompts, *, duration=10.0, seed=None, temperature=1.0, top_k=250, top_p=0.0, cfg=3.0,
-                  num_variations=1, audio_prompt=None, melody=None, context=12.0, loop=False) -> Request:
+def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_variations=1, loop=False,
+                  audio_prompt=None, longest=None, **options) -> Request:
     """Every value checked and normalised (numpy numbers become Python's, files are read); a random
-    seed is drawn here when none is given, so that callers can name files after it."""
+    seed is drawn here when none is given, so that callers can name files after it.
+
+    family: "musicgen" or "stable_audio"; `options` are that family's own (OPTIONS lists them), and an
+    option of another family is refused. longest: the model's longest clip in seconds, when it has one
+    (Stable Audio); MusicGen makes long pieces window by window, up to MAX_DURATION."""
+    if family not in OPTIONS:
+        raise InvalidParameter(f"family must be one of {', '.join(OPTIONS)}, got {family!r}")
+    foreign = sorted(set(options) - set(OPTIONS[family]))
+    if foreign:
+        raise InvalidParameter(f"{named(foreign[0])} is not an option of {FAMILY_NAMES[family]} models "
+                               f"(theirs: {', '.join(OPTIONS[family])})")
+    options = {**OPTIONS[family], **options}
     duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
-    if duration > MAX_DURATION:
-        raise InvalidParameter(f"{named('duration')} {duration:g} s is longer than the {MAX_DURATION:g} s "
-                               "tunesmith makes")
+    limit = MAX_DURATION if longest is None else longest
+    if duration > limit:
+        whose = "tunesmith makes" if longest is None else "this model makes at once"
+        raise InvalidParameter(f"{named('duration')} {duration:g} s is longer than the {limit:g} s {whose}")
     if duration < FRAME_SECONDS:
         raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than one frame ({FRAME_SECONDS:g} s)")
     schedules = [check_schedule(p, duration) for p in _prompt_list(prompts)]
@@ -91,19 +128,47 @@ def check_request(prompts, *, duration=10.0, seed=None, temperature=1.0, top_k=2
     if seed is None:  # leave room for the variations' seeds before they wrap around
         seed = secrets.randbelow(MAX_SEED + 2 - num_variations)
     seed = whole(seed, "seed", f"a whole number from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
-    sampling = SamplingParams(
-        temperature=real(temperature, "temperature", "a number >= 0 (0 is greedy)", lambda v: v >= 0),
-        top_k=whole(top_k, "top_k", "a whole number >= 0 (0 is off)", lambda v: v >= 0),
-        top_p=real(top_p, "top_p", "between 0 (off) and 1", lambda v: 0 <= v <= 1),
-        cfg=real(cfg, "cfg", "between 1 (no guidance) and 100", lambda v: 1 <= v <= 100))
-    context = real(context, "context", f"greater than 0 and less than the {WINDOW_SECONDS:g} s window",
-                   lambda v: 0 < v < WINDOW_SECONDS)
     if not isinstance(loop, (bool, np.bool_)):
         raise InvalidParameter(f"{named('loop')} must be True or False, got {loop!r}")
+    common = dict(schedules=schedules, duration=duration, seed=seed, num_variations=num_variations, loop=bool(loop),
+                  family=family)
+    if family == "stable_audio":
+        if any(len(s) > 1 for s in schedules):
+            raise InvalidParameter("Stable Audio models take one text per clip, not a prompt schedule")
+        init = audio_input(audio_prompt, "audio_prompt", "init_audio")
+        return Request(**common, sampling=None, context=0.0, audio_prompt=init,
+                       diffusion=_diffusion_params(init is not None, **options))
     if loop and audio_prompt is not None:
         raise InvalidParameter("a loop cannot continue an audio prompt: use one or the other")
-    return Request(schedules, duration, seed, num_variations, sampling, context, bool(loop),
-                   audio_input(audio_prompt, "audio_prompt"), audio_input(melody, "melody"))
+    sampling = SamplingParams(
+        temperature=real(options["temperature"], "temperature", "a number >= 0 (0 is greedy)", lambda v: v >= 0),
+        top_k=whole(options["top_k"], "top_k", "a whole number >= 0 (0 is off)", lambda v: v >= 0),
+        top_p=real(options["top_p"], "top_p", "between 0 (off) and 1", lambda v: 0 <= v <= 1),
+        cfg=real(options["cfg"], "cfg", "between 1 (no guidance) and 100", lambda v: 1 <= v <= 100))
+    context = real(options["context"], "context", f"greater than 0 and less than the {WINDOW_SECONDS:g} s window",
+                   lambda v: 0 < v < WINDOW_SECONDS)
+    return Request(**common, sampling=sampling, context=context, audio_prompt=audio_input(audio_prompt, "audio_prompt"),
+                   melody=audio_input(options["melody"], "melody"))
+
+
+def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, strength) -> DiffusionParams:
+    if steps is not None:
+        steps = whole(steps, "steps", f"a whole number from 1 to {MAX_STEPS}", lambda v: 1 <= v <= MAX_STEPS)
+    if cfg is not None:
+        cfg = real(cfg, "cfg", "between 1 (no guidance) and 100", lambda v: 1 <= v <= 100)
+    if negative_prompt is not None:
+        if not isinstance(negative_prompt, str):
+            raise InvalidParameter(f"{named('negative_prompt')} must be a text, got {negative_prompt!r}")
+        negative_prompt = negative_prompt if negative_prompt.strip() else None  # empty: no negative prompt
+    if sampler is not None and not isinstance(sampler, str):
+        raise InvalidParameter(f"{named('sampler')} must be a sampler's name, got {sampler!r}")
+    if strength is not None:
+        strength = real(strength, "strength", "between 0 (keep the init audio) and 1 (ignore it)",
+                        lambda v: 0 <= v <= 1)
+        if not has_init:
+            raise InvalidParameter(f"{named('strength')} applies to an init audio ({FLAGS['init_audio']} FILE, "
+                                   "or audio_prompt=): there is none")
+    return DiffusionParams(steps, cfg, negative_prompt, sampler, strength)
 
 
 def _prompt_list(prompts) -> list:
@@ -143,16 +208,20 @@ def check_schedule(prompt, duration: float) -> Schedule:
     return [(t, _text(text)) for t, (_, text) in zip(times, prompt)]
 
 
-PURPOSE = {"audio_prompt": "there is nothing to continue", "melody": "there is no tune to follow"}
+PURPOSE = {"audio_prompt": "there is nothing to continue", "melody": "there is no tune to follow",
+           "init_audio": "there is nothing to start from"}
 
 
-def audio_input(value, param: str) -> tuple[np.ndarray, int] | None:
+def audio_input(value, param: str, role: str | None = None) -> tuple[np.ndarray, int] | None:
     """A path, a Clip or (array, sample_rate) -> ((channels, samples) float32, rate), refused with one
-    line when it is empty, shorter than a frame, silent or not finite."""
+    line when it is empty, shorter than a frame, silent or not finite. role: what the audio is for when
+    it differs from the parameter's name (Stable Audio's audio_prompt is an init audio, --init-audio)."""
     from .audio.io import read_audio
 
     if value is None:
         return None
+    label = f"{param} ({FLAGS[role]})" if role else named(param)
+    purpose = PURPOSE[role or param]
     if isinstance(value, (str, Path)):
         audio, rate = read_audio(value)
         name = str(value)
@@ -164,22 +233,22 @@ def audio_input(value, param: str) -> tuple[np.ndarray, int] | None:
         if audio.ndim == 2 and audio.shape[1] in (1, 2) and audio.shape[0] > 2:  # (samples, channels)
             audio = audio.T
     else:
-        raise InvalidParameter(f"{named(param)} must be a file path, a Clip, or (array, sample_rate)")
+        raise InvalidParameter(f"{label} must be a file path, a Clip, or (array, sample_rate)")
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
     if audio.ndim != 2 or audio.shape[0] == 0 or not isinstance(rate, numbers.Integral) or rate <= 0:
-        raise InvalidParameter(f"{named(param)} arrays must be (channels, samples) or (samples,), "
+        raise InvalidParameter(f"{label} arrays must be (channels, samples) or (samples,), "
                                "with a positive whole sample rate")
     if audio.shape[1] == 0:
-        raise TunesmithError(f"{name} is empty: {PURPOSE[param]}")
+        raise TunesmithError(f"{name} is empty: {purpose}")
     if audio.shape[1] < FRAME_SECONDS * rate:
         raise TunesmithError(f"{name} lasts {audio.shape[1] / rate * 1000:.1f} ms, less than one frame "
-                             f"({FRAME_SECONDS * 1000:g} ms): {PURPOSE[param]}")
+                             f"({FRAME_SECONDS * 1000:g} ms): {purpose}")
     if not np.isfinite(audio).all():
         raise TunesmithError(f"{name} holds NaN or infinite samples")
     if np.sqrt(np.mean(audio.astype(np.float64) ** 2)) < 1e-4:  # -80 dBFS
-        raise TunesmithError(f"{name} is silent: {PURPOSE[param]}")
+        raise TunesmithError(f"{name} is silent: {purpose}")
     return audio, int(rate)
 
 

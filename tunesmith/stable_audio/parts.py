@@ -7,8 +7,11 @@ same parts: a T5 text encoder, number embedders for the seconds conditions, a Di
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 
@@ -44,3 +47,37 @@ class StableAudioParts:
 
     def modules(self) -> list[nn.Module]:
         return [self.text_encoder, self.text_projection, self.seconds, self.transformer, self.vae]
+
+    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> "StableAudioParts":
+        """The DiT in `dtype`, the VAE in `vae_dtype`; the text encoder and the embedders stay float32
+        (they run once per clip)."""
+        with quiet_loading():  # diffusers warns of casts with .to() for modules it would keep in float32: none
+            for module in (self.text_encoder, self.text_projection, self.seconds):
+                module.to(device, torch.float32)
+            self.transformer.to(device, dtype)
+            self.vae.to(device, vae_dtype)
+        return self
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """diffusers and transformers report loading progress and a weight_norm deprecation: not news to users."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as hf_logging
+
+    levels = diffusers_logging.get_verbosity(), hf_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()
+    progress = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        hf_logging.set_verbosity(levels[1])
+        if progress:
+            diffusers_logging.enable_progress_bar()
+        hf_logging.enable_progress_bar()

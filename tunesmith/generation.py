@@ -1,0 +1,139 @@
+"""What every model family shares around its own generation: the progress hook, the stage clock,
+the output check of each clip and one retry on the CPU after a failed GPU run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from .errors import InvalidParameter
+from .request import Request
+
+log = logging.getLogger("tunesmith")
+
+
+class Family:
+    """Base of the model classes (MusicGen, StableAudio). A family implements _plan (the request's
+    checks that depend on the model), _run (-> audio and stage seconds), _clips and _move."""
+
+    family = ""
+    device: torch.device
+    dtype: torch.dtype
+
+    def generate_request(self, request: Request, progress: bool | Callable[[int, int], None] = False) -> list:
+        """generate() for a request already checked by tunesmith.request.check_request (the CLI and the
+        server check before loading the model)."""
+        if request.family != self.family:
+            raise InvalidParameter(f"this request was checked for {request.family} models, not {self.family}")
+        plan = self._plan(request)
+        if not (isinstance(progress, bool) or callable(progress)):
+            raise InvalidParameter("progress must be True, False or a callable (done, total)")
+        report = progress_reporter(progress)
+        try:
+            clips = self._clips(plan, self._run(plan, report))
+            if self.device.type != "cpu" and not all(c.check.ok for c in clips):
+                problems = next(c.check.summary() for c in clips if not c.check.ok)
+                raise DeviceOutputError(problems)
+        except (RuntimeError, DeviceOutputError) as err:
+            if self.device.type == "cpu":
+                raise
+            log.warning("generation on %s failed (%s); retrying once on the CPU", self.device, one_line(err))
+            clips = self._retry_on_cpu(plan, report)
+        finally:
+            if hasattr(report, "close"):
+                report.close()
+        return clips
+
+    def _retry_on_cpu(self, plan, report) -> list:
+        home, home_dtype = self.device, self.dtype
+        cpu = torch.device("cpu")
+        self._move(cpu, torch.float32)
+        self.device, self.dtype = cpu, torch.float32
+        try:
+            return self._clips(plan, self._run(plan, report))
+        finally:
+            self._move(home, home_dtype)
+            self.device, self.dtype = home, home_dtype
+
+    def _plan(self, request: Request):
+        raise NotImplementedError
+
+    def _run(self, plan, report) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def _clips(self, plan, run: tuple[torch.Tensor, dict]) -> list:
+        raise NotImplementedError
+
+    def _move(self, device: torch.device, dtype: torch.dtype):
+        raise NotImplementedError
+
+
+class StageClock:
+    """Wall seconds per stage, synchronising the GPU so that each stage is charged its own work."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._inner: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self, stage: str):
+        """Charge the time since the last lap to `stage`, less what timed() charged elsewhere meanwhile."""
+        now = self._now()
+        inner = sum(self._inner.values())
+        self.seconds[stage] = now - self._last - inner
+        self.seconds.update(self._inner)
+        self._inner = {}
+        self._last = now
+
+    def timed(self, stage: str, fn):
+        """fn, with its calls charged to `stage`."""
+        def wrapper(*args):
+            start = self._now()
+            try:
+                return fn(*args)
+            finally:
+                self._inner[stage] = self._inner.get(stage, 0.0) + self._now() - start
+        return wrapper
+
+
+class DeviceOutputError(Exception):
+    pass
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def progress_reporter(progress):
+    """True -> a tqdm bar on stderr; a callable is used as is; False -> None."""
+    if progress is False:
+        return None
+    if callable(progress):
+        return progress
+    from tqdm import tqdm
+
+    class Bar:
+        def __init__(self):
+            self.bar = None
+
+        def __call__(self, done: int, total: int):
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit="step", file=sys.stderr, desc="generating")
+            self.bar.update(done - self.bar.n)
+
+        def close(self):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Bar()

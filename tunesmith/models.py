@@ -1,0 +1,97 @@
+"""One entry point for every model family: load(name_or_path) picks the family from the checkpoint's
+files (a transformers MusicGen config.json, a diffusers model_index.json, a stable-audio-tools
+model_config.json), never from words in its name."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError, InvalidParameter
+from .hub import ALIASES, download, layout_of, local_folder, repo_for
+from .request import FAMILY_NAMES
+
+MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
+LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("threads",)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a request needs to know of a model before it loads: its family and its longest clip."""
+
+    family: str  # "musicgen" or "stable_audio"
+    longest: float | None  # seconds made at once; None: long pieces window by window (MusicGen)
+    folder: Path | None = None  # None for an alias not downloaded yet
+
+
+def family_of(folder: Path) -> str:
+    """The family of the checkpoint in `folder`, from its files."""
+    layout = layout_of(folder)
+    if layout == "diffusers":
+        try:
+            name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{folder / 'model_index.json'} cannot be read ({err})") from None
+        if name != "StableAudioPipeline":
+            raise CheckpointError(f"{folder} holds a diffusers {name}: tunesmith runs StableAudioPipeline checkpoints")
+        return "stable_audio"
+    if layout == "stable-audio-tools":
+        return "stable_audio"
+    if layout == "transformers":
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{folder / 'config.json'} cannot be read ({err})") from None
+        if model_type not in MUSICGEN_TYPES:
+            raise CheckpointError(f"{folder} holds a transformers '{model_type}' model, not one tunesmith runs "
+                                  "(MusicGen, Stable Audio Open)")
+        return "musicgen"
+    raise CheckpointError(f"{folder} holds no checkpoint: a transformers config.json with weights, a diffusers "
+                          "model_index.json, or a stable-audio-tools model_config.json with model.safetensors")
+
+
+def describe(name_or_path: str | Path) -> ModelSpec:
+    """The family and longest clip of a model, from its alias or its files: no weights are read, and
+    an alias is not downloaded (its folder is None then)."""
+    folder = local_folder(name_or_path)
+    if folder is None and str(name_or_path) in ALIASES:
+        info = ALIASES[str(name_or_path)]
+        return ModelSpec(info.family, info.longest)
+    if folder is None:
+        folder = download(repo_for(str(name_or_path)))
+    family = family_of(folder)
+    longest = None
+    if family == "stable_audio":
+        from .stable_audio.load import read_config
+
+        longest = read_config(folder).max_seconds
+    return ModelSpec(family, longest, folder)
+
+
+def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, **options):
+    """The model for a checkpoint, whatever its family: an alias (`tunesmith models` lists them), a hub
+    id, or a local folder. Returns a MusicGen or a StableAudio; both generate(prompts, duration=...,
+    seed=..., num_variations=..., loop=..., progress=...) -> list[Clip], and each adds its own options.
+
+    device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda" or "mps"; dtype: the precision
+    of the generating network (default: the family's choice for the device). options: the family's
+    loading options (MusicGen: quantize, threads; StableAudio: threads)."""
+    from .hub import resolve
+
+    folder = resolve(name_or_path)
+    family = family_of(folder)
+    foreign = sorted(set(options) - set(LOADING_OPTIONS[family]))
+    if foreign:
+        raise InvalidParameter(f"{foreign[0]} is not a loading option of {FAMILY_NAMES[family]} models "
+                               f"(theirs: {', '.join(LOADING_OPTIONS[family])})")
+    if family == "stable_audio":
+        from .stable_audio.model import StableAudio
+
+        model = StableAudio.from_pretrained(folder, device=device, dtype=dtype, **options)
+    else:
+        from .api import MusicGen
+
+        model = MusicGen.from_pretrained(folder, device=device, dtype=dtype, **options)
+    model.name = str(name_or_path)
+    return model

@@ -1,0 +1,52 @@
+"""A Stable Audio Open folder in either layout -> its parts (or only its config, without weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .diffusers_layout import is_diffusers_folder, load_diffusers_folder
+from .diffusers_layout import read_config as read_diffusers_config
+from .parts import StableAudioConfig, StableAudioParts
+
+TOOLS_CONFIG = "model_config.json"
+# stable-audio-tools names its T5 by the original short names; the hub moved them under google-t5/.
+T5_REPOS = {"t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large"}
+
+
+def is_tools_folder(folder: Path) -> bool:
+    return (folder / TOOLS_CONFIG).is_file()
+
+
+def read_config(folder: Path) -> StableAudioConfig:
+    if is_diffusers_folder(folder):
+        return read_diffusers_config(folder)
+    if is_tools_folder(folder):
+        from .tools_layout import read_tools_config, tools_config
+
+        return tools_config(read_tools_config(folder))
+    raise CheckpointError(f"{folder} is not a Stable Audio checkpoint (no model_index.json or {TOOLS_CONFIG})")
+
+
+def text_encoder_folder(folder: Path, name: str) -> Path:
+    """The T5 that a stable-audio-tools config names: a folder beside the checkpoint, or the hub's."""
+    from ..hub import resolve
+
+    local = folder / name
+    if local.is_dir():
+        return local
+    return resolve(T5_REPOS.get(name, name))
+
+
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> StableAudioParts:
+    if is_diffusers_folder(folder):
+        return load_diffusers_folder(folder, device, dtype, vae_dtype)
+    if is_tools_folder(folder):
+        from .tools_layout import load_tools_folder, read_tools_config, text_encoder_name
+
+        config = read_tools_config(folder)
+        t5 = text_encoder_folder(folder, text_encoder_name(config))
+        return load_tools_folder(folder, t5, device, dtype).to(device, dtype, vae_dtype)
+    raise CheckpointError(f"{folder} is not a Stable Audio checkpoint (no model_index.json or {TOOLS_CONFIG})")
