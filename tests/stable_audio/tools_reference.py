@@ -21,6 +21,10 @@ def _mlp(x, sd, prefix, bias=False):  # Linear, SiLU, Linear
     return F.linear(F.silu(F.linear(x, sd[f"{prefix}.0.weight"], b(0))), sd[f"{prefix}.2.weight"], b(2))
 
 
+def _norm(sd, p, x):  # stable-audio-tools' LayerNorm: gamma, beta (a zero buffer unless bias=True), eps 1e-5
+    return F.layer_norm(x, x.shape[-1:], sd[p + ".gamma"], sd[p + ".beta"], eps=1e-5)
+
+
 def _rotate_half(x):  # '... (j d) -> ... j d', j=2; cat(-x2, x1)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -69,10 +73,10 @@ def dit_forward(sd, config, x, t, cross, global_cond):
     freqs = torch.cat([freqs, freqs], dim=-1)
     for i in range(depth):
         p = f"transformer.layers.{i}."
-        norm = lambda h, name: F.layer_norm(h, h.shape[-1:], sd[p + name + ".gamma"], sd[p + name + ".beta"], 1e-5)  # noqa: E731
-        x = x + _attention(sd, p + "self_attn.", norm(x, "pre_norm"), None, heads, head_dim, freqs)
-        x = x + _attention(sd, p + "cross_attn.", norm(x, "cross_attend_norm"), context, heads, head_dim, None)
-        h, gate = F.linear(norm(x, "ff_norm"), sd[p + "ff.ff.0.proj.weight"], sd[p + "ff.ff.0.proj.bias"]).chunk(2, -1)
+        x = x + _attention(sd, p + "self_attn.", _norm(sd, p + "pre_norm", x), None, heads, head_dim, freqs)
+        x = x + _attention(sd, p + "cross_attn.", _norm(sd, p + "cross_attend_norm", x), context, heads, head_dim, None)
+        h = _norm(sd, p + "ff_norm", x)
+        h, gate = F.linear(h, sd[p + "ff.ff.0.proj.weight"], sd[p + "ff.ff.0.proj.bias"]).chunk(2, -1)
         x = x + F.linear(h * F.silu(gate), sd[p + "ff.ff.2.weight"], sd[p + "ff.ff.2.bias"])
     out = F.linear(x, sd["transformer.project_out.weight"]).transpose(1, 2)[:, :, 1:]
     return F.conv1d(out, sd["postprocess_conv.weight"]) + out

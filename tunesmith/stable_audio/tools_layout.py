@@ -18,7 +18,7 @@ from .parts import StableAudioConfig, StableAudioParts
 from .tools_config import TIME_FEATURES, ToolsConfig, parse_tools_config, read_tools_config, text_encoder_name
 from .tools_weights import load_tools_weights, tools_key_map
 
-__all__ = ["load_tools_folder", "read_tools_config", "text_encoder_name", "QK_NORM_EPS"]
+__all__ = ["QK_NORM_EPS", "load_tools_folder", "read_tools_config", "text_encoder_name"]
 
 WEIGHTS_FILE = "model.safetensors"
 QK_NORM_EPS = 1e-6  # stable-audio-tools' Attention: nn.LayerNorm(dim_heads, elementwise_affine=True, eps=1e-6)
@@ -94,7 +94,9 @@ def build_vae(cfg: ToolsConfig) -> nn.Module:
 
 
 def build_numbers(cfg: ToolsConfig) -> nn.ModuleDict:
-    from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioNumberConditioner
+    from diffusers.pipelines.stable_audio.modeling_stable_audio import (
+        StableAudioNumberConditioner,
+    )
 
     return nn.ModuleDict({cid: StableAudioNumberConditioner(cfg.cond_dim, lo, hi) for cid, (lo, hi) in cfg.numbers.items()})
 
