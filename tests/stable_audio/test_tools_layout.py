@@ -167,6 +167,8 @@ def test_weight_norm_parametrization_names(tiny, tmp_path):
     (lambda c: c["model"]["diffusion"].update(diffusion_objective="v"), "rf_denoiser"),
     (lambda c: c["model"]["diffusion"]["config"]["attn_kwargs"].update(differential=True), "differential"),
     (lambda c: c["model"]["diffusion"]["config"].update(conformer=True), "conformer"),
+    (lambda c: c["model"]["diffusion"]["config"].update(sliding_window=[63, 64]), "sliding_window"),
+    (lambda c: c["model"]["diffusion"]["config"].update(lora_rank=4), "lora_rank"),
     (lambda c: c["model"]["pretransform"]["config"]["decoder"]["config"].pop("final_tanh"), "final_tanh"),
     (lambda c: c["model"]["conditioning"]["configs"][1].update(type="int"), "int"),
     (lambda c: c["model"]["diffusion"].update(global_cond_ids=["prompt"]), "prompt"),
@@ -177,6 +179,14 @@ def test_unsupported_configs_refused(tiny, tmp_path, edit, words):
     edit(config)
     message = _one_line_error(_variant(tiny, tmp_path, config=config))
     assert words in message and "model_config.json" in message
+
+
+def test_defaults_spelled_out_are_accepted(tiny, tmp_path):
+    config = tiny_tools_config()
+    config["model"]["diffusion"]["config"] |= {"zero_init_branch_outputs": False, "rotary_pos_emb": True,
+                                               "project_cond_tokens": True, "sliding_window": None}
+    config["model"]["diffusion"]["distribution_shift_options"] = {"min_length": 256, "max_length": 4096}
+    assert _variant(tiny, tmp_path, config=config)().config.steps == 8
 
 
 def test_missing_files(tiny, tmp_path):

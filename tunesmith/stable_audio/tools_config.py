@@ -104,12 +104,15 @@ def _require(ok: bool, message: str):
         raise CheckpointError(f"{CONFIG_FILE}: {message}")
 
 
+ANY = object()  # a setting whose value we read or that does not change the forward pass
+
+
 def _only(section: dict, defaults: dict, where: str):
     """Settings we have no code for must be absent or at the default stable-audio-tools gives them."""
     for key, value in section.items():
         _require(key in defaults, f"unsupported setting {where}.{key}")
-        _require(defaults[key] is None or value == defaults[key],
-                 f"unsupported value {where}.{key}={json.dumps(value)} (only {json.dumps(defaults[key])})")
+        if defaults[key] is not ANY and value != defaults[key]:
+            _require(False, f"unsupported value {where}.{key}={json.dumps(value)} (only {json.dumps(defaults[key])})")
 
 
 def _conditioners(config: dict) -> tuple[dict, list[dict]]:
@@ -143,7 +146,7 @@ def parse_tools_config(config: dict) -> ToolsConfig:
     cond, configs = _conditioners(config)
     cond_dim = _get(cond, "cond_dim", "model.conditioning")
     prompt_id, t5 = _prompt_conditioner(config)
-    _only(t5, {"t5_model_name": None, "max_length": None, "project_out": None, "enable_grad": None},
+    _only(t5, {"t5_model_name": ANY, "max_length": ANY, "project_out": ANY, "enable_grad": ANY},
           f"conditioner {prompt_id}")
     numbers = {}
     for c in configs:
@@ -151,7 +154,7 @@ def parse_tools_config(config: dict) -> ToolsConfig:
         _require(kind in ("t5", "number"), f"conditioner type {json.dumps(kind)} (id {json.dumps(cid)}) is not supported")
         if kind == "number":
             settings = c.get("config", {})
-            _only(settings, {"min_val": None, "max_val": None}, f"conditioner {cid}")
+            _only(settings, {"min_val": ANY, "max_val": ANY}, f"conditioner {cid}")
             numbers[cid] = (float(settings.get("min_val", 0)), float(settings.get("max_val", 1)))
     cross_ids = list(diffusion.get("cross_attention_cond_ids", []))
     global_ids = list(diffusion.get("global_cond_ids", []))
@@ -171,16 +174,25 @@ def parse_tools_config(config: dict) -> ToolsConfig:
         numbers=numbers, cross_ids=cross_ids, global_ids=global_ids, objective=objective)
 
 
+# DiffusionTransformer / ContinuousTransformer / TransformerBlock settings: the only value we compute
+# we compute (their defaults; a config may spell them out). zero_init_branch_outputs only changes the init.
+DIT_SETTINGS = {name: ANY for name in ("io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim",
+                                        "global_cond_dim", "project_cond_tokens", "project_global_cond",
+                                        "attn_kwargs", "zero_init_branch_outputs")} | {
+    "transformer_type": "continuous_transformer", "global_cond_type": "prepend", "timestep_cond_type": "global",
+    "patch_size": 1, "input_concat_dim": 0, "prepend_cond_dim": 0, "rotary_pos_emb": True, "causal": False,
+    "use_sinusoidal_emb": False, "use_abs_pos_emb": False, "num_memory_tokens": 0, "final_cross_attn_ix": -1,
+    "sliding_window": None, "conformer": False, "layer_scale": False, "remove_norms": False, "add_rope": False,
+    "norm_kwargs": {}, "ff_kwargs": {}}
+
+
 def _dit_sizes(dit: dict) -> DiTSizes:
     where = "model.diffusion.config"
     attn = dit.get("attn_kwargs", {})
-    _only(attn, {"qk_norm": None, "differential": False, "feat_scale": False}, f"{where}.attn_kwargs")
+    _only(attn, {"qk_norm": ANY, "differential": False, "feat_scale": False}, f"{where}.attn_kwargs")
     qk_norm = attn.get("qk_norm", "none")
     _require(qk_norm in ("ln", "none"), f"unsupported value {where}.attn_kwargs.qk_norm=\"{qk_norm}\" (ln or none)")
-    _only(dit, {name: None for name in ("io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim",
-                                        "global_cond_dim", "project_cond_tokens", "project_global_cond", "attn_kwargs")}
-          | {"transformer_type": "continuous_transformer", "global_cond_type": "prepend",
-             "timestep_cond_type": "global", "patch_size": 1, "input_concat_dim": 0, "prepend_cond_dim": 0}, where)
+    _only(dit, DIT_SETTINGS, where)
     sizes = {k: int(_get(dit, k, where)) for k in ("io_channels", "embed_dim", "depth", "num_heads",
                                                    "cond_token_dim", "global_cond_dim")}
     projected = dit.get("project_cond_tokens", True)
@@ -205,10 +217,10 @@ def _vae_sizes(pretransform: dict) -> VAESizes:
         _require(part.get("type") == "oobleck", f"{name} type {json.dumps(part.get('type'))} is not \"oobleck\"")
     _require(_get(ae, "bottleneck", f"{where}.config").get("type") == "vae", "only the \"vae\" bottleneck is supported")
     e, d = _get(enc, "config", f"{where}.config.encoder"), _get(dec, "config", f"{where}.config.decoder")
-    _only(e, {"in_channels": None, "channels": None, "c_mults": None, "strides": None, "latent_dim": None,
+    _only(e, {"in_channels": ANY, "channels": ANY, "c_mults": ANY, "strides": ANY, "latent_dim": ANY,
               "use_snake": True, "antialias_activation": False}, f"{where}.config.encoder.config")
     # why final_tanh must be written: stable-audio-tools' default is True, diffusers has no tanh
-    _only(d, {"out_channels": None, "channels": None, "c_mults": None, "strides": None, "latent_dim": None,
+    _only(d, {"out_channels": ANY, "channels": ANY, "c_mults": ANY, "strides": ANY, "latent_dim": ANY,
               "use_snake": True, "antialias_activation": False, "use_nearest_upsample": False, "final_tanh": False,
               "soft_clip": False}, f"{where}.config.decoder.config")
     _require(e.get("use_snake") is True and d.get("use_snake") is True, "only Snake (use_snake: true) VAEs are supported")
