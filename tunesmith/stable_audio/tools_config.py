@@ -150,6 +150,7 @@ def parse_tools_config(config: dict) -> ToolsConfig:
           f"conditioner {prompt_id}")
     numbers = {}
     for c in configs:
+        _require(isinstance(c, dict), f"model.conditioning.configs holds {json.dumps(c)}, not a conditioner")
         kind, cid = c.get("type"), c.get("id")
         _require(kind in ("t5", "number"), f"conditioner type {json.dumps(kind)} (id {json.dumps(cid)}) is not supported")
         if kind == "number":
@@ -174,8 +175,8 @@ def parse_tools_config(config: dict) -> ToolsConfig:
         numbers=numbers, cross_ids=cross_ids, global_ids=global_ids, objective=objective)
 
 
-# DiffusionTransformer / ContinuousTransformer / TransformerBlock settings: the only value we compute
-# we compute (their defaults; a config may spell them out). zero_init_branch_outputs only changes the init.
+# DiffusionTransformer / ContinuousTransformer / TransformerBlock settings -> the only value we compute (their
+# defaults, which a config may spell out), or ANY. zero_init_branch_outputs only changes the initialisation.
 DIT_SETTINGS = {name: ANY for name in ("io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim",
                                         "global_cond_dim", "project_cond_tokens", "project_global_cond",
                                         "attn_kwargs", "zero_init_branch_outputs")} | {

@@ -3,6 +3,15 @@
 stable-audio-open-small is published only in this layout. Its DiT is diffusers' StableAudioDiTModel
 with a LayerNorm on queries and keys (qk_norm "ln") in both attentions, its VAE diffusers'
 AutoencoderOobleck; its T5 text encoder is not in the checkpoint and is loaded from its own folder.
+
+Running the parts as stable-audio-tools does (generate_diffusion_cond, DiTWrapper):
+  cross  = cat([text_projection(T5(ids, mask)) * mask[..., None], seconds[id](s) for the other cross_ids], 1)
+           # [B, text_max_length + 1, cond_dim]; padded tokens are zero vectors and NOT masked in attention
+  global = cat([seconds[id](s) for id in global_ids], -1)                         # [B, 1, global_cond_dim]
+  v = transformer(x [B, C, T], t [B] in (0, 1], encoder_hidden_states=cross, global_hidden_states=global,
+                  rotary_embedding=get_1d_rotary_pos_embed(max(head_dim // 2, 32), T + 1, use_real=True,
+                  repeat_interleave_real=False), return_dict=False)[0]   # T + 1: the global token comes first
+  guidance: the unconditional branch has cross = zeros (prompt and seconds tokens alike), the same global.
 """
 
 from __future__ import annotations
