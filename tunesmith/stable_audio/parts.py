@@ -27,6 +27,8 @@ class StableAudioConfig:
     cross_ids: list[str]  # cross-attention tokens, in order: "prompt" and seconds conditions
     global_ids: list[str]  # seconds conditions concatenated (features) into the global embedding
     scheduler: dict = field(default_factory=dict)  # the dpmpp scheduler's config (sigma_min, sigma_max, ...)
+    rotary_dim: int | None = None  # dims of each head that rotary attention turns; None: half the head
+    #                                (diffusers' pipeline); stable-audio-tools uses max(head_dim // 2, 32)
 
     @property
     def max_seconds(self) -> float:

@@ -58,7 +58,7 @@ def rotary_embedding(parts: StableAudioParts, n_tokens: int, device) -> tuple[to
     """cos and sin for rotary attention over half of each head's dimensions (as both implementations)."""
     from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
-    dim = parts.transformer.config.attention_head_dim // 2
+    dim = parts.config.rotary_dim or parts.transformer.config.attention_head_dim // 2
     cos, sin = get_1d_rotary_pos_embed(dim, n_tokens, use_real=True, repeat_interleave_real=False)
     return cos.to(device), sin.to(device)
 

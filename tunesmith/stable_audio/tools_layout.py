@@ -68,7 +68,7 @@ def stable_audio_config(cfg: ToolsConfig) -> StableAudioConfig:
     return StableAudioConfig(
         sample_rate=cfg.sample_rate, sample_size=cfg.sample_size // cfg.vae.hop, hop=cfg.vae.hop,
         audio_channels=cfg.vae.audio_channels, sampler="pingpong", steps=PINGPONG_STEPS, cfg=PINGPONG_CFG,
-        cross_ids=list(cfg.cross_ids), global_ids=list(cfg.global_ids))
+        cross_ids=list(cfg.cross_ids), global_ids=list(cfg.global_ids), rotary_dim=max(cfg.dit.head_dim // 2, 32))
 
 
 def build_dit(cfg: ToolsConfig) -> nn.Module:
