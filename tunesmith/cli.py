@@ -407,19 +407,25 @@ def _print_timings(rows, first_stage: str):
 
 def cmd_models(args) -> int:
     from .hub import ALIASES, cached_folder
+    from .request import FAMILY_NAMES
 
-    print(f"{'alias':<21}{'hub id':<40}{'params':>7}  {'audio':<8}{'follows':<14}cached")
+    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<15}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else "no"
-        follows = "text + melody" if info.melody else "text"
-        print(f"{alias:<21}{info.repo:<40}{info.params:>7}  {'stereo' if info.channels == 2 else 'mono':<8}"
-              f"{follows:<14}{cached}")
+        if not cached_folder(info.repo) and info.gated:
+            cached = "no (gated)"
+        follows = "text + melody" if info.melody else ("text + audio" if info.family == "stable_audio" else "text")
+        audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
+        longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
+        print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
+              f"{follows:<15}{cached}")
     return 0
 
 
 def cmd_download(args) -> int:
     from .errors import ModelNotFound
     from .hub import HubUnavailable, download, is_checkpoint, local_folder, repo_for
+    from .stable_audio.load import also_needed
 
     folder = local_folder(args.model)
     if folder is not None:  # nothing to fetch; still print the folder, as for a download
@@ -430,7 +436,11 @@ def cmd_download(args) -> int:
         print(folder)
         return 0
     try:
-        print(download(repo_for(args.model)))
+        folder = download(repo_for(args.model))
+        for repo in also_needed(folder):  # stable-audio-open-small's T5 lives in its own repository
+            log.info("%s also needs %s", args.model, repo)
+            download(repo)
+        print(folder)
     except HubUnavailable as err:
         todo = "unset HF_HUB_OFFLINE" if err.offline else "connect to the network and try again"
         raise ModelNotFound(f"{err}: downloading needs the network; {todo}") from None

@@ -50,3 +50,13 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtyp
         t5 = text_encoder_folder(folder, text_encoder_name(config))
         return load_tools_folder(folder, t5, device, dtype).to(device, dtype, vae_dtype)
     raise CheckpointError(f"{folder} is not a Stable Audio checkpoint (no model_index.json or {TOOLS_CONFIG})")
+
+
+def also_needed(folder: Path) -> list[str]:
+    """Hub repositories a checkpoint needs besides its own: a stable-audio-tools T5 that is not beside it."""
+    if not is_tools_folder(folder):
+        return []
+    from .tools_layout import read_tools_config, text_encoder_name
+
+    name = text_encoder_name(read_tools_config(folder))
+    return [] if (folder / name).is_dir() else [T5_REPOS.get(name, name)]
