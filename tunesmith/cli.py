@@ -229,12 +229,12 @@ def _audio_prompt(args, family: str):
 def _describe(args, check):
     """The model's family and longest clip (models.describe). When its folder cannot say, the values are
     checked first as the flags' family would check them: a value's own mistake is named before the folder's."""
-    from .errors import CheckpointError
+    from .errors import CheckpointError, ModelNotFound
     from .models import describe
 
     try:
         return describe(args.model)
-    except CheckpointError:
+    except (CheckpointError, ModelNotFound):
         diffusion_only = ("steps", "negative_prompt", "sampler", "strength", "init_audio")
         check("stable_audio" if any(getattr(args, n, None) is not None for n in diffusion_only) else "musicgen", None)
         raise
