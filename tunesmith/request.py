@@ -29,7 +29,6 @@ FRAME_SECONDS = 0.02  # one codec frame (50 per second): the shortest clip, and 
 MAX_VARIATIONS = 64
 
 MAX_STEPS = 1000
-FAMILIES = ("musicgen", "stable_audio")
 FAMILY_NAMES = {"musicgen": "MusicGen", "stable_audio": "Stable Audio"}
 
 FLAGS = {
