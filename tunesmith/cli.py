@@ -205,14 +205,13 @@ def _prompts(args) -> list:
     return [args.schedule] if args.schedule else texts
 
 
-FAMILY_OPTIONS = ("temperature", "top_k", "top_p", "cfg", "context", "melody", "steps", "negative_prompt",
-                  "sampler", "strength")
-
-
 def _options(args) -> dict:
     """The family options given on the command line (the family's defaults fill in the rest; an option
     of the other family is refused by check_request with its flag named)."""
-    return {name: getattr(args, name) for name in FAMILY_OPTIONS if getattr(args, name, None) is not None}
+    from .request import OPTIONS
+
+    names = dict.fromkeys(name for options in OPTIONS.values() for name in options)
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def _audio_prompt(args, family: str):
@@ -231,11 +230,12 @@ def _describe(args, check):
     checked first as the flags' family would check them: a value's own mistake is named before the folder's."""
     from .errors import CheckpointError, ModelNotFound
     from .models import describe
+    from .request import OPTIONS
 
     try:
         return describe(args.model)
     except (CheckpointError, ModelNotFound):
-        diffusion_only = ("steps", "negative_prompt", "sampler", "strength", "init_audio")
+        diffusion_only = [*(set(OPTIONS["stable_audio"]) - set(OPTIONS["musicgen"])), "init_audio"]
         check("stable_audio" if any(getattr(args, n, None) is not None for n in diffusion_only) else "musicgen", None)
         raise
 
@@ -411,9 +411,7 @@ def cmd_models(args) -> int:
 
     print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<15}cached")
     for alias, info in ALIASES.items():
-        cached = "yes" if cached_folder(info.repo) else "no"
-        if not cached_folder(info.repo) and info.gated:
-            cached = "no (gated)"
+        cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
         follows = "text + melody" if info.melody else ("text + audio" if info.family == "stable_audio" else "text")
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"

@@ -56,8 +56,7 @@ class StableAudio(Family):
             torch.set_num_threads(threads)
         dev = pick_device(device)
         dt = default_dtype(dev) if dtype is None else pick_dtype(dtype, dev)
-        vae_dtype = dt if dev.type == "cuda" else torch.float32  # half-precision Oobleck hangs on MPS
-        parts = load_folder(resolve(name_or_path), dev, dt, vae_dtype)
+        parts = load_folder(resolve(name_or_path), dev, dt, vae_dtype(dev, dt))
         return cls(parts, str(name_or_path), dev, dt)
 
     @property
@@ -176,7 +175,7 @@ class StableAudio(Family):
         return clips
 
     def _move(self, device: torch.device, dtype: torch.dtype):
-        self._parts.to(device, dtype, torch.float32 if device.type != "cuda" else dtype)
+        self._parts.to(device, dtype, vae_dtype(device, dtype))
 
 
 @dataclass
@@ -191,6 +190,11 @@ class _Plan:
     init: np.ndarray | None  # (channels, sample_size * hop) at the model's rate
     strength: float
     loop: bool
+
+
+def vae_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The DiT's dtype on CUDA; float32 elsewhere (half-precision Oobleck decoding hangs on MPS)."""
+    return dtype if device.type == "cuda" else torch.float32
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
