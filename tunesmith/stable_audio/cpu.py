@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -37,6 +38,24 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 TILE_VALUES = 1 << 20
 # The dtypes the CPU path defaults to (BENCHMARKS.md: speed and distance from float32).
 DEFAULT_DTYPES = {"text_encoder": torch.float32, "transformer": torch.bfloat16, "vae": torch.bfloat16}
+
+
+# ------------------------------------------------------------------------------------------ text encoder
+
+
+@torch.inference_mode()
+def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """T5 states of padded prompts, zero at the padding: ids, mask [B, T] -> [B, T, D] float32.
+
+    Runs the encoder over the longest prompt's tokens only (T5 pads on the right): with the mask, a token's state does not
+    depend on the padding after it (masked keys get no weight, and T5's position bias depends on
+    distances only), and the padding's states are zeroed anyway, as both pipelines zero them."""
+    T = input_ids.shape[1]
+    right_padded = torch.equal(attention_mask, attention_mask.cummin(1).values)
+    n = max(int(attention_mask.sum(1).max()), 1) if right_padded else T
+    mask = attention_mask[:, :n]
+    states = text_encoder(input_ids=input_ids[:, :n], attention_mask=mask)[0].float()  # [B, n, D]
+    return F.pad(states * mask.unsqueeze(-1).to(states.dtype), (0, 0, 0, T - n))
 
 
 # ----------------------------------------------------------------------------------------------- Snake
@@ -160,8 +179,28 @@ class OobleckDecoderCPU:
     def _tile(self, channels: int, batch: int) -> int:
         return max(256, self.tile_values // (channels * batch))
 
+    @property
+    def hop(self) -> int:
+        """Audio samples per latent frame."""
+        return math.prod(up.stride for _, up, _ in self.blocks)
+
+    @property
+    def reach(self) -> int:
+        """Latent frames each side that an audio sample depends on (the decoder's receptive field,
+        rounded up): walked back from the output through every layer."""
+        r = self.conv_out.padding
+        for _, up, units in reversed(self.blocks):
+            r += sum(unit.halo for unit in units)
+            r = -(-(r + up.padding) // up.stride) + 1  # input frames of a transposed conv's output window
+        return r + self.conv_in.padding
+
     @torch.inference_mode()
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """latents [B, C, T] -> audio [B, channels, T * hop] float32; with `length`, only its first
+        `length` samples, decoded from the latent frames they depend on (the same values)."""
+        if length is not None:
+            frames = min(latents.shape[-1], -(-length // self.hop) + self.reach)
+            return self(latents[:, :, :frames])[:, :, :length]
         c = self.conv_in
         x = F.conv1d(latents.float(), c.weight, c.bias, padding=c.padding, dilation=c.dilation)  # [B, C0, T]
         for snake_params, up, units in self.blocks:
@@ -228,3 +267,182 @@ class OobleckDecoderCPU:
             snake(s, *self.snake_out, out=s)
             audio[:, :, t0:t1] = F.conv1d(s, c.weight, c.bias, dilation=c.dilation)
         return audio
+
+
+# ------------------------------------------------------------------------------------------------- DiT
+
+
+class _Linear:
+    """y = x W^T (+ b) in the compute dtype: bfloat16 (oneDNN, float32 sums), or dynamic int8: W per
+    output row and x per token scaled to int8, torch's int8 product (int32 sums), scaled back."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, quantize: str | None):
+        weight = weight.detach().float()
+        self.bias = None if bias is None else bias.detach().to(dtype)
+        self.dtype, self.int8 = dtype, quantize == "int8"
+        if self.int8:
+            self.scale = (weight.abs().amax(1) / 127).clamp_min(1e-12)  # [N]
+            self.weight_t = torch.round(weight / self.scale[:, None]).to(torch.int8).t()  # [K, N], a view of [N, K]
+        else:
+            self.weight = weight.to(dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.int8:
+            return F.linear(x, self.weight, self.bias)
+        shape = x.shape
+        x = x.reshape(-1, shape[-1]).float()
+        x_scale = (x.abs().amax(1, keepdim=True) / 127).clamp_min_(1e-12)  # [M, 1]
+        acc = torch._int_mm(torch.round(x / x_scale).to(torch.int8), self.weight_t)  # [M, N] int32
+        y = acc.float().mul_(x_scale).mul_(self.scale)
+        if self.bias is not None:
+            y += self.bias
+        return y.to(self.dtype).reshape(*shape[:-1], -1)
+
+
+def _norm(norm: nn.Module | None) -> tuple | None:
+    """A LayerNorm's (shape, weight, bias, eps), float32, or None."""
+    if norm is None:
+        return None
+    return (norm.normalized_shape, None if norm.weight is None else norm.weight.detach().float(),
+            None if norm.bias is None else norm.bias.detach().float(), norm.eps)
+
+
+def _layer_norm(x: torch.Tensor, norm: tuple) -> torch.Tensor:
+    shape, weight, bias, eps = norm
+    return F.layer_norm(x.float(), shape, weight, bias, eps)
+
+
+class _Block:
+    """One StableAudioDiTBlock: self-attention (rotary, optional q/k LayerNorm), cross-attention,
+    SwiGLU feed-forward, the residual stream float32 between them."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype, quantize: str | None):
+        a1, a2 = block.attn1, block.attn2
+        self.heads, self.dtype = a1.heads, dtype
+        self.head_dim = a1.to_q.weight.shape[0] // a1.heads
+        self.kv_heads = a2.to_k.weight.shape[0] // self.head_dim
+        self.norm1, self.norm2, self.norm3 = _norm(block.norm1), _norm(block.norm2), _norm(block.norm3)
+        self.qkv = _Linear(torch.cat([a1.to_q.weight, a1.to_k.weight, a1.to_v.weight]), None, dtype, quantize)
+        self.out1 = _Linear(a1.to_out[0].weight, a1.to_out[0].bias, dtype, quantize)
+        self.norm_q1, self.norm_k1 = _norm(a1.norm_q), _norm(a1.norm_k)
+        self.q2 = _Linear(a2.to_q.weight, None, dtype, quantize)
+        self.kv2 = _Linear(torch.cat([a2.to_k.weight, a2.to_v.weight]), None, dtype, None)  # once per prompt
+        self.out2 = _Linear(a2.to_out[0].weight, a2.to_out[0].bias, dtype, quantize)
+        self.norm_q2, self.norm_k2 = _norm(a2.norm_q), _norm(a2.norm_k)
+        swiglu, out = block.ff.net[0], block.ff.net[2]
+        self.ff_in = _Linear(swiglu.proj.weight, swiglu.proj.bias, dtype, quantize)
+        self.ff_out = _Linear(out.weight, out.bias, dtype, quantize)
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        B, S, _ = x.shape
+        return x.view(B, S, heads, self.head_dim).transpose(1, 2)  # (B, heads, S, head_dim)
+
+    def _qk_norm(self, x: torch.Tensor, norm: tuple | None) -> torch.Tensor:
+        return x if norm is None else _layer_norm(x, norm).to(self.dtype)
+
+    def context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention's keys and values of the (projected) conditioning tokens [B, T, D_c]:
+        (B, heads, T, head_dim) each, q/k norm applied and kv heads repeated, as diffusers does."""
+        k, v = self.kv2(context.to(self.dtype)).chunk(2, dim=-1)
+        k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        return self._qk_norm(k, self.norm_k2), v.contiguous()
+
+    def __call__(self, x: torch.Tensor, rotary: tuple | None, k2: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        B, S, D = x.shape  # x float32
+        q, k, v = self.qkv(_layer_norm(x, self.norm1).to(self.dtype)).chunk(3, dim=-1)
+        q, k, v = self._heads(q, self.heads), self._heads(k, self.heads), self._heads(v, self.heads)
+        q, k = self._qk_norm(q, self.norm_q1), self._qk_norm(k, self.norm_k1)
+        if rotary is not None:
+            q, k = _rotate(q, rotary), _rotate(k, rotary)
+        a = F.scaled_dot_product_attention(q, k, v)  # (B, heads, S, head_dim)
+        x = x + self.out1(a.transpose(1, 2).reshape(B, S, D))
+
+        q = self._qk_norm(self._heads(self.q2(_layer_norm(x, self.norm2).to(self.dtype)), self.heads), self.norm_q2)
+        a = F.scaled_dot_product_attention(q, k2, v2)
+        x = x + self.out2(a.transpose(1, 2).reshape(B, S, D))
+
+        hidden, gate = self.ff_in(_layer_norm(x, self.norm3).to(self.dtype)).chunk(2, dim=-1)
+        return x + self.ff_out(hidden * F.silu(gate))
+
+
+def _rotate(x: torch.Tensor, rotary: tuple) -> torch.Tensor:
+    """diffusers' partial rotary embedding (use_real, unbind dim -2) on the first rot_dim channels of
+    each head, computed in float32 as diffusers computes it."""
+    cos, sin = rotary  # [S, rot_dim]
+    rot = cos.shape[-1]
+    head, tail = x[..., :rot].float(), x[..., rot:]
+    real, imag = head.unflatten(-1, (2, -1)).unbind(-2)
+    turned = torch.cat([-imag, real], dim=-1)
+    return torch.cat([(head * cos + turned * sin).to(x.dtype), tail], dim=-1)
+
+
+class DiTCPU(nn.Module):
+    """diffusers' StableAudioDiTModel for the CPU, called as it is called (same arguments, same
+    output type) and computing the same function:
+
+    - the blocks' products in `dtype` (bfloat16: oneDNN's AVX512-BF16 kernels, float32 sums), or with
+      quantize="int8" in dynamic int8 (weights per row, activations per token);
+    - the residual stream, LayerNorms, time embedding, the small input and output projections and
+      the conditioning projections in float32 (diffusers in bfloat16 rounds all of these);
+    - self-attention's q, k, v in one product;
+    - cross-attention keys and values computed once per conditioning: kept with a copy of the
+      conditioning states, and reused while states of equal values come back (every step of a
+      sampling loop); comparing them costs microseconds.
+
+    Attention masks are not taken (Stable Audio's pipelines pass none)."""
+
+    def __init__(self, transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None):
+        super().__init__()
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
+        t = transformer
+        self.config, self.dtype_, self.quantize = t.config, dtype, quantize
+        for name in ("time_proj", "timestep_proj", "global_proj", "cross_attention_proj", "preprocess_conv",
+                     "proj_in", "proj_out", "postprocess_conv"):
+            setattr(self, name, getattr(t, name).float())
+        self.blocks = [_Block(b, dtype, quantize) for b in t.transformer_blocks]
+        self._context_of = None  # (conditioning states, [(k, v) per block])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32  # what it takes and returns
+
+    def _context(self, encoder_hidden_states: torch.Tensor) -> list:
+        states = encoder_hidden_states.float()
+        cached = self._context_of
+        if cached is not None and cached[0].shape == states.shape and torch.equal(cached[0], states):
+            return cached[1]
+        context = self.cross_attention_proj(states)  # [B, T, D_c]
+        kv = [block.context(context) for block in self.blocks]
+        self._context_of = (states.clone(), kv)
+        return kv
+
+    @torch.inference_mode()
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor = None,
+                encoder_hidden_states: torch.Tensor = None, global_hidden_states: torch.Tensor = None,
+                rotary_embedding=None, return_dict: bool = True, attention_mask=None, encoder_attention_mask=None):
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        if attention_mask is not None or encoder_attention_mask is not None:
+            raise ValueError("DiTCPU takes no attention masks")
+        x = hidden_states.float()  # [B, C, T]
+        kv = self._context(encoder_hidden_states)
+        time = self.timestep_proj(self.time_proj(timestep.float()))  # [B or 1, D]
+        g = self.global_proj(global_hidden_states.float()) + time.unsqueeze(1)  # [B, 1, D]
+        x = self.proj_in((self.preprocess_conv(x) + x).transpose(1, 2))  # [B, T, D]
+        x = torch.cat([g.expand(x.shape[0], -1, -1), x], dim=1)  # the global token first: [B, 1 + T, D]
+        for block, (k2, v2) in zip(self.blocks, kv):
+            x = block(x, rotary_embedding, k2, v2)
+        x = self.proj_out(x).transpose(1, 2)[:, :, 1:]  # [B, C, T]
+        sample = self.postprocess_conv(x) + x
+        return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+
+def prepare_dit(transformer: nn.Module, dtype: torch.dtype = DEFAULT_DTYPES["transformer"],
+                quantize: str | None = None) -> DiTCPU:
+    """The CPU form of a loaded StableAudioDiTModel (see DiTCPU). It copies the weights it needs in
+    `dtype`; the transformer itself can be dropped afterwards."""
+    return DiTCPU(transformer, dtype, quantize).eval()
