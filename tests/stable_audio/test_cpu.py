@@ -81,8 +81,8 @@ def test_decoder_float32_equals_diffusers(snake_impl):
     vae = tiny_vae()
     latents = torch.randn(2, 5, 23)
     reference = vae.decoder(latents)
-    for tile_values in (64, 1000, 1 << 20):  # from many tiles (the smallest: 256 samples) to one
-        audio = cpu.OobleckDecoderCPU(vae.decoder, torch.float32, tile_values=tile_values)(latents)
+    for tile_values in (64, 1000, 1 << 20):  # from many tiles (5 samples: fewer than the halo of 27) to one
+        audio = cpu.OobleckDecoderCPU(vae.decoder, torch.float32, tile_values=tile_values, min_tile=1)(latents)
         assert audio.shape == reference.shape and audio.dtype == torch.float32
         assert (audio - reference).abs().max() <= 1e-5 * reference.abs().max()
 
@@ -92,18 +92,18 @@ def test_decoder_seams_are_exact():
     """Tiles read exactly what the whole-signal convolutions read: any tiling, the same values."""
     vae = tiny_vae(strides=(2, 4, 2))
     latents = torch.randn(1, 5, 40)
-    decoder = cpu.OobleckDecoderCPU(vae.decoder, torch.float32, tile_values=1 << 20)
+    decoder = cpu.OobleckDecoderCPU(vae.decoder, torch.float32, tile_values=1 << 20, min_tile=1)
     whole = decoder(latents)
-    for tile_values in (300, 2000, 5000):
+    for tile_values in (100, 300, 2000, 5000):
         decoder.tile_values = tile_values
-        assert (decoder(latents) - whole).abs().max() <= 1e-6 * whole.abs().max()
+        assert (decoder(latents) - whole).abs().max() <= 5e-6 * whole.abs().max()  # float32 rounding
 
 
 @torch.inference_mode()
 def test_decoder_bfloat16_within_snr():
     vae = tiny_vae()
     latents = torch.randn(2, 5, 23)
-    audio = cpu.OobleckDecoderCPU(vae.decoder, torch.bfloat16, tile_values=500)(latents)
+    audio = cpu.OobleckDecoderCPU(vae.decoder, torch.bfloat16, tile_values=500, min_tile=1)(latents)
     assert audio.dtype == torch.float32
     assert snr_db(vae.decoder(latents), audio) > 25  # 6-channel layers: few terms per sum (about 33 dB)
 

@@ -36,6 +36,7 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 # Values (channels x samples) per tile of the VAE decoder: bfloat16 tiles of 2 MB stay in the L2 cache
 # and still make long enough products for oneDNN (about 800 GFLOP/s with 2 cores at 128 x 8192).
 TILE_VALUES = 1 << 20
+MIN_TILE = 512
 # The dtypes the CPU path defaults to (BENCHMARKS.md: speed and distance from float32).
 DEFAULT_DTYPES = {"text_encoder": torch.float32, "transformer": torch.bfloat16, "vae": torch.bfloat16}
 
@@ -81,6 +82,10 @@ def snake_kernel() -> ctypes.CDLL | None:
     p, i, lg = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
     lib.ts_snake.argtypes = [p, i, lg, p, i, lg, p, p, lg, i, lg, i]
     lib.ts_snake.restype = None
+    lib.ts_add_rows.argtypes = [p, lg, p, i, lg, p, lg, i, lg, i]
+    lib.ts_add_rows.restype = None
+    lib.ts_interleave.argtypes = [p, lg, p, i, i, i, i, lg, i]
+    lib.ts_interleave.restype = None
     return lib
 
 
@@ -103,6 +108,35 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor, out: tor
 
 
 _SNAKE_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def interleave(y: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    """y[b, c, j, r] = phases[b, r, c, j]: y [B, C, F, s] float32 (rows evenly spaced, each row's
+    F * s values contiguous), phases [B, s, C, F] contiguous, float32 or bfloat16."""
+    B, C, Fr, s = y.shape
+    lib = snake_kernel()
+    usable = y.dtype == torch.float32 and phases.dtype in _SNAKE_DTYPES and phases.is_contiguous() and \
+        y.stride(3) == 1 and y.stride(2) == s and y.stride(0) == C * y.stride(1)
+    if lib is None or not usable:
+        return y.copy_(phases.permute(0, 2, 3, 1))
+    lib.ts_interleave(y.data_ptr(), y.stride(1), phases.data_ptr(), int(phases.dtype == torch.bfloat16), B, s, C, Fr,
+                      torch.get_num_threads())
+    return y
+
+
+def add_rows(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x += y + bias[:, None] in place: x [B, C, L] float32 (a slice along time of a contiguous
+    tensor), y [B, C, L] float32 or bfloat16 with contiguous rows, bias [C] float32 or None."""
+    B, C, L = x.shape
+    lib = snake_kernel()
+    rows_even = x.stride(2) == 1 and x.stride(0) == C * x.stride(1) and y.stride(2) == 1 and \
+        y.stride(0) == C * y.stride(1)
+    if lib is None or not rows_even or x.dtype != torch.float32 or y.dtype not in _SNAKE_DTYPES:
+        x += y if bias is None else y + bias[:, None]
+        return x
+    lib.ts_add_rows(x.data_ptr(), x.stride(1), y.data_ptr(), int(y.dtype == torch.bfloat16), y.stride(1),
+                    None if bias is None else bias.data_ptr(), B * C, C, L, torch.get_num_threads())
+    return x
 
 
 def _snake_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,6 +171,22 @@ class _Conv:
         self.kernel = conv.kernel_size[0]
 
 
+class _Upsample:
+    """A ConvTranspose1d of kernel 2s and stride s as the kernel-2 Conv1d of its s phases:
+    weight [s * C_out, C_in, 2], row r * C_out + o = (W[:, o, r + s], W[:, o, r]) (see _upsample)."""
+
+    def __init__(self, conv: nn.Module, dtype: torch.dtype):
+        w = _weight(conv).float()  # [C_in, C_out, 2s]
+        s = self.stride = conv.stride[0]
+        if conv.kernel_size[0] != 2 * s or conv.dilation[0] != 1 or conv.output_padding[0] or conv.groups != 1:
+            raise ValueError("not an Oobleck upsampling convolution (expected kernel 2 x stride)")
+        self.padding, self.channels = conv.padding[0], w.shape[1]
+        taps = w.permute(2, 1, 0)  # [2s, C_out, C_in]
+        self.weight = torch.stack([taps[s:], taps[:s]], dim=-1).reshape(s * w.shape[1], w.shape[0], 2)
+        self.weight = self.weight.to(dtype).contiguous()
+        self.bias = None if conv.bias is None else conv.bias.detach().float().repeat(s).to(dtype)
+
+
 class _Unit:
     """OobleckResidualUnit: x + conv2(snake2(conv1(snake1(x)))), conv1 k=7 dilated, conv2 k=1."""
 
@@ -147,7 +197,7 @@ class _Unit:
         if self.conv1.padding != self.halo or conv2.kernel != 1:
             raise ValueError("not an Oobleck residual unit (expected a 'same' conv then a 1x1 conv)")
         self.w2 = conv2.weight[:, :, 0]  # [C, C]
-        self.b2 = conv2.bias
+        self.b2 = None if unit.conv2.bias is None else unit.conv2.bias.detach().float()
 
 
 class OobleckDecoderCPU:
@@ -163,21 +213,26 @@ class OobleckDecoderCPU:
     dtype: the convolutions' (bfloat16: oneDNN's AVX512-BF16 kernels, float32 sums, rounded to
     bfloat16 between a unit's two convolutions; or float32). The first and last convolutions (64
     and 2 channels, under 1% of the work) and the residual stream stay float32.
+    tile_values, min_tile: a tile's size, channels x samples, and its least number of samples.
     """
 
-    def __init__(self, decoder: nn.Module, dtype: torch.dtype = torch.bfloat16, tile_values: int = TILE_VALUES):
-        self.dtype, self.tile_values = dtype, tile_values
+    def __init__(self, decoder: nn.Module, dtype: torch.dtype = DEFAULT_DTYPES["vae"], tile_values: int = TILE_VALUES,
+                 min_tile: int = MIN_TILE):
+        self.dtype, self.tile_values, self.min_tile = dtype, tile_values, min_tile
         self.conv_in = _Conv(decoder.conv1, torch.float32)
         self.blocks = []
         for block in decoder.block:
-            up = _Conv(block.conv_t1, dtype)
+            up = _Upsample(block.conv_t1, dtype)
             units = [_Unit(u, dtype) for u in (block.res_unit1, block.res_unit2, block.res_unit3)]
             self.blocks.append((_snake_params(block.snake1), up, units))
         self.snake_out = _snake_params(decoder.snake1)
         self.conv_out = _Conv(decoder.conv2, torch.float32)
+        self.release()
 
     def _tile(self, channels: int, batch: int) -> int:
-        return max(256, self.tile_values // (channels * batch))
+        """Samples per tile: tile_values in all, but at least MIN_TILE, so that each call's work
+        outweighs oneDNN's reordering of the weights, which it does at every call."""
+        return max(self.min_tile, self.tile_values // (channels * batch))
 
     @property
     def hop(self) -> int:
@@ -203,56 +258,79 @@ class OobleckDecoderCPU:
             return self(latents[:, :, :frames])[:, :, :length]
         c = self.conv_in
         x = F.conv1d(latents.float(), c.weight, c.bias, padding=c.padding, dilation=c.dilation)  # [B, C0, T]
-        for snake_params, up, units in self.blocks:
-            x = self._upsample(x, snake_params, up)  # [B, C, T * stride]
-            spare = torch.empty_like(x)
+        for i, (snake_params, up, units) in enumerate(self.blocks):
+            x = self._upsample(x, snake_params, up, workspace=i % 2)  # [B, C, T * stride]
             for unit in units:
-                spare = self._unit(x, unit, out=spare)
-                x, spare = spare, x
-            del spare
+                x = self._unit(x, unit)
         return self._output(x)
 
-    def _upsample(self, x: torch.Tensor, snake_params, up: _Conv) -> torch.Tensor:
-        """snake then ConvTranspose1d (kernel 2s, stride s, padding p), output tile by tile: output
-        sample n sums input frames n' = n + p over j with j s <= n' < j s + 2 s."""
-        B, C_in, T_in = x.shape
-        s, p = up.stride, up.padding
-        C_out = up.weight.shape[1]
-        T_out = (T_in - 1) * s - 2 * p + up.kernel
-        y = torch.empty(B, C_out, T_out)
-        tile = max(s, self._tile(C_out, B) // s * s)
-        for n0 in range(0, T_out, tile):
-            n1 = min(n0 + tile, T_out)
-            ja, jb = max(0, (n0 + p) // s - 1), min(T_in, (n1 - 1 + p) // s + 1)  # input frames this tile reads
-            sn = snake(x[:, :, ja:jb], *snake_params, out=torch.empty(B, C_in, jb - ja, dtype=self.dtype))
-            z = F.conv_transpose1d(sn, up.weight, up.bias, stride=s)  # frames n' from ja * s
-            y[:, :, n0:n1] = z[:, :, n0 + p - ja * s:n1 + p - ja * s]
-        return y
+    def _buffer(self, which: int, numel: int) -> torch.Tensor:
+        """One of two float32 workspaces (a block writes into one while it reads the other), kept from
+        call to call: a fresh buffer of this size would cost first-touch page faults (about 40 ms per
+        268 MB here). They hold the two largest block outputs (sao-small: 400 MB); release() frees them."""
+        if self._work[which].numel() < numel:
+            self._work[which] = torch.empty(0)
+            self._work[which] = torch.empty(numel)
+        return self._work[which][:numel]
 
-    def _unit(self, x: torch.Tensor, unit: _Unit, out: torch.Tensor) -> torch.Tensor:
-        """out = x + conv2(snake2(conv1(snake1(x)))), tile by tile."""
+    def release(self):
+        """Free the workspaces (the next call allocates them again)."""
+        self._work = [torch.empty(0), torch.empty(0)]
+
+    def _upsample(self, x: torch.Tensor, snake_params, up: _Upsample, workspace: int) -> torch.Tensor:
+        """snake then the transposed convolution (kernel 2s, stride s, padding p) as its s phases:
+        output sample n = j s + r - p is W[:, :, r]^T x[j] + W[:, :, r + s]^T x[j - 1], so one
+        ordinary convolution of kernel 2 over the input frames, with s * C_out channels, gives
+        every phase at once ([B, s, C_out, frames]), written interleaved into the output. oneDNN's
+        ordinary convolution is about twice as fast as its transposed one here.
+        -> [B, C_out, T_out], a view (rows evenly spaced) of workspace buffer `workspace`, which
+        starts p samples earlier."""
+        B, C_in, T_in = x.shape
+        s, p, C_out = up.stride, up.padding, up.channels
+        T_out = (T_in - 1) * s - 2 * p + 2 * s
+        frames = T_in + 1  # j = 0 .. T_in: samples j s + r - p from -p to T_out - 1 and a few more
+        y = self._buffer(workspace, B * C_out * frames * s).view(B, C_out, frames, s)  # sample n + p at [j, r]
+        tile = max(self._tile(C_out, B) // s, self.min_tile)  # frames per tile
+        for j0 in range(0, frames, tile):
+            j1 = min(j0 + tile, frames)
+            a, b = max(j0 - 1, 0), min(j1, T_in)  # input frames read: j - 1 and j
+            sn = torch.zeros(B, C_in, j1 - j0 + 1, dtype=self.dtype)  # frames j0 - 1 .. j1 - 1, zero outside
+            snake(x[:, :, a:b], *snake_params, out=sn[:, :, a - (j0 - 1):b - (j0 - 1)])
+            phases = F.conv1d(sn, up.weight, up.bias).view(B, s, C_out, j1 - j0)
+            interleave(y[:, :, j0:j1], phases)
+        return y.view(B, C_out, frames * s)[:, :, p:p + T_out]
+
+    def _unit(self, x: torch.Tensor, unit: _Unit) -> torch.Tensor:
+        """x += conv2(snake2(conv1(snake1(x)))), tile by tile, in place. A tile reads h samples each
+        side; those before it were overwritten by the tile before, whose snake1 of them (and of the h
+        after its end) is kept: s1's column j is sample t0 - h + j."""
         B, C, T = x.shape
         h, tile = unit.halo, self._tile(C, B)
-        padded = torch.zeros(B, C, min(tile, T) + 2 * h, dtype=self.dtype)  # snake1 of a tile and its halo
+        s1 = torch.empty(B, C, min(tile, T) + 2 * h, dtype=self.dtype)
+        mixed = torch.empty(B, C, min(tile, T), dtype=self.dtype)
         for t0 in range(0, T, tile):
             t1 = min(t0 + tile, T)
-            a, b = max(t0 - h, 0), min(t1 + h, T)
             width = t1 - t0 + 2 * h
-            left, right = a - (t0 - h), (t1 + h) - b  # halo samples past the signal's edges: zeros
-            s1 = padded[:, :, :width]
-            if left:
-                s1[:, :, :left] = 0
-            if right:
-                s1[:, :, width - right:] = 0
-            snake(x[:, :, a:b], *unit.snake1, out=s1[:, :, left:width - right])
+            if t0 == 0:
+                s1[:, :, :h] = 0  # before the signal
+                done = h
+            else:
+                s1[:, :, :2 * h] = s1[:, :, previous:previous + 2 * h].clone()  # samples [t0 - h, t0 + h)
+                done = 2 * h
+            first, last = t0 - h + done, min(t1 + h, T)  # samples still to take through snake1
+            if last > first:
+                snake(x[:, :, first:last], *unit.snake1, out=s1[:, :, done:done + last - first])
+            if last - (t0 - h) < width:
+                s1[:, :, max(last - (t0 - h), 0):width] = 0  # after the signal
             c = unit.conv1
-            hidden = F.conv1d(s1, c.weight, c.bias, dilation=c.dilation)  # [B, C, t1 - t0]
+            hidden = F.conv1d(s1[:, :, :width], c.weight, c.bias, dilation=c.dilation)  # [B, C, t1 - t0]
             snake(hidden, *unit.snake2, out=hidden)
-            mixed = torch.matmul(unit.w2, hidden)  # the 1x1 conv: [C, C] @ [B, C, L]
-            if unit.b2 is not None:
-                mixed += unit.b2[:, None]
-            torch.add(x[:, :, t0:t1], mixed, out=out[:, :, t0:t1])
-        return out
+            out = mixed[:, :, :t1 - t0]
+            for b in range(B):
+                torch.mm(unit.w2, hidden[b], out=out[b])  # the 1x1 conv
+            add_rows(x[:, :, t0:t1], out, unit.b2)
+            previous = t1 - t0  # s1 columns [previous, previous + 2h): samples [t1 - h, t1 + h)
+        return x
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         """snake then the last convolution (to the audio channels), float32, tile by tile."""

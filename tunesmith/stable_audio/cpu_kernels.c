@@ -1,5 +1,14 @@
-/* The Oobleck decoder's Snake activation in one pass, built by stable_audio/cpu.py (with the same
-   builder as musicgen's kernels).
+/* Two passes of the Oobleck decoder (stable_audio/cpu.py), each one pass over memory where torch
+   makes several; built with the same builder as musicgen's kernels.
+
+   ts_add_rows: x[r, t] += y[r, t] + bias[r % channels], x float32, y float32 or bfloat16: the
+   residual add after a unit's 1x1 convolution, without a float32 copy of y first.
+
+   ts_interleave: y[b, c, j * s + r] = float(phases[b, r, c, j]): the s phases of a transposed
+   convolution (computed as one ordinary convolution) written as the samples they are; torch's
+   permuted copy reads across rows and takes several times as long.
+
+   ts_snake: the Snake activation,
 
        y = x + inv_beta[c] * sin(alpha[c] * x)^2
 
@@ -45,7 +54,45 @@ static inline float sin_squared(float u) {
     return s * s;
 }
 
-int ts_snake_version(void) { return 1; }
+int ts_snake_version(void) { return 3; }
+
+void ts_interleave(float *y, long y_stride, const void *phases, int phases_bf16, int batch, int stride,
+                   int channels, long frames, int threads) {
+    const long rows = (long)batch * channels;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long row = 0; row < rows; row++) {
+        const long b = row / channels, c = row % channels;
+        float *yr = y + row * y_stride;
+        for (int r = 0; r < stride; r++) {
+            const long src = ((b * stride + r) * channels + c) * frames;
+            if (phases_bf16) {
+                const uint16_t *p = (const uint16_t *)phases + src;
+                for (long j = 0; j < frames; j++) yr[j * stride + r] = bf16_to_f32(p[j]);
+            } else {
+                const float *p = (const float *)phases + src;
+                for (long j = 0; j < frames; j++) yr[j * stride + r] = p[j];
+            }
+        }
+    }
+}
+
+void ts_add_rows(float *x, long x_stride, const void *y, int y_bf16, long y_stride, const float *bias,
+                 long rows, int channels, long length, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float b = bias ? bias[r % channels] : 0.0f;
+        float *xr = x + r * x_stride;
+        if (y_bf16) {
+            const uint16_t *yr = (const uint16_t *)y + r * y_stride;
+#pragma omp simd
+            for (long t = 0; t < length; t++) xr[t] += bf16_to_f32(yr[t]) + b;
+        } else {
+            const float *yr = (const float *)y + r * y_stride;
+#pragma omp simd
+            for (long t = 0; t < length; t++) xr[t] += yr[t] + b;
+        }
+    }
+}
 
 void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, long y_stride,
               const float *alpha, const float *inv_beta, long rows, int channels, long length, int threads) {
