@@ -27,16 +27,16 @@ def torch_snake(x, alpha, inv_beta):
 
 
 @pytest.fixture(params=["kernel", "torch"])
-def snake_impl(request, monkeypatch):
-    """Both Snake implementations: the compiled kernel (where it builds) and the torch fallback."""
+def impl(request, monkeypatch):
+    """Both implementations: the compiled kernels (where they build) and torch's ops."""
     if request.param == "torch":
-        monkeypatch.setattr(cpu, "snake_kernel", lambda: None)
-    elif cpu.snake_kernel() is None:
-        pytest.skip("no C compiler here: the Snake kernel is not built")
+        monkeypatch.setattr(cpu, "kernels", lambda: None)
+    elif cpu.kernels() is None:
+        pytest.skip("no C compiler here: the kernels are not built")
     return request.param
 
 
-def test_snake_equals_torch_on_a_slice(snake_impl):
+def test_snake_equals_torch_on_a_slice(impl):
     C, T = 12, 700
     x = torch.randn(2, C, T) * 30  # phases up to about 300 rad
     alpha, inv_beta = torch.rand(C) * 3 + 0.05, torch.rand(C) * 2
@@ -46,7 +46,7 @@ def test_snake_equals_torch_on_a_slice(snake_impl):
     assert (out.double() - reference).abs().max() <= 2e-6 * reference.abs().max()
 
 
-def test_snake_rounds_to_bfloat16_as_torch(snake_impl):
+def test_snake_rounds_to_bfloat16_as_torch(impl):
     C, T = 8, 1000
     x = torch.randn(1, C, T) * 4
     alpha, inv_beta = torch.rand(C) + 0.5, torch.rand(C)
@@ -77,7 +77,7 @@ def tiny_vae(strides=(2, 3, 4), seed=0):
 
 
 @torch.inference_mode()
-def test_decoder_float32_equals_diffusers(snake_impl):
+def test_decoder_float32_equals_diffusers(impl):
     vae = tiny_vae()
     latents = torch.randn(2, 5, 23)
     reference = vae.decoder(latents)
@@ -139,19 +139,20 @@ def test_decoder_reach_covers_the_receptive_field():
 
 
 def tiny_dit(qk_norm=True, seed=0):
-    """A StableAudioDiTModel with grouped cross-attention heads (4 query, 2 key/value) and, as small
-    has, q/k LayerNorms (random affine, so that they matter)."""
+    """A StableAudioDiTModel with grouped cross-attention heads (4 query, 2 key/value), heads of 16
+    (the attention kernel's smallest) and, as small has, q/k LayerNorms (random affine, so that they
+    matter)."""
     from diffusers import StableAudioDiTModel
 
     torch.manual_seed(seed)
-    dit = StableAudioDiTModel(sample_size=24, in_channels=3, num_layers=2, attention_head_dim=8,
+    dit = StableAudioDiTModel(sample_size=24, in_channels=3, num_layers=2, attention_head_dim=16,
                               num_attention_heads=4, num_key_value_attention_heads=2, out_channels=3,
-                              cross_attention_dim=16, time_proj_dim=8, global_states_input_dim=10,
+                              cross_attention_dim=32, time_proj_dim=8, global_states_input_dim=10,
                               cross_attention_input_dim=6).eval()
     if qk_norm:
         for block in dit.transformer_blocks:
             for attn in (block.attn1, block.attn2):
-                attn.norm_q, attn.norm_k = nn.LayerNorm(8, eps=1e-6), nn.LayerNorm(8, eps=1e-6)
+                attn.norm_q, attn.norm_k = nn.LayerNorm(16, eps=1e-6), nn.LayerNorm(16, eps=1e-6)
                 for norm in (attn.norm_q, attn.norm_k):
                     norm.weight.data.normal_(1, 0.2)
                     norm.bias.data.normal_(0, 0.2)
@@ -162,7 +163,7 @@ def dit_inputs(batch=2, frames=24):
     from diffusers.models.embeddings import get_1d_rotary_pos_embed
 
     torch.manual_seed(1)
-    rotary = get_1d_rotary_pos_embed(4, frames + 1, use_real=True, repeat_interleave_real=False)
+    rotary = get_1d_rotary_pos_embed(8, frames + 1, use_real=True, repeat_interleave_real=False)
     return dict(hidden_states=torch.randn(batch, 3, frames), timestep=torch.tensor([0.37]),
                 encoder_hidden_states=torch.randn(batch, 7, 6), global_hidden_states=torch.randn(batch, 1, 10),
                 rotary_embedding=rotary)
@@ -205,6 +206,28 @@ def test_dit_context_is_reused_only_for_equal_conditioning():
     inputs["encoder_hidden_states"][1, 3, 2] += 1  # changed in place: computed again
     assert torch.allclose(fast(**inputs).sample, dit(**inputs).sample, rtol=1e-5, atol=1e-6)
     assert fast._context_of[1] is not kept
+
+
+@pytest.mark.parametrize("B, H, H_kv, Tq, Tk, D", [(1, 8, 8, 257, 257, 128), (2, 4, 2, 33, 7, 64), (2, 3, 3, 5, 70, 96),
+                                                    (1, 2, 1, 1, 1, 16)])
+@torch.inference_mode()
+def test_attention_rounds_as_torch(impl, B, H, H_kv, Tq, Tk, D):
+    """bfloat16 attention (the kernel: grouped heads, a query view with strides, lengths off its
+    blocks of 4 queries and 64 keys) is as close to float64 as torch's own bfloat16 attention."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    qkv = (torch.randn(B, Tq, 3, H, D) * 2).bfloat16()
+    q = qkv[:, :, 0].transpose(1, 2)  # (B, H, Tq, D) with the strides of a fused projection
+    k, v = (torch.randn(B, H_kv, Tk, D) * 2).bfloat16(), torch.randn(B, H_kv, Tk, D).bfloat16()
+    k_all, v_all = k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)
+    exact = F.scaled_dot_product_attention(q.double(), k_all.double(), v_all.double()).transpose(1, 2)
+    exact = exact.reshape(B, Tq, H * D)
+    torch_bf16 = F.scaled_dot_product_attention(q, k_all, v_all).transpose(1, 2).reshape(B, Tq, H * D)
+    out = cpu.attention(q, k, v)
+    assert out.shape == (B, Tq, H * D) and out.dtype == torch.bfloat16
+    error, torch_error = (exact - out.double()).pow(2).mean(), (exact - torch_bf16.double()).pow(2).mean()
+    assert error <= 1.3 * torch_error + 1e-12 * exact.pow(2).mean()  # about 55 dB below the signal, both
 
 
 def test_dit_takes_no_masks():

@@ -63,29 +63,33 @@ def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask
 
 
 @functools.lru_cache(maxsize=None)
-def snake_kernel() -> ctypes.CDLL | None:
-    """The compiled Snake of cpu_kernels.c, or None (torch's ops are used: the same values, slower).
-    Built once per machine by musicgen's kernel builder; off with TUNESMITH_CPU_KERNELS=0."""
+def kernels() -> ctypes.CDLL | None:
+    """The compiled kernels of cpu_kernels.c, or None (torch's ops are used: the same values up to
+    rounding, slower). Built once per machine by musicgen's kernel builder; off with
+    TUNESMITH_CPU_KERNELS=0. `.attention` says whether the attention kernel is in (AVX512-BF16)."""
     if os.environ.get("TUNESMITH_CPU_KERNELS", "1") == "0":
         return None
     from ..musicgen import cpu_kernels
 
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
-        log.warning("no C compiler found: the VAE decoder's Snake runs as torch ops (slower)")
+        log.warning("no C compiler found: Stable Audio's CPU kernels are off, torch ops are used (slower)")
         return None
     try:
         lib = ctypes.CDLL(str(cpu_kernels._build(compiler, SOURCE)))
     except (OSError, subprocess.SubprocessError) as err:
-        log.warning("the Snake kernel is off (%s): torch ops are used (slower)", cpu_kernels._why_not(compiler, err))
+        log.warning("Stable Audio's CPU kernels are off (%s): torch ops are used (slower)",
+                    cpu_kernels._why_not(compiler, err))
         return None
-    p, i, lg = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+    p, i, lg, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
     lib.ts_snake.argtypes = [p, i, lg, p, i, lg, p, p, lg, i, lg, i]
-    lib.ts_snake.restype = None
     lib.ts_add_rows.argtypes = [p, lg, p, i, lg, p, lg, i, lg, i]
-    lib.ts_add_rows.restype = None
     lib.ts_interleave.argtypes = [p, lg, p, i, i, i, i, lg, i]
-    lib.ts_interleave.restype = None
+    for fn in (lib.ts_snake, lib.ts_add_rows, lib.ts_interleave):
+        fn.restype = None
+    lib.attention = bool(lib.ts_has_attention())
+    if lib.attention:
+        lib.ts_attention_bf16.argtypes = [p, lg, lg, lg, p, lg, lg, lg, p, lg, lg, lg, p, i, i, i, i, i, i, f, i]
     return lib
 
 
@@ -95,7 +99,7 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor, out: tor
     [C] float32 (Snake1d's exp(alpha) and 1 / (exp(beta) + 1e-9)), out [B, C, L] (contiguous rows,
     float32 or bfloat16). out may be x itself."""
     B, C, L = x.shape
-    lib = snake_kernel()
+    lib = kernels()
     rows_even = x.stride(2) == 1 and x.stride(0) == C * x.stride(1)
     out_even = out.stride(2) == 1 and out.stride(0) == C * out.stride(1)
     if lib is None or not (rows_even and out_even) or x.dtype not in _SNAKE_DTYPES or out.dtype not in _SNAKE_DTYPES:
@@ -114,7 +118,7 @@ def interleave(y: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     """y[b, c, j, r] = phases[b, r, c, j]: y [B, C, F, s] float32 (rows evenly spaced, each row's
     F * s values contiguous), phases [B, s, C, F] contiguous, float32 or bfloat16."""
     B, C, Fr, s = y.shape
-    lib = snake_kernel()
+    lib = kernels()
     usable = y.dtype == torch.float32 and phases.dtype in _SNAKE_DTYPES and phases.is_contiguous() and \
         y.stride(3) == 1 and y.stride(2) == s and y.stride(0) == C * y.stride(1)
     if lib is None or not usable:
@@ -128,7 +132,7 @@ def add_rows(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> tor
     """x += y + bias[:, None] in place: x [B, C, L] float32 (a slice along time of a contiguous
     tensor), y [B, C, L] float32 or bfloat16 with contiguous rows, bias [C] float32 or None."""
     B, C, L = x.shape
-    lib = snake_kernel()
+    lib = kernels()
     rows_even = x.stride(2) == 1 and x.stride(0) == C * x.stride(1) and y.stride(2) == 1 and \
         y.stride(0) == C * y.stride(1)
     if lib is None or not rows_even or x.dtype != torch.float32 or y.dtype not in _SNAKE_DTYPES:
@@ -350,6 +354,28 @@ class OobleckDecoderCPU:
 # ------------------------------------------------------------------------------------------------- DiT
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v: q (B, H, Tq, D), k and v (B, H_kv, Tk, D), H a multiple of H_kv (head
+    h reads key/value head h // (H / H_kv)) -> [B, Tq, H * D]. bfloat16 goes to cpu_kernels.c's
+    kernel (about 3x torch's CPU flash attention at these sizes, the same rounding); the rest to
+    torch's scaled_dot_product_attention."""
+    B, H, Tq, D = q.shape
+    H_kv, Tk = k.shape[1], k.shape[2]
+    lib = kernels()
+    usable = (lib is not None and lib.attention and q.dtype == k.dtype == v.dtype == torch.bfloat16
+              and q.stride(3) == k.stride(3) == v.stride(3) == 1 and D % 16 == 0 and D <= 128 and H % H_kv == 0)
+    if usable:
+        out = torch.empty(B, Tq, H, D, dtype=q.dtype)
+        failed = lib.ts_attention_bf16(q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
+                                       *v.stride()[:3], out.data_ptr(), B, H, H_kv, Tq, Tk, D, D ** -0.5,
+                                       torch.get_num_threads())
+        if not failed:
+            return out.view(B, Tq, H * D)
+    if H_kv != H:
+        k, v = k.repeat_interleave(H // H_kv, dim=1), v.repeat_interleave(H // H_kv, dim=1)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, Tq, H * D)
+
+
 class _Linear:
     """y = x W^T (+ b) in the compute dtype: bfloat16 (oneDNN, float32 sums), or dynamic int8: W per
     output row and x per token scaled to int8, torch's int8 product (int32 sums), scaled back."""
@@ -420,13 +446,11 @@ class _Block:
 
     def context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cross-attention's keys and values of the (projected) conditioning tokens [B, T, D_c]:
-        (B, heads, T, head_dim) each, q/k norm applied and kv heads repeated, as diffusers does."""
+        (B, kv_heads, T, head_dim) each, k normed (per head: the same before diffusers' repeat of
+        the kv heads as after)."""
         k, v = self.kv2(context.to(self.dtype)).chunk(2, dim=-1)
         k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
-        if self.kv_heads != self.heads:
-            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
-            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        return self._qk_norm(k, self.norm_k2), v.contiguous()
+        return self._qk_norm(k, self.norm_k2).contiguous(), v.contiguous()
 
     def __call__(self, x: torch.Tensor, rotary: tuple | None, k2: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         B, S, D = x.shape  # x float32
@@ -435,12 +459,10 @@ class _Block:
         q, k = self._qk_norm(q, self.norm_q1), self._qk_norm(k, self.norm_k1)
         if rotary is not None:
             q, k = _rotate(q, rotary), _rotate(k, rotary)
-        a = F.scaled_dot_product_attention(q, k, v)  # (B, heads, S, head_dim)
-        x = x + self.out1(a.transpose(1, 2).reshape(B, S, D))
+        x = x + self.out1(attention(q, k, v))  # attention: [B, S, D]
 
         q = self._qk_norm(self._heads(self.q2(_layer_norm(x, self.norm2).to(self.dtype)), self.heads), self.norm_q2)
-        a = F.scaled_dot_product_attention(q, k2, v2)
-        x = x + self.out2(a.transpose(1, 2).reshape(B, S, D))
+        x = x + self.out2(attention(q, k2, v2))
 
         hidden, gate = self.ff_in(_layer_norm(x, self.norm3).to(self.dtype)).chunk(2, dim=-1)
         return x + self.ff_out(hidden * F.silu(gate))
