@@ -185,7 +185,7 @@ def test_dit_float32_equals_diffusers(qk_norm):
 
 @pytest.mark.parametrize("dtype, quantize, floor", [(torch.bfloat16, None, 40), (torch.bfloat16, "int8", 33)])
 @torch.inference_mode()
-def test_dit_reduced_precision_within_snr(dtype, quantize, floor):
+def test_dit_reduced_precision_within_snr(impl, dtype, quantize, floor):
     dit = tiny_dit()
     inputs = dit_inputs()
     out = cpu.prepare_dit(dit, dtype, quantize)(**inputs).sample

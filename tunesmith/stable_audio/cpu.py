@@ -87,6 +87,11 @@ def kernels() -> ctypes.CDLL | None:
     lib.ts_interleave.argtypes = [p, lg, p, i, i, i, i, lg, i]
     for fn in (lib.ts_snake, lib.ts_add_rows, lib.ts_interleave):
         fn.restype = None
+    lib.ts_quantize_rows.argtypes = [p, i, lg, lg, i, p, p, i]
+    lib.ts_dequantize.argtypes = [p, lg, i, p, p, p, p, i]
+    lib.ts_norm_rotate.argtypes = [p, lg, lg, lg, i, i, i, i, i, p, p, f, p, p, i, i]
+    for fn in (lib.ts_quantize_rows, lib.ts_dequantize, lib.ts_norm_rotate):
+        fn.restype = None
     lib.attention = bool(lib.ts_has_attention())
     if lib.attention:
         lib.ts_attention_bf16.argtypes = [p, lg, lg, lg, p, lg, lg, lg, p, lg, lg, lg, p, i, i, i, i, i, i, f, i]
@@ -383,6 +388,7 @@ class _Linear:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, quantize: str | None):
         weight = weight.detach().float()
         self.bias = None if bias is None else bias.detach().to(dtype)
+        self.bias_f32 = None if bias is None else bias.detach().float()  # for the int8 kernel's sums
         self.dtype, self.int8 = dtype, quantize == "int8"
         if self.int8:
             self.scale = (weight.abs().amax(1) / 127).clamp_min(1e-12)  # [N]
@@ -394,13 +400,27 @@ class _Linear:
         if not self.int8:
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
-        x = x.reshape(-1, shape[-1]).float()
-        x_scale = (x.abs().amax(1, keepdim=True) / 127).clamp_min_(1e-12)  # [M, 1]
-        acc = torch._int_mm(torch.round(x / x_scale).to(torch.int8), self.weight_t)  # [M, N] int32
-        y = acc.float().mul_(x_scale).mul_(self.scale)
-        if self.bias is not None:
-            y += self.bias
-        return y.to(self.dtype).reshape(*shape[:-1], -1)
+        x = x.reshape(-1, shape[-1])
+        M, K = x.shape
+        lib = kernels()
+        if lib is None or self.dtype != torch.bfloat16 or x.dtype not in _SNAKE_DTYPES or x.stride(1) != 1:
+            x = x.float()
+            x_scale = (x.abs().amax(1, keepdim=True) / 127).clamp_min_(1e-12)  # [M, 1]
+            acc = torch._int_mm(torch.round(x / x_scale).to(torch.int8), self.weight_t)  # [M, N] int32
+            y = acc.float().mul_(x_scale).mul_(self.scale)
+            if self.bias is not None:
+                y += self.bias
+            return y.to(self.dtype).reshape(*shape[:-1], -1)
+        threads = torch.get_num_threads()
+        q, x_scale = torch.empty(M, K, dtype=torch.int8), torch.empty(M)
+        lib.ts_quantize_rows(x.data_ptr(), int(x.dtype == torch.bfloat16), x.stride(0), M, K, q.data_ptr(),
+                             x_scale.data_ptr(), threads)
+        acc = torch._int_mm(q, self.weight_t)  # [M, N] int32
+        N = acc.shape[1]
+        y = torch.empty(M, N, dtype=torch.bfloat16)
+        lib.ts_dequantize(acc.data_ptr(), M, N, x_scale.data_ptr(), self.scale.data_ptr(),
+                          None if self.bias_f32 is None else self.bias_f32.data_ptr(), y.data_ptr(), threads)
+        return y.reshape(*shape[:-1], N)
 
 
 def _norm(norm: nn.Module | None) -> tuple | None:
@@ -444,6 +464,25 @@ class _Block:
     def _qk_norm(self, x: torch.Tensor, norm: tuple | None) -> torch.Tensor:
         return x if norm is None else _layer_norm(x, norm).to(self.dtype)
 
+    def _norm_rotate(self, x: torch.Tensor, norm: tuple | None, rotary: tuple | None) -> torch.Tensor:
+        """q or k (B, heads, S, head_dim): the per-head LayerNorm, then rotary (self-attention), as
+        diffusers' processor applies them; in bfloat16 one pass of cpu_kernels.c, in place (x is a
+        view of this block's own projection output)."""
+        if norm is None and rotary is None:
+            return x
+        lib = kernels()
+        B, H, S, D = x.shape
+        if lib is None or x.dtype != torch.bfloat16 or x.stride(3) != 1 or D > 512:
+            x = self._qk_norm(x, norm)
+            return x if rotary is None else _rotate(x, rotary)
+        _, weight, bias, eps = norm if norm is not None else (None, None, None, 0.0)
+        cos, sin = (None, None) if rotary is None else (t.float().contiguous() for t in rotary)
+        lib.ts_norm_rotate(x.data_ptr(), *x.stride()[:3], B, H, S, D, int(norm is not None),
+                           None if weight is None else weight.data_ptr(), None if bias is None else bias.data_ptr(),
+                           eps, None if cos is None else cos.data_ptr(), None if sin is None else sin.data_ptr(),
+                           0 if rotary is None else cos.shape[-1], torch.get_num_threads())
+        return x
+
     def context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cross-attention's keys and values of the (projected) conditioning tokens [B, T, D_c]:
         (B, kv_heads, T, head_dim) each, k normed (per head: the same before diffusers' repeat of
@@ -456,13 +495,11 @@ class _Block:
         B, S, D = x.shape  # x float32
         q, k, v = self.qkv(_layer_norm(x, self.norm1).to(self.dtype)).chunk(3, dim=-1)
         q, k, v = self._heads(q, self.heads), self._heads(k, self.heads), self._heads(v, self.heads)
-        q, k = self._qk_norm(q, self.norm_q1), self._qk_norm(k, self.norm_k1)
-        if rotary is not None:
-            q, k = _rotate(q, rotary), _rotate(k, rotary)
+        q, k = self._norm_rotate(q, self.norm_q1, rotary), self._norm_rotate(k, self.norm_k1, rotary)
         x = x + self.out1(attention(q, k, v))  # attention: [B, S, D]
 
-        q = self._qk_norm(self._heads(self.q2(_layer_norm(x, self.norm2).to(self.dtype)), self.heads), self.norm_q2)
-        x = x + self.out2(attention(q, k2, v2))
+        q = self._heads(self.q2(_layer_norm(x, self.norm2).to(self.dtype)), self.heads)
+        x = x + self.out2(attention(self._norm_rotate(q, self.norm_q2, None), k2, v2))
 
         hidden, gate = self.ff_in(_layer_norm(x, self.norm3).to(self.dtype)).chunk(2, dim=-1)
         return x + self.ff_out(hidden * F.silu(gate))

@@ -26,6 +26,7 @@
    Past |u| of about 1e7 the nearest multiple of pi is no longer found (float32 cannot tell
    the phase there anyway).
 */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -123,6 +124,90 @@ void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, lon
                 yh[t] = f32_to_bf16(v + ib * sin_squared(a * v));
             }
         }
+    }
+}
+
+/* The DiT's small passes, each one pass where torch makes several.
+
+   ts_quantize_rows: x [M, K] (float32 or bfloat16, rows x_stride apart) -> int8 q [M, K] and
+   scale [M]: q = round(x / scale), scale = max|x| / 127 per row (dynamic int8 activations).
+   ts_dequantize: out [M, N] bfloat16 = acc [M, N] (int32) * x_scale[m] * w_scale[n] + bias[n].
+   ts_norm_rotate: in place on bfloat16 rows of D (at most 512) at x + b*sb + h*sh + t*st: LayerNorm
+   over D if `normalize` (weight, bias optional), then diffusers' rotary embedding (use_real, unbind dim -2) on the first
+   `rot` values with cos, sin [S, rot] float32; float32 throughout, one rounding at the end. */
+void ts_quantize_rows(const void *x, int x_bf16, long x_stride, long M, int K, int8_t *q, float *scale,
+                      int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long m = 0; m < M; m++) {
+        const float *xf = (const float *)x + m * x_stride;
+        const uint16_t *xh = (const uint16_t *)x + m * x_stride;
+        float top = 0.0f;
+        if (x_bf16) {
+#pragma omp simd reduction(max:top)
+            for (int k = 0; k < K; k++) { float a = bf16_to_f32(xh[k]); a = a < 0 ? -a : a; top = a > top ? a : top; }
+        } else {
+#pragma omp simd reduction(max:top)
+            for (int k = 0; k < K; k++) { float a = xf[k] < 0 ? -xf[k] : xf[k]; top = a > top ? a : top; }
+        }
+        float s = top / 127.0f;
+        s = s > 1e-12f ? s : 1e-12f;
+        scale[m] = s;
+        const float inv = 1.0f / s, round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
+        int8_t *qm = q + m * (long)K;
+        if (x_bf16) {
+#pragma omp simd
+            for (int k = 0; k < K; k++) qm[k] = (int8_t)((bf16_to_f32(xh[k]) * inv + round) - round);
+        } else {
+#pragma omp simd
+            for (int k = 0; k < K; k++) qm[k] = (int8_t)((xf[k] * inv + round) - round);
+        }
+    }
+}
+
+void ts_dequantize(const int32_t *acc, long M, int N, const float *x_scale, const float *w_scale,
+                   const float *bias, uint16_t *out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long m = 0; m < M; m++) {
+        const int32_t *a = acc + m * (long)N;
+        uint16_t *o = out + m * (long)N;
+        const float sx = x_scale[m];
+        if (bias) {
+#pragma omp simd
+            for (int n = 0; n < N; n++) o[n] = f32_to_bf16((float)a[n] * (sx * w_scale[n]) + bias[n]);
+        } else {
+#pragma omp simd
+            for (int n = 0; n < N; n++) o[n] = f32_to_bf16((float)a[n] * (sx * w_scale[n]));
+        }
+    }
+}
+
+void ts_norm_rotate(uint16_t *x, long sb, long sh, long st, int B, int H, int S, int D, int normalize,
+                    const float *weight, const float *bias, float eps, const float *cos, const float *sin, int rot,
+                    int threads) {
+    const long rows = (long)B * H * S;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long row = 0; row < rows; row++) {
+        const long b = row / ((long)H * S), h = row / S % H, t = row % S;
+        uint16_t *xr = x + b * sb + h * sh + t * st;
+        float v[512], y[512];  /* D <= 512 */
+        for (int d = 0; d < D; d++) v[d] = bf16_to_f32(xr[d]);
+        if (normalize) {
+            float mean = 0.0f, var = 0.0f;
+            for (int d = 0; d < D; d++) mean += v[d];
+            mean /= D;
+            for (int d = 0; d < D; d++) { float c = v[d] - mean; var += c * c; }
+            const float inv = 1.0f / sqrtf(var / D + eps);
+            for (int d = 0; d < D; d++) {
+                float n = (v[d] - mean) * inv;
+                v[d] = (weight ? n * weight[d] : n) + (bias ? bias[d] : 0.0f);
+            }
+        }
+        const int half = rot / 2;
+        const float *c = cos + t * (long)rot, *s = sin + t * (long)rot;
+        for (int d = 0; d < half; d++) y[d] = v[d] * c[d] - v[d + half] * s[d];
+        for (int d = half; d < rot; d++) y[d] = v[d] * c[d] + v[d - half] * s[d];
+        for (int d = rot; d < D; d++) y[d] = v[d];
+        for (int d = 0; d < D; d++) xr[d] = f32_to_bf16(y[d]);
     }
 }
 
