@@ -194,6 +194,7 @@ class Run:
     wall: float = 0.0
     extra_mb: float = 0.0
     first_v: torch.Tensor | None = None  # the DiT's output at the first step
+    cross: torch.Tensor | None = None  # the cross-attention states it was given
     latents: torch.Tensor | None = None
     audio: torch.Tensor | None = None
 
@@ -221,6 +222,7 @@ def run(engine: Engine, spec: Spec, inputs: Inputs, steps: int) -> Run:
         if spec.cfg > 1:
             cross = torch.cat([torch.zeros_like(cross), cross])  # the unconditioned row first
         out.text = time.perf_counter() - t0
+        out.cross = cross
         t = torch.linspace(1, 0, spec.steps + 1)
         x = inputs.noise[0]
         for i in range(steps):
@@ -274,12 +276,27 @@ def main(argv=None):
     results: dict[str, list[Run]] = {e.name: [] for e in engines}
     for r in range(args.runs):
         for engine in engines:
-            results[engine.name].append(run(engine, spec, inputs, steps))
-            print(f"run {r + 1}: {engine.name}: {results[engine.name][-1].wall:.1f} s", flush=True)
-    report(render(spec, args, steps, engines, results), args.markdown)
+            done = run(engine, spec, inputs, steps)
+            results[engine.name].append(done)
+            print(f"run {r + 1}: {engine.name}: {done.wall:.1f} s (text {done.text:.2f}, DiT {sum(done.steps):.2f} "
+                  f"for {steps} steps, decode {done.decode:.2f})", flush=True)
+    plain_bf16 = None
+    if not args.no_reference:  # how far diffusers' own bfloat16 DiT (a plain .to(bfloat16)) lands, for scale
+        dit.to(torch.bfloat16)
+        with torch.inference_mode():
+            ref = results[engines[-1].name][0]
+            plain_bf16 = dit(inputs.noise[0].bfloat16().expand(inputs.global_states.shape[0], -1, -1),
+                             torch.tensor([1.0]).bfloat16(), encoder_hidden_states=ref.cross.bfloat16(),
+                             global_hidden_states=inputs.global_states.bfloat16(), rotary_embedding=inputs.rotary,
+                             return_dict=False)[0].float()
+            if spec.cfg > 1:
+                uncond, cond = plain_bf16.chunk(2)
+                plain_bf16 = uncond + spec.cfg * (cond - uncond)
+    report(render(spec, args, steps, engines, results, plain_bf16), args.markdown)
 
 
-def render(spec: Spec, args, steps: int, engines: list[Engine], results: dict[str, list[Run]]) -> str:
+def render(spec: Spec, args, steps: int, engines: list[Engine], results: dict[str, list[Run]],
+           plain_bf16: torch.Tensor | None = None) -> str:
     seconds = spec.frames * math.prod(spec.vae["downsampling_ratios"]) / spec.vae["sampling_rate"]
     partial = steps < spec.steps
     ref_name = engines[-1].name if not args.no_reference else None
@@ -332,6 +349,9 @@ def render(spec: Spec, args, steps: int, engines: list[Engine], results: dict[st
             decoded = engine.decode(ref.latents)
             lines.append(f"| {engine.name} | {snr_db(ref.first_v, mine.first_v):.1f} | "
                          f"{snr_db(ref.audio, decoded):.1f} | {snr_db(ref.audio, mine.audio):.1f} |")
+        if plain_bf16 is not None:
+            lines.append(f"| for scale: diffusers' DiT cast to bfloat16 (not timed) | "
+                         f"{snr_db(ref.first_v, plain_bf16):.1f} | | |")
         lines.append("")
     return "\n".join(lines)
 

@@ -230,6 +230,16 @@ def test_attention_rounds_as_torch(impl, B, H, H_kv, Tq, Tk, D):
     assert error <= 1.3 * torch_error + 1e-12 * exact.pow(2).mean()  # about 55 dB below the signal, both
 
 
+def test_dit_stays_on_the_cpu_in_its_dtypes():
+    """Callers move their parts with .to(device, dtype): the prepared DiT keeps its own dtypes and
+    refuses other devices; it takes and returns float32 (callers cast inputs to model.dtype)."""
+    fast = cpu.prepare_dit(tiny_dit(), torch.bfloat16)
+    assert fast.to("cpu", torch.float16) is fast and fast.dtype == torch.float32 and fast.device.type == "cpu"
+    assert fast.blocks[0].qkv.weight.dtype == torch.bfloat16 and fast.proj_in.weight.dtype == torch.float32
+    with pytest.raises(ValueError, match="CPU only"):
+        fast.to("meta")
+
+
 def test_dit_takes_no_masks():
     fast = cpu.prepare_dit(tiny_dit(), torch.float32)
     with pytest.raises(ValueError, match="no attention masks"):

@@ -536,7 +536,7 @@ class DiTCPU(nn.Module):
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
         t = transformer
-        self.config, self.dtype_, self.quantize = t.config, dtype, quantize
+        self.config, self.compute_dtype, self.quantize = t.config, dtype, quantize
         for name in ("time_proj", "timestep_proj", "global_proj", "cross_attention_proj", "preprocess_conv",
                      "proj_in", "proj_out", "postprocess_conv"):
             setattr(self, name, getattr(t, name).float())
@@ -545,7 +545,20 @@ class DiTCPU(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.float32  # what it takes and returns
+        """What it takes and returns (callers cast their inputs to the model's dtype): float32, so
+        that the time steps keep their precision. The products run in compute_dtype."""
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, *args, **kwargs) -> "DiTCPU":
+        """Stays as prepare_dit made it: the CPU, its dtypes. A move to another device is refused."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError("DiTCPU runs on the CPU only: move the diffusers transformer instead")
+        return self
 
     def _context(self, encoder_hidden_states: torch.Tensor) -> list:
         states = encoder_hidden_states.float()
