@@ -132,7 +132,8 @@ def make_inputs(spec: Spec, seed: int = 1) -> Inputs:
     return Inputs(ids, mask, torch.randn(1, spec.seconds_tokens, d_in, generator=g),
                   torch.randn(1, 1, d_g, generator=g).expand(rows, -1, -1).contiguous(),
                   [torch.randn(shape, generator=g) for _ in range(spec.steps + 1)],
-                  get_1d_rotary_pos_embed(spec.rotary_dim, spec.frames + 1, use_real=True, repeat_interleave_real=False))
+                  get_1d_rotary_pos_embed(spec.rotary_dim, spec.frames + 1, use_real=True,
+                                          repeat_interleave_real=False))
 
 
 @dataclass
@@ -204,8 +205,9 @@ def warm_up(engine: Engine, spec: Spec, inputs: Inputs):
     """Not timed: the first calls fault the weights in and let oneDNN pick its kernels."""
     cross = torch.cat([engine.encode(inputs.ids, inputs.mask), inputs.seconds], dim=1)
     rows = inputs.global_states.shape[0]
-    engine.dit(inputs.noise[0].expand(rows, -1, -1), torch.tensor([0.5]), encoder_hidden_states=cross.expand(rows, -1, -1),
-               global_hidden_states=inputs.global_states, rotary_embedding=inputs.rotary)
+    engine.dit(inputs.noise[0].expand(rows, -1, -1), torch.tensor([0.5]),
+               encoder_hidden_states=cross.expand(rows, -1, -1), global_hidden_states=inputs.global_states,
+               rotary_embedding=inputs.rotary)
     engine.decode(inputs.noise[0][:, :, :16])
 
 
@@ -309,10 +311,10 @@ def render(spec: Spec, args, steps: int, engines: list[Engine], results: dict[st
 
     cols = [e.name for e in engines]
     sampler = "ping-pong" if spec.cfg <= 1 else "DPM-Solver++ (2M SDE)"
-    lines = [f"### {spec.name}, {seconds:.1f} s, {spec.steps} {sampler} steps, cfg {spec.cfg:g}, "
-             f"batch {2 if spec.cfg > 1 else 1} ({datetime.date.today()})", "",
-             f"Hardware: {hardware()}. Command: `python -m benchmarks.stable_audio_cpu {' '.join(sys.argv[1:])}`. "
-             f"Median of {args.runs} interleaved runs, random weights (the modules' own initialisation).", "",
+    lines = [(f"### {spec.name}, {seconds:.1f} s, {spec.steps} {sampler} steps, cfg {spec.cfg:g}, "
+              f"batch {2 if spec.cfg > 1 else 1} ({datetime.date.today()})"), "",
+             (f"Hardware: {hardware()}. Command: `python -m benchmarks.stable_audio_cpu {' '.join(sys.argv[1:])}`. "
+              f"Median of {args.runs} interleaved runs, random weights (the modules' own initialisation)."), "",
              "| stage (s) | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
 
     def row(label, fn, fmt="{:.2f}"):
@@ -340,8 +342,8 @@ def render(spec: Spec, args, steps: int, engines: list[Engine], results: dict[st
     lines.append("")
     if ref_name:
         ref = results[ref_name][0]
-        lines += [f"Output difference from the float32 reference (SNR, dB: signal power over error power; "
-                  "same weights, inputs and noise):", "",
+        lines += [("Output difference from the float32 reference (SNR, dB: signal power over error power; "
+                   "same weights, inputs and noise):"), "",
                   "| variant | DiT output, step 1 | VAE decode of the same latents | final audio |",
                   "| --- | ---: | ---: | ---: |"]
         for engine in engines[:-1]:

@@ -2,17 +2,21 @@
 
 The CUDA path runs diffusers' modules as they are (half precision); none of this is used there.
 
-    text encoder   `encode_text`: T5 over the prompt's own tokens only (exact), float32
-    DiT            `prepare_dit(transformer)`: bfloat16 weights and activations (float32 time
-                   embedding, residual stream rounded to bfloat16 as diffusers does), one fused
-                   q/k/v product, cross-attention keys and values computed once per prompt;
-                   optional dynamic int8 (`quantize="int8"`) for the big products
-    VAE decode     `OobleckDecoderCPU(vae.decoder)`: the decoder run tile by tile along time, so
-                   every intermediate stays in the cache; Snake in one pass (cpu_kernels.c);
-                   bfloat16 convolutions with float32 sums and a float32 residual stream
+    text encoder   encode_text(text_encoder, ids, mask): T5 over the prompt's own tokens only
+                   (the same states), float32
+    DiT            prepare_dit(transformer, dtype, quantize) -> DiTCPU, called as the transformer:
+                   bfloat16 products (or dynamic int8), a float32 residual stream and float32
+                   small parts, q/k/v in one product, cross-attention keys and values once per
+                   prompt, attention and q/k norm + rotary in C
+    VAE decode     OobleckDecoderCPU(vae.decoder, dtype)(latents, length=None): the decoder tile by
+                   tile along time (exact seams), every intermediate in the cache; bfloat16
+                   convolutions with float32 sums and a float32 residual stream; Snake, residual
+                   adds and the upsampling's phase interleave one pass each in C
 
-Where each default comes from, and how far each lever moves the output from float32, is in
-BENCHMARKS.md (benchmarks/stable_audio_cpu.py measures both).
+DEFAULT_DTYPES holds the defaults; BENCHMARKS.md has what each lever gains and how far it moves
+the output from float32 (benchmarks/stable_audio_cpu.py measures both). The C kernels
+(cpu_kernels.c) are built at first use with musicgen's builder; without a compiler, torch's ops do
+the same work, slower.
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ DEFAULT_DTYPES = {"text_encoder": torch.float32, "transformer": torch.bfloat16, 
 def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """T5 states of padded prompts, zero at the padding: ids, mask [B, T] -> [B, T, D] float32.
 
-    Runs the encoder over the longest prompt's tokens only (T5 pads on the right): with the mask, a token's state does not
-    depend on the padding after it (masked keys get no weight, and T5's position bias depends on
-    distances only), and the padding's states are zeroed anyway, as both pipelines zero them."""
+    Runs the encoder over the longest prompt's tokens only (T5 pads on the right): with the mask,
+    a token's state does not depend on the padding after it (masked keys get no weight, and T5's
+    position bias depends on distances only), and the padding's states are zeroed anyway, as both
+    pipelines zero them."""
     T = input_ids.shape[1]
     right_padded = torch.equal(attention_mask, attention_mask.cummin(1).values)
     n = max(int(attention_mask.sum(1).max()), 1) if right_padded else T
@@ -59,10 +64,13 @@ def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask
     return F.pad(states * mask.unsqueeze(-1).to(states.dtype), (0, 0, 0, T - n))
 
 
-# ----------------------------------------------------------------------------------------------- Snake
+# ------------------------------------------------------------------------------------ C kernels, Snake
 
 
-@functools.lru_cache(maxsize=None)
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
 def kernels() -> ctypes.CDLL | None:
     """The compiled kernels of cpu_kernels.c, or None (torch's ops are used: the same values up to
     rounding, slower). Built once per machine by musicgen's kernel builder; off with
@@ -107,7 +115,7 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor, out: tor
     lib = kernels()
     rows_even = x.stride(2) == 1 and x.stride(0) == C * x.stride(1)
     out_even = out.stride(2) == 1 and out.stride(0) == C * out.stride(1)
-    if lib is None or not (rows_even and out_even) or x.dtype not in _SNAKE_DTYPES or out.dtype not in _SNAKE_DTYPES:
+    if lib is None or not (rows_even and out_even) or x.dtype not in _KERNEL_DTYPES or out.dtype not in _KERNEL_DTYPES:
         xf = x.float()
         return out.copy_(xf + inv_beta[:, None] * torch.sin(alpha[:, None] * xf).pow(2))
     lib.ts_snake(x.data_ptr(), int(x.dtype == torch.bfloat16), x.stride(1), out.data_ptr(),
@@ -116,15 +124,13 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor, out: tor
     return out
 
 
-_SNAKE_DTYPES = (torch.float32, torch.bfloat16)
-
 
 def interleave(y: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     """y[b, c, j, r] = phases[b, r, c, j]: y [B, C, F, s] float32 (rows evenly spaced, each row's
     F * s values contiguous), phases [B, s, C, F] contiguous, float32 or bfloat16."""
     B, C, Fr, s = y.shape
     lib = kernels()
-    usable = y.dtype == torch.float32 and phases.dtype in _SNAKE_DTYPES and phases.is_contiguous() and \
+    usable = y.dtype == torch.float32 and phases.dtype in _KERNEL_DTYPES and phases.is_contiguous() and \
         y.stride(3) == 1 and y.stride(2) == s and y.stride(0) == C * y.stride(1)
     if lib is None or not usable:
         return y.copy_(phases.permute(0, 2, 3, 1))
@@ -140,7 +146,7 @@ def add_rows(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> tor
     lib = kernels()
     rows_even = x.stride(2) == 1 and x.stride(0) == C * x.stride(1) and y.stride(2) == 1 and \
         y.stride(0) == C * y.stride(1)
-    if lib is None or not rows_even or x.dtype != torch.float32 or y.dtype not in _SNAKE_DTYPES:
+    if lib is None or not rows_even or x.dtype != torch.float32 or y.dtype not in _KERNEL_DTYPES:
         x += y if bias is None else y + bias[:, None]
         return x
     lib.ts_add_rows(x.data_ptr(), x.stride(1), y.data_ptr(), int(y.dtype == torch.bfloat16), y.stride(1),
@@ -216,8 +222,10 @@ class OobleckDecoderCPU:
     Each residual unit and each upsampling convolution reads a tile of its input (plus the few
     samples its kernel reaches past the tile's edges, zeros past the signal's, as the reference's
     padding), and writes the tile of its output: every intermediate of a tile stays in the cache,
-    and nothing of the full length is allocated but the residual stream (float32) between layers.
-    The seams are exact: a tile reads exactly the samples the whole-signal convolution reads.
+    and nothing of the full length exists but the residual stream (float32), updated in place in
+    two workspaces kept between calls (release() frees them; one decoder object serves one thread
+    at a time). The seams are exact: a tile reads exactly the samples the whole-signal convolution
+    reads (tested down to tiles shorter than a kernel's reach).
 
     dtype: the convolutions' (bfloat16: oneDNN's AVX512-BF16 kernels, float32 sums, rounded to
     bfloat16 between a unit's two convolutions; or float32). The first and last convolutions (64
@@ -239,7 +247,7 @@ class OobleckDecoderCPU:
         self.release()
 
     def _tile(self, channels: int, batch: int) -> int:
-        """Samples per tile: tile_values in all, but at least MIN_TILE, so that each call's work
+        """Samples per tile: tile_values in all, but at least min_tile, so that each call's work
         outweighs oneDNN's reordering of the weights, which it does at every call."""
         return max(self.min_tile, self.tile_values // (channels * batch))
 
@@ -317,6 +325,7 @@ class OobleckDecoderCPU:
         h, tile = unit.halo, self._tile(C, B)
         s1 = torch.empty(B, C, min(tile, T) + 2 * h, dtype=self.dtype)
         mixed = torch.empty(B, C, min(tile, T), dtype=self.dtype)
+        previous = 0  # s1 columns [previous, previous + 2h) hold samples [t0 - h, t0 + h) of the next tile
         for t0 in range(0, T, tile):
             t1 = min(t0 + tile, T)
             width = t1 - t0 + 2 * h
@@ -338,7 +347,7 @@ class OobleckDecoderCPU:
             for b in range(B):
                 torch.mm(unit.w2, hidden[b], out=out[b])  # the 1x1 conv
             add_rows(x[:, :, t0:t1], out, unit.b2)
-            previous = t1 - t0  # s1 columns [previous, previous + 2h): samples [t1 - h, t1 + h)
+            previous = t1 - t0
         return x
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
@@ -403,7 +412,7 @@ class _Linear:
         x = x.reshape(-1, shape[-1])
         M, K = x.shape
         lib = kernels()
-        if lib is None or self.dtype != torch.bfloat16 or x.dtype not in _SNAKE_DTYPES or x.stride(1) != 1:
+        if lib is None or self.dtype != torch.bfloat16 or x.dtype not in _KERNEL_DTYPES or x.stride(1) != 1:
             x = x.float()
             x_scale = (x.abs().amax(1, keepdim=True) / 127).clamp_min_(1e-12)  # [M, 1]
             acc = torch._int_mm(torch.round(x / x_scale).to(torch.int8), self.weight_t)  # [M, N] int32
@@ -492,7 +501,7 @@ class _Block:
         return self._qk_norm(k, self.norm_k2).contiguous(), v.contiguous()
 
     def __call__(self, x: torch.Tensor, rotary: tuple | None, k2: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-        B, S, D = x.shape  # x float32
+        # x [B, S, D] float32
         q, k, v = self.qkv(_layer_norm(x, self.norm1).to(self.dtype)).chunk(3, dim=-1)
         q, k, v = self._heads(q, self.heads), self._heads(k, self.heads), self._heads(v, self.heads)
         q, k = self._norm_rotate(q, self.norm_q1, rotary), self._norm_rotate(k, self.norm_k1, rotary)
@@ -553,7 +562,7 @@ class DiTCPU(nn.Module):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def to(self, *args, **kwargs) -> "DiTCPU":
+    def to(self, *args, **kwargs) -> DiTCPU:
         """Stays as prepare_dit made it: the CPU, its dtypes. A move to another device is refused."""
         device = torch._C._nn._parse_to(*args, **kwargs)[0]
         if device is not None and torch.device(device).type != "cpu":

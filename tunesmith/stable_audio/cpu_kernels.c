@@ -1,6 +1,6 @@
 /* Stable Audio's CPU kernels (stable_audio/cpu.py), built with the same builder as musicgen's: three
-   passes of the Oobleck decoder, each one pass over memory where torch makes several, and the DiT's
-   attention (at the end of the file).
+   passes of the Oobleck decoder and three of the DiT, each one pass over memory where torch makes
+   several, and the DiT's attention (AVX512-BF16, at the end of the file).
 
    ts_add_rows: x[r, t] += y[r, t] + bias[r % channels], x float32, y float32 or bfloat16: the
    residual add after a unit's 1x1 convolution, without a float32 copy of y first.
@@ -133,8 +133,9 @@ void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, lon
    scale [M]: q = round(x / scale), scale = max|x| / 127 per row (dynamic int8 activations).
    ts_dequantize: out [M, N] bfloat16 = acc [M, N] (int32) * x_scale[m] * w_scale[n] + bias[n].
    ts_norm_rotate: in place on bfloat16 rows of D (at most 512) at x + b*sb + h*sh + t*st: LayerNorm
-   over D if `normalize` (weight, bias optional), then diffusers' rotary embedding (use_real, unbind dim -2) on the first
-   `rot` values with cos, sin [S, rot] float32; float32 throughout, one rounding at the end. */
+   over D if `normalize` (weight, bias optional), then diffusers' rotary embedding (use_real,
+   unbind dim -2) on the first `rot` values with cos, sin [S, rot] float32; float32 throughout,
+   one rounding at the end. */
 void ts_quantize_rows(const void *x, int x_bf16, long x_stride, long M, int K, int8_t *q, float *scale,
                       int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
