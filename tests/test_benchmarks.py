@@ -74,3 +74,27 @@ def test_fidelity_reports_each_variant(bench_cache):
     for top1, kl in rows.values():
         assert 0 <= float(top1.rstrip("%")) <= 100 and float(kl) >= 0
     assert float(rows["bfloat16 (the CPU default)"][0].rstrip("%")) > 50  # a close variant mostly agrees
+
+
+def test_stable_audio_cpu_compares_each_stage_with_diffusers(tmp_path):
+    from benchmarks import stable_audio_cpu
+
+    out = tmp_path / "sa.md"
+    stable_audio_cpu.main(["--size", "tiny", "--runs", "1", "--variants", "default,int8,float32",
+                           "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("### tiny, 0.1 s, 3 ping-pong steps, cfg 1, batch 1")
+    rows = _rows(text)
+    header = [c.strip() for c in text.split("\n| stage (s) | ")[1].split("\n")[0].strip(" |").split("|")]
+    assert header == ["tunesmith default (bf16 DiT, bf16 VAE)", "tunesmith int8 (int8 DiT, bf16 VAE)",
+                      "tunesmith float32 (float32 DiT and VAE)", "diffusers float32"]
+    steps = [rows[f"DiT step {i}"] for i in (1, 2, 3)]
+    for col in range(4):
+        total = float(rows["end to end"][col])
+        parts = float(rows["text encoding (T5, 16 tokens)"][col]) + float(rows["DiT, all 3 steps"][col]) + \
+            float(rows["VAE decode (32 frames)"][col])
+        assert abs(total - parts) <= 0.03 and all(float(s[col]) >= 0 for s in steps)
+    assert rows["speed-up, end to end"][-1] == "1.0x"
+    drift = {name: cells for name, cells in rows.items() if name.startswith(("tunesmith", "for scale"))}
+    assert float(drift["tunesmith float32 (float32 DiT and VAE)"][0]) > 100  # float32: rounding only
+    assert 30 < float(drift["tunesmith default (bf16 DiT, bf16 VAE)"][0]) < 100

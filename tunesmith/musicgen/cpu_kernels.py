@@ -70,18 +70,20 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-def _compile(compiler: str, folder: Path, target: Path):
+def _compile(compiler: str, folder: Path, target: Path, source: Path = SOURCE):
     """Build beside the target, then rename: no half-written library, even with runs side by side."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, timeout=120)
+        subprocess.run([compiler, *FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, timeout=120)
         os.replace(built, target)
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, source: Path = SOURCE) -> Path:
+    """The library built from `source` (other families' C files use this builder too), cached per
+    source text, compiler and CPU."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, _cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
-    name = f"cpu_kernels-{key}.so"
+    key = hashlib.sha256("\0".join([source.read_text(), version, _cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
+    name = f"{source.stem}-{key}.so" if source == SOURCE else f"{source.parent.name}_{source.stem}-{key}.so"
     folder = _cache_dir()
     if (folder / name).exists():
         return folder / name
@@ -92,7 +94,7 @@ def _build(compiler: str) -> Path:
         # A read-only cache must not cost the fast path: build for this process only (about a
         # second). The folder stays, as the library stays loaded until the process ends.
         folder = Path(tempfile.mkdtemp(prefix="tunesmith-kernels-"))
-    _compile(compiler, folder, folder / name)
+    _compile(compiler, folder, folder / name, source)
     return folder / name
 
 

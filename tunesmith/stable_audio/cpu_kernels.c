@@ -1,0 +1,381 @@
+/* Stable Audio's CPU kernels (stable_audio/cpu.py), built with the same builder as musicgen's: three
+   passes of the Oobleck decoder and three of the DiT, each one pass over memory where torch makes
+   several, and the DiT's attention (AVX512-BF16, at the end of the file).
+
+   ts_add_rows: x[r, t] += y[r, t] + bias[r % channels], x float32, y float32 or bfloat16: the
+   residual add after a unit's 1x1 convolution, without a float32 copy of y first.
+
+   ts_interleave: y[b, c, j * s + r] = float(phases[b, r, c, j]): the s phases of a transposed
+   convolution (computed as one ordinary convolution) written as the samples they are; torch's
+   permuted copy reads across rows and takes several times as long.
+
+   ts_snake: the Snake activation,
+
+       y = x + inv_beta[c] * sin(alpha[c] * x)^2
+
+   over the rows of a [rows, length] view, row r being channel r % channels. torch computes this as
+   five full-size passes, each writing a new tensor; the decoder runs it on some 800 million values
+   (sao-small, 11.9 s), where those passes cost more than a tenth of the decode.
+
+   x is float32 or bfloat16 (x_bf16), rows x_stride values apart; y is float32 or bfloat16 (y_bf16,
+   rounded to nearest even, as torch rounds), rows y_stride apart. The sums are float32.
+
+   sin^2 needs no sign: u = k pi + r with |r| <= pi/2, sin^2(u) = sin^2(r). r comes from a three-part
+   pi (each part's product with k exact for |k| < 2^14, so r is exact to float32 rounding for
+   |u| < 5e4), sin(r) from its Taylor polynomial to r^11 (error below 4e-8 on [-pi/2, pi/2]).
+   Past |u| of about 1e7 the nearest multiple of pi is no longer found (float32 cannot tell
+   the phase there anyway).
+*/
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float sin_squared(float u) {
+    const float round = 12582912.0f;  /* 1.5 * 2^23: adding and taking it away rounds to an integer */
+    float k = (u * 0.31830988618379067f + round) - round;
+    float r = u - k * 3.140625f;
+    r -= k * 9.675025939941406e-4f;
+    r -= k * 1.5099580252808664e-07f;
+    float r2 = r * r;
+    float s = r * (1.0f + r2 * (-1.6666667e-1f + r2 * (8.3333333e-3f + r2 * (-1.9841270e-4f
+                  + r2 * (2.7557319e-6f + r2 * -2.5052108e-8f)))));
+    return s * s;
+}
+
+int ts_kernels_version(void) { return 4; }
+
+void ts_interleave(float *y, long y_stride, const void *phases, int phases_bf16, int batch, int stride,
+                   int channels, long frames, int threads) {
+    const long rows = (long)batch * channels;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long row = 0; row < rows; row++) {
+        const long b = row / channels, c = row % channels;
+        float *yr = y + row * y_stride;
+        for (int r = 0; r < stride; r++) {
+            const long src = ((b * stride + r) * channels + c) * frames;
+            if (phases_bf16) {
+                const uint16_t *p = (const uint16_t *)phases + src;
+                for (long j = 0; j < frames; j++) yr[j * stride + r] = bf16_to_f32(p[j]);
+            } else {
+                const float *p = (const float *)phases + src;
+                for (long j = 0; j < frames; j++) yr[j * stride + r] = p[j];
+            }
+        }
+    }
+}
+
+void ts_add_rows(float *x, long x_stride, const void *y, int y_bf16, long y_stride, const float *bias,
+                 long rows, int channels, long length, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float b = bias ? bias[r % channels] : 0.0f;
+        float *xr = x + r * x_stride;
+        if (y_bf16) {
+            const uint16_t *yr = (const uint16_t *)y + r * y_stride;
+#pragma omp simd
+            for (long t = 0; t < length; t++) xr[t] += bf16_to_f32(yr[t]) + b;
+        } else {
+            const float *yr = (const float *)y + r * y_stride;
+#pragma omp simd
+            for (long t = 0; t < length; t++) xr[t] += yr[t] + b;
+        }
+    }
+}
+
+void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, long y_stride,
+              const float *alpha, const float *inv_beta, long rows, int channels, long length, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float a = alpha[r % channels], ib = inv_beta[r % channels];
+        const float *xf = (const float *)x + r * x_stride;
+        const uint16_t *xh = (const uint16_t *)x + r * x_stride;
+        float *yf = (float *)y + r * y_stride;
+        uint16_t *yh = (uint16_t *)y + r * y_stride;
+        if (!x_bf16 && !y_bf16) {
+#pragma omp simd
+            for (long t = 0; t < length; t++) yf[t] = xf[t] + ib * sin_squared(a * xf[t]);
+        } else if (!x_bf16) {
+#pragma omp simd
+            for (long t = 0; t < length; t++) yh[t] = f32_to_bf16(xf[t] + ib * sin_squared(a * xf[t]));
+        } else if (!y_bf16) {
+#pragma omp simd
+            for (long t = 0; t < length; t++) {
+                float v = bf16_to_f32(xh[t]);
+                yf[t] = v + ib * sin_squared(a * v);
+            }
+        } else {
+#pragma omp simd
+            for (long t = 0; t < length; t++) {
+                float v = bf16_to_f32(xh[t]);
+                yh[t] = f32_to_bf16(v + ib * sin_squared(a * v));
+            }
+        }
+    }
+}
+
+/* The DiT's small passes, each one pass where torch makes several.
+
+   ts_quantize_rows: x [M, K] (float32 or bfloat16, rows x_stride apart) -> int8 q [M, K] and
+   scale [M]: q = round(x / scale), scale = max|x| / 127 per row (dynamic int8 activations).
+   ts_dequantize: out [M, N] bfloat16 = acc [M, N] (int32) * x_scale[m] * w_scale[n] + bias[n].
+   ts_norm_rotate: in place on bfloat16 rows of D (at most 512) at x + b*sb + h*sh + t*st: LayerNorm
+   over D if `normalize` (weight, bias optional), then diffusers' rotary embedding (use_real,
+   unbind dim -2) on the first `rot` values with cos, sin [S, rot] float32; float32 throughout,
+   one rounding at the end. */
+void ts_quantize_rows(const void *x, int x_bf16, long x_stride, long M, int K, int8_t *q, float *scale,
+                      int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long m = 0; m < M; m++) {
+        const float *xf = (const float *)x + m * x_stride;
+        const uint16_t *xh = (const uint16_t *)x + m * x_stride;
+        float top = 0.0f;
+        if (x_bf16) {
+#pragma omp simd reduction(max:top)
+            for (int k = 0; k < K; k++) { float a = bf16_to_f32(xh[k]); a = a < 0 ? -a : a; top = a > top ? a : top; }
+        } else {
+#pragma omp simd reduction(max:top)
+            for (int k = 0; k < K; k++) { float a = xf[k] < 0 ? -xf[k] : xf[k]; top = a > top ? a : top; }
+        }
+        float s = top / 127.0f;
+        s = s > 1e-12f ? s : 1e-12f;
+        scale[m] = s;
+        const float inv = 1.0f / s, round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
+        int8_t *qm = q + m * (long)K;
+        if (x_bf16) {
+#pragma omp simd
+            for (int k = 0; k < K; k++) qm[k] = (int8_t)((bf16_to_f32(xh[k]) * inv + round) - round);
+        } else {
+#pragma omp simd
+            for (int k = 0; k < K; k++) qm[k] = (int8_t)((xf[k] * inv + round) - round);
+        }
+    }
+}
+
+void ts_dequantize(const int32_t *acc, long M, int N, const float *x_scale, const float *w_scale,
+                   const float *bias, uint16_t *out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long m = 0; m < M; m++) {
+        const int32_t *a = acc + m * (long)N;
+        uint16_t *o = out + m * (long)N;
+        const float sx = x_scale[m];
+        if (bias) {
+#pragma omp simd
+            for (int n = 0; n < N; n++) o[n] = f32_to_bf16((float)a[n] * (sx * w_scale[n]) + bias[n]);
+        } else {
+#pragma omp simd
+            for (int n = 0; n < N; n++) o[n] = f32_to_bf16((float)a[n] * (sx * w_scale[n]));
+        }
+    }
+}
+
+void ts_norm_rotate(uint16_t *x, long sb, long sh, long st, int B, int H, int S, int D, int normalize,
+                    const float *weight, const float *bias, float eps, const float *cos, const float *sin, int rot,
+                    int threads) {
+    const long rows = (long)B * H * S;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long row = 0; row < rows; row++) {
+        const long b = row / ((long)H * S), h = row / S % H, t = row % S;
+        uint16_t *xr = x + b * sb + h * sh + t * st;
+        float v[512], y[512];  /* D <= 512 */
+        for (int d = 0; d < D; d++) v[d] = bf16_to_f32(xr[d]);
+        if (normalize) {
+            float mean = 0.0f, var = 0.0f;
+            for (int d = 0; d < D; d++) mean += v[d];
+            mean /= D;
+            for (int d = 0; d < D; d++) { float c = v[d] - mean; var += c * c; }
+            const float inv = 1.0f / sqrtf(var / D + eps);
+            for (int d = 0; d < D; d++) {
+                float n = (v[d] - mean) * inv;
+                v[d] = (weight ? n * weight[d] : n) + (bias ? bias[d] : 0.0f);
+            }
+        }
+        const int half = rot / 2;
+        const float *c = cos + t * (long)rot, *s = sin + t * (long)rot;
+        for (int d = 0; d < half; d++) y[d] = v[d] * c[d] - v[d + half] * s[d];
+        for (int d = half; d < rot; d++) y[d] = v[d] * c[d] + v[d - half] * s[d];
+        for (int d = rot; d < D; d++) y[d] = v[d];
+        for (int d = 0; d < D; d++) xr[d] = f32_to_bf16(y[d]);
+    }
+}
+
+/* ts_attention_bf16: softmax(q k^T * scale) v for every (batch, head), bfloat16 in and out, float32
+   scores and sums, for the DiT's self- and cross-attention (many queries: torch's CPU flash kernel
+   reaches about a fifth of what the AVX512-BF16 dot products give).
+
+   q [B, H, Tq, D], k and v [B, H_kv, Tk, D] with any strides over (batch, head, position), the D
+   values of a position contiguous; head h reads key/value head h / (H / H_kv). out [B, Tq, H, D]
+   contiguous (the layout the output projection reads). D a multiple of 16, at most 128.
+
+   Per head: keys are packed as pairs of dimensions ([D/2][Tk][2]) and values as pairs of
+   positions ([Tk/2][D][2]), the operand layouts of the dot-product instruction; then 4 query rows
+   at a time: their scores against every key (held whole: Tk is at most a few thousand), softmax in
+   float32, the probabilities rounded to bfloat16 (as torch's kernel rounds them) times the values.
+   Returns 0, or 1 for shapes it does not take (the caller uses torch). */
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#include <stdlib.h>
+
+int ts_has_attention(void) { return 1; }
+
+static inline __m512 exp_nonpositive(__m512 x) {  /* e^x for x <= 0, relative error about 2e-7 */
+    __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(1.44269504f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147181f));  /* 2^(t-n) = e^f */
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m512 p = _mm512_set1_ps(c[0]);
+    for (int i = 1; i < 7; i++) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c[i]));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* scores[r][j] = scale * q_r . k_j for R rows and all Tp (a multiple of 64) packed keys. */
+static inline __attribute__((always_inline)) void score_rows(const int R, const uint32_t *q32[4], int D2,
+                                                               const uint32_t *kp, int Tp, float scale,
+                                                               float *scores) {
+    for (int j = 0; j < Tp; j += 64) {
+        __m512 acc[4][4];
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int d2 = 0; d2 < D2; d2++) {
+            const uint32_t *row = kp + (size_t)d2 * Tp + j;
+            __m512bh kv[4];
+            for (int c = 0; c < 4; c++) kv[c] = (__m512bh)_mm512_loadu_si512(row + 16 * c);
+            for (int r = 0; r < R; r++) {
+                __m512bh qb = (__m512bh)_mm512_set1_epi32((int)q32[r][d2]);
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], qb, kv[c]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++)
+                _mm512_storeu_ps(scores + (size_t)r * Tp + j + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(scale)));
+    }
+}
+
+/* out_r = (p_r / sum_r) V for R rows: p as bfloat16 pairs [Tp/2], V packed [Tp/2][D][2]. */
+static inline __attribute__((always_inline)) void weigh_rows(const int R, const int DV, const uint32_t *p32[4],
+                                                               const float inv[4], const uint32_t *vp, int Tp,
+                                                               uint16_t *out[4]) {
+    __m512 acc[4][8];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < DV; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int j2 = 0; j2 < Tp / 2; j2++) {
+        const uint32_t *row = vp + (size_t)j2 * DV * 16;
+        __m512bh vv[8];
+        for (int c = 0; c < DV; c++) vv[c] = (__m512bh)_mm512_loadu_si512(row + 16 * c);
+        for (int r = 0; r < R; r++) {
+            __m512bh pb = (__m512bh)_mm512_set1_epi32((int)p32[r][j2]);
+            for (int c = 0; c < DV; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pb, vv[c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < DV; c++) {
+            __m512 o = _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r]));
+            _mm256_storeu_si256((__m256i *)(out[r] + 16 * c), (__m256i)_mm512_cvtneps_pbh(o));
+        }
+}
+
+/* weigh_rows with R and DV as constants (so that its loops unroll into registers). */
+static void weigh(int R, int DV, const uint32_t **p32, const float *inv, const uint32_t *vp, int Tp, uint16_t **out) {
+#define WEIGH(dv) case dv: { if (R == 1) weigh_rows(1, dv, p32, inv, vp, Tp, out); \
+                             else if (R == 2) weigh_rows(2, dv, p32, inv, vp, Tp, out); \
+                             else weigh_rows(4, dv, p32, inv, vp, Tp, out); } break;
+    switch (DV) { WEIGH(1) WEIGH(2) WEIGH(3) WEIGH(4) WEIGH(5) WEIGH(6) WEIGH(7) WEIGH(8) }
+#undef WEIGH
+}
+
+/* Row r of scores (Tk real, Tp packed) -> bfloat16 e^(s - max) into p, returns 1 / their sum. */
+static float softmax_row(float *s, int Tk, int Tp, uint16_t *p) {
+    __m512 top = _mm512_set1_ps(-3.4e38f);
+    int j = 0;
+    for (; j + 16 <= Tk; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(s + j));
+    float m = _mm512_reduce_max_ps(top);
+    for (; j < Tk; j++) m = s[j] > m ? s[j] : m;
+    __m512 total = _mm512_setzero_ps();
+    for (j = 0; j < Tp; j += 16) {
+        __mmask16 real = j + 16 <= Tk ? 0xffff : j >= Tk ? 0 : (__mmask16)((1u << (Tk - j)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(real, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + j), _mm512_set1_ps(m))));
+        __m256bh h = _mm512_cvtneps_pbh(e);
+        _mm256_storeu_si256((__m256i *)(p + j), (__m256i)h);
+        /* the sum of what the values are weighed by: the rounded probabilities */
+        __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
+        total = _mm512_add_ps(total, back);
+    }
+    return 1.0f / _mm512_reduce_add_ps(total);
+}
+
+int ts_attention_bf16(const uint16_t *q, long q_sb, long q_sh, long q_st, const uint16_t *k, long k_sb, long k_sh,
+                      long k_st, const uint16_t *v, long v_sb, long v_sh, long v_st, uint16_t *out, int B, int H,
+                      int H_kv, int Tq, int Tk, int D, float scale, int threads) {
+    if (D % 16 || D > 128 || D < 16 || Tk < 1 || Tq < 1 || H_kv < 1 || H % H_kv) return 1;
+    const int D2 = D / 2, DV = D / 16, Tp = (Tk + 63) / 64 * 64;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        uint32_t *kp = aligned_alloc(64, (size_t)D2 * Tp * 4);
+        uint32_t *vp = aligned_alloc(64, (size_t)(Tp / 2) * D * 4);
+        float *scores = aligned_alloc(64, (size_t)4 * Tp * 4);
+        uint16_t *p = aligned_alloc(64, (size_t)4 * Tp * 2);
+        if (!kp || !vp || !scores || !p) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (long bh = 0; bh < (long)B * H; bh++) {
+            if (failed) continue;
+            const int b = (int)(bh / H), h = (int)(bh % H), hk = h / (H / H_kv);
+            const uint16_t *kh = k + b * k_sb + hk * k_sh, *vh = v + b * v_sb + hk * v_sh;
+            for (int j = 0; j < Tp; j++) {  /* keys: [D/2][Tp] pairs of dimensions, zero past Tk */
+                const uint32_t *key = (const uint32_t *)(kh + (j < Tk ? j : 0) * k_st);
+                for (int d2 = 0; d2 < D2; d2++) kp[(size_t)d2 * Tp + j] = j < Tk ? key[d2] : 0;
+            }
+            for (int j2 = 0; j2 < Tp / 2; j2++) {  /* values: [Tp/2][D] pairs of positions */
+                uint32_t *row = vp + (size_t)j2 * D;
+                const int j = 2 * j2;
+                for (int d = 0; d < D; d++) {
+                    uint32_t lo = j < Tk ? vh[j * v_st + d] : 0, hi = j + 1 < Tk ? vh[(j + 1) * v_st + d] : 0;
+                    row[d] = lo | hi << 16;
+                }
+            }
+            for (int t0 = 0; t0 < Tq; t0 += 4) {
+                const int R = Tq - t0 < 4 ? Tq - t0 : 4;
+                const uint32_t *q32[4], *p32[4];
+                uint16_t *o[4];
+                float inv[4];
+                for (int r = 0; r < 4; r++) {
+                    int t = t0 + (r < R ? r : 0);
+                    q32[r] = (const uint32_t *)(q + b * q_sb + h * q_sh + t * q_st);
+                    p32[r] = (const uint32_t *)(p + (size_t)r * Tp);
+                    o[r] = out + (((size_t)b * Tq + t) * H + h) * D;
+                }
+                if (R == 4) score_rows(4, q32, D2, kp, Tp, scale, scores);
+                else for (int r = 0; r < R; r++) score_rows(1, q32 + r, D2, kp, Tp, scale, scores + (size_t)r * Tp);
+                for (int r = 0; r < R; r++) inv[r] = softmax_row(scores + (size_t)r * Tp, Tk, Tp, p + (size_t)r * Tp);
+                const int step = DV > 4 ? 2 : 4;  /* rows per pass: step * DV accumulators */
+                for (int r = 0; r < R; r += step) {
+                    const int n = R - r < step ? R - r : step;
+                    if (n == step) weigh(step, DV, p32 + r, inv + r, vp, Tp, o + r);
+                    else for (int i = r; i < R; i++) weigh(1, DV, p32 + i, inv + i, vp, Tp, o + i);
+                }
+            }
+        }
+        free(kp); free(vp); free(scores); free(p);
+    }
+    return failed;
+}
+#else
+int ts_has_attention(void) { return 0; }
+int ts_attention_bf16(void) { return 1; }
+#endif
