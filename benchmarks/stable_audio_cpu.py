@@ -156,6 +156,7 @@ def reference_engine(text_encoder, dit, vae) -> Engine:
 
 def tunesmith_engine(variant: str, text_encoder, dit, vae) -> Engine:
     from tunesmith.stable_audio import cpu
+    from tunesmith.stable_audio.sample import encode_text
 
     dit_dtype, quantize, vae_dtype = VARIANTS[variant]
     fast_dit = cpu.prepare_dit(dit, dit_dtype, quantize)
@@ -163,7 +164,7 @@ def tunesmith_engine(variant: str, text_encoder, dit, vae) -> Engine:
     size = weights_mb(text_encoder, fast_dit) + _tensors_mb(fast_dit.blocks, decoder)
     label = {"default": "default (bf16 DiT, bf16 VAE)", "int8": "int8 (int8 DiT, bf16 VAE)",
              "float32": "float32 (float32 DiT and VAE)", "bf16-dit": "bf16 DiT, float32 VAE"}[variant]
-    return Engine(f"tunesmith {label}", lambda ids, mask: cpu.encode_text(text_encoder, ids, mask), fast_dit,
+    return Engine(f"tunesmith {label}", lambda ids, mask: encode_text(text_encoder, ids, mask), fast_dit,
                   decoder, size)
 
 

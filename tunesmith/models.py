@@ -13,7 +13,7 @@ from .hub import ALIASES, download, layout_of, local_folder, repo_for
 from .request import FAMILY_NAMES
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
-LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("threads",)}
+LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads")}
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, *
 
     device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda" or "mps"; dtype: the precision
     of the generating network (default: the family's choice for the device). options: the family's
-    loading options (MusicGen: quantize, threads; StableAudio: threads)."""
+    loading options (quantize, threads)."""
     from .hub import resolve
 
     folder = resolve(name_or_path)

@@ -39,7 +39,7 @@ def test_init_audio_and_strength(sao_ckpt, tmp_path):
     (["--continue", "x.wav"], "do not continue audio"),
     (["--strength", "0.5"], "applies to an init audio"),
     (["--init-audio", "missing.wav"], "missing.wav"),
-    (["--quantize", "int8"], "--quantize applies to MusicGen"),
+    (["--quantize", "int4"], "--quantize int4 applies to MusicGen"),
     (["--sampler", "euler"], "dpmpp-2m-sde"),
     (["--prompt", "0:rain", "--prompt", "0.1:thunder"], "one text per clip"),
 ])

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tunesmith.stable_audio import cpu
+from tunesmith.stable_audio.sample import encode_text
 
 
 def snr_db(reference: torch.Tensor, x: torch.Tensor) -> float:
@@ -264,6 +265,6 @@ def test_encode_text_over_the_prompts_own_tokens_equals_the_padded_run(tmp_path)
     assert batch.attention_mask.sum(1).max() < MAX_TOKENS  # there is padding to skip
     full = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
     full = full * batch.attention_mask.unsqueeze(-1)
-    trimmed = cpu.encode_text(encoder, batch.input_ids, batch.attention_mask)
+    trimmed = encode_text(encoder, batch.input_ids, batch.attention_mask)
     assert trimmed.shape == full.shape
     assert torch.allclose(trimmed, full, rtol=1e-5, atol=1e-6)

@@ -9,6 +9,8 @@ from tunesmith.errors import CheckpointError, InvalidParameter, TunesmithError
 from tunesmith.models import describe, family_of
 from tunesmith.stable_audio.sample import decode, encode_audio
 
+from .cpu_path import check_cpu_path
+
 
 def reference(pipe, prompt, seed, negative=None, steps=6, seconds=0.3):
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -26,6 +28,11 @@ def test_same_seed_same_audio_as_diffusers(sao_ckpt, sao_model, prompt, negative
     np.testing.assert_allclose(clip.audio, expected, atol=1e-5, rtol=0)
     assert clip.sample_rate == 4000 and clip.seed == 7 and clip.check is not None
     assert clip.params["steps"] == 6 and clip.params["cfg"] == 7.0 and clip.params["negative_prompt"] == negative
+
+
+@pytest.mark.parametrize("dtype, quantize, floor_db", [("bfloat16", None, 38), ("bfloat16", "int8", 33)])
+def test_the_cpu_path_stays_close_to_float32(sao_ckpt, sao_model, dtype, quantize, floor_db):
+    check_cpu_path(sao_ckpt[0], sao_model, dtype, quantize, floor_db, steps=8)  # about 44 and 41 dB here
 
 
 def test_each_row_is_its_own_seed_in_any_batch(sao_model):
@@ -98,8 +105,10 @@ def test_init_audio_values_are_checked(sao_model, tmp_path):
 def test_load_picks_the_family_from_the_files(sao_ckpt, mono_ckpt, tmp_path):
     assert family_of(sao_ckpt[0]) == "stable_audio" and family_of(mono_ckpt[0]) == "musicgen"
     assert isinstance(tunesmith.load(mono_ckpt[0], device="cpu"), tunesmith.MusicGen)
-    with pytest.raises(InvalidParameter, match="quantize is not a loading option of Stable Audio"):
-        tunesmith.load(sao_ckpt[0], device="cpu", quantize="int8")
+    with pytest.raises(InvalidParameter, match="threds is not a loading option of Stable Audio"):
+        tunesmith.load(sao_ckpt[0], device="cpu", threds=2)
+    with pytest.raises(InvalidParameter, match="quantize must be None or 'int8' for Stable Audio"):
+        tunesmith.load(sao_ckpt[0], device="cpu", quantize="int4")
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')

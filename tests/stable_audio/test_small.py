@@ -10,6 +10,7 @@ import tunesmith
 from tunesmith.errors import InvalidParameter
 
 from . import tools_reference as ref
+from .cpu_path import check_cpu_path
 from .tiny import save_tiny_tools_checkpoint, tiny_tools_config
 
 
@@ -76,3 +77,8 @@ def test_small_seeds_euler_and_strength(small):
         model.generate("rain", duration=0.2, negative_prompt="drums")
     guided, = model.generate("rain", duration=0.2, seed=3, steps=3, cfg=3, negative_prompt="drums")
     assert np.abs(guided.audio - plain.audio).max() > 1e-5
+
+
+@pytest.mark.parametrize("dtype, quantize, floor_db", [("bfloat16", None, 38), ("bfloat16", "int8", 32)])
+def test_small_cpu_path_stays_close_to_float32(small, dtype, quantize, floor_db):
+    check_cpu_path(small[0], small[2], dtype, quantize, floor_db)  # about 46 and 39 dB here

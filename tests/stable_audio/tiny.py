@@ -13,8 +13,9 @@ T5_DIM = 32
 MAX_TOKENS = 16
 
 
-def save_tiny_t5(folder: Path, seed: int = 0) -> Path:
-    """A T5 encoder of width T5_DIM and a unigram tokenizer over WORDS, in the transformers layout."""
+def save_tiny_t5(folder: Path, seed: int = 0, **sizes) -> Path:
+    """A T5 encoder of width T5_DIM (or `sizes`, T5Config's) and a unigram tokenizer over WORDS, in the
+    transformers layout."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
@@ -26,8 +27,8 @@ def save_tiny_t5(folder: Path, seed: int = 0) -> Path:
     tokenizer = T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                                 model_max_length=MAX_TOKENS, extra_ids=0)
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(vocab), d_model=T5_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, decoder_start_token_id=0)
+    sizes = sizes or dict(d_model=T5_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8)
+    config = T5Config(vocab_size=len(vocab), decoder_start_token_id=0, **sizes)
     model = T5EncoderModel(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -190,16 +191,19 @@ def tools_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_tiny_tools_checkpoint(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
-    """model_config.json, model.safetensors and the tiny T5 in t5/ (the config names it "t5"). -> the state dict."""
+def save_tiny_tools_checkpoint(folder: Path, seed: int = 0, config: dict | None = None,
+                               t5_sizes: dict | None = None) -> dict[str, torch.Tensor]:
+    """model_config.json, model.safetensors and a random T5 in the folder the config names (tiny: t5/).
+    -> the state dict. config, t5_sizes: other sizes (the benchmarks' real ones)."""
     import json
 
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = tiny_tools_config()
+    config = config or tiny_tools_config()
     (folder / "model_config.json").write_text(json.dumps(config, indent=2))
     state = tools_state_dict(config, seed)
     save_file(state, str(folder / "model.safetensors"))
-    save_tiny_t5(folder / "t5", seed)
+    t5_name = config["model"]["conditioning"]["configs"][0]["config"]["t5_model_name"]
+    save_tiny_t5(folder / t5_name, seed, **(t5_sizes or {}))
     return state

@@ -1,9 +1,9 @@
 """Stable Audio Open on the CPU: the speed levers, applied to the loaded diffusers modules.
 
 The CUDA path runs diffusers' modules as they are (half precision); none of this is used there.
+for_cpu(parts, dtype, quantize) swaps the DiT and the VAE decoder of loaded parts for these.
 
-    text encoder   encode_text(text_encoder, ids, mask): T5 over the prompt's own tokens only
-                   (the same states), float32
+    text encoder   float32, over the prompt's own tokens only (sample.encode_text, on every device)
     DiT            prepare_dit(transformer, dtype, quantize) -> DiTCPU, called as the transformer:
                    bfloat16 products (or dynamic int8), a float32 residual stream and float32
                    small parts, q/k/v in one product, cross-attention keys and values once per
@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .parts import StableAudioParts
+
 log = logging.getLogger("tunesmith")
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
@@ -43,25 +45,6 @@ TILE_VALUES = 1 << 20
 MIN_TILE = 512
 # The dtypes the CPU path defaults to (BENCHMARKS.md: speed and distance from float32).
 DEFAULT_DTYPES = {"text_encoder": torch.float32, "transformer": torch.bfloat16, "vae": torch.bfloat16}
-
-
-# ------------------------------------------------------------------------------------------ text encoder
-
-
-@torch.inference_mode()
-def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """T5 states of padded prompts, zero at the padding: ids, mask [B, T] -> [B, T, D] float32.
-
-    Runs the encoder over the longest prompt's tokens only (T5 pads on the right): with the mask,
-    a token's state does not depend on the padding after it (masked keys get no weight, and T5's
-    position bias depends on distances only), and the padding's states are zeroed anyway, as both
-    pipelines zero them."""
-    T = input_ids.shape[1]
-    right_padded = torch.equal(attention_mask, attention_mask.cummin(1).values)
-    n = max(int(attention_mask.sum(1).max()), 1) if right_padded else T
-    mask = attention_mask[:, :n]
-    states = text_encoder(input_ids=input_ids[:, :n], attention_mask=mask)[0].float()  # [B, n, D]
-    return F.pad(states * mask.unsqueeze(-1).to(states.dtype), (0, 0, 0, T - n))
 
 
 # ------------------------------------------------------------------------------------ C kernels, Snake
@@ -605,3 +588,14 @@ def prepare_dit(transformer: nn.Module, dtype: torch.dtype = DEFAULT_DTYPES["tra
     """The CPU form of a loaded StableAudioDiTModel (see DiTCPU). It copies the weights it needs in
     `dtype`; the transformer itself can be dropped afterwards."""
     return DiTCPU(transformer, dtype, quantize).eval()
+
+
+def for_cpu(parts: StableAudioParts, dtype: torch.dtype = DEFAULT_DTYPES["transformer"],
+            quantize: str | None = None) -> StableAudioParts:
+    """Parts loaded in float32 on the CPU, with the DiT and the VAE decoder swapped for their CPU forms
+    in `dtype` (bfloat16 or float32; quantize="int8": the DiT's products in dynamic int8). The VAE's
+    encoder (audio-to-audio) and the text encoder stay float32."""
+    parts.transformer = prepare_dit(parts.transformer, dtype, quantize)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype)
+    parts.vae.decoder = None  # its weights live on in the CPU decoder's copies
+    return parts

@@ -32,21 +32,29 @@ class StableAudio(Family):
 
     family = "stable_audio"
 
-    def __init__(self, parts: StableAudioParts, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, parts: StableAudioParts, name: str, device: torch.device, dtype: torch.dtype,
+                 quantize: str | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.quantize = quantize
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "sao-small", device: str = "auto",
-                        dtype: str | torch.dtype | None = None, threads: int | None = None) -> "StableAudio":
+                        dtype: str | torch.dtype | None = None, quantize: str | None = None,
+                        threads: int | None = None) -> "StableAudio":
         """Load a checkpoint: an alias (sao-small, sao), a hub id or a local folder, in the diffusers
         layout (stable-audio-open-1.0) or the stable-audio-tools one (stable-audio-open-small).
 
         device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
-        dtype: the DiT's precision; by default half precision on CUDA and MPS, float32 on the CPU.
-            The VAE runs in float32 except on CUDA; the text encoder always does.
+        dtype: the DiT's precision; by default half precision on CUDA and MPS; on the CPU bfloat16
+            where the CPU computes it natively (tunesmith's CPU path for the DiT and the VAE decoder,
+            cpu.py: about 6x faster than float32 diffusers), else float32. float32 on the CPU runs
+            diffusers' own modules: the pipeline's exact audio. The VAE runs in float32 on MPS; the
+            text encoder always does.
+        quantize: "int8" on the CPU: the DiT's products in dynamic int8 (faster again, further from
+            float32; BENCHMARKS.md has both).
         """
         from ..hub import resolve
         from .load import load_folder
@@ -56,8 +64,21 @@ class StableAudio(Family):
             torch.set_num_threads(threads)
         dev = pick_device(device)
         dt = default_dtype(dev) if dtype is None else pick_dtype(dtype, dev)
-        parts = load_folder(resolve(name_or_path), dev, dt, vae_dtype(dev, dt))
-        return cls(parts, str(name_or_path), dev, dt)
+        if quantize not in (None, "int8"):
+            raise InvalidParameter(f"quantize must be None or 'int8' for Stable Audio models, got {quantize!r}")
+        if quantize is not None and dev.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, half precision is faster")
+        fast_cpu = dev.type == "cpu" and (dt != torch.float32 or quantize is not None)
+        if fast_cpu and dt == torch.float16:
+            raise InvalidParameter("float16 does not suit the CPU: use bfloat16 or float32")
+        folder = resolve(name_or_path)
+        if not fast_cpu:
+            return cls(load_folder(folder, dev, dt, vae_dtype(dev, dt)), str(name_or_path), dev, dt)
+        from .cpu import for_cpu
+
+        # loaded in float32, so that the parts the CPU path keeps in float32 are not rounded first
+        parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32), dt, quantize)
+        return cls(parts, str(name_or_path), dev, dt, quantize)
 
     @property
     def config(self) -> StableAudioConfig:
@@ -154,7 +175,7 @@ class StableAudio(Family):
             latents = sample_flow(parts, noise, cross, global_states, plan.steps, plan.cfg, generators, report,
                                   plan.sampler, init, plan.strength)
         clock.lap("dit")
-        audio = decode(parts, latents)[:, :, : int(plan.seconds * config.sample_rate)]
+        audio = decode(parts, latents, length=int(plan.seconds * config.sample_rate))
         clock.lap("vae")
         return audio, clock.seconds
 
@@ -165,6 +186,8 @@ class StableAudio(Family):
                         dtype=str(self.dtype)[6:], loop=plan.loop)
         if plan.init is not None:
             settings["strength"] = plan.strength
+        if self.quantize:
+            settings["quantize"] = self.quantize
         clips = []
         for (schedule, seed), a in zip(plan.rows, audio.cpu().numpy()):
             a = np.ascontiguousarray(a, dtype=np.float32)
@@ -198,8 +221,6 @@ def vae_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
-    return torch.float32
+    return pick_dtype(None, device)  # CUDA: bfloat16 (float16 where unsupported); CPU: bfloat16 if native

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +47,8 @@ class StableAudioParts:
     #                          diffusers StableAudioNumberConditioner: seconds [B] -> [B, 1, D_cond]
     transformer: nn.Module  # diffusers StableAudioDiTModel (small: with q/k LayerNorms set)
     vae: nn.Module  # diffusers AutoencoderOobleck
+    decoder: Callable | None = None  # latents [B, C, L] -> audio [B, channels, L * hop] float32, in place of
+    #                                  vae.decode (the CPU path's tiled decoder, cpu.OobleckDecoderCPU)
 
     def modules(self) -> list[nn.Module]:
         return [self.text_encoder, self.text_projection, self.seconds, self.transformer, self.vae]

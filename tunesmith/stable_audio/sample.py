@@ -11,6 +11,8 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .parts import StableAudioParts
 
@@ -49,9 +51,24 @@ def _text_states(parts: StableAudioParts, texts: list[str], device) -> torch.Ten
         log.warning("a prompt is longer than the %d tokens the text encoder reads: its end is ignored",
                     parts.text_max_length)
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-    states = parts.text_encoder(ids, attention_mask=mask)[0]  # [B, T, 768]
+    states = encode_text(parts.text_encoder, ids, mask)  # [B, T, 768]
     states = parts.text_projection(states.to(next(parts.text_projection.parameters(), states).dtype))
     return states * mask.unsqueeze(-1).to(states.dtype)
+
+
+def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """T5 states of padded prompts, zero at the padding: ids, mask [B, T] -> [B, T, D] float32.
+
+    Runs the encoder over the longest prompt's tokens only (T5 pads on the right): with the mask,
+    a token's state does not depend on the padding after it (masked keys get no weight, and T5's
+    position bias depends on distances only), and the padding's states are zeroed anyway, as both
+    pipelines zero them."""
+    T = input_ids.shape[1]
+    right_padded = torch.equal(attention_mask, attention_mask.cummin(1).values)
+    n = max(int(attention_mask.sum(1).max()), 1) if right_padded else T
+    mask = attention_mask[:, :n]
+    states = text_encoder(input_ids=input_ids[:, :n], attention_mask=mask)[0].float()  # [B, n, D]
+    return F.pad(states * mask.unsqueeze(-1).to(states.dtype), (0, 0, 0, T - n))
 
 
 def rotary_embedding(parts: StableAudioParts, n_tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,10 +150,12 @@ class _BoundedBrownianNoise:
         return self.zeros if a == b else self.sampler(a, b)
 
 
-def decode(parts: StableAudioParts, latents: torch.Tensor) -> torch.Tensor:
-    """Latents [B, C, L] -> audio [B, channels, L * hop] in float32."""
+def decode(parts: StableAudioParts, latents: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """Latents [B, C, L] -> audio [B, channels, L * hop] in float32 (its first `length` samples)."""
+    if parts.decoder is not None:
+        return parts.decoder(latents, length=length)  # decodes only the frames those samples need
     vae = parts.vae
-    return vae.decode(latents.to(vae.dtype)).sample.float()
+    return vae.decode(latents.to(vae.dtype)).sample.float()[:, :, :length]
 
 
 def encode_audio(parts: StableAudioParts, audio: torch.Tensor) -> torch.Tensor:

@@ -113,10 +113,8 @@ def build_numbers(cfg: ToolsConfig) -> nn.ModuleDict:
 def _load_text_encoder(folder: Path, dtype: torch.dtype):
     from transformers import AutoTokenizer, T5EncoderModel
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        encoder = T5EncoderModel.from_pretrained(str(folder), dtype=dtype)
-    except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot load the T5 text encoder in {folder} ({reason})") from None
+    from .diffusers_layout import load_part
+
+    tokenizer = load_part(AutoTokenizer.from_pretrained, folder, "T5 tokenizer")
+    encoder = load_part(lambda path: T5EncoderModel.from_pretrained(path, dtype=dtype), folder, "T5 text encoder")
     return tokenizer, encoder
