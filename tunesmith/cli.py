@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                        help="a web page origin (https://example.com) allowed to use the API; repeat for several")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    serve.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     serve.add_argument("--max-batch", type=int, default=16, help="clips generated together at most (default: 16)")
     serve.add_argument("--keep-days", type=float, default=7.0,
                        help="finished jobs are deleted after this many days (unread ones live a day at least)")
@@ -486,7 +487,7 @@ def cmd_serve(args) -> int:
             raise InvalidParameter(f"{what} must be at least 1, got {value}")
     if not args.keep_days > 0:
         raise InvalidParameter(f"--keep-days must be a positive number of days, got {args.keep_days}")
-    worker = WorkerSettings(device=args.device, loaded=args.loaded, max_batch=args.max_batch,
+    worker = WorkerSettings(device=args.device, dtype=args.dtype, loaded=args.loaded, max_batch=args.max_batch,
                             keep_days=args.keep_days, keep_jobs=args.keep_jobs)
     settings = ServerSettings(models=args.models or ["small"], host=args.host, port=args.port,
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,

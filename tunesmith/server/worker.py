@@ -33,6 +33,7 @@ class Cancelled(Exception):
 @dataclass
 class WorkerSettings:
     device: str = "auto"
+    dtype: str | None = None  # the family's choice for the device
     loaded: int = 2  # models kept in memory
     max_batch: int = 16  # clips generated in one call
     keep_days: float = 7.0  # finished jobs older than this are pruned ...
@@ -221,7 +222,7 @@ class Worker:
         from .. import load
 
         log.info("loading %s", entry.name)
-        model = load(entry.source, device=self.settings.device)
+        model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype)
         model.name = entry.name
         self.models[entry.name] = model
         return model
