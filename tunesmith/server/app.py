@@ -254,8 +254,13 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                                           "reference_audio_path")
                 options["strength"] = body.reference_strength
         seed = body.seed if body.seed is not None and body.seed >= 0 else None
-        spec, _ = plan_job(entry, settings.limits, prompt=body.prompt, duration=body.seconds, seed=seed,
-                           options=options, audio_prompt=audio_prompt)
+        try:
+            spec, _ = plan_job(entry, settings.limits, prompt=body.prompt, duration=body.seconds, seed=seed,
+                               options=options, audio_prompt=audio_prompt)
+        except InvalidParameter as err:  # named as this body names them
+            guidance = "guidance_coef" if entry.family == "musicgen" else "cfg_scale"
+            raise InvalidParameter(re.sub(r"^(duration|cfg)\b", lambda m: "seconds" if m[1] == "duration"
+                                          else guidance, plain(str(err)))) from None
         job, _ = submit(entry, spec, None)
         return {"id": job.id, "status": "queued"}
 
@@ -442,7 +447,9 @@ def validation_detail(errors: list) -> str:
     first = errors[0]
     kind, loc = first.get("type", ""), [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path",
                                                                                            "header")]
-    if kind == "json_invalid":
+    if loc[:1] == ["prompt"] and len(loc) > 1:  # the union's member names mean nothing to a client
+        text = 'prompt must be a text or a schedule [[start_second, "text"], ...]'
+    elif kind == "json_invalid":
         reason = (first.get("ctx") or {}).get("error", "")
         text = f"the body is not valid JSON{': ' + reason if reason else ''}"
     elif kind == "model_attributes_type" or (not loc and kind.endswith("_type")):

@@ -68,7 +68,7 @@ class Guard:
             if not declared.strip().isdigit():
                 return await refuse(send, 400, "Content-Length is not a number")
             if int(declared) > limit:
-                return await refuse(send, 413, too_large(path, limit))
+                return await refuse(send, 413, self._too_large(path))
         body, more = [], True
         size = 0
         while more:  # chunked bodies too: read up to the limit, then hand the body on
@@ -78,7 +78,7 @@ class Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return await refuse(send, 413, too_large(path, limit))
+                return await refuse(send, 413, self._too_large(path))
             body.append(chunk)
             more = message.get("more_body", False)
         whole = b"".join(body)
@@ -92,6 +92,11 @@ class Guard:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    def _too_large(self, path: str) -> str:
+        if path == UPLOAD_PATH:
+            return f"an upload may have at most {self.settings.upload_limit / 2**20:g} MiB"
+        return f"a request body may have at most {self.settings.body_limit // 1024} KiB"
 
     def _authorized(self, headers: dict, scope, method: str) -> bool:
         given = headers.get("authorization", "")
@@ -111,11 +116,6 @@ class Guard:
             return True
         parts = urlsplit(origin)
         return parts.scheme in ("http", "https") and parts.netloc.lower() == host.strip().lower()
-
-
-def too_large(path: str, limit: int) -> str:
-    what = "an upload" if path == UPLOAD_PATH else "a request body"
-    return f"{what} may have at most {limit // 1024} KiB"
 
 
 async def refuse(send, status: int, detail: str, headers: list | None = None):
