@@ -471,13 +471,13 @@ def cmd_download(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    try:  # the server's packages are an extra: say how to get them rather than fail on an import
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
+    from importlib.util import find_spec
+
+    # The server's packages are an extra: say how to get them rather than fail on an import.
+    multipart = find_spec("python_multipart") or find_spec("multipart")
+    if not (find_spec("fastapi") and find_spec("uvicorn") and multipart):
         raise TunesmithError("tunesmith serve needs fastapi, uvicorn and python-multipart: "
-                             "pip install 'tunesmith[server]'") from None
+                             "pip install 'tunesmith[server]'")
     from .server.run import serve
     from .server.settings import ServerSettings
     from .server.worker import WorkerSettings

@@ -32,3 +32,13 @@ def test_port_in_use_is_one_line(mono_ckpt, tmp_path, capsys):
         taken.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"tunesmith: error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_missing_server_packages_are_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["serve"]) == 1
+    assert capsys.readouterr().err.strip() == ("tunesmith: error: tunesmith serve needs fastapi, uvicorn and "
+                                               "python-multipart: pip install 'tunesmith[server]'")
