@@ -123,9 +123,12 @@ class Store:
         if self._lock_file is not None:
             self._lock_file.close()
 
-    def _run(self, sql: str, args=()) -> sqlite3.Cursor:
+    def _run(self, sql: str, args=()) -> "_Result":
+        """One statement, its rows fetched under the lock (a cursor read later could interleave with
+        another thread's statement on the shared connection)."""
         with self._lock:
-            return self._db.execute(sql, args)
+            cursor = self._db.execute(sql, args)
+            return _Result(cursor.fetchall(), cursor.rowcount)
 
     def recover(self) -> int:
         """Jobs left running by a crash are queued again: they rerun with the seed they were given."""
@@ -257,6 +260,21 @@ class Store:
     def get_upload(self, upload_id: str) -> Upload | None:
         row = self._run("SELECT * FROM uploads WHERE id=?", (upload_id,)).fetchone()
         return Upload(**dict(row)) if row else None
+
+
+@dataclass
+class _Result:
+    rows: list
+    rowcount: int
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return self.rows
+
+    def __iter__(self):
+        return iter(self.rows)
 
 
 def _lock_folder(folder: Path):
