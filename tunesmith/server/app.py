@@ -160,7 +160,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                     [spec["seed"] + v for v in range(spec["variations"])], variations=spec["variations"],
                     format=spec["format"], started_at=job.started_at, timings=job.timings, files=files,
                     cancel_requested=job.id in worker.cancelling, runs=job.runs,
-                    request={k: v for k, v in spec.items() if k not in ("family",)})
+                    request=public_request(spec))
 
     def submit(entry, spec: dict, key: str | None) -> tuple[Job, bool]:
         if key is not None:
@@ -386,6 +386,16 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
     app.add_middleware(Guard, settings=settings)
     return app
+
+
+def public_request(spec: dict) -> dict:
+    """The stored request as clients may see it: audio inputs by file name, not by server path."""
+    shown = {k: v for k, v in spec.items() if k != "family"}
+    if shown.get("audio_prompt"):
+        shown["audio_prompt"] = Path(shown["audio_prompt"]).name
+    if shown["options"].get("melody"):
+        shown["options"] = dict(shown["options"], melody=Path(shown["options"]["melody"]).name)
+    return shown
 
 
 def _sse(event: str, data: dict) -> str:
