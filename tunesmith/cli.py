@@ -506,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
     log.addHandler(handler)
+    level, propagate = log.level, log.propagate  # given back at the end: main() may run inside a program
     log.setLevel(logging.INFO)
     log.propagate = False
     commands = {"generate": cmd_generate, "score": cmd_score, "models": cmd_models, "download": cmd_download,
@@ -526,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 if __name__ == "__main__":

@@ -42,3 +42,10 @@ def test_missing_server_packages_are_one_line(monkeypatch, capsys):
     assert main(["serve"]) == 1
     assert capsys.readouterr().err.strip() == ("tunesmith: error: tunesmith serve needs fastapi, uvicorn and "
                                                "python-multipart: pip install 'tunesmith[server]'")
+
+
+def test_main_gives_the_logger_back(caplog):
+    import logging
+
+    main(["serve", "--token", "abc"])
+    assert logging.getLogger("tunesmith").propagate  # caplog, and programs embedding main(), still see records

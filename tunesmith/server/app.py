@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..errors import InvalidParameter, TunesmithError
 from ..generation import one_line
+from ..musicgen.sampling import MAX_SEED
 from .guard import Guard
 from .registry import Registry
 from .settings import ServerSettings
@@ -157,7 +158,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                  for i, seed in enumerate(job.seeds)] if job.status == "done" else []
         return dict(compat_view(job), status=job.status, done=done, total=total, duration=spec["duration"],
                     family=spec["family"], seed=spec["seed"], seeds=job.seeds or
-                    [spec["seed"] + v for v in range(spec["variations"])], variations=spec["variations"],
+                    [(spec["seed"] + v) % (MAX_SEED + 1) for v in range(spec["variations"])], variations=spec["variations"],
                     format=spec["format"], started_at=job.started_at, timings=job.timings, files=files,
                     cancel_requested=job.id in worker.cancelling, runs=job.runs,
                     request=public_request(spec))
