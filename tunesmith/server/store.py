@@ -108,6 +108,8 @@ class Store:
         except OSError as err:
             raise TunesmithError(f"cannot use data folder {self.folder}: {err.strerror or err}") from None
         self._lock_file = _lock_folder(self.folder)
+        for stale in (self.folder / "tmp").glob("*"):  # downloads converted before a crash
+            stale.unlink(missing_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.folder / "jobs.sqlite3"), check_same_thread=False,
                                    isolation_level=None)  # autocommit; transactions are explicit
