@@ -92,6 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_and_sampling(score)
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
 
+    serve = sub.add_parser("serve", help="an HTTP job server: an API for DAW plugins and apps, a page at /")
+    serve.add_argument("-m", "--model", action="append", dest="models", default=None, metavar="MODEL",
+                       help="a model to offer: alias, hub id or checkpoint folder; repeat for several, the first "
+                            "is the default (default: small)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; others need --token)")
+    serve.add_argument("--port", type=int, default=8420, help="port (default: 8420, as mlx-audiogen's clients expect)")
+    serve.add_argument("--data", default=None, metavar="DIR",
+                       help="folder for the job store and audio (default: a per-user data folder; $TUNESMITH_DATA)")
+    serve.add_argument("--max-queue", type=int, default=100, help="jobs queued or running at most; more get 429")
+    serve.add_argument("--loaded", type=int, default=2, help="models kept in memory at once (default: 2)")
+    serve.add_argument("--media-dir", action="append", default=[], metavar="DIR",
+                       help="a folder whose files clients may name (melody_path, ...); repeat for several")
+    serve.add_argument("--token", default=os.environ.get("TUNESMITH_TOKEN"),
+                       help="clients must send 'Authorization: Bearer TOKEN' (default: $TUNESMITH_TOKEN); "
+                            "required to listen beyond 127.0.0.1")
+    serve.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                       help="a web page origin (https://example.com) allowed to use the API; repeat for several")
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    serve.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    serve.add_argument("--max-batch", type=int, default=16, help="clips generated together at most (default: 16)")
+    serve.add_argument("--keep-days", type=float, default=7.0,
+                       help="finished jobs are deleted after this many days (unread ones live a day at least)")
+    serve.add_argument("--keep-jobs", type=int, default=1000, help="finished jobs kept at most (default: 1000)")
+
     sub.add_parser("models", help="list model aliases and whether each is in the local cache")
     down = sub.add_parser("download", help="download a model into the local Hugging Face cache")
     down.add_argument("model", help="alias or hub id")
@@ -447,14 +472,47 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from importlib.util import find_spec
+
+    # The server's packages are an extra: say how to get them rather than fail on an import.
+    multipart = find_spec("python_multipart") or find_spec("multipart")
+    if not (find_spec("fastapi") and find_spec("uvicorn") and multipart):
+        raise TunesmithError("tunesmith serve needs fastapi, uvicorn and python-multipart: "
+                             "pip install 'tunesmith[server]'")
+    from .server.run import serve
+    from .server.settings import ServerSettings
+    from .server.worker import WorkerSettings
+
+    for value, what in ((args.max_batch, "--max-batch"), (args.keep_jobs, "--keep-jobs")):
+        if value < 1:
+            raise InvalidParameter(f"{what} must be at least 1, got {value}")
+    if not args.keep_days > 0:
+        raise InvalidParameter(f"--keep-days must be a positive number of days, got {args.keep_days}")
+    worker = WorkerSettings(device=args.device, dtype=args.dtype, loaded=args.loaded, max_batch=args.max_batch,
+                            keep_days=args.keep_days, keep_jobs=args.keep_jobs)
+    settings = ServerSettings(models=args.models or ["small"], host=args.host, port=args.port,
+                              data=Path(args.data) if args.data else None, max_queue=args.max_queue,
+                              media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
+                              cors=args.cors, worker=worker)
+    try:
+        serve(settings)
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes the signal on
+        pass
+    log.info("stopped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
     log.addHandler(handler)
+    level, propagate = log.level, log.propagate  # given back at the end: main() may run inside a program
     log.setLevel(logging.INFO)
     log.propagate = False
-    commands = {"generate": cmd_generate, "score": cmd_score, "models": cmd_models, "download": cmd_download}
+    commands = {"generate": cmd_generate, "score": cmd_score, "models": cmd_models, "download": cmd_download,
+                "serve": cmd_serve}
     try:
         return commands[args.command](args)
     except TunesmithError as err:
@@ -471,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 if __name__ == "__main__":

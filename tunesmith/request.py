@@ -7,6 +7,7 @@ its command-line flag: `temperature (--temperature) must be a number >= 0 (0 is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import numbers
@@ -92,11 +93,31 @@ class Request:
     melody: tuple[np.ndarray, int] | None = None  # the tune to follow, likewise
     family: str = "musicgen"
     diffusion: DiffusionParams | None = None  # Stable Audio's
+    seeds: tuple[int, ...] | None = None  # one per schedule, each its own first seed (batch_requests)
 
     @property
     def rows(self) -> list[tuple[Schedule, int]]:
         """(schedule, seed) per batch row, prompt-major."""
-        return [(s, (self.seed + v) % (MAX_SEED + 1)) for s in self.schedules for v in range(self.num_variations)]
+        firsts = self.seeds or [self.seed] * len(self.schedules)
+        return [(s, (first + v) % (MAX_SEED + 1)) for s, first in zip(self.schedules, firsts)
+                for v in range(self.num_variations)]
+
+
+def batch_requests(requests: list[Request]) -> Request:
+    """One request whose rows are the given requests' rows, in order, each keeping its own seed: every
+    family seeds each row apart, so each request's clips are those it would get alone. The requests
+    must agree on everything else (the server batches only such jobs)."""
+    first = requests[0]
+    if len(requests) == 1:
+        return first
+    if any(r.audio_prompt is not None or r.melody is not None for r in requests):
+        raise InvalidParameter("requests with audio inputs are generated alone, not batched")
+    same = dataclasses.replace(first, schedules=[], seed=0, num_variations=1, seeds=None)
+    if any(dataclasses.replace(r, schedules=[], seed=0, num_variations=1, seeds=None) != same for r in requests):
+        raise InvalidParameter("requests batched together must differ only in prompts, seeds and variations")
+    rows = [row for r in requests for row in r.rows]
+    return dataclasses.replace(first, schedules=[s for s, _ in rows], seed=rows[0][1], num_variations=1,
+                               seeds=tuple(seed for _, seed in rows))
 
 
 def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_variations=1, loop=False,

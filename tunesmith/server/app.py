@@ -1,0 +1,494 @@
+"""The HTTP routes: a thin shell over the job store and the worker.
+
+Two sets of routes share one store: mlx-audiogen's (/api/generate, /api/status, /api/audio, ...), so
+that its Max for Live device, JUCE plugin and web UI work unchanged, and tunesmith's own (/api/jobs...,
+/api/uploads), which take everything `tunesmith generate` takes. Every error is {"detail": "one line"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from fastapi import FastAPI, File, Header, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import InvalidParameter, TunesmithError
+from ..generation import one_line
+from ..musicgen.sampling import MAX_SEED
+from .guard import Guard
+from .registry import Registry
+from .settings import ServerSettings
+from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
+from .store import FINISHED, Job, Store, Upload, new_id
+from .worker import Worker
+
+log = logging.getLogger("tunesmith.server")
+
+STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg", "m4a": "audio/mp4",
+               "aiff": "audio/aiff"}
+ID = r"^[A-Za-z0-9_-]{1,64}$"
+RETRY_AFTER_S = 5
+MLX_SAMPLERS = ("euler", "rk4")  # mlx-audiogen's own samplers: tunesmith uses the model's default instead
+
+
+# ---- bodies
+class GenerateIn(BaseModel):
+    """mlx-audiogen's POST /api/generate body. Unknown keys are ignored; each family takes its own fields
+    and ignores the other's (its clients send both)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("musicgen", max_length=500, description='"musicgen", "stable_audio" or a registered name')
+    prompt: str = Field(..., max_length=100_000)
+    seconds: float = 5.0
+    temperature: Optional[float] = None
+    top_k: Optional[int] = None
+    guidance_coef: Optional[float] = Field(None, description="MusicGen's cfg")
+    seed: Optional[int] = Field(None, description="none or negative: random")
+    melody_path: Optional[str] = Field(None, max_length=4096, description="a file under a --media-dir")
+    style_audio_path: Optional[str] = Field(None, max_length=4096, description="not supported (MusicGen-Style)")
+    style_coef: Optional[float] = None
+    negative_prompt: Optional[str] = Field(None, max_length=100_000)
+    steps: Optional[int] = None
+    cfg_scale: Optional[float] = Field(None, description="Stable Audio's cfg")
+    sampler: Optional[str] = Field(None, max_length=100)
+    reference_audio_path: Optional[str] = Field(None, max_length=4096, description="Stable Audio: init audio")
+    reference_strength: Optional[float] = None
+    lora: Optional[str] = Field(None, max_length=500, description="not supported")
+    output_mode: Optional[str] = Field(None, max_length=100, description='"audio" only')
+
+
+class JobIn(BaseModel):
+    """POST /api/jobs: everything `tunesmith generate` takes. Options of the other family are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Optional[str] = Field(None, max_length=500, description="a registered name; none: the default")
+    prompt: Union[str, list[tuple[float, str]]] = Field(
+        ..., description='a text, or a schedule [[0, "calm intro"], [20, "drums enter"]]')
+    duration: float = 10.0
+    seed: Optional[int] = Field(None, description="none: random (the job reports it)")
+    variations: int = 1
+    loop: bool = False
+    temperature: Optional[float] = Field(None, description="MusicGen")
+    top_k: Optional[int] = Field(None, description="MusicGen")
+    top_p: Optional[float] = Field(None, description="MusicGen")
+    cfg: Optional[float] = None
+    context: Optional[float] = Field(None, description="MusicGen, long pieces")
+    steps: Optional[int] = Field(None, description="Stable Audio")
+    negative_prompt: Optional[str] = Field(None, max_length=100_000, description="Stable Audio")
+    sampler: Optional[str] = Field(None, max_length=100, description="Stable Audio")
+    strength: Optional[float] = Field(None, description="Stable Audio, with continuation as init audio")
+    continuation: Optional[str] = Field(None, max_length=100, description="an upload id: MusicGen continues "
+                                                                          "it, Stable Audio starts from it")
+    melody: Optional[str] = Field(None, max_length=100, description="an upload id: a tune to follow (melody models)")
+    fade_in: Optional[float] = None
+    fade_out: Optional[float] = None
+    loudness: Optional[float] = Field(None, description="LUFS target, e.g. -14")
+    ceiling: Optional[float] = Field(None, description="true-peak ceiling in dBTP (default -1)")
+    format: Literal["wav", "flac", "mp3", "ogg", "m4a"] = "wav"
+    wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
+
+
+MUSICGEN_FIELDS = ("temperature", "top_k", "top_p", "cfg", "context")
+STABLE_AUDIO_FIELDS = ("steps", "cfg", "negative_prompt", "sampler", "strength")
+
+
+def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:
+    """The app for checked settings; the registry is described from settings.models when not given."""
+    settings.checked()
+    registry = registry or Registry.describe(settings.models)
+    store = Store(settings.data)
+    worker = Worker(store, registry, settings.worker)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(worker.stop)
+            store.close()
+
+    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan,
+                  description="Local music generation: jobs survive restarts. mlx-audiogen's routes "
+                              "(/api/generate, /api/status, /api/audio) and tunesmith's own (/api/jobs, "
+                              "/api/uploads).")
+    app.state.store, app.state.worker, app.state.registry, app.state.settings = store, worker, registry, settings
+    _install_error_handlers(app)
+
+    def find(job_id: str) -> Job:
+        job = store.get(job_id) if re.match(ID, job_id) else None
+        if job is None:
+            raise HTTPException(404, f"no job {job_id[:64]!r} (finished jobs are kept {settings.worker.keep_days:g} "
+                                     "days)")
+        return job
+
+    def progress_of(job: Job) -> tuple[int, int]:
+        if job.status == "done":
+            return 1, 1
+        return worker.progress.get(job.id, (0, 0)) if job.status == "running" else (0, 0)
+
+    def compat_view(job: Job) -> dict:
+        done, total = progress_of(job)
+        return dict(id=job.id, status="error" if job.status == "cancelled" else job.status, model=job.model,
+                    prompt=prompt_text(job.spec["prompt"]), seconds=job.spec["duration"], created_at=job.created_at,
+                    completed_at=job.completed_at, error=job.error, sample_rate=job.sample_rate,
+                    progress=done / total if total else 0.0)
+
+    def own_view(job: Job) -> dict:
+        done, total = progress_of(job)
+        spec = job.spec
+        files = [dict(index=i, format=spec["format"], seed=seed, url=f"/api/jobs/{job.id}/audio?index={i}",
+                      check=job.checks[i] if i < len(job.checks) else None)
+                 for i, seed in enumerate(job.seeds)] if job.status == "done" else []
+        return dict(compat_view(job), status=job.status, done=done, total=total, duration=spec["duration"],
+                    family=spec["family"], seed=spec["seed"], seeds=job.seeds or
+                    [(spec["seed"] + v) % (MAX_SEED + 1) for v in range(spec["variations"])], variations=spec["variations"],
+                    format=spec["format"], started_at=job.started_at, timings=job.timings, files=files,
+                    cancel_requested=job.id in worker.cancelling, runs=job.runs,
+                    request=public_request(spec))
+
+    def submit(entry, spec: dict, key: str | None) -> tuple[Job, bool]:
+        if key is not None:
+            old = store.by_key(key)
+            if old is not None:
+                return old, False
+        if store.count() >= settings.max_queue:
+            raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        job_id = new_id()
+        job = Job(job_id, "queued", entry.name, batch_key(spec, job_id), spec["variations"], spec, time.time(), key)
+        job, created = store.add(job)
+        if created:
+            worker.wake()
+            log.info("job %s queued (%s, %g s)", job.id, entry.name, spec["duration"])
+        return job, created
+
+    def upload_path(upload_id: str | None, field: str) -> str | None:
+        if upload_id is None:
+            return None
+        upload = store.get_upload(upload_id) if re.match(ID, upload_id) else None
+        if upload is None:
+            raise InvalidParameter(f"{field}: no upload {upload_id[:64]!r} (send the audio to /api/uploads first)")
+        return upload.path
+
+    def audio_response(job: Job, index: int, fmt: str | None, compat: bool):
+        if job.status in ("queued", "running"):
+            where = f"/api/status/{job.id}" if compat else f"/api/jobs/{job.id}"
+            return JSONResponse({"detail": f"job {job.id} is {job.status}: poll {where} until it is done"}, 202)
+        if job.status != "done":
+            raise HTTPException(409, f"job {job.id} has no audio: {job.error or job.status}")
+        if not 0 <= index < len(job.files):
+            raise HTTPException(404, f"job {job.id} has {len(job.files)} file(s): index must be from 0 to "
+                                     f"{len(job.files) - 1}")
+        stored = store.audio / job.files[index]
+        if not stored.is_file():
+            raise HTTPException(410, f"the audio of job {job.id} is gone from the server's disk")
+        have = stored.suffix[1:]
+        fmt = fmt or have
+        if fmt not in DOWNLOAD_FORMATS:
+            raise HTTPException(400, f"fmt must be one of {', '.join(DOWNLOAD_FORMATS)}, got {fmt[:20]!r}")
+        if compat:
+            name = f"{job.id}.{fmt}"
+        else:
+            from ..cli import slug
+
+            seed = job.seeds[index] if index < len(job.seeds) else job.spec["seed"]
+            name = f"{slug(prompt_text(job.spec['prompt']))}-{seed}.{fmt}"
+        store.mark_read(job.id)
+        if fmt == have:
+            return FileResponse(stored, media_type=MEDIA_TYPES[fmt], filename=name)
+        converted = _convert(stored, fmt, store.folder / "tmp")
+        return FileResponse(converted, media_type=MEDIA_TYPES[fmt], filename=name,
+                            background=BackgroundTask(converted.unlink, missing_ok=True))
+
+    # ---- mlx-audiogen's routes
+    @app.get("/api/health", tags=["compatible"])
+    def health():
+        """Liveness, without a token (clients probe it first)."""
+        return {"status": "ok", "version": __version__, "worker": "running" if worker.alive else "stopped"}
+
+    @app.get("/api/models", tags=["compatible"])
+    def models():
+        """Registered models (-m); the first is the default."""
+        loaded = set(worker.loaded_names())
+        return [dict(name=e.name, model_type=e.family, is_loaded=e.name in loaded, default=e is registry.default,
+                     longest=e.spec.longest) for e in registry.entries.values()]
+
+    @app.post("/api/generate", tags=["compatible"])
+    def generate(body: GenerateIn):
+        """mlx-audiogen's submit: answers {"id", "status": "queued"} at once."""
+        entry = registry.find(body.model)
+        if body.style_audio_path:
+            raise InvalidParameter("style_audio_path: MusicGen-Style is not available in tunesmith yet; send no "
+                                   "style audio")
+        if body.lora:
+            raise InvalidParameter("lora: LoRA adapters are not supported by tunesmith")
+        if body.output_mode not in (None, "audio"):
+            raise InvalidParameter(f"output_mode {body.output_mode[:20]!r}: tunesmith makes audio only")
+        options, audio_prompt = {}, None
+        if entry.family == "musicgen":
+            options = dict(temperature=body.temperature, top_k=body.top_k, cfg=body.guidance_coef)
+            if body.melody_path:
+                options["melody"] = media_file(body.melody_path, settings.limits.media_dirs, "melody_path")
+        else:
+            sampler = None if body.sampler in MLX_SAMPLERS else body.sampler
+            options = dict(steps=body.steps, cfg=body.cfg_scale, negative_prompt=body.negative_prompt or None,
+                           sampler=sampler)
+            if body.reference_audio_path:
+                audio_prompt = media_file(body.reference_audio_path, settings.limits.media_dirs,
+                                          "reference_audio_path")
+                options["strength"] = body.reference_strength
+        seed = body.seed if body.seed is not None and body.seed >= 0 else None
+        try:
+            spec, _ = plan_job(entry, settings.limits, prompt=body.prompt, duration=body.seconds, seed=seed,
+                               options=options, audio_prompt=audio_prompt)
+        except InvalidParameter as err:  # named as this body names them
+            guidance = "guidance_coef" if entry.family == "musicgen" else "cfg_scale"
+            raise InvalidParameter(re.sub(r"^(duration|cfg)\b", lambda m: "seconds" if m[1] == "duration"
+                                          else guidance, plain(str(err)))) from None
+        job, _ = submit(entry, spec, None)
+        return {"id": job.id, "status": "queued"}
+
+    @app.get("/api/status/{job_id}", tags=["compatible"])
+    def status(job_id: str):
+        """queued | running | done | error; a cancelled job reads as error "cancelled"."""
+        return compat_view(find(job_id))
+
+    @app.get("/api/audio/{job_id}", tags=["compatible"])
+    def audio(job_id: str, fmt: str = Query("wav", max_length=20)):
+        """The first clip of a done job; 202 while it is not done."""
+        return audio_response(find(job_id), 0, fmt.lower(), compat=True)
+
+    @app.get("/api/jobs", tags=["compatible", "jobs"])
+    def jobs(limit: int = Query(100, ge=1, le=1000)):
+        """Recent jobs, newest first (tunesmith's view: status may also be "cancelled")."""
+        return [own_view(j) for j in store.recent(limit)]
+
+    # ---- tunesmith's own routes
+    @app.post("/api/jobs", tags=["jobs"], status_code=202)
+    def create_job(body: JobIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
+        """Queue a job; the same Idempotency-Key header returns the same job (200) instead of a new one."""
+        entry = registry.find(body.model)
+        fields = MUSICGEN_FIELDS if entry.family == "musicgen" else STABLE_AUDIO_FIELDS
+        other = [f for f in (*MUSICGEN_FIELDS, *STABLE_AUDIO_FIELDS) if f not in fields and getattr(body, f) is not None]
+        if other:
+            raise InvalidParameter(f"{other[0]} is not an option of {entry.name} ({entry.family} models take "
+                                   f"{', '.join(fields)})")
+        options = {f: getattr(body, f) for f in fields}
+        if body.melody is not None:
+            if entry.family != "musicgen":
+                raise InvalidParameter("melody is for MusicGen melody models")
+            options["melody"] = upload_path(body.melody, "melody")
+        prompt = body.prompt if isinstance(body.prompt, str) else [list(e) for e in body.prompt]
+        finishing = dict(fade_in=body.fade_in, fade_out=body.fade_out, loudness=body.loudness, ceiling=body.ceiling)
+        spec, _ = plan_job(entry, settings.limits, prompt=prompt, duration=body.duration, seed=body.seed,
+                           variations=body.variations, loop=body.loop, options=options,
+                           audio_prompt=upload_path(body.continuation, "continuation"), finishing=finishing,
+                           fmt=body.format, wav_format=body.wav_format)
+        job, created = submit(entry, spec, idempotency_key)
+        return JSONResponse(own_view(job), status_code=202 if created else 200)
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    def get_job(job_id: str):
+        return own_view(find(job_id))
+
+    @app.get("/api/jobs/{job_id}/audio", tags=["jobs"])
+    def job_audio(job_id: str, index: int = Query(0, ge=0, le=1000), fmt: Optional[str] = Query(None, max_length=20)):
+        """Clip `index` of a done job, in its own format or converted to fmt."""
+        return audio_response(find(job_id), index, fmt.lower() if fmt else None, compat=False)
+
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
+    def cancel(job_id: str):
+        """A queued job never runs; a running one stops at its next decode step."""
+        job = find(job_id)
+        if job.status not in FINISHED and store.cancel_queued(job.id):
+            log.info("job %s cancelled while queued", job.id)
+        else:
+            now = store.get(job.id)
+            if now is None or now.status in FINISHED:
+                raise HTTPException(409, f"job {job.id} has already finished ({now.status if now else 'deleted'})")
+            worker.cancel_running(job.id)
+            log.info("job %s: cancel requested", job.id)
+        return own_view(store.get(job.id) or job)
+
+    @app.delete("/api/jobs/{job_id}", tags=["jobs"])
+    def delete(job_id: str):
+        """Forget a job and delete its files (a running job is cancelled first)."""
+        job = find(job_id)
+        if job.status == "queued":
+            store.cancel_queued(job.id)
+        if store.get(job.id) and store.get(job.id).status == "running":
+            worker.cancel_running(job.id)
+            raise HTTPException(409, f"job {job.id} is running: it is being cancelled, delete it once it stops")
+        store.delete(job.id)
+        return {"id": job.id, "deleted": True}
+
+    @app.get("/api/jobs/{job_id}/events", tags=["jobs"])
+    async def events(job_id: str, request: Request):
+        """Server-Sent Events: `progress` (data: {id, status, done, total, progress}) on each change, then
+        one `done` (data: the job) or `error` (data: the job, with its error; status "error" or "cancelled")."""
+        await run_in_threadpool(find, job_id)
+        return StreamingResponse(_events(job_id, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _events(job_id: str, request: Request):
+        yield "retry: 1000\n\n"
+        last, quiet = None, 0.0
+        while True:
+            job = await run_in_threadpool(store.get, job_id)
+            if job is None:
+                yield _sse("error", {"id": job_id, "status": "deleted", "error": "the job was deleted"})
+                return
+            if job.status == "done":
+                yield _sse("done", own_view(job))
+                return
+            if job.status in FINISHED:
+                yield _sse("error", own_view(job))
+                return
+            done, total = progress_of(job)
+            state = (job.status, done, total)
+            if state != last:
+                yield _sse("progress", dict(id=job.id, status=job.status, done=done, total=total,
+                                            progress=done / total if total else 0.0))
+                last, quiet = state, 0.0
+            elif quiet >= 15:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+            quiet += 0.25
+
+    @app.post("/api/uploads", tags=["jobs"], status_code=201)
+    def upload(file: UploadFile = File(..., description="an audio file (WAV, FLAC, MP3, OGG, M4A, ...)")):
+        """Store an audio file for continuation/melody; answers its id. Checked by reading it."""
+        return _store_upload(store, file)
+
+    if STATIC.is_dir():
+        app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+    # Outermost last: the Guard sees every request first, then CORS answers listed origins' preflights.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["*"],
+                       allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+def public_request(spec: dict) -> dict:
+    """The stored request as clients may see it: audio inputs by file name, not by server path."""
+    shown = {k: v for k, v in spec.items() if k != "family"}
+    if shown.get("audio_prompt"):
+        shown["audio_prompt"] = Path(shown["audio_prompt"]).name
+    if shown["options"].get("melody"):
+        shown["options"] = dict(shown["options"], melody=Path(shown["options"]["melody"]).name)
+    return shown
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def _convert(stored: Path, fmt: str, folder: Path) -> Path:
+    """The stored clip in another format, as a temporary file (deleted once sent)."""
+    from ..audio.io import read_audio, write_audio, write_sndfile
+
+    folder.mkdir(exist_ok=True)
+    audio, rate = read_audio(stored)
+    target = folder / f"{new_id()}.{fmt}"
+    if fmt == "aiff":  # libsndfile writes AIFF; tunesmith's writer does not offer it
+        write_sndfile(target, audio.clip(-1, 1), rate, "AIFF", "PCM_16", f"cannot convert {stored.name}")
+    else:
+        write_audio(target, audio, rate)
+    return target
+
+
+def _store_upload(store: Store, file: UploadFile) -> dict:
+    from ..audio.io import read_audio, written_whole
+    from ..request import FRAME_SECONDS
+
+    import numpy as np
+
+    upload_id = new_id()
+    suffix = Path(file.filename or "").suffix.lower()
+    suffix = suffix if re.match(r"^\.[a-z0-9]{1,5}$", suffix) else ".audio"
+    path = store.uploads / f"{upload_id}{suffix}"
+    with written_whole(path) as partial:
+        with open(partial, "wb") as out:
+            while chunk := file.file.read(1 << 20):
+                out.write(chunk)
+        try:
+            audio, rate = read_audio(partial)
+        except TunesmithError:
+            raise InvalidParameter("the upload is not an audio file tunesmith can read") from None
+        if audio.shape[1] < FRAME_SECONDS * rate:
+            raise InvalidParameter(f"the upload lasts {audio.shape[1] / rate * 1000:.1f} ms: less than one frame "
+                                   f"({FRAME_SECONDS * 1000:g} ms)")
+        if not np.isfinite(audio).all():
+            raise InvalidParameter("the upload holds NaN or infinite samples")
+    name = (file.filename or "upload")[:200]
+    store.add_upload(Upload(upload_id, name, str(path), time.time(), audio.shape[1] / rate, rate, audio.shape[0]))
+    return dict(id=upload_id, filename=name, seconds=audio.shape[1] / rate, sample_rate=rate, channels=audio.shape[0])
+
+
+# ---- errors: always {"detail": "one line"}, never a traceback
+FLAG = re.compile(r" \((?:--?[a-z][\w-]*|PROMPT)\)")
+
+
+def plain(message: str) -> str:
+    """One line, without the CLI's flag names ('top_k (--top-k) must...' -> 'top_k must...')."""
+    return FLAG.sub("", one_line(Exception(message)))[:500]
+
+
+def validation_detail(errors: list) -> str:
+    first = errors[0]
+    kind, loc = first.get("type", ""), [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path",
+                                                                                           "header")]
+    if loc[:1] == ["prompt"] and len(loc) > 1:  # the union's member names mean nothing to a client
+        text = 'prompt must be a text or a schedule [[start_second, "text"], ...]'
+    elif kind == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "")
+        text = f"the body is not valid JSON{': ' + reason if reason else ''}"
+    elif kind == "model_attributes_type" or (not loc and kind.endswith("_type")):
+        text = "the body must be a JSON object"
+    else:
+        text = f"{'.'.join(loc) + ': ' if loc else ''}{first.get('msg', 'invalid value')}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more)"
+    return plain(text)
+
+
+def _install_error_handlers(app: FastAPI):
+    @app.exception_handler(TunesmithError)
+    async def tunesmith_error(request, err: TunesmithError):
+        return JSONResponse({"detail": plain(str(err))}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, err: RequestValidationError):
+        return JSONResponse({"detail": validation_detail(list(err.errors()))}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):
+        detail = err.detail if isinstance(err.detail, str) else json.dumps(err.detail)
+        return JSONResponse({"detail": plain(detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def internal(request, err: Exception):  # a bug of ours: logged whole, answered in one line
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(err).__name__} (the server log has the details)"},
+                            status_code=500)
+

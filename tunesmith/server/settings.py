@@ -1,0 +1,67 @@
+"""What `tunesmith serve` is started with, checked before it listens."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidParameter
+from ..paths import data_root
+from .spec import Limits
+from .worker import WorkerSettings
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerSettings:
+    models: list[str] = field(default_factory=lambda: ["small"])  # the first is the default
+    host: str = "127.0.0.1"
+    port: int = 8420
+    data: Path | None = None  # default: data_root() / "server"
+    max_queue: int = 100  # queued and running jobs; more are answered 429
+    media_dirs: list[Path] = field(default_factory=list)
+    token: str | None = None
+    cors: list[str] = field(default_factory=list)  # browser origins allowed besides the server's own
+    body_limit: int = 256 * 1024  # bytes of a JSON body
+    upload_limit: int = 32 * 1024 * 1024  # bytes of an uploaded audio file
+    limits: Limits = field(default_factory=Limits)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    def checked(self) -> "ServerSettings":
+        """Refuse a start that would be unsafe or cannot work, with one line; resolve the folders."""
+        if not is_loopback(self.host) and not self.token:
+            raise InvalidParameter(f"--host {self.host} opens the server to the network: give --token TOKEN too "
+                                   "(clients then send 'Authorization: Bearer TOKEN'), or keep the default "
+                                   "127.0.0.1")
+        if self.token is not None and len(self.token) < 8:
+            raise InvalidParameter("--token must be at least 8 characters long")
+        if not 0 <= self.port <= 65535:
+            raise InvalidParameter(f"--port must be from 0 to 65535, got {self.port}")
+        if self.max_queue < 1:
+            raise InvalidParameter(f"--max-queue must be at least 1, got {self.max_queue}")
+        if self.worker.loaded < 1:
+            raise InvalidParameter(f"--loaded must be at least 1, got {self.worker.loaded}")
+        dirs = []
+        for d in self.media_dirs:
+            resolved = Path(d).expanduser().resolve()
+            if not resolved.is_dir():
+                raise InvalidParameter(f"--media-dir {d} is not a folder")
+            dirs.append(resolved)
+        self.media_dirs = dirs
+        self.limits = Limits(self.limits.max_prompt_chars, self.limits.max_duration, self.limits.max_variations,
+                             tuple(dirs))
+        self.data = Path(self.data).expanduser() if self.data else data_root() / "server"
+        self.cors = [o.rstrip("/") for o in self.cors]
+        return self

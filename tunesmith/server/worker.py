@@ -1,0 +1,239 @@
+"""One worker thread owns the device: it loads models on first use (at most `loaded` stay in memory,
+the least recently used is dropped), takes queued jobs from the store in batches, and writes their files.
+
+A job is cancelled between decode steps: the progress callback raises Cancelled, which generate_request
+lets through (it is no RuntimeError, so no retry on the CPU either).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TunesmithError
+from ..generation import one_line
+from ..request import batch_requests
+from .registry import Registry
+from .spec import request_of
+from .store import Job, Store
+
+log = logging.getLogger("tunesmith.server")
+
+
+class Cancelled(Exception):
+    """Raised from the progress callback to stop a batch (deliberately not a RuntimeError)."""
+
+
+@dataclass
+class WorkerSettings:
+    device: str = "auto"
+    dtype: str | None = None  # the family's choice for the device
+    loaded: int = 2  # models kept in memory
+    max_batch: int = 16  # clips generated in one call
+    keep_days: float = 7.0  # finished jobs older than this are pruned ...
+    keep_jobs: int = 1000  # ... and the oldest beyond this many finished ones
+    prune_every_s: float = 300.0
+
+
+class Worker:
+    def __init__(self, store: Store, registry: Registry, settings: WorkerSettings):
+        self.store, self.registry, self.settings = store, registry, settings
+        self.models: OrderedDict[str, object] = OrderedDict()
+        # Only what is running lives in memory; everything else is read from the store.
+        self.progress: dict[str, tuple[int, int]] = {}
+        self.cancelling: set[str] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+        self.batches = 0  # generate calls made (tests and the benchmark read it)
+
+    # ---- control, from request threads
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name="tunesmith-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0):
+        """Stop at the next decode step; a job cut short is queued again for the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self):
+        self._wake.set()
+
+    def cancel_running(self, job_id: str):
+        self.cancelling.add(job_id)
+
+    def loaded_names(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---- the thread
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                self._maybe_prune()
+                jobs = self.store.claim(self.settings.max_batch)
+            except Exception:  # the store failing (disk full, ...): say so, wait, try again
+                log.error("job store: %s", traceback.format_exc(limit=3))
+                self._stop.wait(1.0)
+                continue
+            if not jobs:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            self._run(jobs)
+
+    def _maybe_prune(self):
+        now = time.time()
+        if now - self._last_prune >= self.settings.prune_every_s:
+            self._last_prune = now
+            pruned = self.store.prune(self.settings.keep_days * 86400, self.settings.keep_jobs, now)
+            if pruned:
+                log.info("pruned %d old jobs", pruned)
+
+    def _run(self, jobs: list[Job]):
+        entry = self.registry.entries.get(jobs[0].model)
+        requests = []
+        for job in jobs:
+            try:
+                if entry is None:
+                    raise TunesmithError(f"model {job.model} is no longer offered by this server")
+                requests.append(request_of(job.spec, entry))
+            except TunesmithError as err:  # e.g. an upload pruned while the job waited
+                self._end(job, one_line(err))
+                requests.append(None)
+        pairs = [(j, r) for j, r in zip(jobs, requests) if r is not None]
+        if not pairs:
+            return
+        jobs = [j for j, _ in pairs]
+        try:
+            model = self._model(entry)
+            clips = self._generate(model, jobs, [r for _, r in pairs])
+        except Cancelled:
+            for job in jobs:
+                self._settle_cancelled(job)
+            return
+        except TunesmithError as err:
+            if len(jobs) > 1:  # one job's value may fail the whole batch: each alone says whose it is
+                for job, request in pairs:
+                    self._run_alone(entry, job, request)
+                return
+            self._end(jobs[0], one_line(err))
+            return
+        except Exception as err:  # a bug of ours: the job fails with one line, the log has the rest
+            log.error("generation failed:\n%s", traceback.format_exc())
+            for job in jobs:
+                self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
+            return
+        self._save(jobs, [r for _, r in pairs], clips, model.sample_rate)
+
+    def _run_alone(self, entry, job: Job, request):
+        try:
+            clips = self._generate(self._model(entry), [job], [request])
+        except Cancelled:
+            self._settle_cancelled(job)
+            return
+        except TunesmithError as err:
+            self._end(job, one_line(err))
+            return
+        except Exception as err:
+            log.error("generation failed:\n%s", traceback.format_exc())
+            self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
+            return
+        self._save([job], [request], clips, self.models[entry.name].sample_rate)
+
+    def _generate(self, model, jobs: list[Job], requests: list) -> list:
+        ids = [j.id for j in jobs]
+
+        def progress(done: int, total: int):
+            if self._stop.is_set() or self.cancelling.intersection(ids):
+                raise Cancelled()
+            for i in ids:
+                self.progress[i] = (done, total)
+
+        progress(0, 1)  # a cancel that came while the job was being claimed
+        self.batches += 1
+        log.info("generating %d job(s), %d clip(s), on %s", len(jobs), sum(len(r.rows) for r in requests), model.name)
+        return model.generate_request(batch_requests(requests), progress=progress)
+
+    def _settle_cancelled(self, job: Job):
+        """A stopped batch: cancelled jobs end so; the others (batch mates, or all on shutdown) queue again."""
+        if job.id in self.cancelling:
+            self.store.fail(job.id, "cancelled", status="cancelled")
+            self.cancelling.discard(job.id)
+        else:
+            self.store.requeue(job.id)
+        self.progress.pop(job.id, None)
+
+    def _end(self, job: Job, error: str):
+        self.store.fail(job.id, error)
+        self.cancelling.discard(job.id)
+        self.progress.pop(job.id, None)
+        log.info("job %s failed: %s", job.id, error)
+
+    def _save(self, jobs: list[Job], requests: list, clips: list, sample_rate: int):
+        start = 0
+        for job, request in zip(jobs, requests):
+            mine = clips[start : start + len(request.rows)]
+            start += len(request.rows)
+            try:
+                files = [self._write(job, i, clip) for i, clip in enumerate(mine)]
+            except TunesmithError as err:  # disk full, ...
+                self._end(job, one_line(err))
+                continue
+            checks = [dict(ok=c.check.ok, summary=c.check.summary(), peak=c.check.peak, rms_dbfs=c.check.rms_dbfs)
+                      for c in mine]
+            timings = dict(mine[0].timings, batch_jobs=len(jobs), queued_s=job.started_at - job.created_at,
+                           run_s=time.time() - job.started_at)
+            self.store.finish(job.id, files, [c.seed for c in mine], timings, checks, sample_rate)
+            self.cancelling.discard(job.id)
+            self.progress.pop(job.id, None)
+            log.info("job %s done", job.id)
+
+    def _write(self, job: Job, index: int, clip) -> str:
+        finishing = job.spec.get("finishing")
+        if finishing:
+            clip = clip.finish(**finishing)
+        name = f"{job.id}-{index}.{job.spec['format']}"
+        clip.save(Path(self.store.audio) / name, wav_format=job.spec["wav_format"])  # temporary name, renamed
+        return name
+
+    def _model(self, entry):
+        """The loaded model, loading it (and dropping the least recently used) when needed."""
+        if entry.name in self.models:
+            self.models.move_to_end(entry.name)
+            return self.models[entry.name]
+        while len(self.models) >= max(1, self.settings.loaded):
+            dropped, _ = self.models.popitem(last=False)
+            log.info("dropping %s from memory", dropped)
+            _free_memory()
+        from .. import load
+
+        log.info("loading %s", entry.name)
+        model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype)
+        model.name = entry.name
+        self.models[entry.name] = model
+        return model
+
+
+def _free_memory():
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # freeing is best effort
+        pass
