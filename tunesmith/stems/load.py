@@ -183,8 +183,13 @@ def load_bag(path: Path):
         if (model.sources, model.samplerate, model.audio_channels) != (first.sources, first.samplerate,
                                                                        first.audio_channels):
             raise CheckpointError(f"{path.name}: its models differ in sources, rate or channels")
-    if weights is not None and any(not isinstance(w, list) or len(w) != len(first.sources) for w in weights):
-        raise CheckpointError(f"{path.name}: each weights row needs one number per source")
+    if weights is not None:
+        if any(not isinstance(w, list) or len(w) != len(first.sources) for w in weights):
+            raise CheckpointError(f"{path.name}: each weights row needs one number per source")
+        # apply_model divides each source by its total weight: a zero total would make that stem NaN.
+        if any(not isinstance(v, (int, float)) for w in weights for v in w) or any(
+                sum(column) <= 0 for column in zip(*weights)):
+            raise CheckpointError(f"{path.name}: each source needs a positive total weight across the models")
     return BagOfModels(models, weights, segment)
 
 
