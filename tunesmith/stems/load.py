@@ -221,5 +221,7 @@ def load_stem_model(model: str | Path = "htdemucs", device: str = "auto") -> Ste
 
     dev = pick_device(device)
     path = find_bag(model)
-    bag = load_bag(path)
+    # On its device from the start: apply_model moves each model to the device and back to where it was
+    # for every call otherwise.
+    bag = load_bag(path).to(dev)
     return StemModel(bag, str(model), list(bag.sources), int(bag.samplerate), int(bag.audio_channels), dev)
