@@ -93,7 +93,8 @@ def main(argv=None):
     memory = {name: 0.0 for name in engines}
     outputs = {}
     for run in range(args.runs):
-        for name, fn in engines.items():
+        order = list(engines.items())
+        for name, fn in order if run % 2 == 0 else order[::-1]:  # neither always first on a busy machine
             with PeakMemory(torch.device(args.device)) as peak:
                 start = time.perf_counter()
                 outputs[name] = fn(stem_model, mix, seed=run)
@@ -106,7 +107,7 @@ def main(argv=None):
         f"shifts 1 ({datetime.date.today()})",
         "",
         f"Hardware: {hardware()}. Command: `python -m benchmarks.stems --seconds {args.seconds:g} --runs {args.runs}"
-        f"{'' if args.device == 'cpu' else f' --device {args.device}'}`. Median of {args.runs} interleaved run(s); "
+        f"{'' if args.device == 'cpu' else f' --device {args.device}'}`. Median of {args.runs} interleaved run(s), the order alternating; "
         f"largest difference between the two engines' stems: {drift:.1e}.",
         "",
         "| engine | seconds | real-time factor | peak extra memory (MB) | time vs apply_model |",
