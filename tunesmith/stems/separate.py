@@ -158,10 +158,11 @@ def run_bag(stem_model: StemModel, mix: np.ndarray, shifts: int, seed: int, repo
         with _seeded_random(seed), torch.inference_mode():
             out = apply_model(stem_model.bag, ((wav - mean) / std)[None], shifts=shifts, split=True,
                               overlap=OVERLAP, device=stem_model.device, callback=on_segment)
+            out = out[0].mul_(std).add_(mean)  # in place: the stems are the largest buffer of a long file
     except RuntimeError as err:
         if "out of memory" in str(err).lower():
             raise TunesmithError(f"separation ran out of memory on {stem_model.device}: try --device cpu") from None
         raise
     if report is not None:
         report(total, total)
-    return (out[0] * std + mean).numpy()
+    return out.numpy()
