@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="WAV sample format (default: pcm16)")
     gen.add_argument("--stems", action="store_true",
                      help="also split each clip into stems: NAME-drums.wav, NAME-bass.wav, ... beside it")
-    gen.add_argument("--stems-model", default="htdemucs", metavar="MODEL",
+    gen.add_argument("--stems-model", default=None, metavar="MODEL",
                      help="with --stems: htdemucs (default), htdemucs_ft, htdemucs_6s or a folder")
     _add_model_and_sampling(gen)
     _add_finishing(gen, fade_out=0.0, loudness=None)
@@ -357,10 +357,12 @@ def cmd_generate(args) -> int:
     _say_ignored_wav_format(args.wav_format, paths)
     finishing = _finishing(args, request.duration)
     stem_model, stem_paths = None, [{} for _ in paths]
+    if args.stems_model is not None and not args.stems:
+        raise InvalidParameter("--stems-model chooses the model of --stems: add --stems")
     if args.stems:  # the stems model is loaded, and every stem's file checked, before any generation
         from .stems import load_stem_model
 
-        stem_model = load_stem_model(args.stems_model, device=args.device)
+        stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
         stem_paths = [plan_stems(path, stem_model.sources, args.overwrite, taken=set(paths)) for path in paths]
     model = _load(args, spec)
     clips = model.generate_request(request, progress=not args.quiet)
@@ -371,7 +373,12 @@ def cmd_generate(args) -> int:
         clip.save(path, wav_format=args.wav_format)
         print(path)
         if stem_model is not None:
-            _write_stems(clip.stems(model=stem_model, progress=not args.quiet), stem_files, args.wav_format)
+            try:
+                stems = clip.stems(model=stem_model, progress=not args.quiet)
+            except TunesmithError as err:  # a silent clip has nothing to separate: the others still do
+                log.warning("no stems for %s: %s", path, err)
+            else:
+                _write_stems(stems, stem_files, args.wav_format)
         if not clip.check.ok:
             failed += 1
             log.warning("%s failed the output check: %s", path, clip.check.summary())

@@ -111,6 +111,8 @@ def test_generate_with_stems_writes_the_clip_and_its_stems(mono_ckpt, bag_folder
     written[0].unlink()  # the clip's name is free again, its stems' are not: refused before generating
     line = error_line(capsys, argv)
     assert "groove-drums.wav exists" in line and "--overwrite" in line and not written[0].exists()
+    alone = [a for a in argv if a != "--stems"]
+    assert "--stems-model chooses the model of --stems" in error_line(capsys, alone)
 
 
 def test_names_load_from_the_hub_cache_offline_and_say_how_to_download(bag_folder, song, tmp_path):
