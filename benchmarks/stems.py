@@ -80,8 +80,12 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 is steadier on a machine others share")
     parser.add_argument("--markdown", default=None, help="append the table to this file")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from tunesmith.stems import load_stem_model
 
@@ -107,7 +111,8 @@ def main(argv=None):
         f"shifts 1 ({datetime.date.today()})",
         "",
         f"Hardware: {hardware()}. Command: `python -m benchmarks.stems --seconds {args.seconds:g} --runs {args.runs}"
-        f"{'' if args.device == 'cpu' else f' --device {args.device}'}`. Median of {args.runs} interleaved run(s), the order alternating; "
+        f"{'' if args.device == 'cpu' else f' --device {args.device}'}"
+        f"{f' --threads {args.threads}' if args.threads else ''}`. Median of {args.runs} interleaved run(s), the order alternating; "
         f"largest difference between the two engines' stems: {drift:.1e}.",
         "",
         "| engine | seconds | real-time factor | peak extra memory (MB) | time vs apply_model |",
