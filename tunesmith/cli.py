@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
     log.addHandler(handler)
+    level, propagate = log.level, log.propagate  # put back afterwards: main may run inside a program (tests)
     log.setLevel(logging.INFO)
     log.propagate = False
     commands = {"generate": cmd_generate, "score": cmd_score, "stems": cmd_stems, "models": cmd_models,
@@ -570,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 if __name__ == "__main__":
