@@ -6,6 +6,8 @@ from .clip import Clip
 from .errors import TunesmithError
 from .models import load
 from .stable_audio.model import StableAudio
+from .stems import separate
 
 __version__ = "0.1.0"
-__all__ = ["load", "MusicGen", "StableAudio", "Clip", "CheckResult", "check_audio", "TunesmithError", "__version__"]
+__all__ = ["load", "MusicGen", "StableAudio", "Clip", "CheckResult", "check_audio", "separate", "TunesmithError",
+           "__version__"]

@@ -14,6 +14,7 @@ from .errors import InvalidParameter, TunesmithError
 log = logging.getLogger("tunesmith")
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
+OUTPUT_FORMATS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")  # audio.io.FORMATS, without importing it here
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
     gen.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
                      help="WAV sample format (default: pcm16)")
+    gen.add_argument("--stems", action="store_true",
+                     help="also split each clip into stems: NAME-drums.wav, NAME-bass.wav, ... beside it")
+    gen.add_argument("--stems-model", default=None, metavar="MODEL",
+                     help="with --stems: htdemucs (default), htdemucs_ft, htdemucs_6s or a folder")
     _add_model_and_sampling(gen)
     _add_finishing(gen, fade_out=0.0, loudness=None)
 
@@ -116,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-days", type=float, default=7.0,
                        help="finished jobs are deleted after this many days (unread ones live a day at least)")
     serve.add_argument("--keep-jobs", type=int, default=1000, help="finished jobs kept at most (default: 1000)")
+
+    stems = sub.add_parser("stems", help="split music into stems: drums, bass, other, vocals")
+    stems.add_argument("input", metavar="FILE", help="the music to split (any audio file ffmpeg reads)")
+    stems.add_argument("-o", "--output", metavar="DIR", default=None,
+                       help="folder for the stems, FILE's name then the stem: DIR/NAME-drums.wav, ... "
+                            "(default: beside FILE; created if its parent exists)")
+    stems.add_argument("-m", "--model", default="htdemucs",
+                       help="htdemucs (default), htdemucs_ft (four fine-tuned models: slower, a little cleaner), "
+                            "htdemucs_6s (adds guitar and piano), or a folder holding NAME.yaml and SIG.safetensors")
+    stems.add_argument("--two-stems", metavar="STEM", default=None,
+                       help="two files: STEM and no_STEM, everything else (e.g. --two-stems vocals)")
+    stems.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    stems.add_argument("--shifts", type=int, default=1,
+                       help="passes over the music at random offsets, averaged: better and N times slower; 0 is "
+                            "one pass, no shift (default: 1)")
+    stems.add_argument("--format", choices=[f[1:] for f in OUTPUT_FORMATS], default="wav",
+                       help="file format of the stems (default: wav)")
+    stems.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
+                       help="WAV sample format (default: pcm16)")
+    stems.add_argument("--overwrite", action="store_true", help="replace existing stem files")
+    stems.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("models", help="list model aliases and whether each is in the local cache")
     down = sub.add_parser("download", help="download a model into the local Hugging Face cache")
@@ -216,6 +242,63 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
     return paths
 
 
+def plan_stems(base: Path, stems: list[str], overwrite: bool, taken: set[Path] = frozenset()) -> dict[str, Path]:
+    """The stem files of `base` (folder/NAME.EXT -> folder/NAME-STEM.EXT), checked as generate's outputs
+    are; an existing one is replaced only with --overwrite. The folder may not exist yet when its parent
+    does (cmd_stems creates it just before writing)."""
+    from .audio.io import check_output_path
+
+    paths = {stem: base.with_name(f"{base.stem}-{stem}{base.suffix}") for stem in stems}
+    for path in paths.values():
+        if path in taken:
+            raise TunesmithError(f"{path} would be written twice: choose another output name")
+        if path.exists() and not overwrite:
+            raise TunesmithError(f"{path} exists: choose another output or pass --overwrite")
+        folder = path.parent
+        if folder.exists() and not folder.is_dir():
+            raise TunesmithError(f"cannot write {path}: {folder} is not a folder")
+        if not folder.exists() and not folder.parent.is_dir():
+            raise TunesmithError(f"output folder {folder} does not exist, nor does its parent")
+        check_output_path(path if folder.is_dir() else folder.parent / path.name)
+    return paths
+
+
+def _write_stems(stems: dict, paths: dict[str, Path], wav_format: str):
+    for name, stem in stems.items():
+        stem.save(paths[name], wav_format=wav_format)
+        print(paths[name])
+
+
+def cmd_stems(args) -> int:
+    from .request import audio_input
+    from .stems import load_stem_model, separate
+
+    # The input is read, the model loaded and every output checked before separating.
+    source = audio_input(args.input, "audio")
+    if not 0 <= args.shifts <= 20:
+        raise InvalidParameter(f"--shifts must be a whole number from 0 to 20, got {args.shifts}")
+    folder = Path(args.output) if args.output else Path(args.input).parent
+    if folder.exists() and not folder.is_dir():
+        raise TunesmithError(f"{folder} is a file: -o takes a folder for the stems")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise TunesmithError(f"output folder {folder} does not exist, nor does its parent")
+    model = load_stem_model(args.model, device=args.device)
+    if args.two_stems is not None and args.two_stems not in model.sources:
+        raise InvalidParameter(f"--two-stems must be one of this model's stems ({', '.join(model.sources)}), "
+                               f"got {args.two_stems!r}")
+    names = model.sources if args.two_stems is None else [args.two_stems, f"no_{args.two_stems}"]
+    paths = plan_stems(folder / f"{Path(args.input).stem}.{args.format}", names, args.overwrite)
+    _say_ignored_wav_format(args.wav_format, list(paths.values()))
+    stems = separate(source, model=model, shifts=args.shifts, two_stems=args.two_stems, progress=not args.quiet)
+    if not folder.exists():
+        try:
+            folder.mkdir()
+        except OSError as err:
+            raise TunesmithError(f"cannot create {folder}: {err.strerror or err}") from None
+    _write_stems(stems, paths, args.wav_format)
+    return 0
+
+
 def _prompts(args) -> list:
     """The prompts of a generate command line: words without quotes form one prompt, --text adds more,
     --prompt SECONDS:TEXT entries form one schedule."""
@@ -298,14 +381,29 @@ def cmd_generate(args) -> int:
     paths = plan_outputs(args.output, [(s[0][1], seed) for s, seed in request.rows], args.overwrite)
     _say_ignored_wav_format(args.wav_format, paths)
     finishing = _finishing(args, request.duration)
+    stem_model, stem_paths = None, [{} for _ in paths]
+    if args.stems_model is not None and not args.stems:
+        raise InvalidParameter("--stems-model chooses the model of --stems: add --stems")
+    if args.stems:  # the stems model is loaded, and every stem's file checked, before any generation
+        from .stems import load_stem_model
+
+        stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
+        stem_paths = [plan_stems(path, stem_model.sources, args.overwrite, taken=set(paths)) for path in paths]
     model = _load(args, spec)
     clips = model.generate_request(request, progress=not args.quiet)
     failed = 0
-    for clip, path in zip(clips, paths):
+    for clip, path, stem_files in zip(clips, paths, stem_paths):
         if _finishing_requested(finishing):
             clip = clip.finish(**finishing)
         clip.save(path, wav_format=args.wav_format)
         print(path)
+        if stem_model is not None:
+            try:
+                stems = clip.stems(model=stem_model, progress=not args.quiet)
+            except TunesmithError as err:  # a silent clip has nothing to separate: the others still do
+                log.warning("no stems for %s: %s", path, err)
+            else:
+                _write_stems(stems, stem_files, args.wav_format)
         if not clip.check.ok:
             failed += 1
             log.warning("%s failed the output check: %s", path, clip.check.summary())
@@ -511,8 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     level, propagate = log.level, log.propagate  # given back at the end: main() may run inside a program
     log.setLevel(logging.INFO)
     log.propagate = False
-    commands = {"generate": cmd_generate, "score": cmd_score, "models": cmd_models, "download": cmd_download,
-                "serve": cmd_serve}
+    commands = {"generate": cmd_generate, "score": cmd_score, "stems": cmd_stems, "models": cmd_models,
+                "download": cmd_download, "serve": cmd_serve}
     try:
         return commands[args.command](args)
     except TunesmithError as err:

@@ -115,8 +115,8 @@ def one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def progress_reporter(progress):
-    """True -> a tqdm bar on stderr; a callable is used as is; False -> None."""
+def progress_reporter(progress, desc: str = "generating", unit: str = "step"):
+    """True -> a tqdm bar on stderr (labelled `desc`, counting `unit`s); a callable is used as is; False -> None."""
     if progress is False:
         return None
     if callable(progress):
@@ -129,7 +129,7 @@ def progress_reporter(progress):
 
         def __call__(self, done: int, total: int):
             if self.bar is None:
-                self.bar = tqdm(total=total, unit="step", file=sys.stderr, desc="generating")
+                self.bar = tqdm(total=total, unit=unit, file=sys.stderr, desc=desc)
             self.bar.update(done - self.bar.n)
 
         def close(self):

@@ -50,6 +50,14 @@ ALIASES = {
     "sao-1.0": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
 }
 GATED_REPOS = {info.repo for info in ALIASES.values() if info.gated}
+# Demucs bags that split music into stems (tunesmith.separate): one repository each, named as demucs.hf names
+# them, holding NAME.yaml (the bag) and one SIG.safetensors per model.
+STEM_MODELS = {
+    "htdemucs": "adefossez/HTDemucs",
+    "htdemucs_ft": "adefossez/HTDemucs-ft",
+    "htdemucs_6s": "adefossez/HTDemucs-6s",
+}
+DEMUCS_PATTERNS = ["*.yaml", "*.safetensors"]
 
 CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"]
@@ -85,6 +93,8 @@ def repo_for(name: str) -> str:
     """An alias or hub id -> hub id; anything else is refused with the ways to name a model."""
     if name in ALIASES:
         return ALIASES[name].repo
+    if name in STEM_MODELS:
+        return STEM_MODELS[name]
     parts = name.split("/")
     if len(parts) == 2 and all(parts) and " " not in name:
         return name
@@ -107,14 +117,16 @@ TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
 
 
 def layout_of(folder: Path) -> str | None:
-    """"diffusers", "stable-audio-tools" or "transformers" when the folder holds that layout's config
-    and weights, else None."""
+    """"diffusers", "stable-audio-tools", "transformers" or "demucs" (a stems bag) when the folder holds
+    that layout's config and weights, else None."""
     if (folder / "model_index.json").is_file():
         return "diffusers"
     if (folder / "model_config.json").is_file() and (folder / "model.safetensors").is_file():
         return "stable-audio-tools"
     if (folder / "config.json").is_file() and any((folder / f).exists() for f, _ in WEIGHT_LAYOUTS):
         return "transformers"
+    if any(folder.glob("*.yaml")) and any(folder.glob("*.safetensors")):
+        return "demucs"
     return None
 
 
@@ -141,6 +153,8 @@ def _patterns_for(files: list[str]) -> list[str]:
     for main, shards in WEIGHT_LAYOUTS:
         if main in files:
             return CONFIG_FILES + TOKENIZER_FILES + [main] + ([shards] if shards else [])
+    if any(f.endswith(".yaml") for f in files) and any(f.endswith(".safetensors") for f in files):
+        return DEMUCS_PATTERNS
     raise ModelNotFound("the hub repository holds no checkpoint tunesmith reads (a transformers config.json with "
                         "weights, a diffusers model_index.json, or a stable-audio-tools model_config.json with "
                         "model.safetensors)")

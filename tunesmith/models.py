@@ -47,6 +47,9 @@ def family_of(folder: Path) -> str:
             raise CheckpointError(f"{folder} holds a transformers '{model_type}' model, not one tunesmith runs "
                                   "(MusicGen, Stable Audio Open)")
         return "musicgen"
+    if layout == "demucs":
+        raise CheckpointError(f"{folder} holds a Demucs bag, which splits music into stems rather than making it: "
+                              "use 'tunesmith stems' or tunesmith.separate")
     raise CheckpointError(f"{folder} holds no checkpoint: a transformers config.json with weights, a diffusers "
                           "model_index.json, or a stable-audio-tools model_config.json with model.safetensors")
 

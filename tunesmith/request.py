@@ -37,7 +37,7 @@ FLAGS = {
     "top_k": "--top-k", "top_p": "--top-p", "cfg": "--cfg", "context": "--context", "loop": "--loop",
     "audio_prompt": "--continue", "melody": "--melody", "threads": "--threads", "steps": "--steps",
     "negative_prompt": "--negative", "sampler": "--sampler", "strength": "--strength",
-    "init_audio": "--init-audio",
+    "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems",
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {
@@ -229,7 +229,7 @@ def check_schedule(prompt, duration: float) -> Schedule:
 
 
 PURPOSE = {"audio_prompt": "there is nothing to continue", "melody": "there is no tune to follow",
-           "init_audio": "there is nothing to start from"}
+           "init_audio": "there is nothing to start from", "audio": "there is nothing to separate"}
 
 
 def audio_input(value, param: str, role: str | None = None) -> tuple[np.ndarray, int] | None:
