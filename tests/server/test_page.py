@@ -44,7 +44,9 @@ def job_card(page, status=None):
 
 
 def test_the_page_makes_plays_downloads_and_cancels(browser, start_server, tmp_path):
-    server = start_server()
+    from tests.stems.tiny import save_bag
+
+    server = start_server(worker=dict(stems_models={"htdemucs": str(save_bag(tmp_path / "bag"))}))
     page = browser.new_page(accept_downloads=True)
     errors = []
     page.on("pageerror", lambda err: errors.append(str(err)))
@@ -98,6 +100,15 @@ def test_the_page_makes_plays_downloads_and_cancels(browser, start_server, tmp_p
     page.reload()
     page.wait_for_function("document.querySelectorAll('li.job').length === 3")
     assert [c.get_attribute("data-status") for c in job_card(page).all()] == ["cancelled", "cancelled", "done"]
+
+    # stems: a job of its own, one player per stem
+    job_card(page, "done").locator("button.stems").click()
+    page.wait_for_function("document.querySelectorAll('li.job[data-status=done]').length === 2", timeout=WAIT_MS)
+    stems = job_card(page, "done").first
+    assert stems.locator(".stem-name").all_inner_texts() == ["Drums", "Bass", "Other", "Vocals"]
+    assert stems.locator("audio").count() == 4 and stems.locator("button.stems").is_hidden()
+    stems.locator("button.delete").click()
+    page.wait_for_function("document.querySelectorAll('li.job').length === 3")
 
     # "again with this seed" fills the form from the job
     job_card(page, "done").locator("button.again").click()

@@ -104,6 +104,22 @@ class JobIn(BaseModel):
     wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
 
 
+class StemsIn(BaseModel):
+    """POST /api/jobs/{id}/stems: split a done job's clip into stems, as a job of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Optional[str] = Field(None, max_length=100, description="a stems model this server offers (GET "
+                                                                    "/api/models lists them); none: the first")
+    index: int = Field(0, ge=0, le=1000, description="which clip of the job (its variations)")
+    two_stems: Optional[str] = Field(None, max_length=40, description='e.g. "vocals": vocals and no_vocals')
+    shifts: int = Field(1, ge=0, le=10, description="passes at random offsets, averaged: better, slower")
+    format: Optional[Literal["wav", "flac", "mp3", "ogg", "m4a"]] = Field(None, description="default: the job's")
+    wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
+
+
+STEM_NAMES = {"htdemucs_6s": ("drums", "bass", "other", "vocals", "guitar", "piano")}
+FOUR_STEMS = ("drums", "bass", "other", "vocals")
+
 MUSICGEN_FIELDS = ("temperature", "top_k", "top_p", "cfg", "context")
 STABLE_AUDIO_FIELDS = ("steps", "cfg", "negative_prompt", "sampler", "strength")
 
@@ -154,7 +170,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         done, total = progress_of(job)
         spec = job.spec
         files = [dict(index=i, format=spec["format"], seed=seed, url=f"/api/jobs/{job.id}/audio?index={i}",
-                      check=job.checks[i] if i < len(job.checks) else None)
+                      check=job.checks[i] if i < len(job.checks) else None, stem=stem_of(job, i))
                  for i, seed in enumerate(job.seeds)] if job.status == "done" else []
         return dict(compat_view(job), status=job.status, done=done, total=total, duration=spec["duration"],
                     family=spec["family"], seed=spec["seed"], seeds=job.seeds or
@@ -162,6 +178,12 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                     format=spec["format"], started_at=job.started_at, timings=job.timings, files=files,
                     cancel_requested=job.id in worker.cancelling, runs=job.runs,
                     request=public_request(spec))
+
+    def stem_of(job: Job, index: int) -> str | None:
+        """The stem a file of a stems job holds (its file is named ID-STEM.EXT)."""
+        if job.spec.get("kind") != "stems" or index >= len(job.files):
+            return None
+        return Path(job.files[index]).stem.removeprefix(f"{job.id}-")
 
     def submit(entry, spec: dict, key: str | None) -> tuple[Job, bool]:
         if key is not None:
@@ -209,7 +231,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             from ..cli import slug
 
             seed = job.seeds[index] if index < len(job.seeds) else job.spec["seed"]
-            name = f"{slug(prompt_text(job.spec['prompt']))}-{seed}.{fmt}"
+            stem = stem_of(job, index)
+            name = f"{slug(prompt_text(job.spec['prompt']))}-{seed}{'-' + stem if stem else ''}.{fmt}"
         store.mark_read(job.id)
         if fmt == have:
             return FileResponse(stored, media_type=MEDIA_TYPES[fmt], filename=name)
@@ -229,6 +252,13 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         loaded = set(worker.loaded_names())
         return [dict(name=e.name, model_type=e.family, is_loaded=e.name in loaded, default=e is registry.default,
                      longest=e.spec.longest) for e in registry.entries.values()]
+
+    @app.get("/api/stems/models", tags=["jobs"])
+    def stems_models():
+        """Stems models this server offers for /api/jobs/{id}/stems (the first is the default)."""
+        loaded = set(worker.loaded_names())
+        return [dict(name=name, stems=list(STEM_NAMES.get(name, FOUR_STEMS)), is_loaded=f"stems:{name}" in loaded)
+                for name in settings.worker.stems_models]
 
     @app.post("/api/generate", tags=["compatible"])
     def generate(body: GenerateIn):
@@ -375,6 +405,40 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             await asyncio.sleep(0.25)
             quiet += 0.25
 
+    @app.post("/api/jobs/{job_id}/stems", tags=["jobs"], status_code=202)
+    def stems(job_id: str, body: StemsIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
+        """Split clip `index` of a done job into stems (drums, bass, other, vocals; htdemucs_6s adds guitar
+        and piano), as a job of its own whose files are the stems."""
+        source = find(job_id)
+        if source.status != "done":
+            raise HTTPException(409, f"job {source.id} is {source.status}: stems need a done job")
+        if source.spec.get("kind") == "stems":
+            raise InvalidParameter(f"job {source.id} already holds stems")
+        if body.index >= len(source.files):
+            raise InvalidParameter(f"index: job {source.id} has {len(source.files)} clip(s), got {body.index}")
+        offered = settings.worker.stems_models
+        name = body.model or next(iter(offered))
+        if name not in offered:
+            raise InvalidParameter(f"model: {name[:40]!r} is not a stems model of this server "
+                                   f"(it offers {', '.join(offered)})")
+        names = STEM_NAMES.get(name, FOUR_STEMS)
+        if body.two_stems is not None and body.two_stems not in names:
+            raise InvalidParameter(f"two_stems must be one of {', '.join(names)}, got {body.two_stems[:40]!r}")
+        spec = dict(kind="stems", source=source.id, index=body.index, stems_model=name, two_stems=body.two_stems,
+                    shifts=body.shifts, model=name, family="stems", prompt=prompt_text(source.spec["prompt"]),
+                    duration=source.spec["duration"], seed=source.seeds[body.index], variations=1,
+                    format=body.format or source.spec["format"], wav_format=body.wav_format)
+        if idempotency_key is not None and (old := store.by_key(idempotency_key)) is not None:
+            return JSONResponse(own_view(old), status_code=200)
+        if store.count() >= settings.max_queue:
+            raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        new = new_id()
+        job, created = store.add(Job(new, "queued", f"stems:{name}", f"alone:{new}", 1, spec, time.time(),
+                                     idempotency_key))
+        worker.wake()
+        return JSONResponse(own_view(job), status_code=202 if created else 200)
+
     @app.post("/api/uploads", tags=["jobs"], status_code=201)
     def upload(file: UploadFile = File(..., description="an audio file (WAV, FLAC, MP3, OGG, M4A, ...)")):
         """Store an audio file for continuation/melody; answers its id. Checked by reading it."""
@@ -394,7 +458,7 @@ def public_request(spec: dict) -> dict:
     shown = {k: v for k, v in spec.items() if k != "family"}
     if shown.get("audio_prompt"):
         shown["audio_prompt"] = Path(shown["audio_prompt"]).name
-    if shown["options"].get("melody"):
+    if shown.get("options", {}).get("melody"):
         shown["options"] = dict(shown["options"], melody=Path(shown["options"]["melody"]).name)
     return shown
 

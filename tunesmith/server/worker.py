@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TunesmithError
@@ -39,6 +39,10 @@ class WorkerSettings:
     keep_days: float = 7.0  # finished jobs older than this are pruned ...
     keep_jobs: int = 1000  # ... and the oldest beyond this many finished ones
     prune_every_s: float = 300.0
+    # Stems models clients may ask for, by name -> what load_stem_model takes (a name or a folder); the
+    # first is the default.
+    stems_models: dict = field(default_factory=lambda: {"htdemucs": "htdemucs", "htdemucs_ft": "htdemucs_ft",
+                                                        "htdemucs_6s": "htdemucs_6s"})
 
 
 class Worker:
@@ -104,6 +108,8 @@ class Worker:
                 log.info("pruned %d old jobs", pruned)
 
     def _run(self, jobs: list[Job]):
+        if jobs[0].spec.get("kind") == "stems":  # batch_key keeps a stems job alone
+            return self._run_stems(jobs[0])
         entry = self.registry.entries.get(jobs[0].model)
         requests = []
         for job in jobs:
@@ -155,14 +161,7 @@ class Worker:
         self._save([job], [request], clips, self.models[entry.name].sample_rate)
 
     def _generate(self, model, jobs: list[Job], requests: list) -> list:
-        ids = [j.id for j in jobs]
-
-        def progress(done: int, total: int):
-            if self._stop.is_set() or self.cancelling.intersection(ids):
-                raise Cancelled()
-            for i in ids:
-                self.progress[i] = (done, total)
-
+        progress = self._progress_hook([j.id for j in jobs])
         progress(0, 1)  # a cancel that came while the job was being claimed
         self.batches += 1
         log.info("generating %d job(s), %d clip(s), on %s", len(jobs), sum(len(r.rows) for r in requests), model.name)
@@ -210,22 +209,81 @@ class Worker:
         clip.save(Path(self.store.audio) / name, wav_format=job.spec["wav_format"])  # temporary name, renamed
         return name
 
-    def _model(self, entry):
-        """The loaded model, loading it (and dropping the least recently used) when needed."""
-        if entry.name in self.models:
-            self.models.move_to_end(entry.name)
-            return self.models[entry.name]
+    def _run_stems(self, job: Job):
+        """Split a finished job's clip into stems: one file per stem, in the job's format."""
+        from ..stems import load_stem_model, separate
+
+        spec = job.spec
+        source = self.store.get(spec["source"])
+        if source is None or source.status != "done" or spec["index"] >= len(source.files):
+            return self._end(job, f"job {spec['source']} and its audio are gone from the server")
+        try:
+            name = f"stems:{spec['stems_model']}"
+            model = self._cached(name, lambda: load_stem_model(self.settings.stems_models[spec["stems_model"]],
+                                                               device=self.settings.device))
+            start = time.time()
+            stems = separate(Path(self.store.audio) / source.files[spec["index"]], model=model,
+                             shifts=spec["shifts"], two_stems=spec["two_stems"],
+                             progress=self._progress_hook([job.id]))
+        except Cancelled:
+            return self._settle_cancelled(job)
+        except TunesmithError as err:
+            return self._end(job, one_line(err))
+        except Exception as err:  # a bug of ours: the job fails with one line, the log has the rest
+            log.error("separation failed:\n%s", traceback.format_exc())
+            return self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
+        try:
+            files = []
+            for stem, clip in stems.items():
+                name = f"{job.id}-{stem}.{spec['format']}"
+                clip.save(Path(self.store.audio) / name, wav_format=spec["wav_format"])  # temporary name, renamed
+                files.append(name)
+        except TunesmithError as err:
+            return self._end(job, one_line(err))
+        checks = [dict(ok=c.check.ok, summary=c.check.summary(), peak=c.check.peak, rms_dbfs=c.check.rms_dbfs)
+                  for c in stems.values()]
+        timings = dict(separate=time.time() - start, queued_s=job.started_at - job.created_at,
+                       run_s=time.time() - job.started_at)
+        first = next(iter(stems.values()))
+        self.store.finish(job.id, files, [source.seeds[spec["index"]]] * len(files), timings, checks,
+                          first.sample_rate)
+        self.cancelling.discard(job.id)
+        self.progress.pop(job.id, None)
+        log.info("job %s done (%d stems)", job.id, len(files))
+
+    def _progress_hook(self, ids: list[str]):
+        """The progress callback of a run: records (done, total) per job, raises Cancelled on a cancel."""
+        def progress(done: int, total: int):
+            if self._stop.is_set() or self.cancelling.intersection(ids):
+                raise Cancelled()
+            for i in ids:
+                self.progress[i] = (done, total)
+
+        return progress
+
+    def _cached(self, name: str, load):
+        """A model kept in memory (the least recently used dropped beyond `loaded`), loaded when missing."""
+        if name in self.models:
+            self.models.move_to_end(name)
+            return self.models[name]
         while len(self.models) >= max(1, self.settings.loaded):
             dropped, _ = self.models.popitem(last=False)
             log.info("dropping %s from memory", dropped)
             _free_memory()
+        log.info("loading %s", name)
+        self.models[name] = load()
+        return self.models[name]
+
+    def _model(self, entry):
+        """The generation model of a registry entry, loaded when needed."""
         from .. import load
 
-        log.info("loading %s", entry.name)
-        model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype)
-        model.name = entry.name
-        self.models[entry.name] = model
-        return model
+        def load_entry():
+            model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype)
+            model.name = entry.name
+            return model
+
+        return self._cached(entry.name, load_entry)
 
 
 def _free_memory():

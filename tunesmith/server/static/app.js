@@ -175,6 +175,8 @@ function render(card) {
   $(".job-error", element).textContent = job.status === "error" || job.status === "cancelled" ? job.error || job.status : "";
   $(".cancel", element).hidden = FINISHED.includes(job.status);
   $(".delete", element).hidden = !FINISHED.includes(job.status);
+  $(".stems", element).hidden = job.status !== "done" || job.family === "stems";
+  $(".again", element).hidden = job.family === "stems";
   const files = $(".job-files", element);
   if (job.status === "done" && !files.childElementCount) {
     for (const file of job.files) files.append(fileView(job, file));
@@ -183,6 +185,7 @@ function render(card) {
 
 function fileView(job, file) {
   const view = $("#file-template").content.firstElementChild.cloneNode(true);
+  $(".stem-name", view).textContent = file.stem || "";
   const audio = $("audio", view);
   audio.src = withToken(file.url);
   const links = $(".downloads", view);
@@ -246,6 +249,7 @@ function showJob(job, atTop = false) {
     $(".cancel", element).addEventListener("click", () => cancel(card));
     $(".delete", element).addEventListener("click", () => remove(card));
     $(".again", element).addEventListener("click", () => again(card.job));
+    $(".stems", element).addEventListener("click", () => splitStems(card));
     if (atTop) $("#jobs").prepend(element);
     else $("#jobs").append(element);
   }
@@ -279,6 +283,20 @@ function follow(card) {
 async function cancel(card) {
   try {
     showJob(await api(`/api/jobs/${card.job.id}/cancel`, { method: "POST" }));
+  } catch (error) {
+    $(".job-error", card.element).textContent = error.message;
+  }
+}
+
+async function splitStems(card) {
+  // a job of its own, whose files are the stems of this job's first clip
+  try {
+    const job = await api(`/api/jobs/${card.job.id}/stems`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
+      body: JSON.stringify({ index: 0 }),
+    });
+    showJob(job, true);
   } catch (error) {
     $(".job-error", card.element).textContent = error.message;
   }
