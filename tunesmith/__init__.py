@@ -5,7 +5,8 @@ from .audio.checks import CheckResult, check_audio
 from .clip import Clip
 from .errors import TunesmithError
 from .models import load
+from .acestep.model import AceStep
 from .stable_audio.model import StableAudio
 
 __version__ = "0.1.0"
-__all__ = ["load", "MusicGen", "StableAudio", "Clip", "CheckResult", "check_audio", "TunesmithError", "__version__"]
+__all__ = ["load", "MusicGen", "StableAudio", "AceStep", "Clip", "CheckResult", "check_audio", "TunesmithError", "__version__"]
