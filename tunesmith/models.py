@@ -13,7 +13,8 @@ from .hub import ALIASES, download, layout_of, local_folder, repo_for
 from .request import FAMILY_NAMES
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
-LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads"), "acestep": ("threads",)}
+LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads"),
+                   "acestep": ("threads",)}
 DIFFUSERS_FAMILIES = {"StableAudioPipeline": "stable_audio", "AceStepPipeline": "acestep"}
 
 
