@@ -111,9 +111,10 @@ def _offline() -> bool:
 
 
 # The diffusers layout (one folder per part; stable-audio-open-1.0 also carries a 4.8 GB single-file copy at
-# its root, which is not fetched) and the stable-audio-tools one (stable-audio-open-small).
+# its root, which is not fetched) and the stable-audio-tools one (stable-audio-open-small). A part's weights may
+# be sharded (ACE-Step's DiT): their index comes too.
 DIFFUSERS_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
-                      "*/*.safetensors"]
+                      "*/*.safetensors", "*/*.safetensors.index.json"]
 TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
 
 
