@@ -36,12 +36,14 @@ def windows(frames: int, window: int = WINDOW_FRAMES) -> list[tuple[int, int]]:
 
 
 def decode(vae: nn.Module, latents: torch.Tensor, window: int = WINDOW_FRAMES,
-           report: Callable[[], None] | None = None) -> torch.Tensor:
-    """latents [B, L, C] -> audio [B, channels, L * hop] float32 on the CPU. report() after each window."""
-    decoder, hop = vae.decoder, vae.hop_length
+           report: Callable[[], None] | None = None, decoder: Callable | None = None) -> torch.Tensor:
+    """latents [B, L, C] -> audio [B, channels, L * hop] float32 on the CPU. report() after each window.
+    decoder: in place of vae.decoder, the same function (the CPU path's OobleckDecoderCPU)."""
+    hop = vae.hop_length
+    margin = reach(vae.decoder)
+    decoder = decoder or vae.decoder
     z = latents.transpose(1, 2).to(vae.dtype)  # [B, C, L]
     B, _, L = z.shape
-    margin = reach(decoder)
     audio = None
     for a, b in windows(L, window):
         lo, hi = max(a - margin, 0), min(b + margin, L)

@@ -47,7 +47,9 @@ class AceStep(Family):
         device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
         dtype: the text encoder's, condition encoder's and DiT's precision: by default bfloat16 on CUDA,
             float32 on the CPU (diffusers' exact path) and on MPS (half precision is where ACE-Step
-            v1 made static on Apple Silicon). The VAE decodes in float32 everywhere.
+            v1 made static on Apple Silicon). The VAE decodes in float32, except with bfloat16 on the
+            CPU: there the DiT alone runs in bfloat16 (the encoders stay float32) and the VAE decodes
+            through Stable Audio's CPU decoder (stable_audio/cpu.py, bfloat16 tiles), window by window.
         """
         from ..hub import resolve
         from .layout import load_folder
@@ -60,6 +62,8 @@ class AceStep(Family):
         if dev.type == "cpu" and dt == torch.float16:
             raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
         folder = resolve(name_or_path)
+        if dev.type == "cpu" and dt == torch.bfloat16:
+            return cls(for_cpu(load_folder(folder, dev, torch.float32, torch.float32)), str(name_or_path), dev, dt)
         return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
 
     @property
@@ -145,7 +149,7 @@ class AceStep(Family):
             for i, row in zip(indices, out):
                 latents[i] = row
         clock.lap("dit")
-        audio = torch.cat([decode(parts.vae, x[None], self.window, tick) for x in latents])
+        audio = torch.cat([decode(parts.vae, x[None], self.window, tick, parts.decoder) for x in latents])
         clock.lap("vae")
         return normalize(audio), clock.seconds
 
@@ -166,6 +170,19 @@ class AceStep(Family):
 
     def _move(self, device: torch.device, dtype: torch.dtype):
         self._parts.to(device, dtype, torch.float32)
+        if device.type != "cpu":
+            self._parts.decoder = None  # the CPU decoder is the CPU's; _move back to the GPU goes to diffusers'
+
+
+def for_cpu(parts: AceStepParts) -> AceStepParts:
+    """Parts loaded in float32 on the CPU -> the CPU path: the DiT in bfloat16 (diffusers' module; oneDNN's
+    AVX512-BF16 products), the text and condition encoders float32 (they run once a song), the VAE decoder
+    as Stable Audio's OobleckDecoderCPU in bfloat16 (the VAE module stays, for its receptive field)."""
+    from ..stable_audio.cpu import OobleckDecoderCPU
+
+    parts.to(torch.device("cpu"), torch.bfloat16, torch.float32, encoder_dtype=torch.float32)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16)
+    return parts
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,13 +39,18 @@ class AceStepParts:
     transformer: nn.Module  # diffusers AceStepTransformer1DModel: latents [B, L, C] -> velocity [B, L, C]
     vae: nn.Module  # diffusers AutoencoderOobleck (only its decoder is used)
     scheduler: object  # diffusers FlowMatchEulerDiscreteScheduler (num_train_timesteps=1, shift=1)
+    decoder: Callable | None = None  # latents [B, C, T] -> audio [B, channels, T * hop] float32, in place of
+    #                                  vae.decoder (the CPU path's bfloat16 Oobleck decoder)
 
-    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> "AceStepParts":
-        """The networks in `dtype`, the VAE in `vae_dtype`."""
+    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
+           encoder_dtype: torch.dtype | None = None) -> "AceStepParts":
+        """The DiT in `dtype`, the text and condition encoders in `encoder_dtype` (default `dtype`), the
+        VAE in `vae_dtype`."""
         from ..stable_audio.parts import quiet_loading
 
         with quiet_loading():
-            for module in (self.text_encoder, self.condition_encoder, self.transformer):
-                module.to(device, dtype)
+            for module in (self.text_encoder, self.condition_encoder):
+                module.to(device, encoder_dtype or dtype)
+            self.transformer.to(device, dtype)
             self.vae.to(device, vae_dtype)
         return self
