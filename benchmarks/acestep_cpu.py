@@ -200,7 +200,7 @@ def main(argv=None):
     date = datetime.date.today().isoformat()
     lines = [f"### ACE-Step 1.5 turbo ({args.size}), {args.seconds:g} s of song, 8 steps, float32 ({date})", "",
              f"Hardware: {hardware()}. Command: `python -m benchmarks.acestep_cpu --size {args.size} --seconds "
-             f"{args.seconds:g} --runs {args.runs}`. Median of {args.runs} run(s), random weights; both sides run "
+             f"{args.seconds:g} --runs {args.runs}{' --bfloat16' if args.bfloat16 else ''}`. Median of {args.runs} run(s), random weights; both sides run "
              f"the same modules. Largest difference between the two songs: {diff:.1e}.", "",
              "| | text encoder (s) | condition encoder (s) | DiT, 8 steps (s) | VAE decode (s) | end to end (s) | "
              "real-time factor | peak extra MB | SNR vs tunesmith float32 (dB) |",
