@@ -195,8 +195,11 @@ def main(argv=None):
             stage["VAE decode"] = clip.timings["vae"]  # the CPU decoder is no module: no hook sees it
             results[name].append((total, stage, peak.extra_mb))
             print(name, f"{total:.1f} s", flush=True)
-    snr = {name: 10 * np.log10((ours ** 2).sum() / ((ours - a[:, :ours.shape[1]]) ** 2).sum())
-           for name, a in audio.items() if a is not ours}
+    snr = {}
+    for name, a in audio.items():
+        error = float(((ours - a[:, :ours.shape[1]]).astype(np.float64) ** 2).sum())
+        if a is not ours:
+            snr[name] = "exact" if error == 0 else f"{10 * np.log10((ours.astype(np.float64) ** 2).sum() / error):.1f}"
     date = datetime.date.today().isoformat()
     lines = [f"### ACE-Step 1.5 turbo ({args.size}), {args.seconds:g} s of song, 8 steps, float32 ({date})", "",
              f"Hardware: {hardware()}. Command: `python -m benchmarks.acestep_cpu --size {args.size} --seconds "
@@ -211,7 +214,7 @@ def main(argv=None):
         peak = max(r[2] for r in runs)
         lines.append(f"| {name} | {stage['text encoder']:.2f} | {stage['condition encoder']:.2f} | "
                      f"{stage['DiT']:.2f} | {stage['VAE decode']:.2f} | {total:.2f} | {args.seconds / total:.2f}x | "
-                     f"{peak:.0f} | {f'{snr[name]:.1f}' if name in snr else ''} |")
+                     f"{peak:.0f} | {snr.get(name, '')} |")
     report("\n".join(lines) + "\n", args.markdown)
 
 
