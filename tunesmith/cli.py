@@ -44,8 +44,8 @@ def _schedule_entry(text: str) -> tuple[float, str]:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen and "
-                                                   "Stable Audio Open.")
+    parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen, "
+                                                   "Stable Audio Open and ACE-Step.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -67,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Stable Audio: start from this sound (audio-to-audio); --strength says how far to move")
     gen.add_argument("--strength", type=float, default=None,
                      help="with --init-audio: 0 keeps the sound, 1 ignores it (default: 0.7)")
-    gen.add_argument("-d", "--duration", type=_seconds, default=10.0, help="seconds of audio (default: 10)")
+    gen.add_argument("--lyrics", dest="lyrics_file", metavar="FILE", default=None,
+                     help="ACE-Step: a text file of the words to sing ([verse], [chorus], ... mark sections); "
+                          "without lyrics, an instrumental")
+    gen.add_argument("--lyrics-text", dest="lyrics_text", metavar="TEXT", default=None,
+                     help="ACE-Step: the words to sing, given on the command line")
+    gen.add_argument("--language", default=None,
+                     help="ACE-Step: the lyrics' language code, e.g. en (default), zh, ja, es")
+    gen.add_argument("-d", "--duration", type=_seconds, default=10.0,
+                     help="seconds of audio (default: 10; ACE-Step: 10 to 600)")
     gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
     gen.add_argument("-o", "--output", default=None,
                      help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
@@ -160,12 +168,14 @@ def _add_model_and_sampling(parser):
                              "int8 DiT products (CPU only): faster, slightly less faithful")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
     parser.add_argument("--cfg", type=float, default=None,
-                        help="classifier-free guidance, 1 disables (default: MusicGen 3, sao 7, sao-small 1)")
+                        help="classifier-free guidance, 1 disables (default: MusicGen 3, sao 7, sao-small 1, "
+                             "acestep-base/sft 7; acestep turbo has none)")
     parser.add_argument("--temperature", type=float, default=None, help="MusicGen: 0 is greedy (default: 1.0)")
     parser.add_argument("--top-k", dest="top_k", type=int, default=None, help="MusicGen: 0 disables (default: 250)")
     parser.add_argument("--top-p", dest="top_p", type=float, default=None, help="MusicGen: 0 disables (default: 0)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="Stable Audio: sampler steps (default: sao 100, sao-small 8)")
+                        help="Stable Audio, ACE-Step: sampler steps (default: sao 100, sao-small 8, acestep 8, "
+                             "acestep-base/sft 50)")
     parser.add_argument("--negative", dest="negative_prompt", metavar="TEXT", default=None,
                         help="Stable Audio: what the sound should not be (with guidance above 1)")
     parser.add_argument("--sampler", default=None,
@@ -319,17 +329,34 @@ def _options(args) -> dict:
     from .request import OPTIONS
 
     names = dict.fromkeys(name for options in OPTIONS.values() for name in options)
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    lyrics = _lyrics(args)
+    if lyrics is not None:
+        options["lyrics"] = lyrics
+    return options
+
+
+def _lyrics(args) -> str | None:
+    """--lyrics FILE (read, refused with one line when missing or not text) or --lyrics-text TEXT."""
+    from .request import read_lyrics
+
+    file, text = getattr(args, "lyrics_file", None), getattr(args, "lyrics_text", None)
+    if file is not None and text is not None:
+        raise InvalidParameter("give the lyrics either as --lyrics FILE or as --lyrics-text TEXT, not both")
+    return read_lyrics(file) if file is not None else text
 
 
 def _audio_prompt(args, family: str):
-    """--continue (MusicGen) or --init-audio (Stable Audio): each refused for the other family."""
+    """--continue (MusicGen) or --init-audio (Stable Audio): each refused for the other family (ACE-Step
+    takes neither: check_request says so)."""
     if family == "stable_audio" and args.continue_from is not None:
         raise InvalidParameter("Stable Audio models do not continue audio: start from it with --init-audio FILE "
                                "(and --strength)")
     if family == "musicgen" and args.init_audio is not None:
         raise InvalidParameter("--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues "
                                "audio with --continue FILE")
+    if family == "acestep":
+        return args.init_audio if args.init_audio is not None else args.continue_from
     return args.init_audio if family == "stable_audio" else args.continue_from
 
 
@@ -343,12 +370,18 @@ def _describe(args, check):
     try:
         return describe(args.model)
     except (CheckpointError, ModelNotFound):
+        song_only = [*(set(OPTIONS["acestep"]) - set(OPTIONS["musicgen"]) - set(OPTIONS["stable_audio"])),
+                     "lyrics_file", "lyrics_text"]
         diffusion_only = [*(set(OPTIONS["stable_audio"]) - set(OPTIONS["musicgen"])), "init_audio"]
-        check("stable_audio" if any(getattr(args, n, None) is not None for n in diffusion_only) else "musicgen", None)
+        given = [n for n in (*song_only, *diffusion_only) if getattr(args, n, None) is not None]
+        family = "acestep" if set(given) & set(song_only) else "stable_audio" if given else "musicgen"
+        check(family, None)
         raise
 
 
 def _check_quantize(args, family: str):
+    if args.quantize is not None and family == "acestep":
+        raise InvalidParameter(f"--quantize {args.quantize} applies to MusicGen and Stable Audio models, not ACE-Step")
     if args.quantize == "int4" and family != "musicgen":
         raise InvalidParameter("--quantize int4 applies to MusicGen models (Stable Audio: int8, on the CPU)")
     if args.quantize is not None and family != "musicgen" and args.device not in ("auto", "cpu"):
@@ -537,7 +570,8 @@ def cmd_models(args) -> int:
     print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<15}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
-        follows = "text + melody" if info.melody else ("text + audio" if info.family == "stable_audio" else "text")
+        follows = "text + melody" if info.melody else {"stable_audio": "text + audio", "acestep": "text + lyrics"}.get(
+            info.family, "text")
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
         print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"

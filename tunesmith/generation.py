@@ -17,7 +17,7 @@ log = logging.getLogger("tunesmith")
 
 
 class Family:
-    """Base of the model classes (MusicGen, StableAudio). A family implements _plan (the request's
+    """Base of the model classes (MusicGen, StableAudio, AceStep). A family implements _plan (the request's
     checks that depend on the model), _run (-> audio and stage seconds), _clips and _move."""
 
     family = ""

@@ -20,7 +20,7 @@ from .errors import ModelNotFound
 @dataclass(frozen=True)
 class ModelInfo:
     repo: str
-    params: str  # of the generating network (MusicGen's decoder, Stable Audio's DiT)
+    params: str  # of the generating network (MusicGen's decoder, Stable Audio's and ACE-Step's DiT)
     channels: int
     melody: bool = False  # follows a melody (chroma) as well as text
     family: str = "musicgen"
@@ -31,6 +31,10 @@ class ModelInfo:
 
 def _sao(repo: str, params: str, longest: float) -> ModelInfo:
     return ModelInfo(repo, params, 2, family="stable_audio", sample_rate=44100, longest=longest, gated=True)
+
+
+def _ace(repo: str, params: str) -> ModelInfo:
+    return ModelInfo(repo, params, 2, family="acestep", sample_rate=48000, longest=600.0)
 
 
 ALIASES = {
@@ -48,6 +52,13 @@ ALIASES = {
     "sao-small": _sao("stabilityai/stable-audio-open-small", "341M", 524288 / 44100),
     "sao": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
     "sao-1.0": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
+    # ACE-Step 1.5 in diffusers' layout (AceStepPipeline): songs with lyrics, 48 kHz stereo, 10 s to 10 min.
+    # The official diffusers repositories hold the XL DiT; turbo (8 steps, no guidance) is the default.
+    "acestep": _ace("ACE-Step/acestep-v15-xl-turbo-diffusers", "4B"),
+    "acestep-turbo": _ace("ACE-Step/acestep-v15-xl-turbo-diffusers", "4B"),
+    "acestep-sft": _ace("ACE-Step/acestep-v15-xl-sft-diffusers", "4B"),
+    "acestep-base": _ace("ACE-Step/acestep-v15-xl-base-diffusers", "4B"),
+    "acestep-2b": _ace("Runware/acestep-v15-turbo-diffusers", "2B"),  # the 2B turbo, converted by Runware
 }
 GATED_REPOS = {info.repo for info in ALIASES.values() if info.gated}
 # Demucs bags that split music into stems (tunesmith.separate): one repository each, named as demucs.hf names
@@ -110,9 +121,10 @@ def _offline() -> bool:
 
 
 # The diffusers layout (one folder per part; stable-audio-open-1.0 also carries a 4.8 GB single-file copy at
-# its root, which is not fetched) and the stable-audio-tools one (stable-audio-open-small).
+# its root, which is not fetched) and the stable-audio-tools one (stable-audio-open-small). A part's weights may
+# be sharded (ACE-Step's DiT): their index comes too.
 DIFFUSERS_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
-                      "*/*.safetensors"]
+                      "*/*.safetensors", "*/*.safetensors.index.json"]
 TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
 
 

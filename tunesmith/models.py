@@ -13,14 +13,16 @@ from .hub import ALIASES, download, layout_of, local_folder, repo_for
 from .request import FAMILY_NAMES
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
-LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads")}
+LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads"),
+                   "acestep": ("threads",)}
+DIFFUSERS_FAMILIES = {"StableAudioPipeline": "stable_audio", "AceStepPipeline": "acestep"}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What a request needs to know of a model before it loads: its family and its longest clip."""
 
-    family: str  # "musicgen" or "stable_audio"
+    family: str  # "musicgen", "stable_audio" or "acestep"
     longest: float | None  # seconds made at once; None: long pieces window by window (MusicGen)
     folder: Path | None = None  # None for an alias not downloaded yet
 
@@ -33,9 +35,10 @@ def family_of(folder: Path) -> str:
             name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{folder / 'model_index.json'} cannot be read ({err})") from None
-        if name != "StableAudioPipeline":
-            raise CheckpointError(f"{folder} holds a diffusers {name}: tunesmith runs StableAudioPipeline checkpoints")
-        return "stable_audio"
+        if name not in DIFFUSERS_FAMILIES:
+            raise CheckpointError(f"{folder} holds a diffusers {name}: tunesmith runs "
+                                  f"{' and '.join(DIFFUSERS_FAMILIES)} checkpoints")
+        return DIFFUSERS_FAMILIES[name]
     if layout == "stable-audio-tools":
         return "stable_audio"
     if layout == "transformers":
@@ -69,12 +72,18 @@ def describe(name_or_path: str | Path) -> ModelSpec:
         from .stable_audio.load import read_config
 
         longest = read_config(folder).max_seconds
+    elif family == "acestep":
+        from .acestep.layout import read_config as read_acestep_config
+        from .acestep.parts import LONGEST
+
+        read_acestep_config(folder)  # a folder missing a part is refused here, before any value is used
+        longest = LONGEST
     return ModelSpec(family, longest, folder)
 
 
 def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, **options):
     """The model for a checkpoint, whatever its family: an alias (`tunesmith models` lists them), a hub
-    id, or a local folder. Returns a MusicGen or a StableAudio; both generate(prompts, duration=...,
+    id, or a local folder. Returns a MusicGen, a StableAudio or an AceStep; all generate(prompts, duration=...,
     seed=..., num_variations=..., loop=..., progress=...) -> list[Clip], and each adds its own options.
 
     device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda" or "mps"; dtype: the precision
@@ -88,7 +97,11 @@ def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, *
     if foreign:
         raise InvalidParameter(f"{foreign[0]} is not a loading option of {FAMILY_NAMES[family]} models "
                                f"(theirs: {', '.join(LOADING_OPTIONS[family])})")
-    if family == "stable_audio":
+    if family == "acestep":
+        from .acestep.model import AceStep
+
+        model = AceStep.from_pretrained(folder, device=device, dtype=dtype, **options)
+    elif family == "stable_audio":
         from .stable_audio.model import StableAudio
 
         model = StableAudio.from_pretrained(folder, device=device, dtype=dtype, **options)

@@ -12,6 +12,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +31,24 @@ FRAME_SECONDS = 0.02  # one codec frame (50 per second): the shortest clip, and 
 MAX_VARIATIONS = 64
 
 MAX_STEPS = 1000
-FAMILY_NAMES = {"musicgen": "MusicGen", "stable_audio": "Stable Audio"}
+FAMILY_NAMES = {"musicgen": "MusicGen", "stable_audio": "Stable Audio", "acestep": "ACE-Step"}
+SHORTEST = {"acestep": 10.0}  # seconds: ACE-Step 1.5 was trained on songs of 10 s to 10 min
+WORDS_PER_SECOND = 5.0  # more lyrics than this cannot be sung in the song's time (fast rap is about 4)
+LANGUAGE = re.compile(r"[a-z]{2,3}|unknown")  # ACE-Step's lyric language codes: en, zh, ja, yue, ...
 
 FLAGS = {
     "prompts": "PROMPT", "duration": "-d", "seed": "--seed", "num_variations": "-n", "temperature": "--temperature",
     "top_k": "--top-k", "top_p": "--top-p", "cfg": "--cfg", "context": "--context", "loop": "--loop",
     "audio_prompt": "--continue", "melody": "--melody", "threads": "--threads", "steps": "--steps",
     "negative_prompt": "--negative", "sampler": "--sampler", "strength": "--strength",
-    "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems",
+    "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems", "lyrics": "--lyrics",
+    "language": "--language",
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {
     "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None),
     "stable_audio": dict(steps=None, cfg=None, negative_prompt=None, sampler=None, strength=None),
+    "acestep": dict(lyrics=None, language=None, steps=None, cfg=None),
 }
 
 
@@ -78,6 +84,16 @@ class DiffusionParams:
 
 
 @dataclass(frozen=True)
+class SongParams:
+    """ACE-Step's options; None means the model's own default (steps and guidance differ by variant)."""
+
+    lyrics: str = ""  # empty: an instrumental
+    language: str = "en"  # of the lyrics
+    steps: int | None = None
+    cfg: float | None = None  # APG guidance for base/sft; turbo has none
+
+
+@dataclass(frozen=True)
 class Request:
     """Everything one generate call needs, checked; what depends on the model is checked by the model."""
 
@@ -93,6 +109,7 @@ class Request:
     melody: tuple[np.ndarray, int] | None = None  # the tune to follow, likewise
     family: str = "musicgen"
     diffusion: DiffusionParams | None = None  # Stable Audio's
+    song: SongParams | None = None  # ACE-Step's
     seeds: tuple[int, ...] | None = None  # one per schedule, each its own first seed (batch_requests)
 
     @property
@@ -125,9 +142,9 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
     """Every value checked and normalised (numpy numbers become Python's, files are read); a random
     seed is drawn here when none is given, so that callers can name files after it.
 
-    family: "musicgen" or "stable_audio"; `options` are that family's own (OPTIONS lists them), and an
+    family: "musicgen", "stable_audio" or "acestep"; `options` are that family's own (OPTIONS lists them), and an
     option of another family is refused. longest: the model's longest clip in seconds, when it has one
-    (Stable Audio); MusicGen makes long pieces window by window, up to MAX_DURATION."""
+    (Stable Audio, ACE-Step); MusicGen makes long pieces window by window, up to MAX_DURATION."""
     if family not in OPTIONS:
         raise InvalidParameter(f"family must be one of {', '.join(OPTIONS)}, got {family!r}")
     foreign = sorted(set(options) - set(OPTIONS[family]))
@@ -140,6 +157,10 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
     if duration > limit:
         whose = "tunesmith makes" if longest is None else "this model makes at once"
         raise InvalidParameter(f"{named('duration')} {duration:g} s is longer than the {limit:g} s {whose}")
+    shortest = SHORTEST.get(family)
+    if shortest is not None and duration < shortest:
+        raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than the {shortest:g} s that "
+                               f"{FAMILY_NAMES[family]} models make at least")
     if duration < FRAME_SECONDS:
         raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than one frame ({FRAME_SECONDS:g} s)")
     schedules = [check_schedule(p, duration) for p in _prompt_list(prompts)]
@@ -158,6 +179,13 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
         init = audio_input(audio_prompt, "audio_prompt", "init_audio")
         return Request(**common, sampling=None, context=0.0, audio_prompt=init,
                        diffusion=_diffusion_params(init is not None, **options))
+    if family == "acestep":
+        if any(len(s) > 1 for s in schedules):
+            raise InvalidParameter("ACE-Step models take one text per song, not a prompt schedule")
+        if audio_prompt is not None:
+            raise InvalidParameter("ACE-Step models start from text and lyrics only in tunesmith (no --continue "
+                                   "or --init-audio: cover and repaint are not wired yet)")
+        return Request(**common, sampling=None, context=0.0, song=_song_params(duration, **options))
     if loop and audio_prompt is not None:
         raise InvalidParameter("a loop cannot continue an audio prompt: use one or the other")
     sampling = SamplingParams(
@@ -189,6 +217,52 @@ def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, stre
             raise InvalidParameter(f"{named('strength')} applies to an init audio ({FLAGS['init_audio']} FILE, "
                                    "or audio_prompt=): there is none")
     return DiffusionParams(steps, cfg, negative_prompt, sampler, strength)
+
+
+def _song_params(duration: float, lyrics, language, steps, cfg) -> SongParams:
+    if lyrics is None:
+        lyrics = ""
+    if not isinstance(lyrics, str):
+        raise InvalidParameter(f"{named('lyrics')} must be a text (the words to sing; --lyrics FILE or "
+                               f"--lyrics-text TEXT on the command line), got {type(lyrics).__name__}")
+    lyrics = lyrics.strip()
+    words = len(re.findall(r"\w+", re.sub(r"\[[^\]]*\]", " ", lyrics)))  # [verse], [chorus] are not sung
+    if words > WORDS_PER_SECOND * duration:
+        log.warning("%d words of lyrics for %g s: more than about %g words a second cannot be sung, so the model "
+                    "will rush or drop lines; make the song longer (-d) or the lyrics shorter", words, duration,
+                    WORDS_PER_SECOND)
+    if language is None:
+        language = "en"
+    if not isinstance(language, str) or not LANGUAGE.fullmatch(language.strip().lower()):
+        raise InvalidParameter(f"{named('language')} must be a language code such as en, zh, ja, es or unknown, "
+                               f"got {language!r}")
+    if steps is not None:
+        steps = whole(steps, "steps", f"a whole number from 1 to {MAX_STEPS}", lambda v: 1 <= v <= MAX_STEPS)
+    if cfg is not None:
+        cfg = real(cfg, "cfg", "between 1 (no guidance) and 100", lambda v: 1 <= v <= 100)
+    return SongParams(lyrics, language.strip().lower(), steps, cfg)
+
+
+def read_lyrics(path: str | Path) -> str:
+    """The text of a lyrics file (UTF-8), refused with one line when it is missing or not text."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TunesmithError(f"lyrics file {path} does not exist") from None
+    except IsADirectoryError:
+        raise TunesmithError(f"lyrics file {path} is a folder, not a text file") from None
+    except OSError as err:
+        raise TunesmithError(f"lyrics file {path} cannot be read ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise TunesmithError(f"lyrics file {path} is not text (UTF-8): give the words to sing, one line each")
+    if not text.strip():
+        raise TunesmithError(f"lyrics file {path} is empty: leave --lyrics out for an instrumental")
+    return text
 
 
 def _prompt_list(prompts) -> list:

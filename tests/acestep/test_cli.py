@@ -1,0 +1,44 @@
+"""The tunesmith command with ACE-Step pipelines: lyrics from a file, the family's own flags, one-line errors."""
+
+import pytest
+import soundfile as sf
+
+from ..test_cli import one_error_line, run
+
+
+def test_generate_a_song_with_lyrics_from_a_file(ace_ckpt, tmp_path):
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("[verse]\nSoft notes in the morning light\n[chorus]\nMusic fills the air tonight\n")
+    out = tmp_path / "song.wav"
+    proc = run("generate", "upbeat indie pop, female vocals", "-m", ace_ckpt[0], "--lyrics", lyrics, "-d", "12.5",
+               "--steps", "2", "--seed", "3", "--language", "en", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    info = sf.info(str(out))
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 600000)
+    assert "generating" in proc.stderr and "seed 3" in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--lyrics", "missing.txt"], "lyrics file missing.txt does not exist"),
+    (["--lyrics", "noise.bin"], "lyrics file noise.bin is not text"),
+    (["-d", "5"], "shorter than the 10 s that ACE-Step models make at least"),
+    (["--cfg", "3"], "cfg (--cfg) does not apply to turbo"),
+    (["--init-audio", "x.wav"], "cover and repaint are not wired"),
+    (["--quantize", "int8"], "--quantize int8 applies to MusicGen and Stable Audio models, not ACE-Step"),
+])
+def test_bad_values_are_one_line(ace_ckpt, tmp_path, args, words):
+    (tmp_path / "noise.bin").write_bytes(bytes(range(256)))
+    proc = run("generate", "pop", "-m", ace_ckpt[0], *(["-d", "10"] if "-d" not in args else []), *args, cwd=tmp_path)
+    assert words in one_error_line(proc)
+    assert not list(tmp_path.glob("*.wav"))
+
+
+def test_lyrics_are_refused_for_other_families(mono_ckpt, tmp_path):
+    assert "lyrics (--lyrics) is not an option of MusicGen" in one_error_line(
+        run("generate", "jazz", "-m", mono_ckpt[0], "--lyrics-text", "la la", cwd=tmp_path))
+
+
+def test_models_lists_the_acestep_aliases():
+    rows = {line.split()[0]: line for line in run("models").stdout.splitlines()[1:]}
+    assert "ACE-Step/acestep-v15-xl-turbo-diffusers" in rows["acestep"] and "text + lyrics" in rows["acestep"]
+    assert "600.0 s" in rows["acestep-sft"] and "48 kHz stereo" in rows["acestep-base"]

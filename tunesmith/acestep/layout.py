@@ -1,0 +1,69 @@
+"""An ACE-Step 1.5 pipeline folder in diffusers' layout: model_index.json and one folder per part."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .parts import GUIDED_CFG, GUIDED_STEPS, TURBO_STEPS, AceStepConfig, AceStepParts
+
+PIPELINE_CLASS = "AceStepPipeline"
+PARTS = ("text_encoder", "tokenizer", "condition_encoder", "transformer", "vae", "scheduler")
+
+
+def read_index(folder: Path) -> dict:
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{folder / 'model_index.json'} cannot be read ({err})") from None
+    if index.get("_class_name") != PIPELINE_CLASS:
+        raise CheckpointError(f"{folder} holds a diffusers {index.get('_class_name')}, not an {PIPELINE_CLASS}")
+    missing = [p for p in PARTS if not (folder / p).is_dir()]
+    if missing:
+        raise CheckpointError(f"{folder} lacks the {', '.join(missing)} folder(s) of an {PIPELINE_CLASS}")
+    return index
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} cannot be read ({err})") from None
+
+
+def read_config(folder: Path) -> AceStepConfig:
+    """Sizes and defaults from the config files alone (no weights read). Turbo is told as the pipeline
+    tells it: the transformer's is_turbo, or its model_version "turbo"."""
+    read_index(folder)
+    dit, vae = _json(folder / "transformer" / "config.json"), _json(folder / "vae" / "config.json")
+    turbo = bool(dit.get("is_turbo", False) or dit.get("model_version") == "turbo")
+    return AceStepConfig(sample_rate=int(vae.get("sampling_rate", 48000)),
+                         hop=math.prod(vae.get("downsampling_ratios", [2, 4, 4, 6, 10])),
+                         audio_channels=int(vae.get("audio_channels", 2)),
+                         latent_dim=int(dit.get("audio_acoustic_hidden_dim", 64)), turbo=turbo,
+                         steps=TURBO_STEPS if turbo else GUIDED_STEPS, cfg=1.0 if turbo else GUIDED_CFG)
+
+
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> AceStepParts:
+    """Every part with diffusers' and transformers' own classes, each failure one line naming the part."""
+    from diffusers import AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step import AceStepConditionEncoder
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..stable_audio.diffusers_layout import load_part
+
+    config = read_config(folder)
+    tokenizer = load_part(AutoTokenizer.from_pretrained, folder / "tokenizer", "tokenizer")
+    text_encoder = load_part(AutoModel.from_pretrained, folder / "text_encoder", "text encoder")
+    condition = load_part(AceStepConditionEncoder.from_pretrained, folder / "condition_encoder", "condition encoder")
+    transformer = load_part(AceStepTransformer1DModel.from_pretrained, folder / "transformer", "transformer")
+    vae = load_part(AutoencoderOobleck.from_pretrained, folder / "vae", "VAE")
+    scheduler = load_part(FlowMatchEulerDiscreteScheduler.from_pretrained, folder / "scheduler", "scheduler")
+    parts = AceStepParts(config, tokenizer, text_encoder.eval(), condition.eval(), transformer.eval(), vae.eval(),
+                         scheduler)
+    return parts.to(device, dtype, vae_dtype)

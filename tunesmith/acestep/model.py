@@ -1,0 +1,211 @@
+"""AceStep: ACE-Step 1.5 (turbo, base, sft) behind the same generate() as MusicGen and Stable Audio."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..audio.checks import check_audio
+from ..audio.loops import loop_overhang, make_loop
+from ..clip import Clip
+from ..device import pick_device, pick_dtype
+from ..errors import InvalidParameter
+from ..generation import Family, StageClock
+from ..request import Request, SongParams, check_request, check_threads, named
+from .decode import WINDOW_FRAMES, decode, normalize, windows
+from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
+from .sample import context_latents, encode_conditions, row_noise, sample
+
+log = logging.getLogger("tunesmith")
+
+
+class AceStep(Family):
+    """A loaded ACE-Step 1.5 pipeline folder: `tunesmith.load("acestep")`, then `generate(...)`."""
+
+    family = "acestep"
+    shortest, longest = SHORTEST, LONGEST
+
+    def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype):
+        self._parts = parts
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.window = WINDOW_FRAMES  # latent frames the VAE decodes at once
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
+                        dtype: str | torch.dtype | None = None, threads: int | None = None) -> "AceStep":
+        """Load an AceStepPipeline folder: an alias (acestep, acestep-sft, acestep-base, ...), a hub id or
+        a local folder.
+
+        device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
+        dtype: the text encoder's, condition encoder's and DiT's precision: by default bfloat16 on CUDA,
+            float32 on the CPU (diffusers' exact path) and on MPS (half precision is where ACE-Step
+            v1 made static on Apple Silicon). The VAE decodes in float32, except with bfloat16 on the
+            CPU: there the DiT alone runs in bfloat16 (the encoders stay float32) and the VAE decodes
+            through Stable Audio's CPU decoder (stable_audio/cpu.py, bfloat16 tiles), window by window.
+        """
+        from ..hub import resolve
+        from .layout import load_folder
+
+        threads = check_threads(threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        dev = pick_device(device)
+        dt = default_dtype(dev) if dtype is None else pick_dtype(dtype, dev)
+        if dev.type == "cpu" and dt == torch.float16:
+            raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
+        folder = resolve(name_or_path)
+        if dev.type == "cpu" and dt == torch.bfloat16:
+            return cls(for_cpu(load_folder(folder, dev, torch.float32, torch.float32)), str(name_or_path), dev, dt)
+        return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
+
+    @property
+    def config(self) -> AceStepConfig:
+        return self._parts.config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.audio_channels
+
+    @property
+    def max_seconds(self) -> float:
+        return LONGEST
+
+    def generate(self, prompts: str | Sequence[str], *, lyrics: str | None = None, language: str | None = None,
+                 duration: float = 30.0, seed: int | None = None, steps: int | None = None, cfg: float | None = None,
+                 num_variations: int = 1, loop: bool = False,
+                 progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+        """One Clip (48 kHz stereo) per prompt and variation, prompt-major.
+
+        prompts: the style of the song ("upbeat indie pop, female vocals, 120 bpm"); one per song.
+        lyrics: the words to sing, every song the same; [verse], [chorus], ... tags mark sections. None or
+            "" makes an instrumental.
+        language: of the lyrics, a code such as "en" (default), "zh", "ja", "es".
+        duration: seconds, from 10 to 600.
+        seed: makes the output reproducible (same device and dtype); variation v uses seed + v. On the CPU
+            in float32 a song is the audio diffusers' AceStepPipeline gives for the same prompt, lyrics,
+            duration and seed (generator=torch.Generator("cpu").manual_seed(seed)), to its length.
+        steps: flow steps (default: 8 for turbo, 50 for base/sft).
+        cfg: guidance for base/sft (default 7; 1 is off); turbo models have none.
+        loop: each song is a seamless loop of exactly `duration` (a little more is generated).
+        progress: True for a progress bar on stderr, or a callable (done, total).
+        """
+        request = check_request(prompts, family=self.family, duration=duration, seed=seed,
+                                num_variations=num_variations, loop=loop, longest=LONGEST, lyrics=lyrics,
+                                language=language, steps=steps, cfg=cfg)
+        return self.generate_request(request, progress=progress)
+
+    def _plan(self, request: Request) -> "_Plan":
+        config = self.config
+        p = request.song or SongParams()
+        seconds = request.duration + (loop_overhang(request.duration) if request.loop else 0.0)
+        if seconds > LONGEST + 1e-9:
+            raise InvalidParameter(f"{named('duration')}: a loop of {request.duration:g} s (with "
+                                   f"{seconds - request.duration:.2f} s more to join it) is longer than the "
+                                   f"{LONGEST:g} s this model makes")
+        if config.turbo and p.cfg is not None and p.cfg != 1:
+            raise InvalidParameter(f"{named('cfg')} does not apply to turbo ACE-Step models (guidance is distilled "
+                                   "into them); use acestep-base or acestep-sft for guidance")
+        return _Plan(request.rows, request.duration, seconds, p.lyrics, p.language, p.steps or config.steps,
+                     config.cfg if p.cfg is None else p.cfg, request.loop)
+
+    @torch.inference_mode()
+    def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
+        parts, config = self._parts, self.config
+        clock = StageClock(self.device)
+        frames = math.ceil(plan.seconds * config.frames_per_second)  # latent frames, as the pipeline counts
+        groups = _groups(plan.rows)  # rows of the same prompt share their conditions and one DiT batch
+        chunks = len(windows(frames, self.window))
+        total = len(groups) * plan.steps + len(plan.rows) * chunks  # one fixed total: steps, then VAE windows
+        done = 0
+
+        def tick(*_):
+            nonlocal done
+            done += 1
+            if report:
+                report(done, total)
+
+        states = {}
+        for text in groups:
+            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds)
+        clock.lap("text")
+        latents = [None] * len(plan.rows)
+        for text, indices in groups.items():
+            seeds = [plan.rows[i][1] for i in indices]
+            noise = row_noise(seeds, frames, config.latent_dim).to(self.device)
+            context = context_latents(parts, frames, len(seeds))
+            out = sample(parts, noise, states[text], context, plan.steps, plan.cfg, tick)
+            for i, row in zip(indices, out):
+                latents[i] = row
+        clock.lap("dit")
+        audio = torch.cat([decode(parts.vae, x[None], self.window, tick, parts.decoder) for x in latents])
+        clock.lap("vae")
+        return normalize(audio), clock.seconds
+
+    def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
+        audio, seconds = run
+        settings = dict(model=self.name, duration=plan.duration, steps=plan.steps, cfg=plan.cfg,
+                        lyrics=plan.lyrics, language=plan.language, device=str(self.device),
+                        dtype=str(self.dtype)[6:], loop=plan.loop)
+        length = round(plan.seconds * self.sample_rate)
+        clips = []
+        for (schedule, seed), a in zip(plan.rows, audio.numpy()):
+            a = np.ascontiguousarray(a[:, :length], dtype=np.float32)
+            if plan.loop:
+                a = make_loop(a, self.sample_rate, plan.duration)
+            clips.append(Clip(a, self.sample_rate, schedule[0][1], seed, dict(settings), check_audio(a),
+                              dict(seconds)))
+        return clips
+
+    def _move(self, device: torch.device, dtype: torch.dtype):
+        self._parts.to(device, dtype, torch.float32)
+        if device.type != "cpu":
+            self._parts.decoder = None  # the CPU decoder is the CPU's; _move back to the GPU goes to diffusers'
+
+
+def for_cpu(parts: AceStepParts) -> AceStepParts:
+    """Parts loaded in float32 on the CPU -> the CPU path: the DiT in bfloat16 (diffusers' module; oneDNN's
+    AVX512-BF16 products), the text and condition encoders float32 (they run once a song), the VAE decoder
+    as Stable Audio's OobleckDecoderCPU in bfloat16 (the VAE module stays, for its receptive field)."""
+    from ..stable_audio.cpu import OobleckDecoderCPU
+
+    parts.to(torch.device("cpu"), torch.bfloat16, torch.float32, encoder_dtype=torch.float32)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16)
+    return parts
+
+
+@dataclass
+class _Plan:
+    rows: list  # (schedule, seed) per batch row
+    duration: float  # of each song
+    seconds: float  # generated (a loop's is longer)
+    lyrics: str
+    language: str
+    steps: int
+    cfg: float
+    loop: bool
+
+
+def _groups(rows: list) -> dict[str, list[int]]:
+    """prompt -> the indices of its rows, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, (schedule, _) in enumerate(rows):
+        groups.setdefault(schedule[0][1], []).append(i)
+    return groups
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return pick_dtype(None, device)  # bfloat16 (float16 where unsupported)
+    return torch.float32
