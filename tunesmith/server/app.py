@@ -93,6 +93,9 @@ class JobIn(BaseModel):
     negative_prompt: Optional[str] = Field(None, max_length=100_000, description="Stable Audio")
     sampler: Optional[str] = Field(None, max_length=100, description="Stable Audio")
     strength: Optional[float] = Field(None, description="Stable Audio, with continuation as init audio")
+    lyrics: Optional[str] = Field(None, max_length=20_000, description="ACE-Step: the words to sing "
+                                                                       "([verse], [chorus] tags allowed)")
+    language: Optional[str] = Field(None, max_length=20, description="ACE-Step: the lyrics' language (en, zh, ...)")
     continuation: Optional[str] = Field(None, max_length=100, description="an upload id: MusicGen continues "
                                                                           "it, Stable Audio starts from it")
     melody: Optional[str] = Field(None, max_length=100, description="an upload id: a tune to follow (melody models)")
@@ -120,8 +123,9 @@ class StemsIn(BaseModel):
 STEM_NAMES = {"htdemucs_6s": ("drums", "bass", "other", "vocals", "guitar", "piano")}
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 
-MUSICGEN_FIELDS = ("temperature", "top_k", "top_p", "cfg", "context")
-STABLE_AUDIO_FIELDS = ("steps", "cfg", "negative_prompt", "sampler", "strength")
+FIELDS = {"musicgen": ("temperature", "top_k", "top_p", "cfg", "context"),
+          "stable_audio": ("steps", "cfg", "negative_prompt", "sampler", "strength"),
+          "acestep": ("lyrics", "language", "steps", "cfg")}  # each family's options in POST /api/jobs
 
 
 def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:
@@ -276,6 +280,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             options = dict(temperature=body.temperature, top_k=body.top_k, cfg=body.guidance_coef)
             if body.melody_path:
                 options["melody"] = media_file(body.melody_path, settings.limits.media_dirs, "melody_path")
+        elif entry.family == "acestep":  # mlx-audiogen's clients know no ACE-Step: its steps and guidance
+            options = dict(steps=body.steps, cfg=body.cfg_scale)
         else:
             sampler = None if body.sampler in MLX_SAMPLERS else body.sampler
             options = dict(steps=body.steps, cfg=body.cfg_scale, negative_prompt=body.negative_prompt or None,
@@ -315,8 +321,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
     def create_job(body: JobIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
         """Queue a job; the same Idempotency-Key header returns the same job (200) instead of a new one."""
         entry = registry.find(body.model)
-        fields = MUSICGEN_FIELDS if entry.family == "musicgen" else STABLE_AUDIO_FIELDS
-        other = [f for f in (*MUSICGEN_FIELDS, *STABLE_AUDIO_FIELDS) if f not in fields and getattr(body, f) is not None]
+        fields = FIELDS[entry.family]
+        other = [f for f in dict.fromkeys(sum(FIELDS.values(), ())) if f not in fields and getattr(body, f) is not None]
         if other:
             raise InvalidParameter(f"{other[0]} is not an option of {entry.name} ({entry.family} models take "
                                    f"{', '.join(fields)})")

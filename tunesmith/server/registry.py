@@ -9,7 +9,7 @@ from ..errors import InvalidParameter
 from ..models import ModelSpec, describe
 
 # The names mlx-audiogen's clients send for "the default model of this family".
-FAMILY_ALIASES = {"musicgen": "musicgen", "stable_audio": "stable_audio"}
+FAMILY_ALIASES = {"musicgen": "musicgen", "stable_audio": "stable_audio", "acestep": "acestep"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Registry:
         return cls([Entry(n, describe(n)) for n in dict.fromkeys(names)])
 
     def find(self, name: str | None) -> Entry:
-        """A registered name; "musicgen" / "stable_audio" (mlx-audiogen's names) mean the first registered
+        """A registered name; "musicgen" / "stable_audio" (mlx-audiogen's names) / "acestep" mean the first registered
         model of that family; None the default (the first -m)."""
         if name is None or name == "":
             return self.default
