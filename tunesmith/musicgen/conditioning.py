@@ -24,9 +24,11 @@ class TextConditioner:
         return states, mask
 
 
-def with_null_condition(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append the reference's null condition for classifier-free guidance: zero states, zero mask."""
-    return torch.cat([states, torch.zeros_like(states)]), torch.cat([mask, torch.zeros_like(mask)])
+def with_null_condition(states: torch.Tensor, mask: torch.Tensor, nulls: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append the reference's null condition for classifier-free guidance, `nulls` times: zero states,
+    zero mask (two for MusicGen-Style's double guidance, whose style-only rows have no text either)."""
+    return (torch.cat([states] + [torch.zeros_like(states)] * nulls),
+            torch.cat([mask] + [torch.zeros_like(mask)] * nulls))
 
 
 CHROMA_N_FFT = 16384

@@ -42,7 +42,7 @@ def decoder_key_map(cfg: DecoderConfig) -> dict[str, tuple[list[str], str]]:
         m[dst + "fc1.weight"] = ([src + "fc1.weight"], "one")
         m[dst + "fc2.weight"] = ([src + "fc2.weight"], "one")
         norms = [("attn_norm", "self_attn_layer_norm"), ("mlp_norm", "final_layer_norm")]
-        if not cfg.melody:  # melody decoders have no cross-attention
+        if not cfg.prefix:  # melody and style decoders have no cross-attention
             m[dst + "cross.q.weight"] = ([src + "encoder_attn.q_proj.weight"], "one")
             m[dst + "cross.kv.weight"] = ([src + f"encoder_attn.{p}_proj.weight" for p in "kv"], "cat")
             m[dst + "cross.out.weight"] = ([src + "encoder_attn.out_proj.weight"], "one")
