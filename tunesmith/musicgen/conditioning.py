@@ -21,7 +21,8 @@ class TextConditioner:
         ids = tokens["input_ids"].to(self.device)
         mask = tokens["attention_mask"].to(self.device)
         states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return states, mask
+        empty = torch.tensor([not p for p in prompts], device=self.device)
+        return states, mask.masked_fill(empty[:, None], 0)  # no text (style models): masked whole, as the reference
 
 
 def with_null_condition(states: torch.Tensor, mask: torch.Tensor, nulls: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
