@@ -23,6 +23,7 @@ class ModelSpec:
     family: str  # "musicgen" or "stable_audio"
     longest: float | None  # seconds made at once; None: long pieces window by window (MusicGen)
     folder: Path | None = None  # None for an alias not downloaded yet
+    style: bool = False  # takes a style reference (MusicGen-Style)
 
 
 def family_of(folder: Path) -> str:
@@ -38,6 +39,8 @@ def family_of(folder: Path) -> str:
         return "stable_audio"
     if layout == "stable-audio-tools":
         return "stable_audio"
+    if layout == "audiocraft":  # MusicGen-Style; the loader refuses other audiocraft models by their xp.cfg
+        return "musicgen"
     if layout == "transformers":
         try:
             model_type = json.loads((folder / "config.json").read_text()).get("model_type")
@@ -57,7 +60,7 @@ def describe(name_or_path: str | Path) -> ModelSpec:
     folder = local_folder(name_or_path)
     if folder is None and str(name_or_path) in ALIASES:
         info = ALIASES[str(name_or_path)]
-        return ModelSpec(info.family, info.longest)
+        return ModelSpec(info.family, info.longest, style=info.style)
     if folder is None:
         folder = download(repo_for(str(name_or_path)))
     family = family_of(folder)
@@ -66,7 +69,7 @@ def describe(name_or_path: str | Path) -> ModelSpec:
         from .stable_audio.load import read_config
 
         longest = read_config(folder).max_seconds
-    return ModelSpec(family, longest, folder)
+    return ModelSpec(family, longest, folder, style=layout_of(folder) == "audiocraft")
 
 
 def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, **options):

@@ -12,6 +12,7 @@ beside the weights (an offline copy, in transformers' layout).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -219,6 +220,20 @@ def encodec_config(cfg: dict, path: Path):
     return config
 
 
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers draws a bar while it loads weights: noise on a command line's stderr."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def _hub_or_beside(folder: Path, sub: str, repo: str) -> Path:
     from ..hub import resolve
 
@@ -234,7 +249,8 @@ def load_codec(folder: Path) -> torch.nn.Module:
     if "pretrained" in pkg:  # a reference to a released EnCodec, in transformers' layout on the hub
         name = str(pkg["pretrained"]).removeprefix("//pretrained/")
         try:
-            return EncodecModel.from_pretrained(str(_hub_or_beside(folder, "encodec", name))).float()
+            with _no_progress_bars():
+                return EncodecModel.from_pretrained(str(_hub_or_beside(folder, "encodec", name))).float()
         except OSError as err:
             raise CheckpointError(f"cannot load EnCodec {name} ({err})") from None
     if "best_state" not in pkg:
@@ -251,7 +267,8 @@ def load_text_encoder(folder: Path, t5_name: str):
 
     where = _hub_or_beside(folder, "t5", T5_REPOS[t5_name])
     try:
-        return AutoTokenizer.from_pretrained(str(where)), T5EncoderModel.from_pretrained(str(where)).float().eval()
+        with _no_progress_bars():
+            return AutoTokenizer.from_pretrained(str(where)), T5EncoderModel.from_pretrained(str(where)).float().eval()
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot load the text encoder from {where} ({type(err).__name__}: {err})") from None
 
