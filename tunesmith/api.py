@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from .musicgen.loader import LoadedModel, load_folder
 from .musicgen.longform import Schedule, generate_long
 from .musicgen.patterns import delay_offsets
 from .musicgen.sampling import SamplingParams
+from .musicgen.style import excerpt_start
 from .request import WINDOW_SECONDS, Request, check_request, check_threads, named
 
 @contextlib.contextmanager
@@ -115,7 +117,9 @@ class MusicGen(Family):
     def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = 10.0, seed: int | None = None,
                  temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg: float = 3.0,
                  num_variations: int = 1, audio_prompt=None, melody=None, context: float = 12.0,
-                 loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+                 loop: bool = False, progress: bool | Callable[[int, int], None] = False, style=None,
+                 cfg_beta: float | None = None, style_excerpt: float | None = None,
+                 style_quantizers: int | None = None, style_start: float | None = None) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         prompts: a text, a schedule [(start_second, text), ...] whose text changes over time, or a list
@@ -133,10 +137,19 @@ class MusicGen(Family):
         context: long pieces: seconds of the piece so far that condition each new window (0 to 30).
         loop: each clip is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
+        style: a reference whose timbre, groove and texture to take (path, Clip or (array, sample_rate)),
+            for style models only (-m style); with a style, prompts may be "" (or None): the style alone.
+        cfg_beta: with text and style, uncond + cfg * (style + cfg_beta * (cond - style) - uncond) (1 to
+            100, default 5): higher follows the text more. Without text it is ordinary guidance.
+        style_excerpt: seconds of the reference the model hears (1.5 to 4.5, default 3).
+        style_quantizers: style codebooks used (1 to 6, default 3): fewer copy the reference less closely.
+        style_start: where the excerpt starts, in seconds; by default each clip's seed draws it.
         """
         request = check_request(prompts, duration=duration, seed=seed, temperature=temperature, top_k=top_k,
                                 top_p=top_p, cfg=cfg, num_variations=num_variations, audio_prompt=audio_prompt,
-                                melody=melody, context=context, loop=loop)
+                                melody=melody, context=context, loop=loop, style=style, cfg_beta=cfg_beta,
+                                style_excerpt=style_excerpt, style_quantizers=style_quantizers,
+                                style_start=style_start)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":
@@ -168,8 +181,48 @@ class MusicGen(Family):
                                        "(melody, melody-large, stereo-melody, stereo-melody-large)")
             tune = fit_audio(*request.melody, self.sample_rate, 1)[0]
             chroma = chroma_features(torch.from_numpy(tune), self.sample_rate, self._model.config.decoder.chroma_dim)
-        return _Plan(request.rows, n_frames, request.sampling, duration, request.loop, prompt_audio,
-                     round(request.context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma)
+        style, params = self._style_plan(request), request.sampling
+        if style is not None and any(text for schedule, _ in request.rows for _, text in schedule):
+            params = dataclasses.replace(params, cfg_beta=request.style.cfg_beta)  # three rows per prompt
+        return _Plan(request.rows, n_frames, params, duration, request.loop, prompt_audio,
+                     round(request.context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma,
+                     style)
+
+    @property
+    def is_style(self) -> bool:
+        """MusicGen-Style checkpoint: generate(..., style=...) works."""
+        return self._model.style is not None
+
+    def _style_plan(self, request: Request) -> "_StylePlan | None":
+        """The style request against this model: one excerpt per row, from its seed or style_start."""
+        wanted = request.style
+        if wanted is None:
+            return None
+        if not self.is_style:
+            raise InvalidParameter(f"{self.name} cannot take a style reference: use a MusicGen-Style model (-m style)")
+        cfg = self._model.style.config
+        excerpt = wanted.excerpt or cfg.excerpt
+        quantizers = wanted.quantizers or cfg.eval_q
+        if quantizers > cfg.n_q:
+            raise InvalidParameter(f"{named('style_quantizers')} must be at most {cfg.n_q} for this model, "
+                                   f"got {quantizers}")
+        reference = fit_audio(*wanted.audio, cfg.sample_rate, 1)[0]
+        length = int(excerpt * cfg.sample_rate)
+        seconds = reference.shape[0] / cfg.sample_rate
+        if reference.shape[0] < length:
+            raise InvalidParameter(f"the style reference lasts {seconds:.2f} s, shorter than the {excerpt:g} s "
+                                   f"excerpt: give a longer one, or a shorter {named('style_excerpt')} (1.5 to 4.5 s)")
+        if wanted.start is not None and round(wanted.start * cfg.sample_rate) + length > reference.shape[0]:
+            raise InvalidParameter(f"{named('style_start')} {wanted.start:g} s leaves less than the {excerpt:g} s "
+                                   f"excerpt of the {seconds:.2f} s style reference")
+        starts = [round(wanted.start * cfg.sample_rate) if wanted.start is not None
+                  else excerpt_start(reference.shape[0], length, seed) for _, seed in request.rows]
+        excerpts = np.stack([reference[s: s + length] for s in starts])  # [B, samples]
+        for s, e in zip(starts, excerpts):
+            if np.sqrt(np.mean(e.astype(np.float64) ** 2)) < 1e-4:
+                raise InvalidParameter(f"the style excerpt at {s / cfg.sample_rate:.2f} s is silent: choose "
+                                       f"another with {named('style_start')}")
+        return _StylePlan(excerpts, quantizers, excerpt, [s / cfg.sample_rate for s in starts])
 
     @torch.inference_mode()
     def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
@@ -187,9 +240,13 @@ class MusicGen(Family):
             clock.lap("prompt")
         seeds = torch.tensor([s for _, s in plan.rows], dtype=torch.long, device=self.device)
         chroma = None if plan.chroma is None else plan.chroma.to(self.device)
+        style = None
+        if plan.style is not None:  # computed once: every window of a long piece keeps these tokens
+            style = model.style.tokens(plan.style.excerpts, plan.style.quantizers)  # [B, T, dim]
+            clock.lap("style")
         codes = generate_long(model.lm, clock.timed("text", model.text.encode), [s for s, _ in plan.rows],
                               plan.n_frames, self.frame_rate, plan.params, seeds, plan.window,
-                              plan.context, prefix, report, chroma, self.sample_rate / CHROMA_HOP)
+                              plan.context, prefix, report, chroma, self.sample_rate / CHROMA_HOP, style)
         clock.lap("lm")  # less the text encoding done inside, per window
         audio = decode_codes(model.codec, codes, model.config.decoder.audio_channels)
         clock.lap("codec")
@@ -201,13 +258,18 @@ class MusicGen(Family):
         settings = dict(model=self.name, duration=plan.duration, temperature=p.temperature, top_k=p.top_k,
                         top_p=p.top_p, cfg=p.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
                         quantize=self.quantize, loop=plan.loop)
+        if plan.style is not None:
+            settings.update(cfg_beta=p.cfg_beta, style_excerpt=plan.style.excerpt,
+                            style_quantizers=plan.style.quantizers)
         clips = []
-        for (schedule, seed), a in zip(plan.rows, audio.cpu().numpy()):
+        for row_index, ((schedule, seed), a) in enumerate(zip(plan.rows, audio.cpu().numpy())):
             if plan.loop:
                 a = make_loop(a, self.sample_rate, plan.duration)
             if plan.prompt_audio is not None:
                 a = keep_prompt_samples(plan.prompt_audio, a, self.sample_rate)
             row = dict(settings, schedule=schedule) if len(schedule) > 1 else settings
+            if plan.style is not None:
+                row = dict(row, style_start=plan.style.starts[row_index])
             clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row), check_audio(a),
                               dict(seconds)))
         return clips
@@ -227,6 +289,15 @@ class _Plan:
     context: int  # frames
     window: int  # frames
     chroma: torch.Tensor | None = None  # [F, 12] one-hot chroma of the melody to follow
+    style: "_StylePlan | None" = None
+
+
+@dataclass
+class _StylePlan:
+    excerpts: np.ndarray  # [B, samples] mono at the model's rate, one per row
+    quantizers: int
+    excerpt: float  # seconds
+    starts: list[float]  # seconds, per row
 
 
 def schedule_text(schedule: Schedule) -> str:

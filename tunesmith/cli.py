@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MusicGen: continue this audio; the output starts with it and lasts -d seconds in total")
     gen.add_argument("--melody", metavar="FILE", default=None,
                      help="a tune to follow (melody models: -m melody, melody-large, stereo-melody, ...)")
+    gen.add_argument("--style", metavar="FILE", default=None,
+                     help="take the timbre, groove and texture of this reference (style models: -m style); "
+                          "PROMPT may then be left out")
+    gen.add_argument("--cfg-beta", dest="cfg_beta", type=float, default=None,
+                     help="with --style and a PROMPT: how much more the text steers than the style (default: 5)")
+    gen.add_argument("--style-excerpt", dest="style_excerpt", type=float, default=None,
+                     help="with --style: seconds of the reference the model hears, 1.5 to 4.5 (default: 3)")
+    gen.add_argument("--style-quantizers", dest="style_quantizers", type=int, default=None,
+                     help="with --style: style codebooks used, 1 to 6 (default: 3); fewer copy it less closely")
+    gen.add_argument("--style-start", dest="style_start", type=float, default=None,
+                     help="with --style: where the excerpt starts, in seconds (default: drawn from the seed)")
     gen.add_argument("--context", type=_seconds, default=None,
                      help="MusicGen, long pieces: seconds of the piece so far that condition each new window "
                           "(default: 12)")
@@ -318,6 +329,8 @@ def _prompts(args) -> list:
     texts = ([" ".join(args.words)] if args.words else []) + args.text
     if args.schedule and texts:
         raise InvalidParameter("give either PROMPT text or --prompt SECONDS:TEXT entries, not both")
+    if not args.schedule and not texts and getattr(args, "style", None) is not None:
+        return [""]  # the style alone steers
     if not args.schedule and not texts:
         raise InvalidParameter('give a PROMPT, e.g. tunesmith generate "calm lofi piano, 80 bpm"')
     return [args.schedule] if args.schedule else texts
@@ -570,8 +583,8 @@ def cmd_models(args) -> int:
     print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<15}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
-        follows = "text + melody" if info.melody else {"stable_audio": "text + audio", "acestep": "text + lyrics"}.get(
-            info.family, "text")
+        follows = ("text + melody" if info.melody else "text + style" if info.style
+                   else {"stable_audio": "text + audio", "acestep": "text + lyrics"}.get(info.family, "text"))
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
         print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"

@@ -23,6 +23,7 @@ class ModelInfo:
     params: str  # of the generating network (MusicGen's decoder, Stable Audio's and ACE-Step's DiT)
     channels: int
     melody: bool = False  # follows a melody (chroma) as well as text
+    style: bool = False  # takes a style reference (MusicGen-Style) as well as text
     family: str = "musicgen"
     sample_rate: int = 32000
     longest: float | None = None  # seconds made at once; None: long pieces window by window
@@ -48,6 +49,8 @@ ALIASES = {
     "melody-large": ModelInfo("facebook/musicgen-melody-large", "3.3B", 1, melody=True),
     "stereo-melody": ModelInfo("facebook/musicgen-stereo-melody", "1.5B", 2, melody=True),
     "stereo-melody-large": ModelInfo("facebook/musicgen-stereo-melody-large", "3.3B", 2, melody=True),
+    # audiocraft's layout (state_dict.bin); T5-base and MERT-v1-95M come from their own hub repos.
+    "style": ModelInfo("facebook/musicgen-style", "1.5B", 1, style=True),
     # Stable Audio Open: 44.1 kHz stereo; the longest clip is the DiT's sample size (read again on loading).
     "sao-small": _sao("stabilityai/stable-audio-open-small", "341M", 524288 / 44100),
     "sao": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
@@ -126,10 +129,12 @@ def _offline() -> bool:
 DIFFUSERS_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
                       "*/*.safetensors", "*/*.safetensors.index.json"]
 TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
+AUDIOCRAFT_FILES = ["state_dict.bin", "compression_state_dict.bin"]  # MusicGen-Style
 
 
 def layout_of(folder: Path) -> str | None:
-    """"diffusers", "stable-audio-tools", "transformers" or "demucs" (a stems bag) when the folder holds
+    """"diffusers", "stable-audio-tools", "transformers", "audiocraft" (MusicGen-Style) or "demucs" (a stems
+    bag) when the folder holds
     that layout's config and weights, else None."""
     if (folder / "model_index.json").is_file():
         return "diffusers"
@@ -137,6 +142,8 @@ def layout_of(folder: Path) -> str | None:
         return "stable-audio-tools"
     if (folder / "config.json").is_file() and any((folder / f).exists() for f, _ in WEIGHT_LAYOUTS):
         return "transformers"
+    if all((folder / f).is_file() for f in AUDIOCRAFT_FILES):
+        return "audiocraft"
     if any(folder.glob("*.yaml")) and any(folder.glob("*.safetensors")):
         return "demucs"
     return None
@@ -165,6 +172,8 @@ def _patterns_for(files: list[str]) -> list[str]:
     for main, shards in WEIGHT_LAYOUTS:
         if main in files:
             return CONFIG_FILES + TOKENIZER_FILES + [main] + ([shards] if shards else [])
+    if all(f in files for f in AUDIOCRAFT_FILES):
+        return AUDIOCRAFT_FILES
     if any(f.endswith(".yaml") for f in files) and any(f.endswith(".safetensors") for f in files):
         return DEMUCS_PATTERNS
     raise ModelNotFound("the hub repository holds no checkpoint tunesmith reads (a transformers config.json with "

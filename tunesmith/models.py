@@ -25,6 +25,7 @@ class ModelSpec:
     family: str  # "musicgen", "stable_audio" or "acestep"
     longest: float | None  # seconds made at once; None: long pieces window by window (MusicGen)
     folder: Path | None = None  # None for an alias not downloaded yet
+    style: bool = False  # takes a style reference (MusicGen-Style)
 
 
 def family_of(folder: Path) -> str:
@@ -41,6 +42,8 @@ def family_of(folder: Path) -> str:
         return DIFFUSERS_FAMILIES[name]
     if layout == "stable-audio-tools":
         return "stable_audio"
+    if layout == "audiocraft":  # MusicGen-Style; the loader refuses other audiocraft models by their xp.cfg
+        return "musicgen"
     if layout == "transformers":
         try:
             model_type = json.loads((folder / "config.json").read_text()).get("model_type")
@@ -63,7 +66,7 @@ def describe(name_or_path: str | Path) -> ModelSpec:
     folder = local_folder(name_or_path)
     if folder is None and str(name_or_path) in ALIASES:
         info = ALIASES[str(name_or_path)]
-        return ModelSpec(info.family, info.longest)
+        return ModelSpec(info.family, info.longest, style=info.style)
     if folder is None:
         folder = download(repo_for(str(name_or_path)))
     family = family_of(folder)
@@ -78,7 +81,7 @@ def describe(name_or_path: str | Path) -> ModelSpec:
 
         read_acestep_config(folder)  # a folder missing a part is refused here, before any value is used
         longest = LONGEST
-    return ModelSpec(family, longest, folder)
+    return ModelSpec(family, longest, folder, style=layout_of(folder) == "audiocraft")
 
 
 def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, **options):

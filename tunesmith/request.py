@@ -42,11 +42,13 @@ FLAGS = {
     "audio_prompt": "--continue", "melody": "--melody", "threads": "--threads", "steps": "--steps",
     "negative_prompt": "--negative", "sampler": "--sampler", "strength": "--strength",
     "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems", "lyrics": "--lyrics",
-    "language": "--language",
+    "language": "--language", "style": "--style", "cfg_beta": "--cfg-beta", "style_excerpt": "--style-excerpt",
+    "style_quantizers": "--style-quantizers", "style_start": "--style-start",
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {
-    "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None),
+    "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None, style=None,
+                     cfg_beta=None, style_excerpt=None, style_quantizers=None, style_start=None),
     "stable_audio": dict(steps=None, cfg=None, negative_prompt=None, sampler=None, strength=None),
     "acestep": dict(lyrics=None, language=None, steps=None, cfg=None),
 }
@@ -83,6 +85,22 @@ class DiffusionParams:
     strength: float | None = None  # audio-to-audio: 0 keeps the init audio, 1 ignores it
 
 
+CFG_BETA = 5.0  # MusicGen-Style's double guidance with text and style (audiocraft's demo, mlx-audiogen's default)
+STYLE_EXCERPT = (1.5, 4.5)  # seconds: the lengths MusicGen-Style was trained on
+STYLE_QUANTIZERS = 6
+
+
+@dataclass(frozen=True)
+class StyleRequest:
+    """A style reference and its options; None: the checkpoint's own default."""
+
+    audio: tuple[np.ndarray, int]  # (audio (channels, samples) float32, rate)
+    cfg_beta: float = CFG_BETA  # with text: uncond + cfg * (style + cfg_beta * (cond - style) - uncond)
+    excerpt: float | None = None  # seconds of the reference the model hears
+    quantizers: int | None = None  # style codebooks used: fewer copy the reference less closely
+    start: float | None = None  # where the excerpt starts (seconds); None: drawn from each clip's seed
+
+
 @dataclass(frozen=True)
 class SongParams:
     """ACE-Step's options; None means the model's own default (steps and guidance differ by variant)."""
@@ -111,6 +129,7 @@ class Request:
     diffusion: DiffusionParams | None = None  # Stable Audio's
     song: SongParams | None = None  # ACE-Step's
     seeds: tuple[int, ...] | None = None  # one per schedule, each its own first seed (batch_requests)
+    style: StyleRequest | None = None  # MusicGen-Style's reference
 
     @property
     def rows(self) -> list[tuple[Schedule, int]]:
@@ -127,7 +146,7 @@ def batch_requests(requests: list[Request]) -> Request:
     first = requests[0]
     if len(requests) == 1:
         return first
-    if any(r.audio_prompt is not None or r.melody is not None for r in requests):
+    if any(r.audio_prompt is not None or r.melody is not None or r.style is not None for r in requests):
         raise InvalidParameter("requests with audio inputs are generated alone, not batched")
     same = dataclasses.replace(first, schedules=[], seed=0, num_variations=1, seeds=None)
     if any(dataclasses.replace(r, schedules=[], seed=0, num_variations=1, seeds=None) != same for r in requests):
@@ -163,7 +182,10 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
                                f"{FAMILY_NAMES[family]} models make at least")
     if duration < FRAME_SECONDS:
         raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than one frame ({FRAME_SECONDS:g} s)")
-    schedules = [check_schedule(p, duration) for p in _prompt_list(prompts)]
+    no_text = family == "musicgen" and options.get("style") is not None  # a style alone may steer
+    if no_text and (prompts is None or prompts == ""):
+        prompts = ""
+    schedules = [check_schedule(p, duration, no_text) for p in _prompt_list(prompts)]
     num_variations = whole(num_variations, "num_variations", f"a whole number from 1 to {MAX_VARIATIONS}",
                            lambda v: 1 <= v <= MAX_VARIATIONS)
     if seed is None:  # leave room for the variations' seeds before they wrap around
@@ -196,7 +218,30 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
     context = real(options["context"], "context", f"greater than 0 and less than the {WINDOW_SECONDS:g} s window",
                    lambda v: 0 < v < WINDOW_SECONDS)
     return Request(**common, sampling=sampling, context=context, audio_prompt=audio_input(audio_prompt, "audio_prompt"),
-                   melody=audio_input(options["melody"], "melody"))
+                   melody=audio_input(options["melody"], "melody"), style=_style_request(**{
+                       k: options[k] for k in ("style", "cfg_beta", "style_excerpt", "style_quantizers", "style_start")}))
+
+
+def _style_request(style, cfg_beta, style_excerpt, style_quantizers, style_start) -> StyleRequest | None:
+    given = {"cfg_beta": cfg_beta, "style_excerpt": style_excerpt, "style_quantizers": style_quantizers,
+             "style_start": style_start}
+    if style is None:
+        extra = next((k for k, v in given.items() if v is not None), None)
+        if extra:
+            raise InvalidParameter(f"{named(extra)} applies to a style reference ({FLAGS['style']} FILE, or "
+                                   "style=): there is none")
+        return None
+    if style_excerpt is not None:
+        low, high = STYLE_EXCERPT
+        style_excerpt = real(style_excerpt, "style_excerpt", f"between {low:g} and {high:g} seconds",
+                             lambda v: low <= v <= high)
+    if style_quantizers is not None:
+        style_quantizers = whole(style_quantizers, "style_quantizers", f"a whole number from 1 to {STYLE_QUANTIZERS}",
+                                 lambda v: 1 <= v <= STYLE_QUANTIZERS)
+    if style_start is not None:
+        style_start = real(style_start, "style_start", "a number of seconds >= 0", lambda v: v >= 0)
+    beta = CFG_BETA if cfg_beta is None else real(cfg_beta, "cfg_beta", "between 1 and 100", lambda v: 1 <= v <= 100)
+    return StyleRequest(audio_input(style, "style"), beta, style_excerpt, style_quantizers, style_start)
 
 
 def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, strength) -> DiffusionParams:
@@ -280,16 +325,19 @@ def is_schedule(value) -> bool:
         and not isinstance(e[0], bool) and math.isfinite(e[0]) for e in value)
 
 
-def _text(text: str) -> str:
+def _text(text: str, may_be_empty: bool = False) -> str:
+    if may_be_empty and not text.strip():
+        return ""  # no text: the style alone steers
     if not text.strip():
         raise InvalidParameter("a prompt is empty: describe the music in words, e.g. \"calm lofi piano, 80 bpm\"")
     return text
 
 
-def check_schedule(prompt, duration: float) -> Schedule:
-    """A text -> [(0, text)]; a schedule is checked: starts at 0, times increasing and inside the piece."""
+def check_schedule(prompt, duration: float, may_be_empty: bool = False) -> Schedule:
+    """A text -> [(0, text)]; a schedule is checked: starts at 0, times increasing and inside the piece.
+    may_be_empty: an empty text is no text (a style reference steers alone)."""
     if isinstance(prompt, str):
-        return [(0.0, _text(prompt))]
+        return [(0.0, _text(prompt, may_be_empty))]
     if not is_schedule(prompt) or not all(isinstance(text, str) for _, text in prompt):
         raise InvalidParameter("each prompt must be a text or a schedule of (start_second, text) pairs")
     times = [float(t) for t, _ in prompt]
@@ -303,6 +351,7 @@ def check_schedule(prompt, duration: float) -> Schedule:
 
 
 PURPOSE = {"audio_prompt": "there is nothing to continue", "melody": "there is no tune to follow",
+           "style": "there is no style to take",
            "init_audio": "there is nothing to start from", "audio": "there is nothing to separate"}
 
 

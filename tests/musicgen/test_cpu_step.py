@@ -33,21 +33,21 @@ def layers_only(monkeypatch):
 BUILD = cpu_step.build
 
 
-def _model(quantize, melody=False, dtype=torch.bfloat16, seed=0) -> MusicGenLM:
+def _model(quantize, melody=False, dtype=torch.bfloat16, seed=0, style=False) -> MusicGenLM:
     torch.manual_seed(seed)
-    lm = MusicGenLM(DecoderConfig(**CFG, melody=melody, chroma_length=6))
+    lm = MusicGenLM(DecoderConfig(**CFG, melody=melody, chroma_length=6, style=style))
     nn.init.normal_(lm.embed, std=0.5)
     lm.to(dtype).eval()
     specialise_linears(lm, torch.device("cpu"), quantize)
     return lm
 
 
-def _run(lm, codes, text, mask, chroma=None):
-    """Condition, prefill the first column (with a melody model's prefix), then one column at a time
-    through the cache -> logits [B, K, T, V] float32."""
-    lm.set_condition(text, mask, chroma)
+def _run(lm, codes, text, mask, chroma=None, style=None):
+    """Condition, prefill the first column (with a melody or style model's prefix), then one column at a
+    time through the cache -> logits [B, K, T, V] float32."""
+    lm.set_condition(text, mask, chroma, style)
     lm.setup_cache(batch=codes.shape[0], max_len=codes.shape[2])
-    out = [lm(codes[:, :, :1], torch.tensor([0]), kv_len=1, with_prefix=chroma is not None)]
+    out = [lm(codes[:, :, :1], torch.tensor([0]), kv_len=1, with_prefix=lm.cfg.prefix)]
     out += [lm(codes[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1) for t in range(1, codes.shape[2])]
     return torch.cat(out, dim=2).float()
 
@@ -89,6 +89,20 @@ def test_whole_step_matches_float32_without_cross_attention(kernels, layers_only
     lm = _model(None, melody=True)
     got = _run(lm, codes, text, mask, chroma)
     assert isinstance(lm.whole_step[1], cpu_step.CPUStep)
+    assert (got - expected).abs().max() < 0.015 * expected.abs().max()
+
+
+@torch.inference_mode()
+def test_whole_step_takes_the_three_rows_of_a_style_prompt(kernels, layers_only):
+    """MusicGen-Style's double guidance: text+style, style only, neither -- three rows, a style prefix."""
+    codes, text, mask = _inputs(rows=3)
+    style = torch.randn(1, 4, CFG["dim"]).expand(2, -1, -1)
+    style = torch.cat([style, torch.zeros(1, 4, CFG["dim"])])  # the third row's null style
+    mask[1:] = 0  # style-only and unconditional rows: no text
+    expected = _run(_model(None, style=True, dtype=torch.float32), codes, text, mask, style=style)
+    lm = _model(None, style=True)
+    got = _run(lm, codes, text, mask, style=style)
+    assert isinstance(lm.whole_step[1], cpu_step.CPUStep) and lm.whole_step[1].rows == 3
     assert (got - expected).abs().max() < 0.015 * expected.abs().max()
 
 

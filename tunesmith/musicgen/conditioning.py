@@ -21,12 +21,15 @@ class TextConditioner:
         ids = tokens["input_ids"].to(self.device)
         mask = tokens["attention_mask"].to(self.device)
         states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return states, mask
+        empty = torch.tensor([not p for p in prompts], device=self.device)
+        return states, mask.masked_fill(empty[:, None], 0)  # no text (style models): masked whole, as the reference
 
 
-def with_null_condition(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append the reference's null condition for classifier-free guidance: zero states, zero mask."""
-    return torch.cat([states, torch.zeros_like(states)]), torch.cat([mask, torch.zeros_like(mask)])
+def with_null_condition(states: torch.Tensor, mask: torch.Tensor, nulls: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append the reference's null condition for classifier-free guidance, `nulls` times: zero states,
+    zero mask (two for MusicGen-Style's double guidance, whose style-only rows have no text either)."""
+    return (torch.cat([states] + [torch.zeros_like(states)] * nulls),
+            torch.cat([mask] + [torch.zeros_like(mask)] * nulls))
 
 
 CHROMA_N_FFT = 16384

@@ -27,6 +27,9 @@ class DecoderConfig:
     chroma_dim: int = 12
     chroma_length: int = 235  # chroma frames in the prefix (30 s at 32 kHz / 4096)
     chroma_proj: bool = True  # audio_enc_to_dec_proj present (chroma_dim != dim)
+    # MusicGen-Style checkpoints (audiocraft's layout): no cross-attention either; the prefix is
+    # [style tokens; text states], the style tokens already in the decoder's width.
+    style: bool = False
     head_dim: int = field(init=False)
 
     def __post_init__(self):
@@ -37,6 +40,11 @@ class DecoderConfig:
         if self.n_codebooks % self.audio_channels:
             raise CheckpointError(f"{self.n_codebooks} codebooks cannot be split over {self.audio_channels} channels")
         self.head_dim = self.dim // self.n_heads
+
+    @property
+    def prefix(self) -> bool:
+        """Conditions enter as a prefix of the decoder input (melody, style), not by cross-attention."""
+        return self.melody or self.style
 
     @property
     def codebooks_per_channel(self) -> int:

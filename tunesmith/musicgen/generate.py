@@ -28,11 +28,11 @@ def decode_step(lm: MusicGenLM, codes: torch.Tensor, pos: torch.Tensor, params: 
                 prefill: bool = False) -> torch.Tensor:
     """codes [B, K, T] at positions pos [T] -> codes of the next position [B, K]. Fixed shapes, no
     data-dependent branches. noise_step [] picks the sampling noise (a position in the whole piece)."""
-    if params.cfg > 1:
-        codes = torch.cat([codes, codes])  # conditional rows, then unconditional
-    logits = lm(codes, pos, kv_len, with_prefix=prefill)[:, :, -1]  # [B2, K, V]
-    if params.cfg > 1:
-        logits = guidance_mix(logits, params.cfg)  # [B, K, V]
+    if params.rows > 1:
+        codes = codes.repeat(params.rows, 1, 1)  # conditional rows, (style-only rows,) unconditional rows
+    logits = lm(codes, pos, kv_len, with_prefix=prefill)[:, :, -1]  # [rows * B, K, V]
+    if params.rows > 1:
+        logits = guidance_mix(logits, params.cfg, params.cfg_beta)  # [B, K, V]
     return sample(logits, params, seeds, noise_step)
 
 
@@ -120,7 +120,7 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
                    params: SamplingParams, seeds: torch.Tensor, progress: Progress | None = None,
                    mode: str = "auto", prefix: torch.Tensor | None = None, noise_base: int = 0,
                    progress_done: int = 0, progress_total: int | None = None,
-                   chroma: torch.Tensor | None = None) -> torch.Tensor:
+                   chroma: torch.Tensor | None = None, style: torch.Tensor | None = None) -> torch.Tensor:
     """Text condition [B, S, text_dim] / [B, S] -> codes [B, K, n_frames], the first P of them the
     given prefix [B, K, P] (an audio prompt, or the context of a long piece).
 
@@ -128,6 +128,8 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
     noise_base: where this call sits in a longer piece, so that each window draws its own noise.
     progress_done / progress_total: report within a larger job (long form).
     chroma: melody models' chroma [B, F, 12] (one-hot); None gives the reference's null melody.
+    style: style models' tokens [B, T, dim]; None gives the null style (one zero token). With
+    params.cfg_beta the rows are text+style, style only (null text), neither (null text and style).
     """
     cfg = lm.cfg
     B, device = text_states.shape[0], seeds.device
@@ -139,16 +141,19 @@ def generate_codes(lm: MusicGenLM, text_states: torch.Tensor, text_mask: torch.T
     seq, free, first = layout(n_frames, prefix.to(device), offsets, cfg.pad_token)
     length = seq.shape[2] - 1
     total = progress_total or steps_for(n_frames, first, offsets)
-    if mode == "graph" and not cfg.melody:  # melody prefixes attend to padding: no bucketing there
+    if mode == "graph" and not cfg.prefix:  # prefixes attend to padding: no bucketing there
         text_states, text_mask = _bucket_text(text_states, text_mask)  # padding is masked: same result
+    nulls = params.rows - 1
     if cfg.melody:
         null = null_chroma(B, 1 if chroma is None else chroma.shape[1], cfg.chroma_dim, device)
         chroma = null if chroma is None else chroma.to(device)
-        if params.cfg > 1:
-            chroma = torch.cat([chroma, null])
-    if params.cfg > 1:
-        text_states, text_mask = with_null_condition(text_states, text_mask)
-    lm.set_condition(text_states, text_mask, chroma)
+        chroma = torch.cat([chroma] + [null] * nulls)
+    if cfg.style:
+        style = torch.zeros((B, 1, cfg.dim), device=device) if style is None else style.to(device)  # [B, T, dim]
+        null = torch.zeros_like(style)  # the reference zeroes a dropped style after its projection
+        style = torch.cat([style] * nulls + [null]) if nulls else style  # [rows * B, T, dim]
+    text_states, text_mask = with_null_condition(text_states, text_mask, nulls)
+    lm.set_condition(text_states, text_mask, chroma, style)
     lm.setup_cache(batch=text_states.shape[0], max_len=length + 1)
 
     def report(done):

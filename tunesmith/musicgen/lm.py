@@ -111,8 +111,8 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm = nn.LayerNorm(cfg.dim)
         self.attn = SelfAttention(cfg)
-        self.cross_norm = None if cfg.melody else nn.LayerNorm(cfg.dim)
-        self.cross = None if cfg.melody else CrossAttention(cfg)
+        self.cross_norm = None if cfg.prefix else nn.LayerNorm(cfg.dim)
+        self.cross = None if cfg.prefix else CrossAttention(cfg)
         self.mlp_norm = nn.LayerNorm(cfg.dim)
         self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
@@ -138,7 +138,7 @@ class MusicGenLM(nn.Module):
         self.register_buffer("positions", sinusoidal_positions(cfg.max_positions, cfg.dim), persistent=False)
         self.causal: torch.Tensor | None = None  # [L, L] bool, set by setup_cache
         self.cross_mask: torch.Tensor | None = None  # [B, 1, 1, S] additive, set by set_condition
-        self.prefix: torch.Tensor | None = None  # [B, S, dim] melody models' condition, set by set_condition
+        self.prefix: torch.Tensor | None = None  # [B, S, dim] melody and style models' condition (set_condition)
         self.step_graphs: dict = {}  # captured CUDA graphs of the decode step (generate.StepGraph)
         self.whole_step: tuple | None = None  # (key, cpu_step.CPUStep or None) for the current cache and condition
 
@@ -182,13 +182,15 @@ class MusicGenLM(nn.Module):
 
     @property
     def offset(self) -> int:
-        """Positions taken by a melody model's condition prefix, before the first audio token."""
+        """Positions taken by a melody or style model's condition prefix, before the first audio token."""
         return 0 if self.prefix is None else self.prefix.shape[1]
 
-    def set_condition(self, text_states: torch.Tensor, text_mask: torch.Tensor, chroma: torch.Tensor | None = None):
+    def set_condition(self, text_states: torch.Tensor, text_mask: torch.Tensor, chroma: torch.Tensor | None = None,
+                      style: torch.Tensor | None = None):
         """text_states [B, S, text_dim], text_mask [B, S] (1 = token) -> cross-attention keys/values, or
         for melody models the prefix [chroma frames; text states], chroma [B, F, chroma_dim] repeated or
-        cut to chroma_length frames.
+        cut to chroma_length frames, or for style models the prefix [style tokens; text states], style
+        [B, T, dim] (style.StyleConditioner's output; zeros for a null style).
 
         Padding (and the all-zero mask of the unconditional rows) zeroes the projected states, as
         the reference does, so masked rows attend to zeros and add nothing.
@@ -196,10 +198,13 @@ class MusicGenLM(nn.Module):
         dtype = self.embed.dtype
         self.whole_step = None  # it points at the condition's tensors
         states = self.text_proj(text_states.to(dtype)) * text_mask[..., None].to(dtype)  # [B, S, dim]
-        if self.cfg.melody:
-            repeats = -(-self.cfg.chroma_length // chroma.shape[1])
-            audio = self.chroma_proj(chroma.to(dtype)).repeat(1, repeats, 1)[:, : self.cfg.chroma_length]
-            prefix = torch.cat([audio, states], dim=1)  # [B, chroma_length + S, dim]
+        if self.cfg.prefix:
+            if self.cfg.melody:
+                repeats = -(-self.cfg.chroma_length // chroma.shape[1])
+                audio = self.chroma_proj(chroma.to(dtype)).repeat(1, repeats, 1)[:, : self.cfg.chroma_length]
+            else:
+                audio = style.to(dtype)
+            prefix = torch.cat([audio, states], dim=1)  # [B, chroma_length or T + S, dim]
             kept = in_place(self.prefix, prefix)
             replaced, self.prefix = kept is not self.prefix, kept
         else:

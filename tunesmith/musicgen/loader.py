@@ -14,6 +14,7 @@ from .conditioning import TextConditioner
 from .config import MusicGenConfig
 from .linear import specialise_linears
 from .lm import MusicGenLM, sinusoidal_positions
+from .style import StyleModel
 from .weights import T5_TIED, Checkpoint, encodec_rename, load_decoder, load_submodule, unreadable
 
 log = logging.getLogger("tunesmith")
@@ -27,12 +28,15 @@ class LoadedModel:
     lm: MusicGenLM
     text: TextConditioner
     codec: torch.nn.Module  # transformers EncodecModel, float32
+    style: StyleModel | None = None  # MusicGen-Style's conditioner and MERT, float32
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "LoadedModel":
         self.lm.release()
         self.lm.to(device=device, dtype=dtype)
         self.text.encoder.to(device)
         self.codec.to(device)
+        if self.style is not None:
+            self.style.to(device)
         return self
 
 
@@ -63,6 +67,13 @@ def _check_materialised(module: torch.nn.Module, what: str):
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> LoadedModel:
     from transformers import AutoTokenizer, EncodecConfig, EncodecModel, T5Config, T5EncoderModel
 
+    from .audiocraft import LM_FILE, load_style_checkpoint
+
+    if (folder / LM_FILE).is_file() and not (folder / "config.json").is_file():  # audiocraft's layout
+        config, lm, tokenizer, t5, codec, style = load_style_checkpoint(folder, dtype)
+        model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec, style).to(device, dtype)
+        specialise_linears(model.lm, device, quantize)
+        return model
     config = read_config(folder)
     if not any((folder / name).exists() for name in TOKENIZER_FILES):
         raise CheckpointError(f"no tokenizer (tokenizer.json or spiece.model) in {folder}")

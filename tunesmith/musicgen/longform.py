@@ -63,11 +63,12 @@ def generate_long(lm: MusicGenLM, encode: Callable[[list[str]], tuple[torch.Tens
                   schedules: list[Schedule], n_frames: int, frame_rate: int, params: SamplingParams,
                   seeds: torch.Tensor, window: int, context: int, prefix: torch.Tensor | None = None,
                   progress: Progress | None = None, chroma: torch.Tensor | None = None,
-                  chroma_rate: float = 0.0) -> torch.Tensor:
+                  chroma_rate: float = 0.0, style: torch.Tensor | None = None) -> torch.Tensor:
     """One schedule per batch row -> codes [B, K, n_frames] (the first frames are `prefix` [B, K, P]).
 
     chroma [F, 12] at chroma_rate frames a second (melody models): each window gets the chroma from its
     own start time on, looped when the melody is shorter.
+    style [B, T, dim] (style models): the same style tokens condition every window.
     """
     cfg = lm.cfg
     B, device = len(schedules), seeds.device
@@ -88,7 +89,8 @@ def generate_long(lm: MusicGenLM, encode: Callable[[list[str]], tuple[torch.Tens
         known = codes[:, :, w.start : w.start + w.context]
         out = generate_codes(lm, states, mask, w.context + w.new, params, seeds, progress, prefix=known,
                              noise_base=w.start, progress_done=done, progress_total=total,
-                             chroma=window_chroma(chroma, w.start / frame_rate, chroma_rate, cfg.chroma_length, B))
+                             chroma=window_chroma(chroma, w.start / frame_rate, chroma_rate, cfg.chroma_length, B),
+                             style=style)
         codes[:, :, w.start + w.context : w.start + w.context + w.new] = out[:, :, w.context :]
         done += w_steps
     return codes

@@ -20,12 +20,27 @@ class SamplingParams:
     top_k: int = 250  # 0 disables
     top_p: float = 0.0  # 0 disables; applied after top-k
     cfg: float = 3.0  # classifier-free guidance scale; 1 disables
+    # MusicGen-Style's second coefficient, set only when both text and style condition the piece: three
+    # rows per prompt (text+style, style only, neither) instead of two. None: ordinary guidance.
+    cfg_beta: float | None = None
+
+    @property
+    def rows(self) -> int:
+        """Batch rows per prompt in the decoder: 1 without guidance, 2 with, 3 with two coefficients."""
+        return 1 if self.cfg <= 1 else 2 if self.cfg_beta is None else 3
 
 
-def guidance_mix(logits: torch.Tensor, cfg: float) -> torch.Tensor:
-    """logits [2B, ...] with conditional rows first -> [B, ...]: uncond + cfg * (cond - uncond)."""
-    cond, uncond = logits.chunk(2, dim=0)
-    return uncond + cfg * (cond - uncond)
+def guidance_mix(logits: torch.Tensor, cfg: float, cfg_beta: float | None = None) -> torch.Tensor:
+    """logits [2B, ...] (conditional rows, then unconditional) -> [B, ...]: uncond + cfg * (cond - uncond).
+
+    With cfg_beta, logits [3B, ...] (text+style, style only, neither) -> [B, ...]:
+    uncond + cfg * (style + cfg_beta * (cond - style) - uncond), MusicGen-Style's double guidance.
+    """
+    if cfg_beta is None:
+        cond, uncond = logits.chunk(2, dim=0)
+        return uncond + cfg * (cond - uncond)
+    cond, style, uncond = logits.chunk(3, dim=0)
+    return uncond + cfg * (style + cfg_beta * (cond - style) - uncond)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ def decoder_key_map(cfg: DecoderConfig) -> dict[str, tuple[list[str], str]]:
         m[dst + "fc1.weight"] = ([src + "fc1.weight"], "one")
         m[dst + "fc2.weight"] = ([src + "fc2.weight"], "one")
         norms = [("attn_norm", "self_attn_layer_norm"), ("mlp_norm", "final_layer_norm")]
-        if not cfg.melody:  # melody decoders have no cross-attention
+        if not cfg.prefix:  # melody and style decoders have no cross-attention
             m[dst + "cross.q.weight"] = ([src + "encoder_attn.q_proj.weight"], "one")
             m[dst + "cross.kv.weight"] = ([src + f"encoder_attn.{p}_proj.weight" for p in "kv"], "cat")
             m[dst + "cross.out.weight"] = ([src + "encoder_attn.out_proj.weight"], "one")
@@ -133,10 +133,15 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: torch.Size):
         raise CheckpointError(f"checkpoint tensor for {name} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
 
 
-def load_decoder(module: nn.Module, ckpt: Checkpoint, cfg: DecoderConfig, dtype: torch.dtype) -> set[str]:
-    """Fill `module` (built on the meta device) from the checkpoint. Returns the checkpoint keys used."""
+def load_decoder(module: nn.Module, ckpt: Checkpoint, cfg: DecoderConfig, dtype: torch.dtype,
+                 key_map: dict[str, tuple[list[str], str]] | None = None, buffers: bool = False) -> set[str]:
+    """Fill `module` (built on the meta device) from the checkpoint. Returns the checkpoint keys used.
+
+    key_map: another layout's map (audiocraft's); buffers: the map fills the module's buffers too."""
     expected = {name: p.shape for name, p in module.named_parameters()}
-    key_map = decoder_key_map(cfg)
+    if buffers:
+        expected |= {name: b.shape for name, b in module.named_buffers()}
+    key_map = key_map or decoder_key_map(cfg)
     if set(key_map) != set(expected):
         raise AssertionError(f"key map out of date: {sorted(set(key_map) ^ set(expected))}")
     available = ckpt.keys()
