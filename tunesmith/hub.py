@@ -134,8 +134,7 @@ AUDIOCRAFT_FILES = ["state_dict.bin", "compression_state_dict.bin"]  # MusicGen-
 
 def layout_of(folder: Path) -> str | None:
     """"diffusers", "stable-audio-tools", "transformers", "audiocraft" (MusicGen-Style) or "demucs" (a stems
-    bag) when the folder holds
-    that layout's config and weights, else None."""
+    bag) when the folder holds that layout's config and weights, else None."""
     if (folder / "model_index.json").is_file():
         return "diffusers"
     if (folder / "model_config.json").is_file() and (folder / "model.safetensors").is_file():
