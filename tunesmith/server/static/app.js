@@ -62,6 +62,7 @@ function showFamilyFields() {
   }
   const model = models.get($("#model").value);
   for (const element of document.querySelectorAll("[data-style]")) element.hidden = !(model && model.style);
+  $("#continuation").closest("label").hidden = current === "acestep"; // songs start from words, not audio
   $("#duration").max = model && model.longest ? model.longest.toFixed(2) : "";
 }
 
@@ -99,7 +100,7 @@ async function jobBody() {
   };
   if ($("#seed").value !== "") body.seed = Number($("#seed").value);
   // each option from the visible fieldset only (both families have a "cfg")
-  for (const input of form.querySelectorAll("#advanced input[name]")) {
+  for (const input of form.querySelectorAll("#advanced input[name], #advanced textarea[name]")) {
     const owner = input.closest("[data-family], [data-style]");
     if ((owner && owner.hidden) || input.type === "checkbox" || input.value === "") continue;
     if (NUMBERS.includes(input.name)) {
@@ -108,7 +109,7 @@ async function jobBody() {
       body[input.name] = input.value;
     }
   }
-  body.continuation = await uploadFile($("#continuation"));
+  if (!$("#continuation").closest("label").hidden) body.continuation = await uploadFile($("#continuation"));
   if (family() === "musicgen") body.melody = await uploadFile($("#melody"));
   if (!$("#style").closest("[data-style]").hidden) body.style = await uploadFile($("#style"));
   for (const key of Object.keys(body)) if (body[key] === null) delete body[key];
@@ -148,7 +149,7 @@ function again(job) {
   form.elements.loop.checked = Boolean(request.loop);
   form.elements.format.value = request.format || "wav";
   const values = Object.assign({}, request.options || {}, request.finishing || {});
-  for (const input of form.querySelectorAll("#advanced input[name]")) {
+  for (const input of form.querySelectorAll("#advanced input[name], #advanced textarea[name]")) {
     const owner = input.closest("[data-family], [data-style]");
     if ((owner && owner.hidden) || input.type === "checkbox") continue;
     input.value = values[input.name] ?? "";
