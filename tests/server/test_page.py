@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from ..acestep.conftest import ace_ckpt  # noqa: F401  (the tiny pipeline the family's tests build)
+
 CHROMIUM = os.environ.get("TUNESMITH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--autoplay-policy=no-user-gesture-required"]
@@ -134,3 +136,30 @@ def test_a_bad_value_is_shown_in_one_line(browser, start_server):
     message = page.inner_text("#form-error")
     assert "duration" in message and "limit" in message and "\n" not in message
     assert job_card(page).count() == 0
+
+
+def test_a_song_with_lyrics_from_the_page(browser, mono_ckpt, ace_ckpt, tmp_path):  # noqa: F811
+    from tunesmith.server.app import create_app
+
+    from .conftest import ThreadServer, make_settings
+
+    settings = make_settings(mono_ckpt[0], tmp_path / "data")
+    settings.models = [str(ace_ckpt[0]), str(mono_ckpt[0])]
+    server = ThreadServer(create_app(settings))
+    try:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("#model option", state="attached")
+        page.fill("#prompt", "indie pop, female vocals")
+        page.fill("#duration", "10")
+        page.click("#advanced summary")
+        assert page.locator("textarea[name=lyrics]").is_visible() and page.locator("#continuation").is_hidden()
+        page.fill("textarea[name=lyrics]", "[verse]\nrain on the window")
+        page.click("#submit")
+        job_card(page, "done").first.wait_for(timeout=WAIT_MS)
+        job = page.evaluate("fetch('/api/jobs').then(r => r.json())")[0]
+        assert job["family"] == "acestep" and job["request"]["options"]["lyrics"] == "[verse]\nrain on the window"
+        page.select_option("#model", str(mono_ckpt[0]))  # a MusicGen model: no lyrics, audio inputs again
+        assert page.locator("textarea[name=lyrics]").is_hidden() and page.locator("#continuation").is_visible()
+    finally:
+        server.stop()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..diffusers_folder import load_part, read_json, read_pipeline_index
 from .parts import GUIDED_CFG, GUIDED_STEPS, TURBO_STEPS, AceStepConfig, AceStepParts
 
 PIPELINE_CLASS = "AceStepPipeline"
@@ -16,30 +15,14 @@ PARTS = ("text_encoder", "tokenizer", "condition_encoder", "transformer", "vae",
 
 
 def read_index(folder: Path) -> dict:
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{folder / 'model_index.json'} cannot be read ({err})") from None
-    if index.get("_class_name") != PIPELINE_CLASS:
-        raise CheckpointError(f"{folder} holds a diffusers {index.get('_class_name')}, not an {PIPELINE_CLASS}")
-    missing = [p for p in PARTS if not (folder / p).is_dir()]
-    if missing:
-        raise CheckpointError(f"{folder} lacks the {', '.join(missing)} folder(s) of an {PIPELINE_CLASS}")
-    return index
-
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} cannot be read ({err})") from None
+    return read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
 
 
 def read_config(folder: Path) -> AceStepConfig:
     """Sizes and defaults from the config files alone (no weights read). Turbo is told as the pipeline
     tells it: the transformer's is_turbo, or its model_version "turbo"."""
     read_index(folder)
-    dit, vae = _json(folder / "transformer" / "config.json"), _json(folder / "vae" / "config.json")
+    dit, vae = read_json(folder / "transformer" / "config.json"), read_json(folder / "vae" / "config.json")
     turbo = bool(dit.get("is_turbo", False) or dit.get("model_version") == "turbo")
     return AceStepConfig(sample_rate=int(vae.get("sampling_rate", 48000)),
                          hop=math.prod(vae.get("downsampling_ratios", [2, 4, 4, 6, 10])),
@@ -54,8 +37,6 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtyp
     from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
     from diffusers.pipelines.ace_step import AceStepConditionEncoder
     from transformers import AutoModel, AutoTokenizer
-
-    from ..stable_audio.diffusers_layout import load_part
 
     config = read_config(folder)
     tokenizer = load_part(AutoTokenizer.from_pretrained, folder / "tokenizer", "tokenizer")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..diffusers_folder import quiet_loading
+
 SHORTEST, LONGEST = 10.0, 600.0  # seconds: the range ACE-Step 1.5 was trained on (10 s to 10 min)
 TURBO_STEPS, GUIDED_STEPS = 8, 50  # turbo is distilled for 8 steps; base/sft: ACE-Step's recommended 50
 GUIDED_CFG = 7.0  # AceStepPipeline's default guidance for base/sft (APG)
@@ -46,8 +48,6 @@ class AceStepParts:
            encoder_dtype: torch.dtype | None = None) -> "AceStepParts":
         """The DiT in `dtype`, the text and condition encoders in `encoder_dtype` (default `dtype`), the
         VAE in `vae_dtype`."""
-        from ..stable_audio.parts import quiet_loading
-
         with quiet_loading():
             for module in (self.text_encoder, self.condition_encoder):
                 module.to(device, encoder_dtype or dtype)

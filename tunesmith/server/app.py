@@ -31,7 +31,7 @@ from ..errors import InvalidParameter, TunesmithError
 from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
 from .guard import Guard
-from .registry import Registry
+from .registry import FAMILY_ALIASES, Registry
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
 from .store import FINISHED, Job, Store, Upload, new_id
@@ -61,8 +61,9 @@ class GenerateIn(BaseModel):
     guidance_coef: Optional[float] = Field(None, description="MusicGen's cfg")
     seed: Optional[int] = Field(None, description="none or negative: random")
     melody_path: Optional[str] = Field(None, max_length=4096, description="a file under a --media-dir")
-    style_audio_path: Optional[str] = Field(None, max_length=4096, description="not supported (MusicGen-Style)")
-    style_coef: Optional[float] = None
+    style_audio_path: Optional[str] = Field(None, max_length=4096, description="MusicGen-Style: a reference "
+                                                                                "file under a --media-dir")
+    style_coef: Optional[float] = Field(None, description="MusicGen-Style's cfg_beta (with text and style)")
     negative_prompt: Optional[str] = Field(None, max_length=100_000)
     steps: Optional[int] = None
     cfg_scale: Optional[float] = Field(None, description="Stable Audio's cfg")
@@ -93,6 +94,12 @@ class JobIn(BaseModel):
     negative_prompt: Optional[str] = Field(None, max_length=100_000, description="Stable Audio")
     sampler: Optional[str] = Field(None, max_length=100, description="Stable Audio")
     strength: Optional[float] = Field(None, description="Stable Audio, with continuation as init audio")
+    style: Optional[str] = Field(None, max_length=100, description="MusicGen-Style: an upload id, the reference "
+                                                                   "whose style to take")
+    cfg_beta: Optional[float] = Field(None, description="MusicGen-Style: weight of the text against the style")
+    style_excerpt: Optional[float] = Field(None, description="MusicGen-Style: seconds of the reference heard")
+    style_quantizers: Optional[int] = Field(None, description="MusicGen-Style: 1-6, fewer copy it less closely")
+    style_start: Optional[float] = Field(None, description="MusicGen-Style: where the excerpt starts (s)")
     lyrics: Optional[str] = Field(None, max_length=20_000, description="ACE-Step: the words to sing "
                                                                        "([verse], [chorus] tags allowed)")
     language: Optional[str] = Field(None, max_length=20, description="ACE-Step: the lyrics' language (en, zh, ...)")
@@ -123,6 +130,7 @@ class StemsIn(BaseModel):
 STEM_NAMES = {"htdemucs_6s": ("drums", "bass", "other", "vocals", "guitar", "piano")}
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 
+STYLE_FIELDS = ("style", "cfg_beta", "style_excerpt", "style_quantizers", "style_start")  # MusicGen-Style's
 FIELDS = {"musicgen": ("temperature", "top_k", "top_p", "cfg", "context"),
           "stable_audio": ("steps", "cfg", "negative_prompt", "sampler", "strength"),
           "acestep": ("lyrics", "language", "steps", "cfg")}  # each family's options in POST /api/jobs
@@ -182,6 +190,12 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                     format=spec["format"], started_at=job.started_at, timings=job.timings, files=files,
                     cancel_requested=job.id in worker.cancelling, runs=job.runs,
                     request=public_request(spec))
+
+    def check_style_model(entry, field: str):
+        if not entry.spec.style:
+            styles = [e.name for e in registry.entries.values() if e.spec.style]
+            offered = f"this server's: {', '.join(styles)}" if styles else "this server offers none"
+            raise InvalidParameter(f"{field} needs a MusicGen-Style model ({offered}); {entry.name} takes no style")
 
     def stem_of(job: Job, index: int) -> str | None:
         """The stem a file of a stems job holds (its file is named ID-STEM.EXT)."""
@@ -255,7 +269,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         """Registered models (-m); the first is the default."""
         loaded = set(worker.loaded_names())
         return [dict(name=e.name, model_type=e.family, is_loaded=e.name in loaded, default=e is registry.default,
-                     longest=e.spec.longest) for e in registry.entries.values()]
+                     longest=e.spec.longest, style=e.spec.style) for e in registry.entries.values()]
 
     @app.get("/api/stems/models", tags=["jobs"])
     def stems_models():
@@ -268,9 +282,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
     def generate(body: GenerateIn):
         """mlx-audiogen's submit: answers {"id", "status": "queued"} at once."""
         entry = registry.find(body.model)
-        if body.style_audio_path:
-            raise InvalidParameter("style_audio_path: MusicGen-Style is not available in tunesmith yet; send no "
-                                   "style audio")
+        if body.style_audio_path and body.model in FAMILY_ALIASES and not entry.spec.style:
+            entry = registry.find_style()  # "musicgen" with style audio: the first style model offered
         if body.lora:
             raise InvalidParameter("lora: LoRA adapters are not supported by tunesmith")
         if body.output_mode not in (None, "audio"):
@@ -280,6 +293,10 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             options = dict(temperature=body.temperature, top_k=body.top_k, cfg=body.guidance_coef)
             if body.melody_path:
                 options["melody"] = media_file(body.melody_path, settings.limits.media_dirs, "melody_path")
+            if body.style_audio_path:  # their clients send style_coef with or without style audio
+                check_style_model(entry, "style_audio_path")
+                options["style"] = media_file(body.style_audio_path, settings.limits.media_dirs, "style_audio_path")
+                options["cfg_beta"] = body.style_coef
         elif entry.family == "acestep":  # mlx-audiogen's clients know no ACE-Step: its steps and guidance
             options = dict(steps=body.steps, cfg=body.cfg_scale)
         else:
@@ -327,6 +344,10 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             raise InvalidParameter(f"{other[0]} is not an option of {entry.name} ({entry.family} models take "
                                    f"{', '.join(fields)})")
         options = {f: getattr(body, f) for f in fields}
+        asked = [f for f in STYLE_FIELDS if getattr(body, f) is not None]
+        if asked:
+            check_style_model(entry, asked[0])
+            options.update({f: getattr(body, f) for f in STYLE_FIELDS}, style=upload_path(body.style, "style"))
         if body.melody is not None:
             if entry.family != "musicgen":
                 raise InvalidParameter("melody is for MusicGen melody models")
@@ -464,8 +485,9 @@ def public_request(spec: dict) -> dict:
     shown = {k: v for k, v in spec.items() if k != "family"}
     if shown.get("audio_prompt"):
         shown["audio_prompt"] = Path(shown["audio_prompt"]).name
-    if shown.get("options", {}).get("melody"):
-        shown["options"] = dict(shown["options"], melody=Path(shown["options"]["melody"]).name)
+    for key in ("melody", "style"):
+        if shown.get("options", {}).get(key):
+            shown["options"] = dict(shown["options"], **{key: Path(shown["options"][key]).name})
     return shown
 
 

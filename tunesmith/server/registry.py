@@ -54,3 +54,11 @@ class Registry:
             raise InvalidParameter(f"this server has no {name} model (it has {', '.join(self.entries)})")
         shown = name if len(name) <= 60 else name[:57] + "..."
         raise InvalidParameter(f"unknown model {shown!r}: this server has {', '.join(self.entries)}")
+
+    def find_style(self) -> Entry:
+        """The first MusicGen-Style model offered (mlx-audiogen's clients send "musicgen" with style audio)."""
+        for e in self.entries.values():
+            if e.spec.style:
+                return e
+        raise InvalidParameter(f"style_audio_path needs a MusicGen-Style model; this server has "
+                               f"{', '.join(self.entries)} (start it with -m style)")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from .parts import StableAudioConfig, StableAudioParts, quiet_loading
+from ..diffusers_folder import load_part, read_json, read_pipeline_index
+from .parts import StableAudioConfig, StableAudioParts
 
 PIPELINE_CLASS = "StableAudioPipeline"
 PARTS = ("text_encoder", "tokenizer", "projection_model", "transformer", "vae", "scheduler")
@@ -21,16 +20,7 @@ def is_diffusers_folder(folder: Path) -> bool:
 
 
 def read_index(folder: Path) -> dict:
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{folder / 'model_index.json'} cannot be read ({err})") from None
-    if index.get("_class_name") != PIPELINE_CLASS:
-        raise CheckpointError(f"{folder} holds a diffusers {index.get('_class_name')}, not a {PIPELINE_CLASS}")
-    missing = [p for p in PARTS if not (folder / p).is_dir()]
-    if missing:
-        raise CheckpointError(f"{folder} lacks the {', '.join(missing)} folder(s) of a {PIPELINE_CLASS}")
-    return index
+    return read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
 
 
 def read_config(folder: Path) -> StableAudioConfig:
@@ -38,10 +28,7 @@ def read_config(folder: Path) -> StableAudioConfig:
     read_index(folder)
 
     def config(part: str, name: str = "config.json") -> dict:
-        try:
-            return json.loads((folder / part / name).read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{folder / part / name} cannot be read ({err})") from None
+        return read_json(folder / part / name)
 
     dit, vae = config("transformer"), config("vae")
     hop = 1
@@ -53,17 +40,6 @@ def read_config(folder: Path) -> StableAudioConfig:
                              cross_ids=["prompt", "seconds_start", "seconds_end"],
                              global_ids=["seconds_start", "seconds_end"],
                              scheduler=config("scheduler", "scheduler_config.json"))
-
-
-def load_part(loader, path: Path, what: str):
-    """loader(path), any failure one line that names the part and the folder."""
-    try:
-        with quiet_loading():
-            return loader(path)
-    except Exception as err:  # diffusers and transformers raise many kinds for a broken folder
-        text = str(err).strip().splitlines()
-        raise CheckpointError(f"the {what} in {path} cannot be loaded ({text[0] if text else type(err).__name__})") \
-            from None
 
 
 def load_diffusers_folder(folder: Path, device: torch.device, dtype: torch.dtype,

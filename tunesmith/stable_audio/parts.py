@@ -7,13 +7,13 @@ same parts: a T5 text encoder, number embedders for the seconds conditions, a Di
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from ..diffusers_folder import quiet_loading
 
 
 @dataclass
@@ -62,27 +62,3 @@ class StableAudioParts:
             self.transformer.to(device, dtype)
             self.vae.to(device, vae_dtype)
         return self
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """diffusers and transformers report loading progress and a weight_norm deprecation: not news to users."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as hf_logging
-
-    levels = diffusers_logging.get_verbosity(), hf_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    hf_logging.set_verbosity_error()
-    progress = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        hf_logging.set_verbosity(levels[1])
-        if progress:
-            diffusers_logging.enable_progress_bar()
-        hf_logging.enable_progress_bar()

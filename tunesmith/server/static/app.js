@@ -3,7 +3,8 @@
 "use strict";
 
 const FINISHED = ["done", "error", "cancelled"];
-const NUMBERS = ["temperature", "top_k", "top_p", "cfg", "steps", "strength", "fade_in", "fade_out", "loudness"];
+const NUMBERS = ["temperature", "top_k", "top_p", "cfg", "cfg_beta", "steps", "strength", "fade_in", "fade_out",
+  "loudness"];
 const INTEGERS = ["top_k", "steps"];
 const DOWNLOADS = ["wav", "flac", "mp3"];
 
@@ -60,6 +61,8 @@ function showFamilyFields() {
     element.hidden = element.dataset.family !== current;
   }
   const model = models.get($("#model").value);
+  for (const element of document.querySelectorAll("[data-style]")) element.hidden = !(model && model.style);
+  $("#continuation").closest("label").hidden = current === "acestep"; // songs start from words, not audio
   $("#duration").max = model && model.longest ? model.longest.toFixed(2) : "";
 }
 
@@ -97,8 +100,8 @@ async function jobBody() {
   };
   if ($("#seed").value !== "") body.seed = Number($("#seed").value);
   // each option from the visible fieldset only (both families have a "cfg")
-  for (const input of form.querySelectorAll("#advanced input[name]")) {
-    const owner = input.closest("[data-family]");
+  for (const input of form.querySelectorAll("#advanced input[name], #advanced textarea[name]")) {
+    const owner = input.closest("[data-family], [data-style]");
     if ((owner && owner.hidden) || input.type === "checkbox" || input.value === "") continue;
     if (NUMBERS.includes(input.name)) {
       body[input.name] = INTEGERS.includes(input.name) ? parseInt(input.value, 10) : Number(input.value);
@@ -106,8 +109,9 @@ async function jobBody() {
       body[input.name] = input.value;
     }
   }
-  body.continuation = await uploadFile($("#continuation"));
+  if (!$("#continuation").closest("label").hidden) body.continuation = await uploadFile($("#continuation"));
   if (family() === "musicgen") body.melody = await uploadFile($("#melody"));
+  if (!$("#style").closest("[data-style]").hidden) body.style = await uploadFile($("#style"));
   for (const key of Object.keys(body)) if (body[key] === null) delete body[key];
   return body;
 }
@@ -145,8 +149,8 @@ function again(job) {
   form.elements.loop.checked = Boolean(request.loop);
   form.elements.format.value = request.format || "wav";
   const values = Object.assign({}, request.options || {}, request.finishing || {});
-  for (const input of form.querySelectorAll("#advanced input[name]")) {
-    const owner = input.closest("[data-family]");
+  for (const input of form.querySelectorAll("#advanced input[name], #advanced textarea[name]")) {
+    const owner = input.closest("[data-family], [data-style]");
     if ((owner && owner.hidden) || input.type === "checkbox") continue;
     input.value = values[input.name] ?? "";
   }

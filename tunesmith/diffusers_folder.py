@@ -1,0 +1,65 @@
+"""What the families loaded from diffusers pipeline folders share: the folder's index, each part loaded
+with one line for any failure, and diffusers' and transformers' loading chatter kept quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+
+from .errors import CheckpointError
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} cannot be read ({err})") from None
+
+
+def read_pipeline_index(folder: Path, pipeline_class: str, parts: tuple[str, ...]) -> dict:
+    """model_index.json of a `pipeline_class` folder that holds every one of `parts`' folders."""
+    index = read_json(folder / "model_index.json")
+    article = "an" if pipeline_class[0] in "AEIOU" else "a"
+    if index.get("_class_name") != pipeline_class:
+        raise CheckpointError(f"{folder} holds a diffusers {index.get('_class_name')}, not {article} {pipeline_class}")
+    missing = [p for p in parts if not (folder / p).is_dir()]
+    if missing:
+        raise CheckpointError(f"{folder} lacks the {', '.join(missing)} folder(s) of {article} {pipeline_class}")
+    return index
+
+
+def load_part(loader, path: Path, what: str):
+    """loader(path), any failure one line that names the part and the folder."""
+    try:
+        with quiet_loading():
+            return loader(path)
+    except Exception as err:  # diffusers and transformers raise many kinds for a broken folder
+        text = str(err).strip().splitlines()
+        raise CheckpointError(f"the {what} in {path} cannot be loaded ({text[0] if text else type(err).__name__})") \
+            from None
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """diffusers and transformers report loading progress and a weight_norm deprecation: not news to users."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as hf_logging
+
+    levels = diffusers_logging.get_verbosity(), hf_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()
+    progress = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        hf_logging.set_verbosity(levels[1])
+        if progress:
+            diffusers_logging.enable_progress_bar()
+        hf_logging.enable_progress_bar()
