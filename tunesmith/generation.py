@@ -8,8 +8,12 @@ import sys
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
+from .audio.checks import check_audio
+from .audio.loops import make_loop
+from .clip import Clip
 from .errors import InvalidParameter
 from .request import Request
 
@@ -137,3 +141,17 @@ def progress_reporter(progress, desc: str = "generating", unit: str = "step"):
                 self.bar.close()
 
     return Bar()
+
+
+def clips_of_rows(rows: list, audio, sample_rate: int, settings: dict, seconds: dict,
+                  loop_duration: float | None = None) -> list:
+    """One Clip per (schedule, seed) row of `audio` (rows, channels, samples), each checked; with
+    loop_duration, each made a seamless loop of that length first. For families whose rows are one
+    prompt each (the diffusion families)."""
+    clips = []
+    for (schedule, seed), a in zip(rows, audio):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if loop_duration is not None:
+            a = make_loop(a, sample_rate, loop_duration)
+        clips.append(Clip(a, sample_rate, schedule[0][1], seed, dict(settings), check_audio(a), dict(seconds)))
+    return clips

@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-from ..audio.checks import check_audio
-from ..audio.loops import loop_overhang, make_loop
+from ..audio.loops import loop_overhang
 from ..clip import Clip
 from ..device import pick_device, pick_dtype
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock
+from ..generation import Family, StageClock, clips_of_rows
 from ..request import Request, SongParams, check_request, check_threads, named
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
@@ -159,14 +157,8 @@ class AceStep(Family):
                         lyrics=plan.lyrics, language=plan.language, device=str(self.device),
                         dtype=str(self.dtype)[6:], loop=plan.loop)
         length = round(plan.seconds * self.sample_rate)
-        clips = []
-        for (schedule, seed), a in zip(plan.rows, audio.numpy()):
-            a = np.ascontiguousarray(a[:, :length], dtype=np.float32)
-            if plan.loop:
-                a = make_loop(a, self.sample_rate, plan.duration)
-            clips.append(Clip(a, self.sample_rate, schedule[0][1], seed, dict(settings), check_audio(a),
-                              dict(seconds)))
-        return clips
+        return clips_of_rows(plan.rows, audio.numpy()[:, :, :length], self.sample_rate, settings, seconds,
+                             plan.duration if plan.loop else None)
 
     def _move(self, device: torch.device, dtype: torch.dtype):
         self._parts.to(device, dtype, torch.float32)

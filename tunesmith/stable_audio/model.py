@@ -10,13 +10,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio.checks import check_audio
-from ..audio.loops import loop_overhang, make_loop
+from ..audio.loops import loop_overhang
 from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..device import pick_device, pick_dtype
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock
+from ..generation import Family, StageClock, clips_of_rows
 from ..request import DiffusionParams, Request, check_request, check_threads, named
 from .parts import StableAudioConfig, StableAudioParts
 from .sample import decode, encode_audio, encode_conditions, row_noise, sample_dpmpp, sample_flow
@@ -188,14 +187,8 @@ class StableAudio(Family):
             settings["strength"] = plan.strength
         if self.quantize:
             settings["quantize"] = self.quantize
-        clips = []
-        for (schedule, seed), a in zip(plan.rows, audio.cpu().numpy()):
-            a = np.ascontiguousarray(a, dtype=np.float32)
-            if plan.loop:
-                a = make_loop(a, self.sample_rate, plan.duration)
-            clips.append(Clip(a, self.sample_rate, schedule[0][1], seed, dict(settings), check_audio(a),
-                              dict(seconds)))
-        return clips
+        return clips_of_rows(plan.rows, audio.cpu().numpy(), self.sample_rate, settings, seconds,
+                             plan.duration if plan.loop else None)
 
     def _move(self, device: torch.device, dtype: torch.dtype):
         self._parts.to(device, dtype, vae_dtype(device, dtype))
