@@ -203,7 +203,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             return None
         return Path(job.files[index]).stem.removeprefix(f"{job.id}-")
 
-    def submit(entry, spec: dict, key: str | None) -> tuple[Job, bool]:
+    def submit(model: str, spec: dict, key: str | None) -> tuple[Job, bool]:
+        """Queue a checked job for `model` (a registered name, or stems:NAME); the same key, the same job."""
         if key is not None:
             old = store.by_key(key)
             if old is not None:
@@ -212,11 +213,11 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         job_id = new_id()
-        job = Job(job_id, "queued", entry.name, batch_key(spec, job_id), spec["variations"], spec, time.time(), key)
+        job = Job(job_id, "queued", model, batch_key(spec, job_id), spec["variations"], spec, time.time(), key)
         job, created = store.add(job)
         if created:
             worker.wake()
-            log.info("job %s queued (%s, %g s)", job.id, entry.name, spec["duration"])
+            log.info("job %s queued (%s, %g s)", job.id, model, spec["duration"])
         return job, created
 
     def upload_path(upload_id: str | None, field: str) -> str | None:
@@ -315,7 +316,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             guidance = "guidance_coef" if entry.family == "musicgen" else "cfg_scale"
             raise InvalidParameter(re.sub(r"^(duration|cfg)\b", lambda m: "seconds" if m[1] == "duration"
                                           else guidance, plain(str(err)))) from None
-        job, _ = submit(entry, spec, None)
+        job, _ = submit(entry.name, spec, None)
         return {"id": job.id, "status": "queued"}
 
     @app.get("/api/status/{job_id}", tags=["compatible"])
@@ -358,7 +359,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                            variations=body.variations, loop=body.loop, options=options,
                            audio_prompt=upload_path(body.continuation, "continuation"), finishing=finishing,
                            fmt=body.format, wav_format=body.wav_format)
-        job, created = submit(entry, spec, idempotency_key)
+        job, created = submit(entry.name, spec, idempotency_key)
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"])
@@ -455,15 +456,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                     shifts=body.shifts, model=name, family="stems", prompt=prompt_text(source.spec["prompt"]),
                     duration=source.spec["duration"], seed=source.seeds[body.index], variations=1,
                     format=body.format or source.spec["format"], wav_format=body.wav_format)
-        if idempotency_key is not None and (old := store.by_key(idempotency_key)) is not None:
-            return JSONResponse(own_view(old), status_code=200)
-        if store.count() >= settings.max_queue:
-            raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
-        new = new_id()
-        job, created = store.add(Job(new, "queued", f"stems:{name}", f"alone:{new}", 1, spec, time.time(),
-                                     idempotency_key))
-        worker.wake()
+        job, created = submit(f"stems:{name}", spec, idempotency_key)
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
     @app.post("/api/uploads", tags=["jobs"], status_code=201)

@@ -100,8 +100,9 @@ def check_finishing(finishing: dict, duration: float, loop: bool) -> dict | None
 def batch_key(spec: dict, job_id: str) -> str:
     """Jobs of one model with equal keys are generated in one batch: everything but the prompt, the
     seed and the variations agrees (finishing and format are applied per job afterwards). Jobs with
-    audio inputs (continuation, melody, style) are generated alone."""
-    if spec["audio_prompt"] is not None or any(spec["options"].get(k) is not None for k in ("melody", "style")):
+    audio inputs (continuation, melody, style) and stems jobs run alone."""
+    if spec.get("kind") == "stems" or spec["audio_prompt"] is not None or any(
+            spec["options"].get(k) is not None for k in ("melody", "style")):
         return f"alone:{job_id}"
     shared = {k: spec[k] for k in ("family", "duration", "loop", "options")}
     return json.dumps(shared, sort_keys=True)

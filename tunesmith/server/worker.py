@@ -192,8 +192,7 @@ class Worker:
             except TunesmithError as err:  # disk full, ...
                 self._end(job, one_line(err))
                 continue
-            checks = [dict(ok=c.check.ok, summary=c.check.summary(), peak=c.check.peak, rms_dbfs=c.check.rms_dbfs)
-                      for c in mine]
+            checks = [check_view(c) for c in mine]
             timings = dict(mine[0].timings, batch_jobs=len(jobs), queued_s=job.started_at - job.created_at,
                            run_s=time.time() - job.started_at)
             self.store.finish(job.id, files, [c.seed for c in mine], timings, checks, sample_rate)
@@ -240,8 +239,7 @@ class Worker:
                 files.append(name)
         except TunesmithError as err:
             return self._end(job, one_line(err))
-        checks = [dict(ok=c.check.ok, summary=c.check.summary(), peak=c.check.peak, rms_dbfs=c.check.rms_dbfs)
-                  for c in stems.values()]
+        checks = [check_view(c) for c in stems.values()]
         timings = dict(separate=time.time() - start, queued_s=job.started_at - job.created_at,
                        run_s=time.time() - job.started_at)
         first = next(iter(stems.values()))
@@ -284,6 +282,11 @@ class Worker:
             return model
 
         return self._cached(entry.name, load_entry)
+
+
+def check_view(clip) -> dict:
+    """A clip's output check as the job store keeps it."""
+    return dict(ok=clip.check.ok, summary=clip.check.summary(), peak=clip.check.peak, rms_dbfs=clip.check.rms_dbfs)
 
 
 def _free_memory():
