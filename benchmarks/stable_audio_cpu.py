@@ -82,9 +82,12 @@ SPECS = {
         16, 1, 3, 1.0, 4),
 }
 
-# name -> (DiT dtype, DiT quantize, VAE dtype)
-VARIANTS = {"default": (torch.bfloat16, None, torch.bfloat16), "int8": (torch.bfloat16, "int8", torch.bfloat16),
-            "float32": (torch.float32, None, torch.float32), "bf16-dit": (torch.bfloat16, None, torch.float32)}
+# name -> (DiT dtype, DiT quantize, VAE dtype, VAE quantize); "int8" is what quantize="int8" loads
+VARIANTS = {"default": (torch.bfloat16, None, torch.bfloat16, None),
+            "int8": (torch.bfloat16, "int8", torch.bfloat16, "int8"),
+            "int8-dit": (torch.bfloat16, "int8", torch.bfloat16, None),
+            "float32": (torch.float32, None, torch.float32, None),
+            "bf16-dit": (torch.bfloat16, None, torch.float32, None)}
 
 
 def build(spec: Spec, seed: int = 0):
@@ -158,11 +161,12 @@ def tunesmith_engine(variant: str, text_encoder, dit, vae) -> Engine:
     from tunesmith.stable_audio import cpu
     from tunesmith.stable_audio.sample import encode_text
 
-    dit_dtype, quantize, vae_dtype = VARIANTS[variant]
+    dit_dtype, quantize, vae_dtype, vae_quantize = VARIANTS[variant]
     fast_dit = cpu.prepare_dit(dit, dit_dtype, quantize)
-    decoder = cpu.OobleckDecoderCPU(vae.decoder, vae_dtype)
+    decoder = cpu.OobleckDecoderCPU(vae.decoder, vae_dtype, quantize=vae_quantize)
     size = weights_mb(text_encoder, fast_dit) + _tensors_mb(fast_dit.blocks, decoder)
-    label = {"default": "default (bf16 DiT, bf16 VAE)", "int8": "int8 (int8 DiT, bf16 VAE)",
+    label = {"default": "default (bf16 DiT, bf16 VAE)", "int8": "int8 (int8 DiT, int8 VAE)",
+             "int8-dit": "int8 DiT, bf16 VAE",
              "float32": "float32 (float32 DiT and VAE)", "bf16-dit": "bf16 DiT, float32 VAE"}[variant]
     return Engine(f"tunesmith {label}", lambda ids, mask: encode_text(text_encoder, ids, mask), fast_dit,
                   decoder, size)

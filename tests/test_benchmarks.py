@@ -86,7 +86,7 @@ def test_stable_audio_cpu_compares_each_stage_with_diffusers(tmp_path):
     assert text.startswith("### tiny, 0.1 s, 3 ping-pong steps, cfg 1, batch 1")
     rows = _rows(text)
     header = [c.strip() for c in text.split("\n| stage (s) | ")[1].split("\n")[0].strip(" |").split("|")]
-    assert header == ["tunesmith default (bf16 DiT, bf16 VAE)", "tunesmith int8 (int8 DiT, bf16 VAE)",
+    assert header == ["tunesmith default (bf16 DiT, bf16 VAE)", "tunesmith int8 (int8 DiT, int8 VAE)",
                       "tunesmith float32 (float32 DiT and VAE)", "diffusers float32"]
     steps = [rows[f"DiT step {i}"] for i in (1, 2, 3)]
     for col in range(4):

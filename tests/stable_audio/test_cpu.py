@@ -109,6 +109,51 @@ def test_decoder_bfloat16_within_snr():
     assert snr_db(vae.decoder(latents), audio) > 25  # 6-channel layers: few terms per sum (about 33 dB)
 
 
+def test_quantize_taps_are_the_convolutions_columns(impl):
+    C, taps, dilation, L = 5, 7, 3, 40
+    x = torch.randn(C, L + (taps - 1) * dilation + 9)[:, :L + (taps - 1) * dilation]  # rows evenly spaced
+    for source in (x, x.bfloat16()):
+        cols, scale = cpu.quantize_taps(source, taps, dilation, L)
+        assert cols.shape == (taps * C, L) and cols.dtype == torch.int8
+        assert scale == pytest.approx(source.float().abs().max().item() / 127, rel=1e-6)
+        expected = torch.round(source.float() / scale)
+        for k in range(taps):
+            assert torch.equal(cols[k * C:(k + 1) * C].float(), expected[:, k * dilation:k * dilation + L])
+
+
+def test_dequantize_rows_and_add_dequantized_equal_torch(impl):
+    R, L = 6, 300
+    acc = torch.randint(-50000, 50000, (R, L), dtype=torch.int32)
+    scale, bias = torch.rand(R) * 1e-4, torch.randn(R)
+    alpha, inv_beta = torch.rand(R) + 0.5, torch.rand(R)
+    value = acc.double() * scale.double()[:, None] + bias.double()[:, None]
+    for params, expected in ((None, value), ((alpha, inv_beta), torch_snake(value, alpha.double(), inv_beta.double()))):
+        out = cpu.dequantize_rows(acc, scale, bias, params, out=torch.empty(R, L, dtype=torch.bfloat16))
+        assert ((out.double() - expected).abs() <= expected.abs() * 2 ** -8 + 1e-6).all()
+    x = torch.randn(R, L + 20)
+    before = x.clone()
+    cpu.add_dequantized(x[:, 10:10 + L], acc, scale, bias)
+    assert torch.allclose(x[:, 10:10 + L].double(), before[:, 10:10 + L].double() + value, rtol=1e-6, atol=1e-5)
+    assert torch.equal(x[:, :10], before[:, :10]) and torch.equal(x[:, 10 + L:], before[:, 10 + L:])
+
+
+@torch.inference_mode()
+def test_decoder_int8_within_snr(impl):
+    """int8 products (a scale per output channel, one per tile of activations), any tiling."""
+    vae = tiny_vae()
+    latents = torch.randn(2, 5, 23)
+    reference = vae.decoder(latents)
+    for tile_values in (64, 500, 1 << 20):
+        decoder = cpu.OobleckDecoderCPU(vae.decoder, torch.float32, tile_values=tile_values, min_tile=1,
+                                        quantize="int8")
+        audio = decoder(latents)
+        assert audio.shape == reference.shape and audio.dtype == torch.float32
+        assert snr_db(reference, audio) > 20  # 6-channel layers (about 30 dB; 41 at the real sizes)
+        assert all(unit.w2 is None for _, _, units in decoder.blocks for unit in units)  # no bfloat16 copies kept
+    with pytest.raises(ValueError, match="quantize"):
+        cpu.OobleckDecoderCPU(vae.decoder, quantize="int4")
+
+
 @torch.inference_mode()
 def test_decoder_length_decodes_only_the_frames_needed():
     vae = tiny_vae()

@@ -78,6 +78,12 @@ def kernels() -> ctypes.CDLL | None:
     lib.ts_interleave.argtypes = [p, lg, p, i, i, i, i, lg, i]
     for fn in (lib.ts_snake, lib.ts_add_rows, lib.ts_interleave):
         fn.restype = None
+    lib.ts_quantize_taps.argtypes = [p, i, lg, i, i, i, lg, p, i]
+    lib.ts_quantize_taps.restype = f
+    lib.ts_dequantize_rows.argtypes = [p, lg, lg, p, p, p, p, p, i]
+    lib.ts_add_dequantized.argtypes = [p, lg, p, p, p, lg, lg, i]
+    for fn in (lib.ts_dequantize_rows, lib.ts_add_dequantized):
+        fn.restype = None
     lib.ts_quantize_rows.argtypes = [p, i, lg, lg, i, p, p, i]
     lib.ts_dequantize.argtypes = [p, lg, i, p, p, p, p, i]
     lib.ts_norm_rotate.argtypes = [p, lg, lg, lg, i, i, i, i, i, p, p, f, p, p, i, i]
@@ -145,6 +151,52 @@ def _snake_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha.reshape(-1).contiguous(), (beta + 1e-9).reciprocal().reshape(-1).contiguous()
 
 
+def quantize_taps(x: torch.Tensor, taps: int, dilation: int, length: int) -> tuple[torch.Tensor, float]:
+    """The int8 columns of a convolution over x [C, length + (taps - 1) * dilation] (float32 or
+    bfloat16, contiguous rows): cols [taps * C, length], cols[k * C + c, t] = round(x[c, t + k *
+    dilation] / s), and s = max |x| / 127 (one scale for the tile)."""
+    C = x.shape[0]
+    width = length + (taps - 1) * dilation
+    lib = kernels()
+    if lib is None or x.dtype not in _KERNEL_DTYPES or x.stride(1) != 1:
+        x = x[:, :width].float()
+        scale = max(x.abs().max().item() / 127, 1e-12)
+        q = torch.round(x / scale).to(torch.int8)
+        return torch.cat([q[:, k * dilation:k * dilation + length] for k in range(taps)]), scale
+    cols = torch.empty(taps * C, length, dtype=torch.int8)
+    scale = lib.ts_quantize_taps(x.data_ptr(), int(x.dtype == torch.bfloat16), x.stride(0), C, taps, dilation, length,
+                                 cols.data_ptr(), torch.get_num_threads())
+    return cols, scale
+
+
+def dequantize_rows(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, snake_params: tuple | None,
+                    out: torch.Tensor) -> torch.Tensor:
+    """out [R, L] bfloat16 (contiguous) = Snake(acc * scale[:, None] + bias[:, None]) (without
+    snake_params, no Snake): acc [R, L] int32, scale and bias [R] float32."""
+    lib = kernels()
+    if lib is None:
+        v = acc.float() * scale[:, None] + (0 if bias is None else bias[:, None])
+        return snake(v[None], *snake_params, out=out[None])[0] if snake_params else out.copy_(v)
+    alpha, inv_beta = snake_params or (None, None)
+    lib.ts_dequantize_rows(acc.data_ptr(), acc.shape[0], acc.shape[1], scale.data_ptr(),
+                           None if bias is None else bias.data_ptr(), None if alpha is None else alpha.data_ptr(),
+                           None if inv_beta is None else inv_beta.data_ptr(), out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def add_dequantized(x: torch.Tensor, acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x += acc * scale[:, None] + bias[:, None] in place: x [R, L] float32 (a slice along time of
+    a contiguous tensor), acc [R, L] int32, scale and bias [R] float32."""
+    lib = kernels()
+    if lib is None or x.stride(1) != 1:
+        x += acc.float() * scale[:, None] + (0 if bias is None else bias[:, None])
+        return x
+    lib.ts_add_dequantized(x.data_ptr(), x.stride(0), acc.data_ptr(), scale.data_ptr(),
+                           None if bias is None else bias.data_ptr(), acc.shape[0], acc.shape[1],
+                           torch.get_num_threads())
+    return x
+
+
 # --------------------------------------------------------------------------------------- VAE decoder
 
 
@@ -169,11 +221,30 @@ class _Conv:
         self.kernel = conv.kernel_size[0]
 
 
+class _Int8Conv:
+    """A convolution of weight [N, C, taps] (float32) as one int8 product: weight [N, taps * C] in
+    the columns' order (tap-major), a scale per output channel; activations by quantize_taps."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int):
+        N, C, self.taps = weight.shape
+        self.dilation = dilation
+        self.scale = (weight.abs().amax((1, 2)) / 127).clamp_min(1e-12)  # [N]
+        self.weight = torch.round(weight / self.scale[:, None, None]).to(torch.int8)
+        self.weight = self.weight.permute(0, 2, 1).reshape(N, self.taps * C).contiguous()
+        self.bias = None if bias is None else bias.float().contiguous()
+
+    def __call__(self, x: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [C, length + (taps - 1) * dilation] -> (acc [N, length] int32, scale [N]): the output is
+        acc * scale[:, None] + bias[:, None]."""
+        cols, x_scale = quantize_taps(x, self.taps, self.dilation, length)
+        return torch._int_mm(self.weight, cols), self.scale * x_scale
+
+
 class _Upsample:
     """A ConvTranspose1d of kernel 2s and stride s as the kernel-2 Conv1d of its s phases:
     weight [s * C_out, C_in, 2], row r * C_out + o = (W[:, o, r + s], W[:, o, r]) (see _upsample)."""
 
-    def __init__(self, conv: nn.Module, dtype: torch.dtype):
+    def __init__(self, conv: nn.Module, dtype: torch.dtype, quantize: str | None = None):
         w = _weight(conv).float()  # [C_in, C_out, 2s]
         s = self.stride = conv.stride[0]
         if conv.kernel_size[0] != 2 * s or conv.dilation[0] != 1 or conv.output_padding[0] or conv.groups != 1:
@@ -181,14 +252,16 @@ class _Upsample:
         self.padding, self.channels = conv.padding[0], w.shape[1]
         taps = w.permute(2, 1, 0)  # [2s, C_out, C_in]
         self.weight = torch.stack([taps[s:], taps[:s]], dim=-1).reshape(s * w.shape[1], w.shape[0], 2)
-        self.weight = self.weight.to(dtype).contiguous()
-        self.bias = None if conv.bias is None else conv.bias.detach().float().repeat(s).to(dtype)
+        self.bias = None if conv.bias is None else conv.bias.detach().float().repeat(s)
+        self.int8 = _Int8Conv(self.weight, self.bias, 1) if quantize == "int8" else None
+        self.weight = None if self.int8 else self.weight.to(dtype).contiguous()
+        self.bias = None if self.bias is None else self.bias.to(dtype)
 
 
 class _Unit:
     """OobleckResidualUnit: x + conv2(snake2(conv1(snake1(x)))), conv1 k=7 dilated, conv2 k=1."""
 
-    def __init__(self, unit: nn.Module, dtype: torch.dtype):
+    def __init__(self, unit: nn.Module, dtype: torch.dtype, quantize: str | None = None):
         self.snake1, self.snake2 = _snake_params(unit.snake1), _snake_params(unit.snake2)
         self.conv1, conv2 = _Conv(unit.conv1, dtype), _Conv(unit.conv2, dtype)
         self.halo = self.conv1.dilation * (self.conv1.kernel - 1) // 2  # samples each side the tile reads
@@ -196,6 +269,12 @@ class _Unit:
             raise ValueError("not an Oobleck residual unit (expected a 'same' conv then a 1x1 conv)")
         self.w2 = conv2.weight[:, :, 0]  # [C, C]
         self.b2 = None if unit.conv2.bias is None else unit.conv2.bias.detach().float()
+        self.int8 = None  # (conv1, conv2) as _Int8Conv
+        if quantize == "int8":
+            bias1 = None if unit.conv1.bias is None else unit.conv1.bias.detach()
+            self.int8 = (_Int8Conv(_weight(unit.conv1).float(), bias1, self.conv1.dilation),
+                         _Int8Conv(_weight(unit.conv2).float(), self.b2, 1))
+            self.conv1.weight = self.w2 = None
 
 
 class OobleckDecoderCPU:
@@ -213,17 +292,24 @@ class OobleckDecoderCPU:
     dtype: the convolutions' (bfloat16: oneDNN's AVX512-BF16 kernels, float32 sums, rounded to
     bfloat16 between a unit's two convolutions; or float32). The first and last convolutions (64
     and 2 channels, under 1% of the work) and the residual stream stay float32.
+    quantize: "int8" makes the upsampling and residual units' convolutions int8 products (torch's
+    int8 product, int32 sums; weights a scale per output channel, activations one scale per tile),
+    with bfloat16 between them whatever `dtype`: about twice the speed of bfloat16, ten dB further
+    from float32 (BENCHMARKS.md).
     tile_values, min_tile: a tile's size, channels x samples, and its least number of samples.
     """
 
     def __init__(self, decoder: nn.Module, dtype: torch.dtype = DEFAULT_DTYPES["vae"], tile_values: int = TILE_VALUES,
-                 min_tile: int = MIN_TILE):
+                 min_tile: int = MIN_TILE, quantize: str | None = None):
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize: None or 'int8', not {quantize!r}")
+        dtype = torch.bfloat16 if quantize else dtype
         self.dtype, self.tile_values, self.min_tile = dtype, tile_values, min_tile
         self.conv_in = _Conv(decoder.conv1, torch.float32)
         self.blocks = []
         for block in decoder.block:
-            up = _Upsample(block.conv_t1, dtype)
-            units = [_Unit(u, dtype) for u in (block.res_unit1, block.res_unit2, block.res_unit3)]
+            up = _Upsample(block.conv_t1, dtype, quantize)
+            units = [_Unit(u, dtype, quantize) for u in (block.res_unit1, block.res_unit2, block.res_unit3)]
             self.blocks.append((_snake_params(block.snake1), up, units))
         self.snake_out = _snake_params(decoder.snake1)
         self.conv_out = _Conv(decoder.conv2, torch.float32)
@@ -296,7 +382,14 @@ class OobleckDecoderCPU:
             a, b = max(j0 - 1, 0), min(j1, T_in)  # input frames read: j - 1 and j
             sn = torch.zeros(B, C_in, j1 - j0 + 1, dtype=self.dtype)  # frames j0 - 1 .. j1 - 1, zero outside
             snake(x[:, :, a:b], *snake_params, out=sn[:, :, a - (j0 - 1):b - (j0 - 1)])
-            phases = F.conv1d(sn, up.weight, up.bias).view(B, s, C_out, j1 - j0)
+            if up.int8:
+                phases = torch.empty(B, s * C_out, j1 - j0, dtype=torch.bfloat16)
+                for i in range(B):
+                    acc, scale = up.int8(sn[i], j1 - j0)  # [s * C_out, j1 - j0] int32
+                    dequantize_rows(acc, scale, up.int8.bias, None, out=phases[i])
+                phases = phases.view(B, s, C_out, j1 - j0)
+            else:
+                phases = F.conv1d(sn, up.weight, up.bias).view(B, s, C_out, j1 - j0)
             interleave(y[:, :, j0:j1], phases)
         return y.view(B, C_out, frames * s)[:, :, p:p + T_out]
 
@@ -323,6 +416,10 @@ class OobleckDecoderCPU:
                 snake(x[:, :, first:last], *unit.snake1, out=s1[:, :, done:done + last - first])
             if last - (t0 - h) < width:
                 s1[:, :, max(last - (t0 - h), 0):width] = 0  # after the signal
+            if unit.int8:
+                self._unit_int8(x[:, :, t0:t1], s1[:, :, :width], unit, mixed)
+                previous = t1 - t0
+                continue
             c = unit.conv1
             hidden = F.conv1d(s1[:, :, :width], c.weight, c.bias, dilation=c.dilation)  # [B, C, t1 - t0]
             snake(hidden, *unit.snake2, out=hidden)
@@ -332,6 +429,19 @@ class OobleckDecoderCPU:
             add_rows(x[:, :, t0:t1], out, unit.b2)
             previous = t1 - t0
         return x
+
+    @staticmethod
+    def _unit_int8(x: torch.Tensor, s1: torch.Tensor, unit: _Unit, mixed: torch.Tensor):
+        """One tile of a residual unit in int8: x [B, C, L] += conv2(snake2(conv1(s1))), s1 [B, C, L +
+        2 halo] its snake1, mixed a bfloat16 workspace of at least B * C * L values."""
+        B, C, L = x.shape
+        conv1, conv2 = unit.int8
+        hidden = mixed.view(-1)[:B * C * L].view(B, C, L)
+        for b in range(B):
+            acc, scale = conv1(s1[b], L)  # [C, L] int32
+            dequantize_rows(acc, scale, conv1.bias, unit.snake2, out=hidden[b])
+            acc, scale = conv2(hidden[b], L)
+            add_dequantized(x[b], acc, scale, conv2.bias)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         """snake then the last convolution (to the audio channels), float32, tile by tile."""
@@ -593,9 +703,9 @@ def prepare_dit(transformer: nn.Module, dtype: torch.dtype = DEFAULT_DTYPES["tra
 def for_cpu(parts: StableAudioParts, dtype: torch.dtype = DEFAULT_DTYPES["transformer"],
             quantize: str | None = None) -> StableAudioParts:
     """Parts loaded in float32 on the CPU, with the DiT and the VAE decoder swapped for their CPU forms
-    in `dtype` (bfloat16 or float32; quantize="int8": the DiT's products in dynamic int8). The VAE's
-    encoder (audio-to-audio) and the text encoder stay float32."""
+    in `dtype` (bfloat16 or float32; quantize="int8": the DiT's and the decoder's products in int8).
+    The VAE's encoder (audio-to-audio) and the text encoder stay float32."""
     parts.transformer = prepare_dit(parts.transformer, dtype, quantize)
-    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
     parts.vae.decoder = None  # its weights live on in the CPU decoder's copies
     return parts

@@ -1,6 +1,6 @@
 /* Stable Audio's CPU kernels (stable_audio/cpu.py), built with the same builder as musicgen's: three
-   passes of the Oobleck decoder and three of the DiT, each one pass over memory where torch makes
-   several, and the DiT's attention (AVX512-BF16, at the end of the file).
+   passes of the Oobleck decoder, three of its int8 form, three of the DiT, each one pass over memory
+   where torch makes several, and the DiT's attention (AVX512-BF16, at the end of the file).
 
    ts_add_rows: x[r, t] += y[r, t] + bias[r % channels], x float32, y float32 or bfloat16: the
    residual add after a unit's 1x1 convolution, without a float32 copy of y first.
@@ -124,6 +124,93 @@ void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, lon
                 yh[t] = f32_to_bf16(v + ib * sin_squared(a * v));
             }
         }
+    }
+}
+
+/* The Oobleck decoder's int8 passes (OobleckDecoderCPU with quantize="int8"): a convolution of
+   `taps` taps as one int8 product, W [C_out, taps * C] times columns [taps * C, L], with one scale
+   for the whole tile of activations (a column mixes `taps` samples, so a scale per sample would not
+   factor out of the sums) and one per output channel of the weights.
+
+   ts_quantize_taps: cols[(k * channels + c) * length + t] = round(x[c, t + k * dilation] / s), s =
+   max |x[:, :length + (taps - 1) * dilation]| / 127, returned. x float32 or bfloat16, rows x_stride
+   apart.
+
+   ts_dequantize_rows: out[r, t] = v + inv_beta[r] * sin^2(alpha[r] * v) (Snake; without alpha, v),
+   v = acc[r, t] * scale[r] + bias[r], rounded to bfloat16.
+
+   ts_add_dequantized: x[r, t] += acc[r, t] * scale[r] + bias[r], x float32 rows x_stride apart: the
+   residual add after a unit's 1x1 convolution. */
+
+float ts_quantize_taps(const void *x, int x_bf16, long x_stride, int channels, int taps, int dilation, long length,
+                       int8_t *cols, int threads) {
+    const long width = length + (long)(taps - 1) * dilation;
+    float top = 0.0f;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max:top)
+    for (int c = 0; c < channels; c++) {
+        const float *xf = (const float *)x + c * x_stride;
+        const uint16_t *xh = (const uint16_t *)x + c * x_stride;
+        float m = 0.0f;
+        if (x_bf16) {
+#pragma omp simd reduction(max:m)
+            for (long t = 0; t < width; t++) { float a = bf16_to_f32(xh[t]); a = a < 0 ? -a : a; m = a > m ? a : m; }
+        } else {
+#pragma omp simd reduction(max:m)
+            for (long t = 0; t < width; t++) { float a = xf[t] < 0 ? -xf[t] : xf[t]; m = a > m ? a : m; }
+        }
+        top = m > top ? m : top;
+    }
+    float s = top / 127.0f;
+    s = s > 1e-12f ? s : 1e-12f;
+    const float inv = 1.0f / s, round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
+    const long rows = (long)taps * channels;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long row = 0; row < rows; row++) {
+        const long k = row / channels, c = row % channels;
+        int8_t *q = cols + row * length;
+        if (x_bf16) {
+            const uint16_t *xh = (const uint16_t *)x + c * x_stride + k * dilation;
+#pragma omp simd
+            for (long t = 0; t < length; t++) q[t] = (int8_t)((bf16_to_f32(xh[t]) * inv + round) - round);
+        } else {
+            const float *xf = (const float *)x + c * x_stride + k * dilation;
+#pragma omp simd
+            for (long t = 0; t < length; t++) q[t] = (int8_t)((xf[t] * inv + round) - round);
+        }
+    }
+    return s;
+}
+
+void ts_dequantize_rows(const int32_t *acc, long rows, long length, const float *scale, const float *bias,
+                        const float *alpha, const float *inv_beta, uint16_t *out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const int32_t *a = acc + r * length;
+        uint16_t *o = out + r * length;
+        const float sr = scale[r], b = bias ? bias[r] : 0.0f;
+        if (alpha) {
+            const float al = alpha[r], ib = inv_beta[r];
+#pragma omp simd
+            for (long t = 0; t < length; t++) {
+                float v = (float)a[t] * sr + b;
+                o[t] = f32_to_bf16(v + ib * sin_squared(al * v));
+            }
+        } else {
+#pragma omp simd
+            for (long t = 0; t < length; t++) o[t] = f32_to_bf16((float)a[t] * sr + b);
+        }
+    }
+}
+
+void ts_add_dequantized(float *x, long x_stride, const int32_t *acc, const float *scale, const float *bias,
+                        long rows, long length, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const int32_t *a = acc + r * length;
+        float *xr = x + r * x_stride;
+        const float sr = scale[r], b = bias ? bias[r] : 0.0f;
+#pragma omp simd
+        for (long t = 0; t < length; t++) xr[t] += (float)a[t] * sr + b;
     }
 }
 
