@@ -176,7 +176,7 @@ def _add_model_and_sampling(parser):
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
                         help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights; Stable Audio: "
-                             "int8 DiT products (CPU only): faster, slightly less faithful")
+                             "int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
     parser.add_argument("--cfg", type=float, default=None,
                         help="classifier-free guidance, 1 disables (default: MusicGen 3, sao 7, sao-small 1, "

@@ -8,10 +8,10 @@ for_cpu(parts, dtype, quantize) swaps the DiT and the VAE decoder of loaded part
                    bfloat16 products (or dynamic int8), a float32 residual stream and float32
                    small parts, q/k/v in one product, cross-attention keys and values once per
                    prompt, attention and q/k norm + rotary in C
-    VAE decode     OobleckDecoderCPU(vae.decoder, dtype)(latents, length=None): the decoder tile by
-                   tile along time (exact seams), every intermediate in the cache; bfloat16
-                   convolutions with float32 sums and a float32 residual stream; Snake, residual
-                   adds and the upsampling's phase interleave one pass each in C
+    VAE decode     OobleckDecoderCPU(vae.decoder, dtype, quantize)(latents, length=None): the decoder
+                   tile by tile along time (exact seams), every intermediate in the cache; bfloat16
+                   convolutions with float32 sums (or int8 products) and a float32 residual stream;
+                   Snake, residual adds and the upsampling's phase interleave one pass each in C
 
 DEFAULT_DTYPES holds the defaults; BENCHMARKS.md has what each lever gains and how far it moves
 the output from float32 (benchmarks/stable_audio_cpu.py measures both). The C kernels

@@ -52,8 +52,8 @@ class StableAudio(Family):
             cpu.py: about 6x faster than float32 diffusers), else float32. float32 on the CPU runs
             diffusers' own modules: the pipeline's exact audio. The VAE runs in float32 on MPS; the
             text encoder always does.
-        quantize: "int8" on the CPU: the DiT's products in dynamic int8 (faster again, further from
-            float32; BENCHMARKS.md has both).
+        quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (faster again,
+            further from float32; BENCHMARKS.md has both).
         """
         from ..hub import resolve
         from .load import load_folder
