@@ -23,7 +23,8 @@ def test_generate_a_song_with_lyrics_from_a_file(ace_ckpt, tmp_path):
     (["--lyrics", "noise.bin"], "lyrics file noise.bin is not text"),
     (["-d", "5"], "shorter than the 10 s that ACE-Step models make at least"),
     (["--cfg", "3"], "cfg (--cfg) does not apply to turbo"),
-    (["--init-audio", "x.wav"], "cover and repaint are not wired"),
+    (["--init-audio", "x.wav"], "is a song to repaint for ACE-Step models: add repaint (--repaint) START:END"),
+    (["--continue", "x.wav"], "ACE-Step models do not continue audio"),
     (["--quantize", "int8"], "--quantize int8 applies to MusicGen and Stable Audio models, not ACE-Step"),
 ])
 def test_bad_values_are_one_line(ace_ckpt, tmp_path, args, words):

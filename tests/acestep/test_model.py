@@ -103,7 +103,7 @@ def test_bad_values_are_one_clear_error(ace_model, kwargs, words):
 
 
 def test_audio_inputs_schedules_and_other_families_options_are_refused():
-    with pytest.raises(InvalidParameter, match="cover and repaint are not wired"):
+    with pytest.raises(InvalidParameter, match=r"is a song to repaint .* add repaint \(--repaint\)"):
         check_request("pop", family="acestep", duration=10, audio_prompt=(np.ones((2, 4800), np.float32), 48000))
     with pytest.raises(InvalidParameter, match="one text per song"):
         check_request([(0, "pop"), (5, "rock")], family="acestep", duration=10)
