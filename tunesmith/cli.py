@@ -30,6 +30,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _span(text: str) -> tuple[float, float | None]:
+    """--repaint START:END in seconds; END left out is the end of the song ("30:"), START left out 0."""
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(start) if start.strip() else 0.0, float(end) if end.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not START:END in seconds (e.g. 30:45, or 30: to the end "
+                                         "of the song)") from None
+
+
 def _schedule_entry(text: str) -> tuple[float, str]:
     start, sep, prompt = text.partition(":")
     try:
@@ -75,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MusicGen, long pieces: seconds of the piece so far that condition each new window "
                           "(default: 12)")
     gen.add_argument("--init-audio", metavar="FILE", default=None,
-                     help="Stable Audio: start from this sound (audio-to-audio); --strength says how far to move")
+                     help="Stable Audio: start from this sound (audio-to-audio); --strength says how far to move. "
+                          "ACE-Step: the song to repaint (with --repaint)")
+    gen.add_argument("--repaint", metavar="START:END", type=_span, default=None,
+                     help="ACE-Step, with --init-audio: make these seconds of the song anew and keep the rest "
+                          "(30:45; 30: to the end); the output lasts as long as the song")
     gen.add_argument("--strength", type=float, default=None,
                      help="with --init-audio: 0 keeps the sound, 1 ignores it (default: 0.7)")
     gen.add_argument("--lyrics", dest="lyrics_file", metavar="FILE", default=None,
@@ -85,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ACE-Step: the words to sing, given on the command line")
     gen.add_argument("--language", default=None,
                      help="ACE-Step: the lyrics' language code, e.g. en (default), zh, ja, es")
-    gen.add_argument("-d", "--duration", type=_seconds, default=10.0,
-                     help="seconds of audio (default: 10; ACE-Step: 10 to 600)")
+    gen.add_argument("-d", "--duration", type=_seconds, default=None,
+                     help="seconds of audio (default: 10; ACE-Step: 10 to 600; with --repaint: the song's length)")
     gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
     gen.add_argument("-o", "--output", default=None,
                      help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
@@ -360,16 +376,19 @@ def _lyrics(args) -> str | None:
 
 
 def _audio_prompt(args, family: str):
-    """--continue (MusicGen) or --init-audio (Stable Audio): each refused for the other family (ACE-Step
-    takes neither: check_request says so)."""
+    """--continue (MusicGen) or --init-audio (Stable Audio's start, ACE-Step's song to repaint): each refused
+    for the other families."""
     if family == "stable_audio" and args.continue_from is not None:
         raise InvalidParameter("Stable Audio models do not continue audio: start from it with --init-audio FILE "
                                "(and --strength)")
     if family == "musicgen" and args.init_audio is not None:
         raise InvalidParameter("--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues "
                                "audio with --continue FILE")
+    if family == "acestep" and args.continue_from is not None:
+        raise InvalidParameter("ACE-Step models do not continue audio: make a span of a song anew with "
+                               "--init-audio FILE --repaint START:END")
     if family == "acestep":
-        return args.init_audio if args.init_audio is not None else args.continue_from
+        return args.init_audio
     return args.init_audio if family == "stable_audio" else args.continue_from
 
 
@@ -414,13 +433,13 @@ def cmd_generate(args) -> int:
     from .request import check_request
 
     # Every value and input file is checked, and every output path decided, before the model loads.
-    def check(family: str, longest: float | None):
+    def check(family: str, longest: float | None, turbo: bool = False):
         return check_request(_prompts(args), family=family, longest=longest, duration=args.duration, seed=args.seed,
                              num_variations=args.variations, audio_prompt=_audio_prompt(args, family),
-                             loop=args.loop, **_options(args))
+                             loop=args.loop, turbo=turbo, **_options(args))
 
     spec = _describe(args, check)
-    request = check(spec.family, spec.longest)
+    request = check(spec.family, spec.longest, spec.turbo)
     _check_quantize(args, spec.family)
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
@@ -519,9 +538,9 @@ def cmd_score(args) -> int:
     finishing = [_finishing(args, job.video.duration) for job in jobs]
     requests = [None] * len(jobs)
     if args.audio is None:  # every value checked before the model loads, as for generate
-        def check(family: str, longest: float | None):
+        def check(family: str, longest: float | None, turbo: bool = False):
             return [check_request(prompt, family=family, longest=longest, duration=job.video.duration, seed=args.seed,
-                                  **_options(args)) for job in jobs]
+                                  turbo=turbo, **_options(args)) for job in jobs]
 
         spec = _describe(args, check)
         _check_quantize(args, spec.family)
@@ -530,7 +549,7 @@ def cmd_score(args) -> int:
                 raise InvalidParameter(f"{job.video.path} lasts {job.video.duration:.1f} s, longer than the "
                                        f"{spec.longest:.1f} s {args.model} makes at once: score it with a MusicGen "
                                        "model (long pieces), or give a track with --audio")
-        requests = check(spec.family, spec.longest)
+        requests = check(spec.family, spec.longest, spec.turbo)
     track = read_audio(args.audio) if args.audio else None
     if track is not None:
         track_check = check_audio(track[0])  # a given track is judged as a generated one is

@@ -28,14 +28,15 @@ class ModelInfo:
     sample_rate: int = 32000
     longest: float | None = None  # seconds made at once; None: long pieces window by window
     gated: bool = False  # the hub asks for its licence to be accepted before downloading
+    turbo: bool = False  # guidance distilled in (ACE-Step turbo): a cfg is refused before it downloads
 
 
 def _sao(repo: str, params: str, longest: float) -> ModelInfo:
     return ModelInfo(repo, params, 2, family="stable_audio", sample_rate=44100, longest=longest, gated=True)
 
 
-def _ace(repo: str, params: str) -> ModelInfo:
-    return ModelInfo(repo, params, 2, family="acestep", sample_rate=48000, longest=600.0)
+def _ace(repo: str, params: str, turbo: bool) -> ModelInfo:
+    return ModelInfo(repo, params, 2, family="acestep", sample_rate=48000, longest=600.0, turbo=turbo)
 
 
 ALIASES = {
@@ -57,11 +58,11 @@ ALIASES = {
     "sao-1.0": _sao("stabilityai/stable-audio-open-1.0", "1.1B", 2097152 / 44100),
     # ACE-Step 1.5 in diffusers' layout (AceStepPipeline): songs with lyrics, 48 kHz stereo, 10 s to 10 min.
     # The official diffusers repositories hold the XL DiT; turbo (8 steps, no guidance) is the default.
-    "acestep": _ace("ACE-Step/acestep-v15-xl-turbo-diffusers", "4B"),
-    "acestep-turbo": _ace("ACE-Step/acestep-v15-xl-turbo-diffusers", "4B"),
-    "acestep-sft": _ace("ACE-Step/acestep-v15-xl-sft-diffusers", "4B"),
-    "acestep-base": _ace("ACE-Step/acestep-v15-xl-base-diffusers", "4B"),
-    "acestep-2b": _ace("Runware/acestep-v15-turbo-diffusers", "2B"),  # the 2B turbo, converted by Runware
+    "acestep": _ace("ACE-Step/acestep-v15-xl-turbo-diffusers", "4B", turbo=True),
+    "acestep-turbo": _ace("ACE-Step/acestep-v15-xl-turbo-diffusers", "4B", turbo=True),
+    "acestep-sft": _ace("ACE-Step/acestep-v15-xl-sft-diffusers", "4B", turbo=False),
+    "acestep-base": _ace("ACE-Step/acestep-v15-xl-base-diffusers", "4B", turbo=False),
+    "acestep-2b": _ace("Runware/acestep-v15-turbo-diffusers", "2B", turbo=True),  # the 2B turbo, converted by Runware
 }
 GATED_REPOS = {info.repo for info in ALIASES.values() if info.gated}
 # Demucs bags that split music into stems (tunesmith.separate): one repository each, named as demucs.hf names

@@ -26,6 +26,7 @@ class ModelSpec:
     longest: float | None  # seconds made at once; None: long pieces window by window (MusicGen)
     folder: Path | None = None  # None for an alias not downloaded yet
     style: bool = False  # takes a style reference (MusicGen-Style)
+    turbo: bool = False  # guidance distilled in (ACE-Step turbo): check_request refuses a cfg
 
 
 def family_of(folder: Path) -> str:
@@ -66,11 +67,11 @@ def describe(name_or_path: str | Path) -> ModelSpec:
     folder = local_folder(name_or_path)
     if folder is None and str(name_or_path) in ALIASES:
         info = ALIASES[str(name_or_path)]
-        return ModelSpec(info.family, info.longest, style=info.style)
+        return ModelSpec(info.family, info.longest, style=info.style, turbo=info.turbo)
     if folder is None:
         folder = download(repo_for(str(name_or_path)))
     family = family_of(folder)
-    longest = None
+    longest, turbo = None, False
     if family == "stable_audio":
         from .stable_audio.load import read_config
 
@@ -79,9 +80,9 @@ def describe(name_or_path: str | Path) -> ModelSpec:
         from .acestep.layout import read_config as read_acestep_config
         from .acestep.parts import LONGEST
 
-        read_acestep_config(folder)  # a folder missing a part is refused here, before any value is used
+        turbo = read_acestep_config(folder).turbo  # a folder missing a part is refused here, before any value is used
         longest = LONGEST
-    return ModelSpec(family, longest, folder, style=layout_of(folder) == "audiocraft")
+    return ModelSpec(family, longest, folder, style=layout_of(folder) == "audiocraft", turbo=turbo)
 
 
 def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, **options):

@@ -26,6 +26,7 @@ from .musicgen.sampling import MAX_SEED, SamplingParams
 log = logging.getLogger("tunesmith")
 
 WINDOW_SECONDS = 30.0  # MusicGen was trained on 30 s windows
+DEFAULT_DURATION = 10.0  # seconds, when none is given (a repaint keeps its source's length)
 MAX_DURATION = 3600.0  # long form: one hour is plenty, and keeps typos like 60000 from running for days
 FRAME_SECONDS = 0.02  # one codec frame (50 per second): the shortest clip, and the shortest audio input
 MAX_VARIATIONS = 64
@@ -43,14 +44,14 @@ FLAGS = {
     "negative_prompt": "--negative", "sampler": "--sampler", "strength": "--strength",
     "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems", "lyrics": "--lyrics",
     "language": "--language", "style": "--style", "cfg_beta": "--cfg-beta", "style_excerpt": "--style-excerpt",
-    "style_quantizers": "--style-quantizers", "style_start": "--style-start",
+    "style_quantizers": "--style-quantizers", "style_start": "--style-start", "repaint": "--repaint",
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {
     "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None, style=None,
                      cfg_beta=None, style_excerpt=None, style_quantizers=None, style_start=None),
     "stable_audio": dict(steps=None, cfg=None, negative_prompt=None, sampler=None, strength=None),
-    "acestep": dict(lyrics=None, language=None, steps=None, cfg=None),
+    "acestep": dict(lyrics=None, language=None, steps=None, cfg=None, repaint=None),
 }
 
 
@@ -109,6 +110,8 @@ class SongParams:
     language: str = "en"  # of the lyrics
     steps: int | None = None
     cfg: float | None = None  # APG guidance for base/sft; turbo has none
+    repaint: tuple[float, float | None] | None = None  # (start, end) seconds of the source to regenerate; end
+    #   None: to the end. The source is the request's audio_prompt, and its length the song's
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class Request:
     context: float
     loop: bool
     audio_prompt: tuple[np.ndarray, int] | None = None  # (audio (channels, samples) float32, rate): MusicGen
-    #   continues it; Stable Audio starts from it (audio-to-audio)
+    #   continues it; Stable Audio starts from it (audio-to-audio); ACE-Step repaints a span of it
     melody: tuple[np.ndarray, int] | None = None  # the tune to follow, likewise
     family: str = "musicgen"
     diffusion: DiffusionParams | None = None  # Stable Audio's
@@ -156,14 +159,16 @@ def batch_requests(requests: list[Request]) -> Request:
                                seeds=tuple(seed for _, seed in rows))
 
 
-def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_variations=1, loop=False,
-                  audio_prompt=None, longest=None, **options) -> Request:
+def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed=None, num_variations=1, loop=False,
+                  audio_prompt=None, longest=None, turbo=False, **options) -> Request:
     """Every value checked and normalised (numpy numbers become Python's, files are read); a random
     seed is drawn here when none is given, so that callers can name files after it.
 
     family: "musicgen", "stable_audio" or "acestep"; `options` are that family's own (OPTIONS lists them), and an
-    option of another family is refused. longest: the model's longest clip in seconds, when it has one
-    (Stable Audio, ACE-Step); MusicGen makes long pieces window by window, up to MAX_DURATION."""
+    option of another family is refused. duration None: DEFAULT_DURATION, or the source's length for an
+    ACE-Step repaint. longest: the model's longest clip in seconds, when it has one (Stable Audio,
+    ACE-Step); MusicGen makes long pieces window by window, up to MAX_DURATION. turbo: the model has its
+    guidance distilled in (a turbo ACE-Step), so a cfg is refused before it loads."""
     if family not in OPTIONS:
         raise InvalidParameter(f"family must be one of {', '.join(OPTIONS)}, got {family!r}")
     foreign = sorted(set(options) - set(OPTIONS[family]))
@@ -171,6 +176,11 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
         raise InvalidParameter(f"{named(foreign[0])} is not an option of {FAMILY_NAMES[family]} models "
                                f"(theirs: {', '.join(OPTIONS[family])})")
     options = {**OPTIONS[family], **options}
+    source = None
+    if family == "acestep" and (audio_prompt is not None or options["repaint"] is not None):
+        source, duration = _repaint_source(audio_prompt, options["repaint"], duration, longest, loop)
+    elif duration is None:
+        duration = DEFAULT_DURATION
     duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
     limit = MAX_DURATION if longest is None else longest
     if duration > limit:
@@ -204,10 +214,8 @@ def check_request(prompts, *, family="musicgen", duration=10.0, seed=None, num_v
     if family == "acestep":
         if any(len(s) > 1 for s in schedules):
             raise InvalidParameter("ACE-Step models take one text per song, not a prompt schedule")
-        if audio_prompt is not None:
-            raise InvalidParameter("ACE-Step models start from text and lyrics only in tunesmith (no --continue "
-                                   "or --init-audio: cover and repaint are not wired yet)")
-        return Request(**common, sampling=None, context=0.0, song=_song_params(duration, **options))
+        return Request(**common, sampling=None, context=0.0, audio_prompt=source,
+                       song=_song_params(duration, turbo, **options))
     if loop and audio_prompt is not None:
         raise InvalidParameter("a loop cannot continue an audio prompt: use one or the other")
     sampling = SamplingParams(
@@ -264,7 +272,31 @@ def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, stre
     return DiffusionParams(steps, cfg, negative_prompt, sampler, strength)
 
 
-def _song_params(duration: float, lyrics, language, steps, cfg) -> SongParams:
+def _repaint_source(audio_prompt, repaint, duration, longest: float | None, loop) -> tuple:
+    """An ACE-Step repaint's source, read and checked -> (source, the song's duration: the source's length)."""
+    if audio_prompt is None:
+        raise InvalidParameter(f"{named('repaint')} needs the song to repaint: give it as audio_prompt "
+                               f"({FLAGS['init_audio']} FILE)")
+    if repaint is None:
+        raise InvalidParameter(f"audio_prompt ({FLAGS['init_audio']}) is a song to repaint for ACE-Step models: add "
+                               f"{named('repaint')} START:END, the seconds to make anew (covers are not wired)")
+    if loop:
+        raise InvalidParameter("a loop cannot repaint a song: use one or the other")
+    source = audio_input(audio_prompt, "audio_prompt", "init_audio")
+    seconds = source[0].shape[1] / source[1]
+    shortest, longest = SHORTEST["acestep"], longest or MAX_DURATION
+    if not shortest <= seconds <= longest:
+        raise InvalidParameter(f"the song to repaint lasts {seconds:.2f} s: ACE-Step repaints songs of "
+                               f"{shortest:g} to {longest:g} s")
+    if duration is not None:  # a stored request gives it back; anything else is a mistake, not a wish
+        given = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
+        if abs(given - seconds) > 0.01:
+            raise InvalidParameter(f"{named('duration')} {given:g} s: a repaint keeps the length of the song it "
+                                   f"repaints ({seconds:.2f} s); leave it out")
+    return source, seconds
+
+
+def _song_params(duration: float, turbo: bool, lyrics, language, steps, cfg, repaint) -> SongParams:
     if lyrics is None:
         lyrics = ""
     if not isinstance(lyrics, str):
@@ -285,7 +317,38 @@ def _song_params(duration: float, lyrics, language, steps, cfg) -> SongParams:
         steps = whole(steps, "steps", f"a whole number from 1 to {MAX_STEPS}", lambda v: 1 <= v <= MAX_STEPS)
     if cfg is not None:
         cfg = real(cfg, "cfg", "between 1 (no guidance) and 100", lambda v: 1 <= v <= 100)
-    return SongParams(lyrics, language.strip().lower(), steps, cfg)
+        check_guidance(cfg, turbo)
+    return SongParams(lyrics, language.strip().lower(), steps, cfg, _repaint_span(repaint, duration))
+
+
+def check_guidance(cfg: float | None, turbo: bool):
+    """A turbo ACE-Step has its guidance distilled in: a cfg for it is refused (the pipeline would ignore it)."""
+    if turbo and cfg is not None and cfg != 1:
+        raise InvalidParameter(f"{named('cfg')} does not apply to turbo ACE-Step models (guidance is distilled "
+                               "into them); use acestep-base or acestep-sft for guidance")
+
+
+def _repaint_span(repaint, seconds: float) -> tuple[float, float | None] | None:
+    """(start, end) inside a song of `seconds`: end None (or -1, as the pipeline writes it) is the end."""
+    if repaint is None:
+        return None
+    expected = "(start, end) in seconds, end None for the end of the song"
+    if not isinstance(repaint, (list, tuple)) or len(repaint) != 2:
+        raise InvalidParameter(f"{named('repaint')} must be {expected}, got {repaint!r}")
+    start = real(repaint[0], "repaint", f"{expected}; its start a number >= 0", lambda v: v >= 0)
+    end = repaint[1]
+    if end is not None and not (isinstance(end, numbers.Real) and end == -1):
+        end = real(end, "repaint", f"{expected}; its end a number after its start", lambda v: v > start)
+    else:
+        end = None
+    if start >= seconds:
+        raise InvalidParameter(f"{named('repaint')} starts at {start:g} s, not inside the song ({seconds:.2f} s)")
+    if end is not None and end > seconds + 0.01:
+        raise InvalidParameter(f"{named('repaint')} ends at {end:g} s, after the song's end ({seconds:.2f} s): leave "
+                               "the end out to repaint to the end")
+    if start == 0 and (end is None or end >= seconds):
+        log.warning("repainting the whole song keeps nothing of it: this is a new song of its length")
+    return start, end
 
 
 def read_lyrics(path: str | Path) -> str:

@@ -23,7 +23,8 @@ def test_generate_a_song_with_lyrics_from_a_file(ace_ckpt, tmp_path):
     (["--lyrics", "noise.bin"], "lyrics file noise.bin is not text"),
     (["-d", "5"], "shorter than the 10 s that ACE-Step models make at least"),
     (["--cfg", "3"], "cfg (--cfg) does not apply to turbo"),
-    (["--init-audio", "x.wav"], "cover and repaint are not wired"),
+    (["--init-audio", "x.wav"], "is a song to repaint for ACE-Step models: add repaint (--repaint) START:END"),
+    (["--continue", "x.wav"], "ACE-Step models do not continue audio"),
     (["--quantize", "int8"], "--quantize int8 applies to MusicGen and Stable Audio models, not ACE-Step"),
 ])
 def test_bad_values_are_one_line(ace_ckpt, tmp_path, args, words):
@@ -42,3 +43,13 @@ def test_models_lists_the_acestep_aliases():
     rows = {line.split()[0]: line for line in run("models").stdout.splitlines()[1:]}
     assert "ACE-Step/acestep-v15-xl-turbo-diffusers" in rows["acestep"] and "text + lyrics" in rows["acestep"]
     assert "600.0 s" in rows["acestep-sft"] and "48 kHz stereo" in rows["acestep-base"]
+
+
+def test_cfg_for_a_turbo_alias_fails_before_any_download(tmp_path):
+    """No checkpoint exists (an empty cache, the hub offline): the alias alone says the model is turbo."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    for alias in ("acestep", "acestep-2b"):
+        line = one_error_line(run("generate", "pop", "-m", alias, "-d", "10", "--cfg", "3", cwd=tmp_path, env=env))
+        assert "cfg (--cfg) does not apply to turbo ACE-Step models" in line
+    line = one_error_line(run("generate", "pop", "-m", "acestep-sft", "-d", "10", "--cfg", "3", cwd=tmp_path, env=env))
+    assert "not in the local Hugging Face cache" in line  # guided: the value passes, the load is what fails

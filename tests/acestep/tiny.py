@@ -51,7 +51,8 @@ def tiny_pipeline(seed: int = 0, turbo: bool = True):
     with torch.no_grad():  # the converter stores VAE-encoded silence here; any fixed latent will do
         condition_encoder.silence_latent.copy_(0.1 * torch.randn(condition_encoder.silence_latent.shape))
     torch.manual_seed(seed + 3)
-    vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4, 4, 6, 10], decoder_channels=2,
+    # the encoder's output holds a mean and a scale per latent channel (the real models: 128 for 64)
+    vae = AutoencoderOobleck(encoder_hidden_size=2 * LATENT_DIM, downsampling_ratios=[2, 4, 4, 6, 10], decoder_channels=2,
                              decoder_input_channels=LATENT_DIM, audio_channels=2, channel_multiples=[1, 1, 2, 2, 2],
                              sampling_rate=48000)
     with torch.no_grad():  # random biases would swamp the latents in so small a decoder: the song would not vary

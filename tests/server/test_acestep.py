@@ -61,3 +61,41 @@ def test_the_compatible_route_knows_the_family(songs):
                                                 "steps": 2}).json()["id"]
     job = done(client, job_id)
     assert job["status"] == "done" and job["request"]["options"]["steps"] == 2, job
+
+
+def test_a_repaint_of_an_uploaded_song(songs, ace_model):  # noqa: F811
+    from ..acestep.test_repaint import song
+
+    client, ace = songs
+    source = song(10.0)
+    buffer = io.BytesIO()
+    sf.write(buffer, source.T, 48000, format="WAV", subtype="FLOAT")
+    upload = client.post("/api/uploads", files={"file": ("song.wav", buffer.getvalue(), "audio/wav")}).json()
+    body = {"model": ace, "prompt": "dream pop", "seed": 5, "steps": 2, "continuation": upload["id"],
+            "repaint": [2, 6], "wav_format": "float"}
+    res = client.post("/api/jobs", json=body)
+    assert res.status_code == 202, res.text
+    job = done(client, res.json()["id"])
+    assert job["status"] == "done" and job["duration"] == 10.0, job
+    data, rate = sf.read(io.BytesIO(client.get(f"/api/jobs/{job['id']}/audio").content), dtype="float32",
+                         always_2d=True)
+    expected, = ace_model.generate("dream pop", audio_prompt=(source, 48000), repaint=(2, 6), seed=5, steps=2)
+    assert rate == 48000 and data.T.shape == expected.audio.shape == (2, 480000)
+    np.testing.assert_allclose(data.T, expected.audio, atol=1e-6)
+    for change, status, words in [({"continuation": None}, 400, "repaint needs the song to repaint"),
+                                  ({"repaint": [6, 2]}, 400, "repaint must be (start, end)"),
+                                  ({"duration": 30}, 400, "a repaint keeps the length"),
+                                  ({"repaint": [1, "soon"]}, 422, "repaint")]:
+        res = client.post("/api/jobs", json={**body, **change})
+        assert res.status_code == status and words in res.json()["detail"], res.text
+
+
+def test_cfg_for_a_turbo_alias_is_refused_before_anything_loads(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tunesmith.server.app import create_app
+
+    settings = make_settings("acestep", tmp_path / "data")  # an alias: described, never downloaded here
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        res = client.post("/api/jobs", json={"model": "acestep", "prompt": "pop", "duration": 10, "cfg": 3})
+    assert res.status_code == 400 and "cfg does not apply to turbo" in res.json()["detail"], res.text

@@ -8,16 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..audio.loops import loop_overhang
+from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..device import pick_device, pick_dtype
 from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows
-from ..request import Request, SongParams, check_request, check_threads, named
+from ..request import Request, SongParams, check_guidance, check_request, check_threads, named
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
+from .prompt import INSTRUCTION, REPAINT
+from .repaint import encode, source_latents, span_frames
 from .sample import context_latents, encode_conditions, row_noise, sample
 
 log = logging.getLogger("tunesmith")
@@ -81,7 +85,8 @@ class AceStep(Family):
         return LONGEST
 
     def generate(self, prompts: str | Sequence[str], *, lyrics: str | None = None, language: str | None = None,
-                 duration: float = 30.0, seed: int | None = None, steps: int | None = None, cfg: float | None = None,
+                 duration: float | None = None, seed: int | None = None, steps: int | None = None,
+                 cfg: float | None = None, audio_prompt=None, repaint: tuple[float, float | None] | None = None,
                  num_variations: int = 1, loop: bool = False,
                  progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip (48 kHz stereo) per prompt and variation, prompt-major.
@@ -90,42 +95,66 @@ class AceStep(Family):
         lyrics: the words to sing, every song the same; [verse], [chorus], ... tags mark sections. None or
             "" makes an instrumental.
         language: of the lyrics, a code such as "en" (default), "zh", "ja", "es".
-        duration: seconds, from 10 to 600.
+        duration: seconds, from 10 to 600 (default 30); with repaint, the song's own length (leave it out).
         seed: makes the output reproducible (same device and dtype); variation v uses seed + v. On the CPU
             in float32 a song is the audio diffusers' AceStepPipeline gives for the same prompt, lyrics,
             duration and seed (generator=torch.Generator("cpu").manual_seed(seed)), to its length.
         steps: flow steps (default: 8 for turbo, 50 for base/sft).
         cfg: guidance for base/sft (default 7; 1 is off); turbo models have none.
+        audio_prompt, repaint: a song (a path, a Clip or (array, sample_rate)) and the span (start, end) of
+            it, in seconds, to make anew (end None: to the end); the rest of the song is kept. The song
+            is resampled to 48 kHz stereo; each clip lasts as long as it. On the CPU in float32, the
+            pipeline's task_type="repaint" for the same seed after torch.manual_seed(seed) (README).
         loop: each song is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
         """
+        if duration is None and repaint is None:
+            duration = 30.0
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
-                                num_variations=num_variations, loop=loop, longest=LONGEST, lyrics=lyrics,
-                                language=language, steps=steps, cfg=cfg)
+                                num_variations=num_variations, loop=loop, audio_prompt=audio_prompt, longest=LONGEST,
+                                turbo=self.config.turbo, lyrics=lyrics, language=language, steps=steps, cfg=cfg,
+                                repaint=repaint)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":
         config = self.config
         p = request.song or SongParams()
+        check_guidance(p.cfg, config.turbo)  # again: a local folder is known turbo only once loaded
+        if p.repaint is not None:
+            return self._repaint_plan(request, p)
         seconds = request.duration + (loop_overhang(request.duration) if request.loop else 0.0)
         if seconds > LONGEST + 1e-9:
             raise InvalidParameter(f"{named('duration')}: a loop of {request.duration:g} s (with "
                                    f"{seconds - request.duration:.2f} s more to join it) is longer than the "
                                    f"{LONGEST:g} s this model makes")
-        if config.turbo and p.cfg is not None and p.cfg != 1:
-            raise InvalidParameter(f"{named('cfg')} does not apply to turbo ACE-Step models (guidance is distilled "
-                                   "into them); use acestep-base or acestep-sft for guidance")
-        return _Plan(request.rows, request.duration, seconds, p.lyrics, p.language, p.steps or config.steps,
-                     config.cfg if p.cfg is None else p.cfg, request.loop)
+        frames = math.ceil(seconds * config.frames_per_second)  # latent frames, as the pipeline counts
+        return _Plan(request.rows, request.duration, seconds, frames, p.lyrics, p.language,
+                     p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop)
+
+    def _repaint_plan(self, request: Request, p: SongParams) -> "_Plan":
+        """The source at the model's rate and channels, as long as the request's duration, padded with
+        silence to whole latent frames (the VAE encodes whole frames only: the pipeline drops the last
+        partial one); the caption's duration is the padded source's, as the pipeline writes it."""
+        config = self.config
+        audio = fit_audio(*request.audio_prompt, config.sample_rate, config.audio_channels)
+        n = round(request.duration * config.sample_rate)
+        frames = -(-n // config.hop)
+        audio = audio[:, :n]
+        audio = np.pad(audio, ((0, 0), (0, frames * config.hop - audio.shape[1])))
+        span = span_frames(frames, *p.repaint, config.frames_per_second)
+        return _Plan(request.rows, request.duration, frames * config.hop / config.sample_rate, frames, p.lyrics,
+                     p.language, p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, False,
+                     source=audio, span=span, repaint=p.repaint)
 
     @torch.inference_mode()
     def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
         parts, config = self._parts, self.config
         clock = StageClock(self.device)
-        frames = math.ceil(plan.seconds * config.frames_per_second)  # latent frames, as the pipeline counts
+        frames = plan.frames
         groups = _groups(plan.rows)  # rows of the same prompt share their conditions and one DiT batch
         chunks = len(windows(frames, self.window))
-        total = len(groups) * plan.steps + len(plan.rows) * chunks  # one fixed total: steps, then VAE windows
+        # one fixed total: the source's encoder windows, the steps, then the decoder's windows
+        total = (chunks if plan.source is not None else 0) + len(groups) * plan.steps + len(plan.rows) * chunks
         done = 0
 
         def tick(*_):
@@ -134,15 +163,21 @@ class AceStep(Family):
             if report:
                 report(done, total)
 
+        posterior = None
+        if plan.source is not None:
+            posterior = encode(parts.vae, torch.from_numpy(plan.source)[None], self.window, tick)  # [1, 2 C, L]
+            clock.lap("encode")
+        instruction = INSTRUCTION if plan.source is None else REPAINT
         states = {}
         for text in groups:
-            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds)
+            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds, instruction)
         clock.lap("text")
         latents = [None] * len(plan.rows)
         for text, indices in groups.items():
             seeds = [plan.rows[i][1] for i in indices]
             noise = row_noise(seeds, frames, config.latent_dim).to(self.device)
-            context = context_latents(parts, frames, len(seeds))
+            source = None if posterior is None else source_latents(posterior, seeds, parts.transformer.dtype)
+            context = context_latents(parts, frames, len(seeds), source, plan.span)
             out = sample(parts, noise, states[text], context, plan.steps, plan.cfg, tick)
             for i, row in zip(indices, out):
                 latents[i] = row
@@ -156,7 +191,9 @@ class AceStep(Family):
         settings = dict(model=self.name, duration=plan.duration, steps=plan.steps, cfg=plan.cfg,
                         lyrics=plan.lyrics, language=plan.language, device=str(self.device),
                         dtype=str(self.dtype)[6:], loop=plan.loop)
-        length = round(plan.seconds * self.sample_rate)
+        if plan.repaint is not None:
+            settings["repaint"] = list(plan.repaint)
+        length = round((plan.seconds if plan.loop else plan.duration) * self.sample_rate)  # a repaint's is padded
         return clips_of_rows(plan.rows, audio.numpy()[:, :, :length], self.sample_rate, settings, seconds,
                              plan.duration if plan.loop else None)
 
@@ -181,12 +218,16 @@ def for_cpu(parts: AceStepParts) -> AceStepParts:
 class _Plan:
     rows: list  # (schedule, seed) per batch row
     duration: float  # of each song
-    seconds: float  # generated (a loop's is longer)
+    seconds: float  # generated (a loop's is longer, a repaint's padded to whole latent frames)
+    frames: int  # latent frames generated
     lyrics: str
     language: str
     steps: int
     cfg: float
     loop: bool
+    source: np.ndarray | None = None  # repaint: the song (channels, frames * hop) at the model's rate
+    span: tuple[int, int] | None = None  # repaint: [a, b) latent frames made anew
+    repaint: tuple[float, float | None] | None = None  # repaint: the span as asked, in seconds
 
 
 def _groups(rows: list) -> dict[str, list[int]]:

@@ -1,4 +1,4 @@
-"""The texts ACE-Step's encoders read, written as AceStepPipeline writes them for text2music.
+"""The texts ACE-Step's encoders read, written as AceStepPipeline writes them for text2music and repaint.
 
 The caption goes into the SFT template (instruction, caption, metadata); the lyrics get a language
 header. The text encoder was trained on exactly these layouts, newlines included.
@@ -7,14 +7,15 @@ header. The text encoder was trained on exactly these layouts, newlines included
 from __future__ import annotations
 
 INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"  # text2music
+REPAINT = "Repaint the mask area based on the given conditions:"
 END = "<|endoftext|>"
 
 
-def caption_text(caption: str, duration: float) -> str:
+def caption_text(caption: str, duration: float, instruction: str = INSTRUCTION) -> str:
     """The text encoder's input: bpm, time signature and key left to the model ("N/A"); the duration
     in whole seconds, as the pipeline writes it."""
     metas = f"- bpm: N/A\n- timesignature: N/A\n- keyscale: N/A\n- duration: {int(duration)} seconds\n"
-    return f"# Instruction\n{INSTRUCTION}\n\n# Caption\n{caption}\n\n# Metas\n{metas}{END}\n"
+    return f"# Instruction\n{instruction}\n\n# Caption\n{caption}\n\n# Metas\n{metas}{END}\n"
 
 
 def lyrics_text(lyrics: str, language: str) -> str:

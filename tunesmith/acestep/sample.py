@@ -1,4 +1,4 @@
-"""ACE-Step 1.5's text2music, one function per arrow: texts -> conditions -> DiT steps (flow matching).
+"""ACE-Step 1.5's text2music and repaint, one function per arrow: texts -> conditions -> DiT steps (flow matching).
 
 Everything is computed as diffusers' AceStepPipeline computes it, so that on the CPU in float32 the same
 seed gives the same latents; what differs is said where it does (the latents stay float32 between
@@ -14,22 +14,22 @@ from typing import Callable
 import torch
 
 from .parts import LYRIC_TOKENS, SHIFT, TEXT_TOKENS, AceStepParts
-from .prompt import caption_text, lyrics_text
+from .prompt import INSTRUCTION, caption_text, lyrics_text
 
 log = logging.getLogger("tunesmith")
 
 TIMBRE_SECONDS = 30  # the timbre encoder reads 30 s of reference latents (learned silence without one)
 
 
-def encode_conditions(parts: AceStepParts, caption: str, lyrics: str, language: str,
-                      seconds: float) -> torch.Tensor:
+def encode_conditions(parts: AceStepParts, caption: str, lyrics: str, language: str, seconds: float,
+                      instruction: str = INSTRUCTION) -> torch.Tensor:
     """One caption and its lyrics -> the DiT's cross-attention states [1, S, D]: the caption through
     the whole text encoder, the lyrics through its token embeddings only (the condition encoder's
     lyric encoder gives them context), the learned silence for timbre, all packed by the condition
     encoder. One row alone has no padding, so its states do not depend on other rows."""
     tokenizer, encoder = parts.tokenizer, parts.text_encoder
     device = next(encoder.parameters()).device
-    text, lyric = caption_text(caption, seconds), lyrics_text(lyrics, language)
+    text, lyric = caption_text(caption, seconds, instruction), lyrics_text(lyrics, language)
     for what, value, limit in (("the prompt", text, TEXT_TOKENS), ("the lyrics", lyric, LYRIC_TOKENS)):
         n = len(tokenizer(value).input_ids)
         if n > limit:
@@ -48,14 +48,21 @@ def encode_conditions(parts: AceStepParts, caption: str, lyrics: str, language: 
     return states  # [1, S, D]
 
 
-def context_latents(parts: AceStepParts, frames: int, rows: int) -> torch.Tensor:
-    """What text2music gives the DiT beside the noise: the learned silence (tiled to `frames`) as the
-    source, and a mask of ones (generate everything): [rows, frames, 2 C]."""
+def context_latents(parts: AceStepParts, frames: int, rows: int, source: torch.Tensor | None = None,
+                    span: tuple[int, int] | None = None) -> torch.Tensor:
+    """What the DiT gets beside the noise: source latents and a mask (1: generate, 0: keep), [rows, frames, 2 C].
+    text2music: the learned silence (tiled to `frames`) as the source, a mask of ones. repaint: the
+    source [rows, frames, C] with the learned silence inside the span [a, b) of frames, the mask 1 there."""
     silence = parts.condition_encoder.silence_latent  # [1, 15000, C]
     if silence.shape[1] < frames:
         silence = silence.repeat(1, -(-frames // silence.shape[1]), 1)
-    source = silence[:, :frames].to(dtype=parts.transformer.dtype)
-    return torch.cat([source, torch.ones_like(source)], dim=-1).expand(rows, -1, -1)
+    silence = silence[:, :frames].to(dtype=parts.transformer.dtype)  # [1, frames, C]
+    if source is None:
+        return torch.cat([silence, torch.ones_like(silence)], dim=-1).expand(rows, -1, -1)
+    mask = torch.zeros_like(silence)
+    mask[:, span[0]:span[1]] = 1.0
+    kept = torch.where(mask > 0.5, silence, source.to(silence.device, silence.dtype))  # [rows, frames, C]
+    return torch.cat([kept, mask.expand_as(kept)], dim=-1)
 
 
 def timestep_schedule(steps: int, shift: float = SHIFT) -> list[float]:

@@ -81,7 +81,8 @@ class JobIn(BaseModel):
     model: Optional[str] = Field(None, max_length=500, description="a registered name; none: the default")
     prompt: Union[str, list[tuple[float, str]]] = Field(
         ..., description='a text, or a schedule [[0, "calm intro"], [20, "drums enter"]]')
-    duration: float = 10.0
+    duration: Optional[float] = Field(None, description="seconds (default 10; an ACE-Step repaint lasts as long as "
+                                                        "its song: leave it out)")
     seed: Optional[int] = Field(None, description="none: random (the job reports it)")
     variations: int = 1
     loop: bool = False
@@ -103,8 +104,12 @@ class JobIn(BaseModel):
     lyrics: Optional[str] = Field(None, max_length=20_000, description="ACE-Step: the words to sing "
                                                                        "([verse], [chorus] tags allowed)")
     language: Optional[str] = Field(None, max_length=20, description="ACE-Step: the lyrics' language (en, zh, ...)")
+    repaint: Optional[tuple[float, Optional[float]]] = Field(
+        None, description="ACE-Step: [start, end] seconds of the continuation's song to make anew (end null: to "
+                          "the end); the rest is kept")
     continuation: Optional[str] = Field(None, max_length=100, description="an upload id: MusicGen continues "
-                                                                          "it, Stable Audio starts from it")
+                                                                          "it, Stable Audio starts from it, "
+                                                                          "ACE-Step repaints it")
     melody: Optional[str] = Field(None, max_length=100, description="an upload id: a tune to follow (melody models)")
     fade_in: Optional[float] = None
     fade_out: Optional[float] = None
@@ -133,7 +138,7 @@ FOUR_STEMS = ("drums", "bass", "other", "vocals")
 STYLE_FIELDS = ("style", "cfg_beta", "style_excerpt", "style_quantizers", "style_start")  # MusicGen-Style's
 FIELDS = {"musicgen": ("temperature", "top_k", "top_p", "cfg", "context"),
           "stable_audio": ("steps", "cfg", "negative_prompt", "sampler", "strength"),
-          "acestep": ("lyrics", "language", "steps", "cfg")}  # each family's options in POST /api/jobs
+          "acestep": ("lyrics", "language", "steps", "cfg", "repaint")}  # each family's options in POST /api/jobs
 
 
 def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:

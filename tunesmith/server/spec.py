@@ -36,10 +36,9 @@ def plan_job(entry: Entry, limits: Limits, *, prompt, duration, seed=None, varia
     """The checked job -> (spec to store, its Request). Raises InvalidParameter (one line) for any bad
     value, before the job is queued. audio_prompt and options["melody"] are server paths already allowed."""
     _check_prompt(prompt, limits)
-    duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
-    if duration > limits.max_duration:
-        raise InvalidParameter(f"duration {duration:g} s is longer than this server's limit of "
-                               f"{limits.max_duration:g} s")
+    if duration is not None:  # None: the default, or a repaint's song's length (checked below)
+        duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
+        _check_duration(duration, limits)
     if isinstance(variations, int) and not isinstance(variations, bool) and variations > limits.max_variations:
         raise InvalidParameter(f"variations: this server makes at most {limits.max_variations} per job, "
                                f"got {variations}")
@@ -52,14 +51,21 @@ def plan_job(entry: Entry, limits: Limits, *, prompt, duration, seed=None, varia
                 variations=variations, loop=loop, options=options, audio_prompt=audio_prompt, format=fmt,
                 wav_format=wav_format)
     request = request_of(spec, entry)
+    _check_duration(request.duration, limits)
     spec["seed"] = request.seed  # drawn by check_request when none was given: a rerun makes the same audio
     spec["duration"] = request.duration
     spec["finishing"] = check_finishing(finishing or {}, request.duration, request.loop)
     return spec, request
 
 
+def _check_duration(duration: float, limits: Limits):
+    if duration > limits.max_duration:
+        raise InvalidParameter(f"duration {duration:g} s is longer than this server's limit of "
+                               f"{limits.max_duration:g} s")
+
+
 def request_of(spec: dict, entry: Entry) -> Request:
-    return check_request(spec["prompt"], family=spec["family"], longest=entry.spec.longest,
+    return check_request(spec["prompt"], family=spec["family"], longest=entry.spec.longest, turbo=entry.spec.turbo,
                          duration=spec["duration"], seed=spec["seed"], num_variations=spec["variations"],
                          loop=spec["loop"], audio_prompt=spec["audio_prompt"], **spec["options"])
 
