@@ -298,3 +298,13 @@ def test_more_threads_than_cores_are_warned_about(mono_ckpt, tmp_path):
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.2", "--threads", str(4 * os.cpu_count()), "-o",
                tmp_path / "x.wav", "--quiet")
     assert proc.returncode == 0 and "more threads than cores" in proc.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`tunesmith models | head -1`: the reader leaves early; no error line, the shell's code for SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc.stdout.close()  # before the child has started writing (its imports take far longer)
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert stderr == ""

@@ -599,15 +599,15 @@ def cmd_models(args) -> int:
     from .hub import ALIASES, cached_folder
     from .request import FAMILY_NAMES
 
-    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<15}cached")
+    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
         follows = ("text + melody" if info.melody else "text + style" if info.style
-                   else {"stable_audio": "text + audio", "acestep": "text + lyrics"}.get(info.family, "text"))
+                   else {"stable_audio": "text + audio", "acestep": "text + lyrics + song"}.get(info.family, "text"))
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
         print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
-              f"{follows:<15}{cached}")
+              f"{follows:<22}{cached}")
     return 0
 
 
@@ -685,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tunesmith models | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except Exception as err:  # a bug of ours: still one line, the traceback on request
         if os.environ.get("TUNESMITH_DEBUG"):
             raise
