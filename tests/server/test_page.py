@@ -6,10 +6,13 @@ width is saved under $TUNESMITH_TEST_ARTIFACTS (default: test-artifacts/)."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -153,13 +156,29 @@ def test_a_song_with_lyrics_from_the_page(browser, mono_ckpt, ace_ckpt, tmp_path
         page.fill("#prompt", "indie pop, female vocals")
         page.fill("#duration", "10")
         page.click("#advanced summary")
-        assert page.locator("textarea[name=lyrics]").is_visible() and page.locator("#continuation").is_hidden()
+        assert page.locator("textarea[name=lyrics]").is_visible() and page.locator("#repaint-start").is_visible()
         page.fill("textarea[name=lyrics]", "[verse]\nrain on the window")
         page.click("#submit")
         job_card(page, "done").first.wait_for(timeout=WAIT_MS)
         job = page.evaluate("fetch('/api/jobs').then(r => r.json())")[0]
         assert job["family"] == "acestep" and job["request"]["options"]["lyrics"] == "[verse]\nrain on the window"
+
+        # repaint seconds 2 to 5 of a 12 s song: the job keeps the song's length, whatever the duration field says
+        source = tmp_path / "song.wav"
+        sf.write(source, np.random.default_rng(0).uniform(-0.3, 0.3, (12 * 48000, 2)).astype("float32"), 48000)
+        page.set_input_files("#continuation", str(source))
+        page.fill("#repaint-start", "2")
+        page.fill("#repaint-end", "5")
+        page.click("#submit")
+        job_card(page, "done").nth(1).wait_for(timeout=WAIT_MS)
+        job = page.evaluate("fetch('/api/jobs').then(r => r.json())")[0]
+        assert job["status"] == "done" and job["request"]["options"]["repaint"] == [2, 5], job
+        assert job["duration"] == 12.0
+        with urllib.request.urlopen(f"{server.url}/api/jobs/{job['id']}/audio") as res:
+            audio, rate = sf.read(io.BytesIO(res.read()), always_2d=True)
+        assert rate == 48000 and audio.shape == (12 * 48000, 2)
         page.select_option("#model", str(mono_ckpt[0]))  # a MusicGen model: no lyrics, audio inputs again
         assert page.locator("textarea[name=lyrics]").is_hidden() and page.locator("#continuation").is_visible()
+        assert page.locator("#repaint-start").is_hidden()
     finally:
         server.stop()

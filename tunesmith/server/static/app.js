@@ -62,7 +62,6 @@ function showFamilyFields() {
   }
   const model = models.get($("#model").value);
   for (const element of document.querySelectorAll("[data-style]")) element.hidden = !(model && model.style);
-  $("#continuation").closest("label").hidden = current === "acestep"; // songs start from words, not audio
   $("#duration").max = model && model.longest ? model.longest.toFixed(2) : "";
 }
 
@@ -109,7 +108,13 @@ async function jobBody() {
       body[input.name] = input.value;
     }
   }
-  if (!$("#continuation").closest("label").hidden) body.continuation = await uploadFile($("#continuation"));
+  body.continuation = await uploadFile($("#continuation"));
+  if (body.continuation && family() === "acestep") {
+    // a repaint: the song's own length, and the span to make anew (no end: to the song's end)
+    const end = $("#repaint-end").value;
+    body.repaint = [Number($("#repaint-start").value || 0), end === "" ? null : Number(end)];
+    delete body.duration;
+  }
   if (family() === "musicgen") body.melody = await uploadFile($("#melody"));
   if (!$("#style").closest("[data-style]").hidden) body.style = await uploadFile($("#style"));
   for (const key of Object.keys(body)) if (body[key] === null) delete body[key];
