@@ -34,6 +34,24 @@ def checkpoint_for(size: str, stereo: bool = False) -> Path:
     return folder
 
 
+def random_decoder(cfg, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None, seed: int = 0):
+    """A MusicGenLM for `cfg` (a DecoderConfig) with random weights, on the CPU, without a checkpoint:
+    built in `dtype` and given its step linears as the loader does (packed bfloat16, or int8)."""
+    from tunesmith.musicgen.linear import specialise_linears
+    from tunesmith.musicgen.lm import MusicGenLM, sinusoidal_positions
+
+    with torch.device("meta"):
+        lm = MusicGenLM(cfg).to(dtype)
+    lm.to_empty(device="cpu")  # in dtype from the start: no float32 copy of a 1.5B decoder
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in lm.named_parameters():  # matrices random, norms 1 and biases 0
+            p.normal_(0, 0.02, generator=generator) if p.dim() > 1 else p.fill_(float(name.endswith("weight")))
+    lm.positions = sinusoidal_positions(cfg.max_positions, cfg.dim).to(dtype)  # as the loader: derived
+    specialise_linears(lm.eval(), torch.device("cpu"), quantize)
+    return lm
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"

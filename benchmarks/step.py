@@ -70,7 +70,7 @@ def main(argv=None):
             cpu_step.build, lm.whole_step = real_build, None
         rows.append(f"| {variant} ({str(mg.dtype)[6:]}) | {at_start:.1f} | {at_p:.1f} | {forward:.1f} "
                     f"| {at_p - forward:.1f} | {layers:.1f} |")
-        del mg, lm
+        mg = lm = None  # freed before the next variant loads
 
     table = "\n".join([
         f"### One decode step, musicgen-{args.size} (ms)", "",

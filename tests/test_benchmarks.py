@@ -98,3 +98,29 @@ def test_stable_audio_cpu_compares_each_stage_with_diffusers(tmp_path):
     drift = {name: cells for name, cells in rows.items() if name.startswith(("tunesmith", "for scale"))}
     assert float(drift["tunesmith float32 (float32 DiT and VAE)"][0]) > 100  # float32: rounding only
     assert 30 < float(drift["tunesmith default (bf16 DiT, bf16 VAE)"][0]) < 100
+
+
+
+def test_style_step_times_melody_and_style_rows(tmp_path):
+    from benchmarks import style_step
+
+    out = tmp_path / "style_step.md"
+    style_step.main(["--size", "tiny", "--position", "4", "--steps", "1", "--rounds", "2",
+                     "--variants", "default,int8", "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("### One decode step, musicgen-tiny decoder: melody (2 rows) against style (3 rows)")
+    assert "prefix ahead of the audio position: melody 247 (chroma and text), style 27 (style tokens and text)" in text
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(("| default", "| int8"))]
+    assert [(r[0].split(" (")[0], r[1]) for r in rows] == [("default", "0"), ("default", "4"), ("int8", "0"),
+                                                             ("int8", "4")]
+    for _, _, *cells in rows:
+        melody, style2, style3, vs_melody, vs_two, melody_s, style_s = map(float, cells)
+        assert min(melody, style2, style3) > 0
+
+        def near(ratio, num, den):  # the printed ratio, from ms printed to 0.1
+            return abs(ratio - num / den) <= 0.005 + 0.05 * (1 + num / den) / den + 1e-9
+
+        assert near(vs_melody, style3, melody) and near(vs_two, style3, style2)
+        # seconds per generated second: 50 steps a second
+        assert abs(style_s - style3 * 50 / 1e3) <= 0.01 and abs(melody_s - melody * 50 / 1e3) <= 0.01
