@@ -116,9 +116,15 @@ def test_quantize_taps_are_the_convolutions_columns(impl):
         cols, scale = cpu.quantize_taps(source, taps, dilation, L)
         assert cols.shape == (taps * C, L) and cols.dtype == torch.int8
         assert scale == pytest.approx(source.float().abs().max().item() / 127, rel=1e-6)
-        expected = torch.round(source.float() / scale)
+        def same(q, values, scale):  # rounded to the nearest step (a value within float32 rounding of a tie either way)
+            exact = values.double() / scale
+            return ((q.double() - exact).abs() <= 0.5 + 1e-5).all()
+
         for k in range(taps):
-            assert torch.equal(cols[k * C:(k + 1) * C].float(), expected[:, k * dilation:k * dilation + L])
+            assert same(cols[k * C:(k + 1) * C], source[:, k * dilation:k * dilation + L], scale)
+        given, given_scale = cpu.quantize_taps(source, taps, dilation, L, top=2 * scale * 127)  # a known max
+        assert given_scale == pytest.approx(2 * scale, rel=1e-6)
+        assert same(given, torch.cat([source[:, k * dilation:k * dilation + L] for k in range(taps)]), given_scale)
 
 
 def test_dequantize_rows_and_add_dequantized_equal_torch(impl):
@@ -128,8 +134,10 @@ def test_dequantize_rows_and_add_dequantized_equal_torch(impl):
     alpha, inv_beta = torch.rand(R) + 0.5, torch.rand(R)
     value = acc.double() * scale.double()[:, None] + bias.double()[:, None]
     for params, expected in ((None, value), ((alpha, inv_beta), torch_snake(value, alpha.double(), inv_beta.double()))):
-        out = cpu.dequantize_rows(acc, scale, bias, params, out=torch.empty(R, L, dtype=torch.bfloat16))
+        out = torch.empty(R, L, dtype=torch.bfloat16)
+        top = cpu.dequantize_rows(acc, scale, bias, params, out=out)
         assert ((out.double() - expected).abs() <= expected.abs() * 2 ** -8 + 1e-6).all()
+        assert top == out.float().abs().max().item()  # the next product's activation scale, exact
     x = torch.randn(R, L + 20)
     before = x.clone()
     cpu.add_dequantized(x[:, 10:10 + L], acc, scale, bias)

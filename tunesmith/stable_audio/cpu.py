@@ -78,12 +78,11 @@ def kernels() -> ctypes.CDLL | None:
     lib.ts_interleave.argtypes = [p, lg, p, i, i, i, i, lg, i]
     for fn in (lib.ts_snake, lib.ts_add_rows, lib.ts_interleave):
         fn.restype = None
-    lib.ts_quantize_taps.argtypes = [p, i, lg, i, i, i, lg, p, i]
-    lib.ts_quantize_taps.restype = f
+    lib.ts_quantize_taps.argtypes = [p, i, lg, i, i, i, lg, f, p, i]
     lib.ts_dequantize_rows.argtypes = [p, lg, lg, p, p, p, p, p, i]
+    lib.ts_quantize_taps.restype = lib.ts_dequantize_rows.restype = f
     lib.ts_add_dequantized.argtypes = [p, lg, p, p, p, lg, lg, i]
-    for fn in (lib.ts_dequantize_rows, lib.ts_add_dequantized):
-        fn.restype = None
+    lib.ts_add_dequantized.restype = None
     lib.ts_quantize_rows.argtypes = [p, i, lg, lg, i, p, p, i]
     lib.ts_dequantize.argtypes = [p, lg, i, p, p, p, p, i]
     lib.ts_norm_rotate.argtypes = [p, lg, lg, lg, i, i, i, i, i, p, p, f, p, p, i, i]
@@ -151,37 +150,40 @@ def _snake_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha.reshape(-1).contiguous(), (beta + 1e-9).reciprocal().reshape(-1).contiguous()
 
 
-def quantize_taps(x: torch.Tensor, taps: int, dilation: int, length: int) -> tuple[torch.Tensor, float]:
+def quantize_taps(x: torch.Tensor, taps: int, dilation: int, length: int,
+                  top: float | None = None) -> tuple[torch.Tensor, float]:
     """The int8 columns of a convolution over x [C, length + (taps - 1) * dilation] (float32 or
     bfloat16, contiguous rows): cols [taps * C, length], cols[k * C + c, t] = round(x[c, t + k *
-    dilation] / s), and s = max |x| / 127 (one scale for the tile)."""
+    dilation] / s), and s = max |x| / 127 (one scale for the tile; `top`: max |x| when known)."""
     C = x.shape[0]
     width = length + (taps - 1) * dilation
     lib = kernels()
     if lib is None or x.dtype not in _KERNEL_DTYPES or x.stride(1) != 1:
         x = x[:, :width].float()
-        scale = max(x.abs().max().item() / 127, 1e-12)
-        q = torch.round(x / scale).to(torch.int8)
-        return torch.cat([q[:, k * dilation:k * dilation + length] for k in range(taps)]), scale
+        scale = ((x.abs().max() if top is None else torch.tensor(top)) / 127).clamp_min(1e-12)  # float32, as in C
+        q = torch.round(x * scale.reciprocal()).to(torch.int8)
+        return torch.cat([q[:, k * dilation:k * dilation + length] for k in range(taps)]), scale.item()
     cols = torch.empty(taps * C, length, dtype=torch.int8)
     scale = lib.ts_quantize_taps(x.data_ptr(), int(x.dtype == torch.bfloat16), x.stride(0), C, taps, dilation, length,
-                                 cols.data_ptr(), torch.get_num_threads())
+                                 -1.0 if top is None else top, cols.data_ptr(), torch.get_num_threads())
     return cols, scale
 
 
 def dequantize_rows(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, snake_params: tuple | None,
-                    out: torch.Tensor) -> torch.Tensor:
+                    out: torch.Tensor) -> float:
     """out [R, L] bfloat16 (contiguous) = Snake(acc * scale[:, None] + bias[:, None]) (without
-    snake_params, no Snake): acc [R, L] int32, scale and bias [R] float32."""
+    snake_params, no Snake): acc [R, L] int32, scale and bias [R] float32. Returns max |out|."""
     lib = kernels()
     if lib is None:
         v = acc.float() * scale[:, None] + (0 if bias is None else bias[:, None])
-        return snake(v[None], *snake_params, out=out[None])[0] if snake_params else out.copy_(v)
+        snake(v[None], *snake_params, out=out[None]) if snake_params else out.copy_(v)
+        return out.abs().max().item()
     alpha, inv_beta = snake_params or (None, None)
-    lib.ts_dequantize_rows(acc.data_ptr(), acc.shape[0], acc.shape[1], scale.data_ptr(),
-                           None if bias is None else bias.data_ptr(), None if alpha is None else alpha.data_ptr(),
-                           None if inv_beta is None else inv_beta.data_ptr(), out.data_ptr(), torch.get_num_threads())
-    return out
+    return lib.ts_dequantize_rows(acc.data_ptr(), acc.shape[0], acc.shape[1], scale.data_ptr(),
+                                  None if bias is None else bias.data_ptr(),
+                                  None if alpha is None else alpha.data_ptr(),
+                                  None if inv_beta is None else inv_beta.data_ptr(), out.data_ptr(),
+                                  torch.get_num_threads())
 
 
 def add_dequantized(x: torch.Tensor, acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -233,10 +235,10 @@ class _Int8Conv:
         self.weight = self.weight.permute(0, 2, 1).reshape(N, self.taps * C).contiguous()
         self.bias = None if bias is None else bias.float().contiguous()
 
-    def __call__(self, x: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [C, length + (taps - 1) * dilation] -> (acc [N, length] int32, scale [N]): the output is
-        acc * scale[:, None] + bias[:, None]."""
-        cols, x_scale = quantize_taps(x, self.taps, self.dilation, length)
+    def __call__(self, x: torch.Tensor, length: int, top: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [C, length + (taps - 1) * dilation] (top: max |x| if known) -> (acc [N, length] int32,
+        scale [N]): the output is acc * scale[:, None] + bias[:, None]."""
+        cols, x_scale = quantize_taps(x, self.taps, self.dilation, length, top)
         return torch._int_mm(self.weight, cols), self.scale * x_scale
 
 
@@ -439,8 +441,8 @@ class OobleckDecoderCPU:
         hidden = mixed.view(-1)[:B * C * L].view(B, C, L)
         for b in range(B):
             acc, scale = conv1(s1[b], L)  # [C, L] int32
-            dequantize_rows(acc, scale, conv1.bias, unit.snake2, out=hidden[b])
-            acc, scale = conv2(hidden[b], L)
+            top = dequantize_rows(acc, scale, conv1.bias, unit.snake2, out=hidden[b])
+            acc, scale = conv2(hidden[b], L, top)
             add_dequantized(x[b], acc, scale, conv2.bias)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@
 */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline float bf16_to_f32(uint16_t h) {
@@ -133,73 +134,93 @@ void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, lon
    factor out of the sums) and one per output channel of the weights.
 
    ts_quantize_taps: cols[(k * channels + c) * length + t] = round(x[c, t + k * dilation] / s), s =
-   max |x[:, :length + (taps - 1) * dilation]| / 127, returned. x float32 or bfloat16, rows x_stride
-   apart.
+   top / 127, top = max |x[:, :length + (taps - 1) * dilation]| (computed when `top` < 0); s returned.
+   x float32 or bfloat16, rows x_stride apart.
 
    ts_dequantize_rows: out[r, t] = v + inv_beta[r] * sin^2(alpha[r] * v) (Snake; without alpha, v),
-   v = acc[r, t] * scale[r] + bias[r], rounded to bfloat16.
+   v = acc[r, t] * scale[r] + bias[r], rounded to bfloat16; returns max |out| (the next product's
+   activation scale, without another pass).
 
    ts_add_dequantized: x[r, t] += acc[r, t] * scale[r] + bias[r], x float32 rows x_stride apart: the
    residual add after a unit's 1x1 convolution. */
 
 float ts_quantize_taps(const void *x, int x_bf16, long x_stride, int channels, int taps, int dilation, long length,
-                       int8_t *cols, int threads) {
+                       float top, int8_t *cols, int threads) {
     const long width = length + (long)(taps - 1) * dilation;
-    float top = 0.0f;
+    if (top < 0.0f) {
+        top = 0.0f;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(max:top)
-    for (int c = 0; c < channels; c++) {
-        const float *xf = (const float *)x + c * x_stride;
-        const uint16_t *xh = (const uint16_t *)x + c * x_stride;
-        float m = 0.0f;
-        if (x_bf16) {
+        for (int c = 0; c < channels; c++) {
+            const float *xf = (const float *)x + c * x_stride;
+            const uint16_t *xh = (const uint16_t *)x + c * x_stride;
+            float m = 0.0f;
+            if (x_bf16) {
 #pragma omp simd reduction(max:m)
-            for (long t = 0; t < width; t++) { float a = bf16_to_f32(xh[t]); a = a < 0 ? -a : a; m = a > m ? a : m; }
-        } else {
+                for (long t = 0; t < width; t++) { float a = bf16_to_f32(xh[t]); a = a < 0 ? -a : a; m = a > m ? a : m; }
+            } else {
 #pragma omp simd reduction(max:m)
-            for (long t = 0; t < width; t++) { float a = xf[t] < 0 ? -xf[t] : xf[t]; m = a > m ? a : m; }
+                for (long t = 0; t < width; t++) { float a = xf[t] < 0 ? -xf[t] : xf[t]; m = a > m ? a : m; }
+            }
+            top = m > top ? m : top;
         }
-        top = m > top ? m : top;
     }
     float s = top / 127.0f;
     s = s > 1e-12f ? s : 1e-12f;
     const float inv = 1.0f / s, round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
-    const long rows = (long)taps * channels;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long row = 0; row < rows; row++) {
-        const long k = row / channels, c = row % channels;
-        int8_t *q = cols + row * length;
-        if (x_bf16) {
-            const uint16_t *xh = (const uint16_t *)x + c * x_stride + k * dilation;
+#pragma omp parallel num_threads(threads)
+    {
+        int8_t *q = taps > 1 ? (int8_t *)malloc(width) : 0;  /* a channel quantized once, then copied per tap */
+#pragma omp for schedule(static)
+        for (int c = 0; c < channels; c++) {
+            int8_t *row = taps > 1 ? q : cols + (long)c * length;
+            if (x_bf16) {
+                const uint16_t *xh = (const uint16_t *)x + c * x_stride;
 #pragma omp simd
-            for (long t = 0; t < length; t++) q[t] = (int8_t)((bf16_to_f32(xh[t]) * inv + round) - round);
-        } else {
-            const float *xf = (const float *)x + c * x_stride + k * dilation;
+                for (long t = 0; t < width; t++) row[t] = (int8_t)((bf16_to_f32(xh[t]) * inv + round) - round);
+            } else {
+                const float *xf = (const float *)x + c * x_stride;
 #pragma omp simd
-            for (long t = 0; t < length; t++) q[t] = (int8_t)((xf[t] * inv + round) - round);
+                for (long t = 0; t < width; t++) row[t] = (int8_t)((xf[t] * inv + round) - round);
+            }
+            if (taps > 1)
+                for (int k = 0; k < taps; k++) memcpy(cols + ((long)k * channels + c) * length, q + (long)k * dilation, length);
         }
+        free(q);
     }
     return s;
 }
 
-void ts_dequantize_rows(const int32_t *acc, long rows, long length, const float *scale, const float *bias,
-                        const float *alpha, const float *inv_beta, uint16_t *out, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+float ts_dequantize_rows(const int32_t *acc, long rows, long length, const float *scale, const float *bias,
+                         const float *alpha, const float *inv_beta, uint16_t *out, int threads) {
+    float top = 0.0f;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max:top)
     for (long r = 0; r < rows; r++) {
         const int32_t *a = acc + r * length;
         uint16_t *o = out + r * length;
         const float sr = scale[r], b = bias ? bias[r] : 0.0f;
+        float m = 0.0f;
         if (alpha) {
             const float al = alpha[r], ib = inv_beta[r];
-#pragma omp simd
+#pragma omp simd reduction(max:m)
             for (long t = 0; t < length; t++) {
                 float v = (float)a[t] * sr + b;
-                o[t] = f32_to_bf16(v + ib * sin_squared(al * v));
+                uint16_t h = f32_to_bf16(v + ib * sin_squared(al * v));
+                o[t] = h;
+                float w = bf16_to_f32(h & 0x7fffu);
+                m = w > m ? w : m;
             }
         } else {
-#pragma omp simd
-            for (long t = 0; t < length; t++) o[t] = f32_to_bf16((float)a[t] * sr + b);
+#pragma omp simd reduction(max:m)
+            for (long t = 0; t < length; t++) {
+                uint16_t h = f32_to_bf16((float)a[t] * sr + b);
+                o[t] = h;
+                float w = bf16_to_f32(h & 0x7fffu);
+                m = w > m ? w : m;
+            }
         }
+        top = m > top ? m : top;
     }
+    return top;
 }
 
 void ts_add_dequantized(float *x, long x_stride, const int32_t *acc, const float *scale, const float *bias,
