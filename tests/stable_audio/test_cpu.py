@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from tunesmith.cpu import ops
 from tunesmith.stable_audio import cpu
 from tunesmith.stable_audio.sample import encode_text
 
@@ -31,8 +32,8 @@ def torch_snake(x, alpha, inv_beta):
 def impl(request, monkeypatch):
     """Both implementations: the compiled kernels (where they build) and torch's ops."""
     if request.param == "torch":
-        monkeypatch.setattr(cpu, "kernels", lambda: None)
-    elif cpu.kernels() is None:
+        monkeypatch.setattr(ops, "kernels", lambda: None)
+    elif ops.kernels() is None:
         pytest.skip("no C compiler here: the kernels are not built")
     return request.param
 
@@ -42,7 +43,7 @@ def test_snake_equals_torch_on_a_slice(impl):
     x = torch.randn(2, C, T) * 30  # phases up to about 300 rad
     alpha, inv_beta = torch.rand(C) * 3 + 0.05, torch.rand(C) * 2
     view = x[:, :, 37:550]  # rows evenly spaced, not contiguous
-    out = cpu.snake(view, alpha, inv_beta, out=torch.empty(2, C, 513))
+    out = ops.snake(view, alpha, inv_beta, out=torch.empty(2, C, 513))
     reference = torch_snake(view.double(), alpha.double(), inv_beta.double())
     assert (out.double() - reference).abs().max() <= 2e-6 * reference.abs().max()
 
@@ -52,11 +53,11 @@ def test_snake_rounds_to_bfloat16_as_torch(impl):
     x = torch.randn(1, C, T) * 4
     alpha, inv_beta = torch.rand(C) + 0.5, torch.rand(C)
     expected = torch_snake(x, alpha, inv_beta).bfloat16()
-    out = cpu.snake(x, alpha, inv_beta, out=torch.empty(1, C, T, dtype=torch.bfloat16))
+    out = ops.snake(x, alpha, inv_beta, out=torch.empty(1, C, T, dtype=torch.bfloat16))
     same = (out == expected).float().mean().item()
     assert same > 0.999  # the rest sit on a rounding boundary: one bfloat16 step apart
     assert ((out.float() - expected.float()).abs() <= expected.float().abs() * 2 ** -7).all()
-    from_bf16 = cpu.snake(x.bfloat16(), alpha, inv_beta, out=torch.empty(1, C, T))  # bfloat16 in, float32 out
+    from_bf16 = ops.snake(x.bfloat16(), alpha, inv_beta, out=torch.empty(1, C, T))  # bfloat16 in, float32 out
     assert torch.allclose(from_bf16, torch_snake(x.bfloat16().float(), alpha, inv_beta), rtol=1e-5, atol=1e-5)
 
 
@@ -225,7 +226,7 @@ def test_attention_rounds_as_torch(impl, B, H, H_kv, Tq, Tk, D):
     exact = F.scaled_dot_product_attention(q.double(), k_all.double(), v_all.double()).transpose(1, 2)
     exact = exact.reshape(B, Tq, H * D)
     torch_bf16 = F.scaled_dot_product_attention(q, k_all, v_all).transpose(1, 2).reshape(B, Tq, H * D)
-    out = cpu.attention(q, k, v)
+    out = ops.attention(q, k, v)
     assert out.shape == (B, Tq, H * D) and out.dtype == torch.bfloat16
     error, torch_error = (exact - out.double()).pow(2).mean(), (exact - torch_bf16.double()).pow(2).mean()
     assert error <= 1.3 * torch_error + 1e-12 * exact.pow(2).mean()  # about 55 dB below the signal, both
