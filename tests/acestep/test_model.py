@@ -157,15 +157,6 @@ def test_a_folder_missing_or_breaking_a_part_is_one_line(ace_ckpt, tmp_path):
         describe(broken)
 
 
-def test_the_cpu_path_stays_close_to_float32(ace_ckpt, ace_model):
-    fast = tunesmith.load(ace_ckpt[0], device="cpu", dtype="bfloat16")
-    assert fast._parts.transformer.dtype == torch.bfloat16 and fast._parts.text_encoder.dtype == torch.float32
-    exact, = ace_model.generate("dream pop", lyrics=LYRICS, duration=10, seed=4, steps=2)
-    close, = fast.generate("dream pop", lyrics=LYRICS, duration=10, seed=4, steps=2)
-    snr = 10 * np.log10((exact.audio ** 2).sum() / ((exact.audio - close.audio) ** 2).sum())
-    assert snr > 20 and close.params["dtype"] == "bfloat16"  # 27 dB here; the real sizes: BENCHMARKS.md
-
-
 def test_a_loop_lasts_its_duration(ace_model):
     clip, = ace_model.generate("tech house groove", duration=10, seed=5, steps=1, loop=True)
     assert clip.audio.shape == (2, 480000) and clip.params["loop"]

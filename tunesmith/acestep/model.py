@@ -47,7 +47,7 @@ class AceStep(Family):
             float32 on the CPU (diffusers' exact path) and on MPS (half precision is where ACE-Step
             v1 made static on Apple Silicon). The VAE decodes in float32, except with bfloat16 on the
             CPU: there the DiT alone runs in bfloat16 (the encoders stay float32) and the VAE decodes
-            through Stable Audio's CPU decoder (stable_audio/cpu.py, bfloat16 tiles), window by window.
+            through the CPU Oobleck decoder (cpu/oobleck.py, bfloat16 tiles), window by window.
         """
         from ..hub import resolve
         from .layout import load_folder
@@ -167,12 +167,14 @@ class AceStep(Family):
 
 
 def for_cpu(parts: AceStepParts) -> AceStepParts:
-    """Parts loaded in float32 on the CPU -> the CPU path: the DiT in bfloat16 (diffusers' module; oneDNN's
-    AVX512-BF16 products), the text and condition encoders float32 (they run once a song), the VAE decoder
-    as Stable Audio's OobleckDecoderCPU in bfloat16 (the VAE module stays, for its receptive field)."""
-    from ..stable_audio.cpu import OobleckDecoderCPU
+    """Parts loaded in float32 on the CPU -> the CPU path: the DiT as cpu.py's DiTCPU (bfloat16 products, the
+    residual stream, norms and modulation float32), the text and condition encoders float32 (they run once
+    a song), the VAE decoder as the OobleckDecoderCPU of cpu/oobleck.py in bfloat16 (the VAE module stays,
+    for its receptive field)."""
+    from ..cpu.oobleck import OobleckDecoderCPU
+    from .cpu import prepare_dit
 
-    parts.to(torch.device("cpu"), torch.bfloat16, torch.float32, encoder_dtype=torch.float32)
+    parts.transformer = prepare_dit(parts.transformer, torch.bfloat16, consume=True)
     parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16)
     return parts
 
