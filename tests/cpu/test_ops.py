@@ -63,3 +63,28 @@ def test_rms_norm_then_rotary_in_one_pass():
     assert ops.norm_rotate(x, "rms", weight, None, eps, (cos, sin))
     assert ((x.double() - expected).abs() <= expected.abs() * 2 ** -8 + 1e-6).all()
     assert not ops.norm_rotate(x.float(), "rms", weight, None, eps, None)  # float32: the caller's torch path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.inference_mode()
+def test_adaln_passes_equal_torch(impl, dtype):
+    """ACE-Step's RMSNorm * (1 + scale) + shift and x += y * gate, rows of each batch element with
+    their own modulation (views of a [B, 6, W] table, as the DiT chunks it)."""
+    torch.manual_seed(0)
+    B, S, W = 2, 37, 96
+    x, weight = torch.randn(B, S, W) * 3, torch.rand(W) + 0.5
+    table = torch.randn(B, 6, W) * 0.3
+    shift, scale, gate = table.chunk(6, dim=1)[:3]  # [B, 1, W], rows 6 W apart
+    expected = (F.rms_norm(x.double(), (W,), weight.double(), 1e-6) * (1 + scale.double()) + shift.double())
+    out = ops.modulated_rms(x, weight, 1e-6, scale, shift, dtype)
+    assert out.dtype == dtype and out.shape == x.shape
+    tolerance = 1e-5 if dtype == torch.float32 else 2 ** -8
+    assert torch.allclose(out.double(), expected, rtol=tolerance, atol=tolerance)
+    plain = ops.modulated_rms(x, weight, 1e-6, dtype=dtype)  # no modulation: the cross-attention's norm
+    assert torch.allclose(plain.double(), F.rms_norm(x.double(), (W,), weight.double(), 1e-6), rtol=tolerance, atol=1e-5)
+
+    y = torch.randn(B, S, W).to(dtype)
+    total = x.clone()
+    assert ops.gated_add(total, y, gate) is total
+    assert torch.allclose(total, x + y.float() * gate, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(ops.gated_add(x.clone(), y), x + y.float(), rtol=1e-6, atol=1e-6)

@@ -55,10 +55,6 @@ def _rms(norm: nn.Module, width: int) -> tuple[torch.Tensor, float]:
     return norm.weight.detach().float(), norm.eps
 
 
-def _rms_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
-    return F.rms_norm(x, norm[0].shape, norm[0], norm[1])
-
-
 def _rotate(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """diffusers' rotary embedding (use_real, unbind dim -2: rotate-half), float32: x (B, H, S, D)."""
     cos, sin = rotary  # [S, D]
@@ -72,7 +68,7 @@ def _norm_rotate(x: torch.Tensor, norm: tuple, rotary: tuple | None) -> torch.Te
     its block's own projection output), else in float32 with torch."""
     if ops.norm_rotate(x, "rms", norm[0], None, norm[1], rotary):
         return x
-    y = _rms_norm(x.float(), norm)
+    y = F.rms_norm(x.float(), norm[0].shape, *norm)
     return (y if rotary is None else _rotate(y, rotary)).to(x.dtype)
 
 
@@ -115,21 +111,20 @@ class _Block:
 
     def __call__(self, x: torch.Tensor, modulation: torch.Tensor, rotary: tuple, k2: torch.Tensor,
                  v2: torch.Tensor) -> torch.Tensor:
-        # x [B, S, W] float32, modulation [B, 6, W] float32
+        # x [B, S, W] float32, updated in place; modulation [B, 6, W] float32
         shift, scale, gate, c_shift, c_scale, c_gate = (self.table + modulation).chunk(6, dim=1)  # [B, 1, W]
-        h = _rms_norm(x, self.norm1) * (1 + scale) + shift
-        q, k, v = self.qkv(h.to(self.dtype)).split([self.heads * self.head_dim, *2 * [self.kv_heads * self.head_dim]],
-                                                   dim=-1)
+        h = ops.modulated_rms(x, *self.norm1, scale, shift, self.dtype)  # [B, S, W] in the products' dtype
+        q, k, v = self.qkv(h).split([self.heads * self.head_dim, *2 * [self.kv_heads * self.head_dim]], dim=-1)
         q, k, v = self._heads(q, self.heads), self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
         q, k = _norm_rotate(q, self.norm_q1, rotary), _norm_rotate(k, self.norm_k1, rotary)
-        x = x + self.out1(ops.attention(q, k, v, self.window)) * gate  # attention: [B, S, H * D]
+        ops.gated_add(x, self.out1(ops.attention(q, k, v, self.window)), gate)  # attention: [B, S, H * D]
 
-        q = self._heads(self.q2(_rms_norm(x, self.norm2).to(self.dtype)), self.heads)
-        x = x + self.out2(ops.attention(_norm_rotate(q, self.norm_q2, None), k2, v2))
+        q = self._heads(self.q2(ops.modulated_rms(x, *self.norm2, dtype=self.dtype)), self.heads)
+        ops.gated_add(x, self.out2(ops.attention(_norm_rotate(q, self.norm_q2, None), k2, v2)))
 
-        h = _rms_norm(x, self.norm3) * (1 + c_scale) + c_shift
-        hidden, up = self.gate_up(h.to(self.dtype)).chunk(2, dim=-1)
-        return x + self.down(F.silu(hidden) * up) * c_gate
+        h = ops.modulated_rms(x, *self.norm3, c_scale, c_shift, self.dtype)
+        hidden, up = self.gate_up(h).chunk(2, dim=-1)
+        return ops.gated_add(x, self.down(F.silu(hidden) * up), c_gate)
 
 
 class DiTCPU(nn.Module):
@@ -217,7 +212,7 @@ class DiTCPU(nn.Module):
             x = block(x, modulation, rotary, k2, v2)
 
         shift, scale = (self.table + temb.unsqueeze(1)).chunk(2, dim=1)  # [B, 1, W]
-        x = _rms_norm(x, self.norm_out) * (1 + scale) + shift
+        x = ops.modulated_rms(x, *self.norm_out, scale, shift, torch.float32)
         sample = self.proj_out_conv(x.transpose(1, 2)).transpose(1, 2)[:, :frames]  # [B, T, C]
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 

@@ -57,7 +57,7 @@ static inline float sin_squared(float u) {
     return s * s;
 }
 
-int ts_kernels_version(void) { return 5; }
+int ts_kernels_version(void) { return 6; }
 
 void ts_interleave(float *y, long y_stride, const void *phases, int phases_bf16, int batch, int stride,
                    int channels, long frames, int threads) {
@@ -216,6 +216,50 @@ void ts_norm_rotate(uint16_t *x, long sb, long sh, long st, int B, int H, int S,
         for (int d = half; d < rot; d++) y[d] = v[d] * c[d] + v[d - half] * s[d];
         for (int d = rot; d < D; d++) y[d] = v[d];
         for (int d = 0; d < D; d++) xr[d] = f32_to_bf16(y[d]);
+    }
+}
+
+/* ACE-Step's AdaLN passes over the float32 residual stream x [rows, W] (contiguous; row r belongs to batch
+   element r / per_batch), each one pass where torch makes five to eight (each its own parallel region:
+   on a busy machine every region waits for its slowest thread).
+
+   ts_modulated_rms: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, then * (1 + scale[b]) + shift[b]
+   where scale and shift (rows mod_stride apart) are given; out float32 or bfloat16 (out_bf16).
+   ts_gated_add: x[r] += y[r] * gate[b] (gate rows gate_stride apart; NULL: x[r] += y[r]), y float32 or
+   bfloat16 [rows, W] contiguous. */
+void ts_modulated_rms(const float *x, long rows, int W, long per_batch, const float *weight, float eps,
+                      const float *scale, const float *shift, long mod_stride, void *out, int out_bf16, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * W;
+        float power = 0.0f;
+#pragma omp simd reduction(+:power)
+        for (int d = 0; d < W; d++) power += xr[d] * xr[d];
+        const float inv = 1.0f / sqrtf(power / W + eps);
+        const long b = r / per_batch;
+        const float *sc = scale ? scale + b * mod_stride : 0, *sh = shift ? shift + b * mod_stride : 0;
+        float *of = (float *)out + r * W;
+        uint16_t *oh = (uint16_t *)out + r * W;
+        for (int d = 0; d < W; d++) {
+            float v = xr[d] * inv * weight[d];
+            if (sc) v = v * (1.0f + sc[d]) + sh[d];
+            if (out_bf16) oh[d] = f32_to_bf16(v); else of[d] = v;
+        }
+    }
+}
+
+void ts_gated_add(float *x, const void *y, int y_bf16, long rows, int W, long per_batch, const float *gate,
+                  long gate_stride, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        float *xr = x + r * W;
+        const float *yf = (const float *)y + r * W;
+        const uint16_t *yh = (const uint16_t *)y + r * W;
+        const float *g = gate ? gate + (r / per_batch) * gate_stride : 0;
+        for (int d = 0; d < W; d++) {
+            float v = y_bf16 ? bf16_to_f32(yh[d]) : yf[d];
+            xr[d] += g ? v * g[d] : v;
+        }
     }
 }
 

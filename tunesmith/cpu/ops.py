@@ -5,6 +5,9 @@ the products around them.
     snake, interleave, add_rows
                     one-pass helpers of the tiled Oobleck decoder (oobleck.py)
     norm_rotate     a per-head LayerNorm or RMSNorm, then rotary, on bfloat16 q or k, in place
+    modulated_rms, gated_add
+                    AdaLN's passes over a float32 residual stream: RMSNorm * (1 + scale) + shift,
+                    and x += y * gate, one pass each
     attention       softmax(q k^T / sqrt(D)) v in bfloat16 with float32 scores (GQA, an optional
                     sliding window)
     Linear          x W^T (+ b) in bfloat16 (oneDNN, float32 sums) or dynamic int8
@@ -58,7 +61,9 @@ def kernels() -> ctypes.CDLL | None:
     lib.ts_quantize_rows.argtypes = [p, i, lg, lg, i, p, p, i]
     lib.ts_dequantize.argtypes = [p, lg, i, p, p, p, p, i]
     lib.ts_norm_rotate.argtypes = [p, lg, lg, lg, i, i, i, i, i, p, p, f, p, p, i, i]
-    for fn in (lib.ts_quantize_rows, lib.ts_dequantize, lib.ts_norm_rotate):
+    lib.ts_modulated_rms.argtypes = [p, lg, i, lg, p, f, p, p, lg, p, i, i]
+    lib.ts_gated_add.argtypes = [p, p, i, lg, i, lg, p, lg, i]
+    for fn in (lib.ts_quantize_rows, lib.ts_dequantize, lib.ts_norm_rotate, lib.ts_modulated_rms, lib.ts_gated_add):
         fn.restype = None
     lib.attention = bool(lib.ts_has_attention())
     if lib.attention:
@@ -162,6 +167,45 @@ def norm_rotate(x: torch.Tensor, kind: str | None, weight: torch.Tensor | None, 
                        eps, None if cos is None else cos.data_ptr(), None if sin is None else sin.data_ptr(),
                        0 if rotary is None else cos.shape[-1], torch.get_num_threads())
     return True
+
+
+def _rows(x: torch.Tensor, mod: torch.Tensor | None) -> bool:
+    """x [B, S, W] float32 contiguous, mod None or [B, 1, W] float32 with contiguous rows: the kernels' layout."""
+    return (x.dtype == torch.float32 and x.is_contiguous() and x.dim() == 3 and
+            (mod is None or (mod.dtype == torch.float32 and mod.shape == (x.shape[0], 1, x.shape[2])
+                             and mod.stride(2) == 1)))
+
+
+def modulated_rms(x: torch.Tensor, weight: torch.Tensor, eps: float, scale: torch.Tensor | None = None,
+                  shift: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """RMSNorm(x) * weight, then * (1 + scale) + shift where given (AdaLN), in `dtype`: x [B, S, W]
+    float32, weight [W] float32, scale and shift [B, 1, W] float32."""
+    lib = kernels()
+    if lib is None or dtype not in _KERNEL_DTYPES or not (_rows(x, scale) and _rows(x, shift)):
+        y = F.rms_norm(x, weight.shape, weight, eps)
+        return (y if scale is None else y * (1 + scale) + shift).to(dtype)
+    B, S, W = x.shape
+    out = torch.empty(B, S, W, dtype=dtype)
+    lib.ts_modulated_rms(x.data_ptr(), B * S, W, S, weight.data_ptr(), eps,
+                         None if scale is None else scale.data_ptr(), None if shift is None else shift.data_ptr(),
+                         0 if scale is None else scale.stride(0), out.data_ptr(), int(dtype == torch.bfloat16),
+                         torch.get_num_threads())
+    return out
+
+
+def gated_add(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+    """x += y * gate (or x += y), in place: x [B, S, W] float32 contiguous, y [B, S, W] float32 or
+    bfloat16, gate [B, 1, W] float32."""
+    lib = kernels()
+    if lib is None or y.dtype not in _KERNEL_DTYPES or not y.is_contiguous() or y.shape != x.shape or \
+            not _rows(x, gate):
+        x += y if gate is None else y * gate
+        return x
+    B, S, W = x.shape
+    lib.ts_gated_add(x.data_ptr(), y.data_ptr(), int(y.dtype == torch.bfloat16), B * S, W, S,
+                     None if gate is None else gate.data_ptr(), 0 if gate is None else gate.stride(0),
+                     torch.get_num_threads())
+    return x
 
 
 class Linear:
