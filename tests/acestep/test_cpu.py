@@ -128,3 +128,13 @@ def test_the_cpu_path_generates_songs_close_to_float32(ace_ckpt, ace_model):
         assert c.audio.shape == e.audio.shape == (2, 480000) and c.params["dtype"] == "bfloat16"
         assert c.check.ok and np.isfinite(c.audio).all() and np.abs(c.audio).max() > 0.5
         assert snr_db(e.audio, c.audio) > 30
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_default_is_bfloat16_where_native(ace_ckpt, monkeypatch, native):
+    from tunesmith import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    model = tunesmith.load(ace_ckpt[0], device="cpu")
+    assert model.dtype == (torch.bfloat16 if native else torch.float32)
+    assert isinstance(model._parts.transformer, DiTCPU) == native

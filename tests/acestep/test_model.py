@@ -34,7 +34,7 @@ def test_same_seed_same_audio_as_diffusers(ace_ckpt, ace_model, lyrics, seconds)
 
 
 def test_guided_base_model_matches_diffusers(ace_base_ckpt):
-    model = tunesmith.load(ace_base_ckpt[0], device="cpu")
+    model = tunesmith.load(ace_base_ckpt[0], device="cpu", dtype="float32")
     clip, = model.generate("synthwave ballad", lyrics=LYRICS, language="es", duration=10, seed=2, steps=3, cfg=3.0)
     expected = reference(ace_base_ckpt[1], "synthwave ballad", 2, LYRICS, 10.0, cfg=3.0, language="es")
     np.testing.assert_allclose(clip.audio, expected, atol=1e-5, rtol=0)
