@@ -4,6 +4,7 @@ sizes for the text encoder, the condition encoder, the 48 kHz Oobleck VAE), in o
 
     python -m benchmarks.acestep_cpu                         # 30 s of song, 8 turbo steps, 1 run each
     python -m benchmarks.acestep_cpu --seconds 30 --runs 1 --markdown BENCHMARKS.md
+    python -m benchmarks.acestep_cpu --dit                   # the DiT alone: step time and SNR per dtype
 
 Per stage (forward hooks on the shared modules, so both sides are timed alike): the text encoder, the
 condition encoder (lyrics and timbre), the DiT's 8 steps, the VAE decode; end to end; peak resident memory
@@ -11,14 +12,25 @@ above the loaded weights (about 12 GB of float32 weights, built in memory, never
 tokenizer is a byte-level BPE trained on the benchmark's own texts (the real Qwen3 tokenizer cannot be
 downloaded here), so token counts are close to real ones. The XL models (4B DiT: 16 GB in float32 alone)
 do not fit this machine's 24 GB beside everything else.
+
+--dit: the DiT alone (8 GB of float32 weights at 2B sizes), the 8 steps of tunesmith's sampling loop
+(sample.sample) from the same noise, with random condition states as long as the benchmark's prompt and
+lyrics make them: diffusers' float32 module against each variant (tunesmith's CPU DiT in bfloat16 or
+int8, diffusers' module cast to bfloat16: the old CPU path), one variant at a time beside the float32
+one (never more than the float32 weights and one reduced copy), runs interleaved. Per variant: the
+median time of one step, and the SNR against float32 of the first step's DiT output (identical inputs)
+and of the latents after the 8 steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
+import math
 import statistics
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -137,6 +149,147 @@ class StageTimer:
         return out
 
 
+DIT_VARIANTS = {  # --dit: name -> (row label, how it is made from diffusers' float32 module)
+    "bfloat16": ("tunesmith CPU DiT, bfloat16 (`dtype=\"bfloat16\"`, acestep/cpu.py)", "bfloat16"),
+    "int8": ("tunesmith CPU DiT, dynamic int8 (`prepare_dit(..., quantize=\"int8\")`)", "int8"),
+    "diffusers-bfloat16": ("diffusers' module cast to bfloat16 (the old CPU path)", "cast"),
+}
+
+
+def build_dit(size: str):
+    """diffusers' AceStepTransformer1DModel at `size`, random weights, float32."""
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+
+    with torch.device("meta"):
+        dit = AceStepTransformer1DModel(**SIZES[size]["transformer"], is_turbo=True, model_version="turbo")
+    dit.to_empty(device="cpu")
+    return _randomize(dit, 0)
+
+
+def reduced_dit(dit, how: str):
+    """A variant of the float32 module: tunesmith's CPU DiT, or diffusers' module in bfloat16, built
+    beside the float32 one without a second float32 copy."""
+    from tunesmith.acestep.cpu import prepare_dit
+
+    if how != "cast":
+        return prepare_dit(dit, torch.bfloat16, "int8" if how == "int8" else None)
+    with torch.device("meta"):
+        cast = type(dit).from_config(dit.config).to(torch.bfloat16)
+    cast.to_empty(device="cpu")
+    cast.load_state_dict(dit.state_dict())  # rounded to bfloat16, tensor by tensor
+    return cast.eval()
+
+
+def dit_inputs(dit, seconds: float) -> dict:
+    """The noise of seed 0, a context of silence-like latents and the all-ones mask, and random
+    condition states as long as the condition encoder makes them for PROMPT and LYRICS (caption tokens
+    + lyric tokens + one timbre token)."""
+    from tunesmith.acestep.prompt import caption_text, lyrics_text
+    from tunesmith.acestep.sample import row_noise
+
+    c = dit.config
+    frames = math.ceil(seconds * 25)  # 48 kHz / 1920 samples a latent frame
+    tokenizer = tokenizer_for([caption_text(PROMPT, seconds), lyrics_text(LYRICS, "en")] * 4)
+    length = sum(len(tokenizer(text).input_ids) for text in (caption_text(PROMPT, seconds),
+                                                             lyrics_text(LYRICS, "en"))) + 1
+    gen = torch.Generator().manual_seed(1)
+    states = torch.randn(1, length, c.encoder_hidden_size or c.hidden_size, generator=gen)
+    silence = 0.1 * torch.randn(1, frames, c.audio_acoustic_hidden_dim, generator=gen)
+    return dict(noise=row_noise([0], frames, c.audio_acoustic_hidden_dim), states=states,
+                context=torch.cat([silence, torch.ones_like(silence)], dim=-1))
+
+
+class _FirstOutput:
+    """The DiT as sample() calls it, keeping its first output (the velocity at the noise)."""
+
+    def __init__(self, dit):
+        self.dit, self.first = dit, None
+
+    @property
+    def dtype(self):
+        return self.dit.dtype
+
+    def __call__(self, **kwargs):
+        out = self.dit(**kwargs)
+        if self.first is None:
+            self.first = out[0].float().clone()
+        return out
+
+
+def run_steps(dit, inputs: dict, steps: int):
+    """tunesmith's sampling loop (turbo: no guidance) -> (latents, seconds of each step, first output)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from tunesmith.acestep.sample import sample
+
+    recorder = _FirstOutput(dit)
+    parts = SimpleNamespace(transformer=recorder, condition_encoder=None,
+                            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0))
+    stamps = [time.perf_counter()]
+    with torch.inference_mode():
+        latents = sample(parts, inputs["noise"], inputs["states"], inputs["context"].to(dit.dtype), steps, 1.0,
+                         lambda _: stamps.append(time.perf_counter()))
+    return latents, [b - a for a, b in zip(stamps, stamps[1:])], recorder.first
+
+
+def _snr(reference: torch.Tensor, x: torch.Tensor) -> float:
+    reference, x = reference.double(), x.double()
+    return 10 * math.log10(reference.pow(2).sum().item() / (reference - x).pow(2).sum().item())
+
+
+def dit_main(args):
+    """--dit: see the module's docstring."""
+    started = time.perf_counter()
+    reference = build_dit(args.size)
+    inputs = dit_inputs(reference, args.seconds)
+    steps = 8
+    print(f"built in {time.perf_counter() - started:.0f} s; condition tokens: {inputs['states'].shape[1]}",
+          flush=True)
+    base = "diffusers float32 (`AceStepPipeline`'s exact path)"
+    rows = {base: dict(steps=[])}
+    exact = None
+    run_steps(reference, inputs, 1)  # warm-up: oneDNN's primitives, first-touch pages
+    for variant in args.variants.split(","):
+        label, how = DIT_VARIANTS[variant]
+        model = reduced_dit(reference, how)
+        run_steps(model, inputs, 1)
+        phase = {base: [], label: []}
+        for _ in range(args.runs):
+            for name, dit in ((base, reference), (label, model)):
+                latents, seconds, first = run_steps(dit, inputs, steps)
+                phase[name] += seconds
+                print(f"{name}: {steps} steps in {sum(seconds):.1f} s", flush=True)
+                if name == base:
+                    exact = exact or (latents, first)
+                else:
+                    rows[label] = dict(steps=seconds if label not in rows else rows[label]["steps"] + seconds,
+                                       first=_snr(exact[1], first), latents=_snr(exact[0], latents))
+        rows[base]["steps"] += phase[base]
+        rows[label]["speedup"] = statistics.median(phase[base]) / statistics.median(phase[label])
+        del model
+        gc.collect()
+    date = datetime.date.today().isoformat()
+    c = reference.config
+    frames = inputs["noise"].shape[1]
+    lines = [f"### ACE-Step 1.5 turbo DiT ({args.size}), {args.seconds:g} s of song ({frames} latent frames), "
+             f"{steps} steps ({date})", "",
+             f"Hardware: {hardware()}. Command: `python -m benchmarks.acestep_cpu --dit --size {args.size} "
+             f"--seconds {args.seconds:g} --runs {args.runs} --variants {args.variants}`. {c.num_hidden_layers} "
+             f"layers of width {c.hidden_size}, {inputs['states'].shape[1]} condition tokens, random weights. "
+             f"Each variant beside diffusers' float32 module, {args.runs} interleaved run(s) of {steps} steps "
+             "each; a step's time is the median over the steps of all runs.", "",
+             "| | one DiT step (s) | speed vs float32 (same phase) | SNR, first step's output (dB) | "
+             f"SNR, latents after {steps} steps (dB) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, row in rows.items():
+        if name == base:
+            lines.append(f"| {name} | {statistics.median(row['steps']):.2f} | 1.00x | exact | exact |")
+        else:
+            lines.append(f"| {name} | {statistics.median(row['steps']):.2f} | {row['speedup']:.2f}x | "
+                         f"{row['first']:.1f} | {row['latents']:.1f} |")
+    report("\n".join(lines) + "\n", args.markdown)
+
+
 def main(argv=None):
     from tunesmith.acestep.model import AceStep
 
@@ -145,8 +298,12 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--bfloat16", action="store_true", help="also the CPU path (DiT bfloat16), last")
+    parser.add_argument("--dit", action="store_true", help="the DiT alone: one step's time and SNR per variant")
+    parser.add_argument("--variants", default=",".join(DIT_VARIANTS), help="with --dit: which, in order")
     parser.add_argument("--markdown", default=None, help="append the table to this file")
     args = parser.parse_args(argv)
+    if args.dit:
+        return dit_main(args)
     started = time.perf_counter()
     parts, pipe = build(args.size)
     print(f"built in {time.perf_counter() - started:.0f} s", flush=True)

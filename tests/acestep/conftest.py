@@ -21,6 +21,8 @@ def ace_base_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ace_model(ace_ckpt):
+    """The tiny turbo pipeline on the CPU in float32: diffusers' exact path (the default is bfloat16 on CPUs
+    with native bfloat16)."""
     import tunesmith
 
-    return tunesmith.load(ace_ckpt[0], device="cpu")
+    return tunesmith.load(ace_ckpt[0], device="cpu", dtype="float32")

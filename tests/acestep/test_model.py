@@ -34,7 +34,7 @@ def test_same_seed_same_audio_as_diffusers(ace_ckpt, ace_model, lyrics, seconds)
 
 
 def test_guided_base_model_matches_diffusers(ace_base_ckpt):
-    model = tunesmith.load(ace_base_ckpt[0], device="cpu")
+    model = tunesmith.load(ace_base_ckpt[0], device="cpu", dtype="float32")
     clip, = model.generate("synthwave ballad", lyrics=LYRICS, language="es", duration=10, seed=2, steps=3, cfg=3.0)
     expected = reference(ace_base_ckpt[1], "synthwave ballad", 2, LYRICS, 10.0, cfg=3.0, language="es")
     np.testing.assert_allclose(clip.audio, expected, atol=1e-5, rtol=0)
@@ -164,15 +164,6 @@ def test_a_folder_missing_or_breaking_a_part_is_one_line(ace_ckpt, tmp_path):
     shutil.rmtree(broken / "condition_encoder")
     with pytest.raises(CheckpointError, match="lacks the condition_encoder folder"):
         describe(broken)
-
-
-def test_the_cpu_path_stays_close_to_float32(ace_ckpt, ace_model):
-    fast = tunesmith.load(ace_ckpt[0], device="cpu", dtype="bfloat16")
-    assert fast._parts.transformer.dtype == torch.bfloat16 and fast._parts.text_encoder.dtype == torch.float32
-    exact, = ace_model.generate("dream pop", lyrics=LYRICS, duration=10, seed=4, steps=2)
-    close, = fast.generate("dream pop", lyrics=LYRICS, duration=10, seed=4, steps=2)
-    snr = 10 * np.log10((exact.audio ** 2).sum() / ((exact.audio - close.audio) ** 2).sum())
-    assert snr > 20 and close.params["dtype"] == "bfloat16"  # 29 dB here; the real sizes: BENCHMARKS.md
 
 
 def test_a_loop_lasts_its_duration(ace_model):

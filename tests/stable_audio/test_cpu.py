@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from tunesmith.cpu import ops
 from tunesmith.stable_audio import cpu
 from tunesmith.stable_audio.sample import encode_text
 
@@ -31,8 +32,8 @@ def torch_snake(x, alpha, inv_beta):
 def impl(request, monkeypatch):
     """Both implementations: the compiled kernels (where they build) and torch's ops."""
     if request.param == "torch":
-        monkeypatch.setattr(cpu, "kernels", lambda: None)
-    elif cpu.kernels() is None:
+        monkeypatch.setattr(ops, "kernels", lambda: None)
+    elif ops.kernels() is None:
         pytest.skip("no C compiler here: the kernels are not built")
     return request.param
 
@@ -42,7 +43,7 @@ def test_snake_equals_torch_on_a_slice(impl):
     x = torch.randn(2, C, T) * 30  # phases up to about 300 rad
     alpha, inv_beta = torch.rand(C) * 3 + 0.05, torch.rand(C) * 2
     view = x[:, :, 37:550]  # rows evenly spaced, not contiguous
-    out = cpu.snake(view, alpha, inv_beta, out=torch.empty(2, C, 513))
+    out = ops.snake(view, alpha, inv_beta, out=torch.empty(2, C, 513))
     reference = torch_snake(view.double(), alpha.double(), inv_beta.double())
     assert (out.double() - reference).abs().max() <= 2e-6 * reference.abs().max()
 
@@ -52,11 +53,11 @@ def test_snake_rounds_to_bfloat16_as_torch(impl):
     x = torch.randn(1, C, T) * 4
     alpha, inv_beta = torch.rand(C) + 0.5, torch.rand(C)
     expected = torch_snake(x, alpha, inv_beta).bfloat16()
-    out = cpu.snake(x, alpha, inv_beta, out=torch.empty(1, C, T, dtype=torch.bfloat16))
+    out = ops.snake(x, alpha, inv_beta, out=torch.empty(1, C, T, dtype=torch.bfloat16))
     same = (out == expected).float().mean().item()
     assert same > 0.999  # the rest sit on a rounding boundary: one bfloat16 step apart
     assert ((out.float() - expected.float()).abs() <= expected.float().abs() * 2 ** -7).all()
-    from_bf16 = cpu.snake(x.bfloat16(), alpha, inv_beta, out=torch.empty(1, C, T))  # bfloat16 in, float32 out
+    from_bf16 = ops.snake(x.bfloat16(), alpha, inv_beta, out=torch.empty(1, C, T))  # bfloat16 in, float32 out
     assert torch.allclose(from_bf16, torch_snake(x.bfloat16().float(), alpha, inv_beta), rtol=1e-5, atol=1e-5)
 
 
@@ -113,7 +114,7 @@ def test_quantize_taps_are_the_convolutions_columns(impl):
     C, taps, dilation, L = 5, 7, 3, 40
     x = torch.randn(C, L + (taps - 1) * dilation + 9)[:, :L + (taps - 1) * dilation]  # rows evenly spaced
     for source in (x, x.bfloat16()):
-        cols, scale = cpu.quantize_taps(source, taps, dilation, L)
+        cols, scale = ops.quantize_taps(source, taps, dilation, L)
         assert cols.shape == (taps * C, L) and cols.dtype == torch.int8
         assert scale == pytest.approx(source.float().abs().max().item() / 127, rel=1e-6)
         def same(q, values, scale):  # rounded to the nearest step (a value within float32 rounding of a tie either way)
@@ -122,7 +123,7 @@ def test_quantize_taps_are_the_convolutions_columns(impl):
 
         for k in range(taps):
             assert same(cols[k * C:(k + 1) * C], source[:, k * dilation:k * dilation + L], scale)
-        given, given_scale = cpu.quantize_taps(source, taps, dilation, L, top=2 * scale * 127)  # a known max
+        given, given_scale = ops.quantize_taps(source, taps, dilation, L, top=2 * scale * 127)  # a known max
         assert given_scale == pytest.approx(2 * scale, rel=1e-6)
         assert same(given, torch.cat([source[:, k * dilation:k * dilation + L] for k in range(taps)]), given_scale)
 
@@ -135,12 +136,12 @@ def test_dequantize_rows_and_add_dequantized_equal_torch(impl):
     value = acc.double() * scale.double()[:, None] + bias.double()[:, None]
     for params, expected in ((None, value), ((alpha, inv_beta), torch_snake(value, alpha.double(), inv_beta.double()))):
         out = torch.empty(R, L, dtype=torch.bfloat16)
-        top = cpu.dequantize_rows(acc, scale, bias, params, out=out)
+        top = ops.dequantize_rows(acc, scale, bias, params, out=out)
         assert ((out.double() - expected).abs() <= expected.abs() * 2 ** -8 + 1e-6).all()
         assert top == out.float().abs().max().item()  # the next product's activation scale, exact
     x = torch.randn(R, L + 20)
     before = x.clone()
-    cpu.add_dequantized(x[:, 10:10 + L], acc, scale, bias)
+    ops.add_dequantized(x[:, 10:10 + L], acc, scale, bias)
     assert torch.allclose(x[:, 10:10 + L].double(), before[:, 10:10 + L].double() + value, rtol=1e-6, atol=1e-5)
     assert torch.equal(x[:, :10], before[:, :10]) and torch.equal(x[:, 10 + L:], before[:, 10 + L:])
 
@@ -278,7 +279,7 @@ def test_attention_rounds_as_torch(impl, B, H, H_kv, Tq, Tk, D):
     exact = F.scaled_dot_product_attention(q.double(), k_all.double(), v_all.double()).transpose(1, 2)
     exact = exact.reshape(B, Tq, H * D)
     torch_bf16 = F.scaled_dot_product_attention(q, k_all, v_all).transpose(1, 2).reshape(B, Tq, H * D)
-    out = cpu.attention(q, k, v)
+    out = ops.attention(q, k, v)
     assert out.shape == (B, Tq, H * D) and out.dtype == torch.bfloat16
     error, torch_error = (exact - out.double()).pow(2).mean(), (exact - torch_bf16.double()).pow(2).mean()
     assert error <= 1.3 * torch_error + 1e-12 * exact.pow(2).mean()  # about 55 dB below the signal, both

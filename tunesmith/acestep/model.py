@@ -47,11 +47,15 @@ class AceStep(Family):
         a local folder.
 
         device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
-        dtype: the text encoder's, condition encoder's and DiT's precision: by default bfloat16 on CUDA,
-            float32 on the CPU (diffusers' exact path) and on MPS (half precision is where ACE-Step
-            v1 made static on Apple Silicon). The VAE decodes in float32, except with bfloat16 on the
-            CPU: there the DiT alone runs in bfloat16 (the encoders stay float32) and the VAE decodes
-            through Stable Audio's CPU decoder (stable_audio/cpu.py, bfloat16 tiles), window by window.
+        dtype: the text encoder's, condition encoder's and DiT's precision: by default bfloat16 on CUDA
+            (float16 where unsupported) and on CPUs with native bfloat16 (AVX512-BF16, AMX), float32 on
+            other CPUs and on MPS (half precision is where ACE-Step v1 made static on Apple Silicon).
+            The VAE decodes in float32, except with bfloat16 on the CPU: there the DiT runs as
+            acestep/cpu.py's DiTCPU (bfloat16 products around a float32 residual stream, norms and
+            modulation: 48 dB from float32 after 8 steps at 2B sizes, 4.3x its speed; BENCHMARKS.md), the
+            encoders stay float32 and the VAE decodes through the CPU Oobleck decoder (cpu/oobleck.py,
+            bfloat16 tiles), window by window. dtype="float32" on the CPU is diffusers' exact path (the
+            parity contract).
         """
         from ..hub import resolve
         from .layout import load_folder
@@ -204,12 +208,14 @@ class AceStep(Family):
 
 
 def for_cpu(parts: AceStepParts) -> AceStepParts:
-    """Parts loaded in float32 on the CPU -> the CPU path: the DiT in bfloat16 (diffusers' module; oneDNN's
-    AVX512-BF16 products), the text and condition encoders float32 (they run once a song), the VAE decoder
-    as Stable Audio's OobleckDecoderCPU in bfloat16 (the VAE module stays, for its receptive field)."""
-    from ..stable_audio.cpu import OobleckDecoderCPU
+    """Parts loaded in float32 on the CPU -> the CPU path: the DiT as cpu.py's DiTCPU (bfloat16 products, the
+    residual stream, norms and modulation float32), the text and condition encoders float32 (they run once
+    a song), the VAE decoder as the OobleckDecoderCPU of cpu/oobleck.py in bfloat16 (the VAE module stays,
+    for its receptive field)."""
+    from ..cpu.oobleck import OobleckDecoderCPU
+    from .cpu import prepare_dit
 
-    parts.to(torch.device("cpu"), torch.bfloat16, torch.float32, encoder_dtype=torch.float32)
+    parts.transformer = prepare_dit(parts.transformer, torch.bfloat16, consume=True)
     parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16)
     return parts
 
@@ -239,6 +245,6 @@ def _groups(rows: list) -> dict[str, list[int]]:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return pick_dtype(None, device)  # bfloat16 (float16 where unsupported)
-    return torch.float32
+    """CUDA: bfloat16 (float16 where unsupported); the CPU: bfloat16 where native (for_cpu's path), else
+    float32; MPS: float32."""
+    return pick_dtype(None, device)

@@ -1,32 +1,26 @@
 """Build, load and call the packed-weight matrix-vector kernels of cpu_kernels.c.
 
-The C file is compiled once per machine with the system C compiler (`cc`, or $CC) for the CPU it
-runs on, and cached (~/.cache/tunesmith/kernels, or $TUNESMITH_CACHE/kernels; where that folder
-cannot be written, built afresh in a temporary folder each run). No compiler, no AVX-512, a failed
-build, or TUNESMITH_CPU_KERNELS=0: `library()` is None and the callers use torch's own kernels: the
-same computation up to rounding, about half the speed. On an AVX-512 CPU that is said once, in a
-warning: it is something the user can fix.
-
-OpenMP: the library links libgomp.so.1 by name, and torch has already loaded its own libgomp.so.1,
-so both share one thread pool (two pools would fight over the cores).
+The C file is compiled once per machine by tunesmith/cpu/build.py (the system C compiler, for the
+CPU it runs on, cached). No compiler, no AVX-512, a failed build, or TUNESMITH_CPU_KERNELS=0:
+`library()` is None and the callers use torch's own kernels: the same computation up to rounding,
+about half the speed. On an AVX-512 CPU that is said once, in a warning: it is something the user
+can fix.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
-from ..paths import cache_root
+from ..cpu.build import build, cpu_signature as _cpu_signature, why_not
 
 log = logging.getLogger("tunesmith")
 
@@ -35,7 +29,6 @@ ROWS = 4  # output rows per packed block (ROWS in the C file)
 VEC = {torch.int8: 16, torch.bfloat16: 32}  # values of one row per vector instruction (INT8_VEC, BF16_VEC)
 MAX_ROWS = 16  # activation rows the kernels take (MAX_M in the C file)
 CHUNK = 1024  # most input values per chunk: the activations' share of a chunk stays in the L1 cache
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
 
 class Kernels:
@@ -56,65 +49,12 @@ class Kernels:
         self.lib = lib
 
 
-def _cache_dir() -> Path:
-    return cache_root() / "kernels"
-
-
-def _cpu_signature() -> str:
-    """What -march=native depends on: the CPU's model and feature flags."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
-        return "\n".join(dict.fromkeys(lines))
-    except OSError:
-        return platform.processor()
-
-
-def _compile(compiler: str, folder: Path, target: Path, source: Path = SOURCE):
-    """Build beside the target, then rename: no half-written library, even with runs side by side."""
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, timeout=120)
-        os.replace(built, target)
-
-
-def _build(compiler: str, source: Path = SOURCE) -> Path:
-    """The library built from `source` (other families' C files use this builder too), cached per
-    source text, compiler and CPU."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), version, _cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
-    name = f"{source.stem}-{key}.so" if source == SOURCE else f"{source.parent.name}_{source.stem}-{key}.so"
-    folder = _cache_dir()
-    if (folder / name).exists():
-        return folder / name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(dir=folder).cleanup()  # writable?
-    except OSError:
-        # A read-only cache must not cost the fast path: build for this process only (about a
-        # second). The folder stays, as the library stays loaded until the process ends.
-        folder = Path(tempfile.mkdtemp(prefix="tunesmith-kernels-"))
-    _compile(compiler, folder, folder / name, source)
-    return folder / name
-
-
 def _off(why: str) -> None:
     """Say why the fast path is off (once: library() is cached), where it would otherwise run."""
     if "avx512f" in _cpu_signature().split():
         log.warning("the fast CPU kernels are off (%s): torch's kernels are used, about 2x slower "
                     "(TUNESMITH_CPU_KERNELS=0 silences this)", why)
     return None
-
-
-def _why_not(compiler: str, err: Exception) -> str:
-    if isinstance(err, subprocess.CalledProcessError):
-        lines = [line for line in (err.stderr or b"").decode(errors="replace").splitlines() if "error" in line]
-        return f"{compiler} failed: {lines[0].strip() if lines else f'exit status {err.returncode}'}"
-    if isinstance(err, subprocess.TimeoutExpired):
-        return f"{compiler} took over {err.timeout:g} s"
-    if isinstance(err, FileNotFoundError) and err.filename == compiler:
-        return f"C compiler {compiler} not found"
-    return str(err)
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,9 +66,9 @@ def library() -> Kernels | None:
     if not compiler:
         return _off("no C compiler found: install gcc, or set CC")
     try:
-        kernels = Kernels(ctypes.CDLL(str(_build(compiler))))
+        kernels = Kernels(ctypes.CDLL(str(build(compiler, SOURCE))))
     except (OSError, subprocess.SubprocessError) as err:
-        return _off(_why_not(compiler, err))
+        return _off(why_not(compiler, err))
     return kernels if kernels.int8 or kernels.bf16 else None
 
 

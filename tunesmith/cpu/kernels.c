@@ -1,6 +1,7 @@
-/* Stable Audio's CPU kernels (stable_audio/cpu.py), built with the same builder as musicgen's: three
-   passes of the Oobleck decoder, three of its int8 form, three of the DiT, each one pass over memory
-   where torch makes several, and the DiT's attention (AVX512-BF16, at the end of the file).
+/* The diffusion families' CPU kernels (cpu/ops.py, for stable_audio/cpu.py, acestep/cpu.py and the
+   Oobleck decoder of cpu/oobleck.py), built by cpu/build.py: three passes of the Oobleck decoder,
+   three of its int8 form, three of the DiTs, each one pass over memory where torch makes several,
+   and the DiTs' attention (AVX512-BF16, at the end of the file).
 
    ts_add_rows: x[r, t] += y[r, t] + bias[r % channels], x float32, y float32 or bfloat16: the
    residual add after a unit's 1x1 convolution, without a float32 copy of y first.
@@ -57,7 +58,7 @@ static inline float sin_squared(float u) {
     return s * s;
 }
 
-int ts_kernels_version(void) { return 4; }
+int ts_kernels_version(void) { return 6; }
 
 void ts_interleave(float *y, long y_stride, const void *phases, int phases_bf16, int batch, int stride,
                    int channels, long frames, int threads) {
@@ -240,8 +241,9 @@ void ts_add_dequantized(float *x, long x_stride, const int32_t *acc, const float
    ts_quantize_rows: x [M, K] (float32 or bfloat16, rows x_stride apart) -> int8 q [M, K] and
    scale [M]: q = round(x / scale), scale = max|x| / 127 per row (dynamic int8 activations).
    ts_dequantize: out [M, N] bfloat16 = acc [M, N] (int32) * x_scale[m] * w_scale[n] + bias[n].
-   ts_norm_rotate: in place on bfloat16 rows of D (at most 512) at x + b*sb + h*sh + t*st: LayerNorm
-   over D if `normalize` (weight, bias optional), then diffusers' rotary embedding (use_real,
+   ts_norm_rotate: in place on bfloat16 rows of D (at most 512) at x + b*sb + h*sh + t*st: over D a
+   LayerNorm (normalize 1) or an RMSNorm (normalize 2: x / sqrt(mean(x^2) + eps), as diffusers'
+   RMSNorm) or none (0), weight and bias optional, then diffusers' rotary embedding (use_real,
    unbind dim -2) on the first `rot` values with cos, sin [S, rot] float32; float32 throughout,
    one rounding at the end. */
 void ts_quantize_rows(const void *x, int x_bf16, long x_stride, long M, int K, int8_t *q, float *scale,
@@ -300,7 +302,12 @@ void ts_norm_rotate(uint16_t *x, long sb, long sh, long st, int B, int H, int S,
         uint16_t *xr = x + b * sb + h * sh + t * st;
         float v[512], y[512];  /* D <= 512 */
         for (int d = 0; d < D; d++) v[d] = bf16_to_f32(xr[d]);
-        if (normalize) {
+        if (normalize == 2) {
+            float power = 0.0f;
+            for (int d = 0; d < D; d++) power += v[d] * v[d];
+            const float inv = 1.0f / sqrtf(power / D + eps);
+            for (int d = 0; d < D; d++) v[d] = (weight ? v[d] * inv * weight[d] : v[d] * inv) + (bias ? bias[d] : 0.0f);
+        } else if (normalize) {
             float mean = 0.0f, var = 0.0f;
             for (int d = 0; d < D; d++) mean += v[d];
             mean /= D;
@@ -320,6 +327,50 @@ void ts_norm_rotate(uint16_t *x, long sb, long sh, long st, int B, int H, int S,
     }
 }
 
+/* ACE-Step's AdaLN passes over the float32 residual stream x [rows, W] (contiguous; row r belongs to batch
+   element r / per_batch), each one pass where torch makes five to eight (each its own parallel region:
+   on a busy machine every region waits for its slowest thread).
+
+   ts_modulated_rms: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, then * (1 + scale[b]) + shift[b]
+   where scale and shift (rows mod_stride apart) are given; out float32 or bfloat16 (out_bf16).
+   ts_gated_add: x[r] += y[r] * gate[b] (gate rows gate_stride apart; NULL: x[r] += y[r]), y float32 or
+   bfloat16 [rows, W] contiguous. */
+void ts_modulated_rms(const float *x, long rows, int W, long per_batch, const float *weight, float eps,
+                      const float *scale, const float *shift, long mod_stride, void *out, int out_bf16, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * W;
+        float power = 0.0f;
+#pragma omp simd reduction(+:power)
+        for (int d = 0; d < W; d++) power += xr[d] * xr[d];
+        const float inv = 1.0f / sqrtf(power / W + eps);
+        const long b = r / per_batch;
+        const float *sc = scale ? scale + b * mod_stride : 0, *sh = shift ? shift + b * mod_stride : 0;
+        float *of = (float *)out + r * W;
+        uint16_t *oh = (uint16_t *)out + r * W;
+        for (int d = 0; d < W; d++) {
+            float v = xr[d] * inv * weight[d];
+            if (sc) v = v * (1.0f + sc[d]) + sh[d];
+            if (out_bf16) oh[d] = f32_to_bf16(v); else of[d] = v;
+        }
+    }
+}
+
+void ts_gated_add(float *x, const void *y, int y_bf16, long rows, int W, long per_batch, const float *gate,
+                  long gate_stride, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        float *xr = x + r * W;
+        const float *yf = (const float *)y + r * W;
+        const uint16_t *yh = (const uint16_t *)y + r * W;
+        const float *g = gate ? gate + (r / per_batch) * gate_stride : 0;
+        for (int d = 0; d < W; d++) {
+            float v = y_bf16 ? bf16_to_f32(yh[d]) : yf[d];
+            xr[d] += g ? v * g[d] : v;
+        }
+    }
+}
+
 /* ts_attention_bf16: softmax(q k^T * scale) v for every (batch, head), bfloat16 in and out, float32
    scores and sums, for the DiT's self- and cross-attention (many queries: torch's CPU flash kernel
    reaches about a fifth of what the AVX512-BF16 dot products give).
@@ -327,6 +378,8 @@ void ts_norm_rotate(uint16_t *x, long sb, long sh, long st, int B, int H, int S,
    q [B, H, Tq, D], k and v [B, H_kv, Tk, D] with any strides over (batch, head, position), the D
    values of a position contiguous; head h reads key/value head h / (H / H_kv). out [B, Tq, H, D]
    contiguous (the layout the output projection reads). D a multiple of 16, at most 128.
+   window >= 0: query t sees the keys j with |t - j| <= window only (ACE-Step's sliding-window
+   layers; the blocks of 64 keys wholly outside a row group's window are skipped); -1: all keys.
 
    Per head: keys are packed as pairs of dimensions ([D/2][Tk][2]) and values as pairs of
    positions ([Tk/2][D][2]), the operand layouts of the dot-product instruction; then 4 query rows
@@ -349,11 +402,11 @@ static inline __m512 exp_nonpositive(__m512 x) {  /* e^x for x <= 0, relative er
     return _mm512_scalef_ps(p, n);
 }
 
-/* scores[r][j] = scale * q_r . k_j for R rows and all Tp (a multiple of 64) packed keys. */
+/* scores[r][j] = scale * q_r . k_j for R rows and the packed keys j0 <= j < j1 (multiples of 64). */
 static inline __attribute__((always_inline)) void score_rows(const int R, const uint32_t *q32[4], int D2,
                                                                const uint32_t *kp, int Tp, float scale,
-                                                               float *scores) {
-    for (int j = 0; j < Tp; j += 64) {
+                                                               float *scores, int j0, int j1) {
+    for (int j = j0; j < j1; j += 64) {
         __m512 acc[4][4];
         for (int r = 0; r < R; r++)
             for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
@@ -372,14 +425,15 @@ static inline __attribute__((always_inline)) void score_rows(const int R, const 
     }
 }
 
-/* out_r = (p_r / sum_r) V for R rows: p as bfloat16 pairs [Tp/2], V packed [Tp/2][D][2]. */
+/* out_r = (p_r / sum_r) V for R rows: p as bfloat16 pairs [Tp/2], V packed [Tp/2][D][2], over the
+   positions j0 <= j < j1 (even). */
 static inline __attribute__((always_inline)) void weigh_rows(const int R, const int DV, const uint32_t *p32[4],
-                                                               const float inv[4], const uint32_t *vp, int Tp,
-                                                               uint16_t *out[4]) {
+                                                               const float inv[4], const uint32_t *vp, int j0,
+                                                               int j1, uint16_t *out[4]) {
     __m512 acc[4][8];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < DV; c++) acc[r][c] = _mm512_setzero_ps();
-    for (int j2 = 0; j2 < Tp / 2; j2++) {
+    for (int j2 = j0 / 2; j2 < j1 / 2; j2++) {
         const uint32_t *row = vp + (size_t)j2 * DV * 16;
         __m512bh vv[8];
         for (int c = 0; c < DV; c++) vv[c] = (__m512bh)_mm512_loadu_si512(row + 16 * c);
@@ -396,24 +450,32 @@ static inline __attribute__((always_inline)) void weigh_rows(const int R, const 
 }
 
 /* weigh_rows with R and DV as constants (so that its loops unroll into registers). */
-static void weigh(int R, int DV, const uint32_t **p32, const float *inv, const uint32_t *vp, int Tp, uint16_t **out) {
-#define WEIGH(dv) case dv: { if (R == 1) weigh_rows(1, dv, p32, inv, vp, Tp, out); \
-                             else if (R == 2) weigh_rows(2, dv, p32, inv, vp, Tp, out); \
-                             else weigh_rows(4, dv, p32, inv, vp, Tp, out); } break;
+static void weigh(int R, int DV, const uint32_t **p32, const float *inv, const uint32_t *vp, int j0, int j1,
+                  uint16_t **out) {
+#define WEIGH(dv) case dv: { if (R == 1) weigh_rows(1, dv, p32, inv, vp, j0, j1, out); \
+                             else if (R == 2) weigh_rows(2, dv, p32, inv, vp, j0, j1, out); \
+                             else weigh_rows(4, dv, p32, inv, vp, j0, j1, out); } break;
     switch (DV) { WEIGH(1) WEIGH(2) WEIGH(3) WEIGH(4) WEIGH(5) WEIGH(6) WEIGH(7) WEIGH(8) }
 #undef WEIGH
 }
 
-/* Row r of scores (Tk real, Tp packed) -> bfloat16 e^(s - max) into p, returns 1 / their sum. */
-static float softmax_row(float *s, int Tk, int Tp, uint16_t *p) {
+/* Lanes j .. j + 15 that lie in [lo, hi), as a mask. */
+static inline __mmask16 lanes_within(int j, int lo, int hi) {
+    const int a = lo - j < 0 ? 0 : lo - j, b = hi - j > 16 ? 16 : hi - j;
+    return a >= b ? 0 : (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1));
+}
+
+/* One row of scores, computed over [j0, j1) -> bfloat16 e^(s - max) into p there, zero outside the
+   keys [lo, hi) it sees; returns 1 / their sum. */
+static float softmax_row(float *s, int lo, int hi, int j0, int j1, uint16_t *p) {
     __m512 top = _mm512_set1_ps(-3.4e38f);
-    int j = 0;
-    for (; j + 16 <= Tk; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(s + j));
+    int j = lo;
+    for (; j + 16 <= hi; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(s + j));
     float m = _mm512_reduce_max_ps(top);
-    for (; j < Tk; j++) m = s[j] > m ? s[j] : m;
+    for (; j < hi; j++) m = s[j] > m ? s[j] : m;
     __m512 total = _mm512_setzero_ps();
-    for (j = 0; j < Tp; j += 16) {
-        __mmask16 real = j + 16 <= Tk ? 0xffff : j >= Tk ? 0 : (__mmask16)((1u << (Tk - j)) - 1);
+    for (j = j0; j < j1; j += 16) {
+        __mmask16 real = lanes_within(j, lo, hi);
         __m512 e = _mm512_maskz_mov_ps(real, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + j), _mm512_set1_ps(m))));
         __m256bh h = _mm512_cvtneps_pbh(e);
         _mm256_storeu_si256((__m256i *)(p + j), (__m256i)h);
@@ -426,7 +488,7 @@ static float softmax_row(float *s, int Tk, int Tp, uint16_t *p) {
 
 int ts_attention_bf16(const uint16_t *q, long q_sb, long q_sh, long q_st, const uint16_t *k, long k_sb, long k_sh,
                       long k_st, const uint16_t *v, long v_sb, long v_sh, long v_st, uint16_t *out, int B, int H,
-                      int H_kv, int Tq, int Tk, int D, float scale, int threads) {
+                      int H_kv, int Tq, int Tk, int D, float scale, int window, int threads) {
     if (D % 16 || D > 128 || D < 16 || Tk < 1 || Tq < 1 || H_kv < 1 || H % H_kv) return 1;
     const int D2 = D / 2, DV = D / 16, Tp = (Tk + 63) / 64 * 64;
     int failed = 0;
@@ -468,14 +530,28 @@ int ts_attention_bf16(const uint16_t *q, long q_sb, long q_sh, long q_st, const 
                     p32[r] = (const uint32_t *)(p + (size_t)r * Tp);
                     o[r] = out + (((size_t)b * Tq + t) * H + h) * D;
                 }
-                if (R == 4) score_rows(4, q32, D2, kp, Tp, scale, scores);
-                else for (int r = 0; r < R; r++) score_rows(1, q32 + r, D2, kp, Tp, scale, scores + (size_t)r * Tp);
-                for (int r = 0; r < R; r++) inv[r] = softmax_row(scores + (size_t)r * Tp, Tk, Tp, p + (size_t)r * Tp);
+                int j0 = 0, j1 = Tp;  /* the blocks of 64 keys some row of the group sees */
+                if (window >= 0) {
+                    const int lo = t0 - window, hi = t0 + R + window;
+                    j0 = lo < 0 ? 0 : lo / 64 * 64;
+                    j1 = hi >= Tk ? Tp : (hi + 63) / 64 * 64;
+                }
+                if (R == 4) score_rows(4, q32, D2, kp, Tp, scale, scores, j0, j1);
+                else for (int r = 0; r < R; r++)
+                    score_rows(1, q32 + r, D2, kp, Tp, scale, scores + (size_t)r * Tp, j0, j1);
+                for (int r = 0; r < R; r++) {
+                    int lo = 0, hi = Tk;
+                    if (window >= 0) {
+                        lo = t0 + r - window < 0 ? 0 : t0 + r - window;
+                        hi = t0 + r + window + 1 > Tk ? Tk : t0 + r + window + 1;
+                    }
+                    inv[r] = softmax_row(scores + (size_t)r * Tp, lo, hi, j0, j1, p + (size_t)r * Tp);
+                }
                 const int step = DV > 4 ? 2 : 4;  /* rows per pass: step * DV accumulators */
                 for (int r = 0; r < R; r += step) {
                     const int n = R - r < step ? R - r : step;
-                    if (n == step) weigh(step, DV, p32 + r, inv + r, vp, Tp, o + r);
-                    else for (int i = r; i < R; i++) weigh(1, DV, p32 + i, inv + i, vp, Tp, o + i);
+                    if (n == step) weigh(step, DV, p32 + r, inv + r, vp, j0, j1, o + r);
+                    else for (int i = r; i < R; i++) weigh(1, DV, p32 + i, inv + i, vp, j0, j1, o + i);
                 }
             }
         }
