@@ -337,7 +337,7 @@ def main(argv=None):
         from tunesmith.acestep.model import for_cpu
 
         fast = AceStep(for_cpu(parts), f"random {args.size}", torch.device("cpu"), torch.bfloat16)
-        name = "tunesmith, CPU path (DiT bfloat16, CPU decoder)"
+        name = "tunesmith, CPU path (`dtype=\"bfloat16\"`: acestep/cpu.py's DiT, bfloat16 decoder)"
         results[name] = []
         with torch.inference_mode():
             fast.generate(PROMPT, lyrics=LYRICS, duration=10, seed=0, steps=1)
@@ -349,7 +349,8 @@ def main(argv=None):
                 total = time.perf_counter() - start
             audio[name] = clip.audio
             stage = timer.reset()
-            stage["VAE decode"] = clip.timings["vae"]  # the CPU decoder is no module: no hook sees it
+            stage["DiT"] = clip.timings["dit"]  # the CPU DiT and decoder are not the hooked modules
+            stage["VAE decode"] = clip.timings["vae"]
             results[name].append((total, stage, peak.extra_mb))
             print(name, f"{total:.1f} s", flush=True)
     snr = {}

@@ -38,19 +38,19 @@ class AceStepParts:
     tokenizer: object  # a transformers fast tokenizer (Qwen3's)
     text_encoder: nn.Module  # transformers Qwen3Model: ids [B, T] -> [B, T, D_text]
     condition_encoder: nn.Module  # diffusers AceStepConditionEncoder: text, lyrics, timbre -> [B, S, D]
-    transformer: nn.Module  # diffusers AceStepTransformer1DModel: latents [B, L, C] -> velocity [B, L, C]
+    transformer: nn.Module  # diffusers AceStepTransformer1DModel (or the CPU path's acestep/cpu.py DiTCPU):
+    #                         latents [B, L, C] -> velocity [B, L, C]
     vae: nn.Module  # diffusers AutoencoderOobleck (only its decoder is used)
     scheduler: object  # diffusers FlowMatchEulerDiscreteScheduler (num_train_timesteps=1, shift=1)
     decoder: Callable | None = None  # latents [B, C, T] -> audio [B, channels, T * hop] float32, in place of
     #                                  vae.decoder (the CPU path's bfloat16 Oobleck decoder)
 
-    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
-           encoder_dtype: torch.dtype | None = None) -> "AceStepParts":
-        """The DiT in `dtype`, the text and condition encoders in `encoder_dtype` (default `dtype`), the
-        VAE in `vae_dtype`."""
+    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> "AceStepParts":
+        """The text and condition encoders and the DiT in `dtype`, the VAE in `vae_dtype` (the CPU path's
+        DiTCPU stays as it is: its .to keeps the CPU and its own dtypes)."""
         with quiet_loading():
             for module in (self.text_encoder, self.condition_encoder):
-                module.to(device, encoder_dtype or dtype)
+                module.to(device, dtype)
             self.transformer.to(device, dtype)
             self.vae.to(device, vae_dtype)
         return self
