@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cpu import ops
+from ..cpu.dit import CPUTransformer
 
 
 def _linear(linears: list[nn.Linear], width: int, rows: list[int], dtype: torch.dtype,
@@ -127,7 +128,7 @@ class _Block:
         return ops.gated_add(x, self.down(F.silu(hidden) * up), c_gate)
 
 
-class DiTCPU(nn.Module):
+class DiTCPU(CPUTransformer):
     """diffusers' AceStepTransformer1DModel for the CPU (see the module's docstring), called as it is
     called. It takes and returns float32 (callers cast their inputs to model.dtype: the timesteps keep
     their precision); the products run in compute_dtype."""
@@ -151,33 +152,10 @@ class DiTCPU(nn.Module):
             self.blocks.append(_Block(t.layers[i], window, dtype, quantize))
             if consume:  # drop the layer's float32 weights now: the peak is float32 + one layer, not + all
                 t.layers[i] = nn.Identity()
-        self._context_of = None  # (condition states, [(k, v) per block])
         self._rotary_of = None  # (length, (cos, sin))
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def to(self, *args, **kwargs) -> DiTCPU:
-        """Stays as prepare_dit made it: the CPU, its dtypes. A move to another device is refused."""
-        device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError("DiTCPU runs on the CPU only: load the pipeline again for another device")
-        return self
-
-    def _context(self, encoder_hidden_states: torch.Tensor) -> list:
-        states = encoder_hidden_states.float()
-        cached = self._context_of
-        if cached is not None and cached[0].shape == states.shape and torch.equal(cached[0], states):
-            return cached[1]
-        projected = self.condition_embedder(states)  # [B, S_c, W]
-        kv = [block.context(projected) for block in self.blocks]
-        self._context_of = (states.clone(), kv)
-        return kv
+    def project_context(self, states: torch.Tensor) -> torch.Tensor:
+        return self.condition_embedder(states)  # [B, S_c, W]
 
     def _rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) [length, head_dim] float32: Qwen3's layout (two equal halves), as diffusers."""
@@ -206,7 +184,7 @@ class DiTCPU(nn.Module):
         frames = x.shape[1]
         x = F.pad(x, (0, 0, 0, -frames % self.patch))  # to whole patches
         x = self.proj_in_conv(x.transpose(1, 2)).transpose(1, 2).contiguous()  # [B, S, W], S = T / patch
-        kv = self._context(encoder_hidden_states)
+        kv = self.context(encoder_hidden_states)
         rotary = self._rotary(x.shape[1])
         for block, (k2, v2) in zip(self.blocks, kv):
             x = block(x, modulation, rotary, k2, v2)

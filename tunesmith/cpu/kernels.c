@@ -145,6 +145,35 @@ void ts_snake(const void *x, int x_bf16, long x_stride, void *y, int y_bf16, lon
    ts_add_dequantized: x[r, t] += acc[r, t] * scale[r] + bias[r], x float32 rows x_stride apart: the
    residual add after a unit's 1x1 convolution. */
 
+/* max |x[0..n)| and q[t] = round(x[t] * inv) (half to even), x float32 or bfloat16: dynamic int8's two
+   passes over a row, for ts_quantize_taps and ts_quantize_rows. */
+static inline float abs_max(const void *x, int x_bf16, long n) {
+    const float *xf = (const float *)x;
+    const uint16_t *xh = (const uint16_t *)x;
+    float m = 0.0f;
+    if (x_bf16) {
+#pragma omp simd reduction(max:m)
+        for (long t = 0; t < n; t++) { float a = bf16_to_f32(xh[t]); a = a < 0 ? -a : a; m = a > m ? a : m; }
+    } else {
+#pragma omp simd reduction(max:m)
+        for (long t = 0; t < n; t++) { float a = xf[t] < 0 ? -xf[t] : xf[t]; m = a > m ? a : m; }
+    }
+    return m;
+}
+
+static inline void quantize_row(const void *x, int x_bf16, long n, float inv, int8_t *q) {
+    const float round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
+    const float *xf = (const float *)x;
+    const uint16_t *xh = (const uint16_t *)x;
+    if (x_bf16) {
+#pragma omp simd
+        for (long t = 0; t < n; t++) q[t] = (int8_t)((bf16_to_f32(xh[t]) * inv + round) - round);
+    } else {
+#pragma omp simd
+        for (long t = 0; t < n; t++) q[t] = (int8_t)((xf[t] * inv + round) - round);
+    }
+}
+
 float ts_quantize_taps(const void *x, int x_bf16, long x_stride, int channels, int taps, int dilation, long length,
                        float top, int8_t *cols, int threads) {
     const long width = length + (long)(taps - 1) * dilation;
@@ -152,37 +181,20 @@ float ts_quantize_taps(const void *x, int x_bf16, long x_stride, int channels, i
         top = 0.0f;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(max:top)
         for (int c = 0; c < channels; c++) {
-            const float *xf = (const float *)x + c * x_stride;
-            const uint16_t *xh = (const uint16_t *)x + c * x_stride;
-            float m = 0.0f;
-            if (x_bf16) {
-#pragma omp simd reduction(max:m)
-                for (long t = 0; t < width; t++) { float a = bf16_to_f32(xh[t]); a = a < 0 ? -a : a; m = a > m ? a : m; }
-            } else {
-#pragma omp simd reduction(max:m)
-                for (long t = 0; t < width; t++) { float a = xf[t] < 0 ? -xf[t] : xf[t]; m = a > m ? a : m; }
-            }
+            const float m = abs_max((const char *)x + c * x_stride * (x_bf16 ? 2 : 4), x_bf16, width);
             top = m > top ? m : top;
         }
     }
     float s = top / 127.0f;
     s = s > 1e-12f ? s : 1e-12f;
-    const float inv = 1.0f / s, round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
+    const float inv = 1.0f / s;
 #pragma omp parallel num_threads(threads)
     {
         int8_t *q = taps > 1 ? (int8_t *)malloc(width) : 0;  /* a channel quantized once, then copied per tap */
 #pragma omp for schedule(static)
         for (int c = 0; c < channels; c++) {
             int8_t *row = taps > 1 ? q : cols + (long)c * length;
-            if (x_bf16) {
-                const uint16_t *xh = (const uint16_t *)x + c * x_stride;
-#pragma omp simd
-                for (long t = 0; t < width; t++) row[t] = (int8_t)((bf16_to_f32(xh[t]) * inv + round) - round);
-            } else {
-                const float *xf = (const float *)x + c * x_stride;
-#pragma omp simd
-                for (long t = 0; t < width; t++) row[t] = (int8_t)((xf[t] * inv + round) - round);
-            }
+            quantize_row((const char *)x + c * x_stride * (x_bf16 ? 2 : 4), x_bf16, width, inv, row);
             if (taps > 1)
                 for (int k = 0; k < taps; k++) memcpy(cols + ((long)k * channels + c) * length, q + (long)k * dilation, length);
         }
@@ -250,28 +262,11 @@ void ts_quantize_rows(const void *x, int x_bf16, long x_stride, long M, int K, i
                       int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long m = 0; m < M; m++) {
-        const float *xf = (const float *)x + m * x_stride;
-        const uint16_t *xh = (const uint16_t *)x + m * x_stride;
-        float top = 0.0f;
-        if (x_bf16) {
-#pragma omp simd reduction(max:top)
-            for (int k = 0; k < K; k++) { float a = bf16_to_f32(xh[k]); a = a < 0 ? -a : a; top = a > top ? a : top; }
-        } else {
-#pragma omp simd reduction(max:top)
-            for (int k = 0; k < K; k++) { float a = xf[k] < 0 ? -xf[k] : xf[k]; top = a > top ? a : top; }
-        }
-        float s = top / 127.0f;
+        const void *xm = (const char *)x + m * x_stride * (x_bf16 ? 2 : 4);
+        float s = abs_max(xm, x_bf16, K) / 127.0f;
         s = s > 1e-12f ? s : 1e-12f;
         scale[m] = s;
-        const float inv = 1.0f / s, round = 12582912.0f;  /* adding and taking 1.5 * 2^23 rounds to even */
-        int8_t *qm = q + m * (long)K;
-        if (x_bf16) {
-#pragma omp simd
-            for (int k = 0; k < K; k++) qm[k] = (int8_t)((bf16_to_f32(xh[k]) * inv + round) - round);
-        } else {
-#pragma omp simd
-            for (int k = 0; k < K; k++) qm[k] = (int8_t)((xf[k] * inv + round) - round);
-        }
+        quantize_row(xm, x_bf16, K, 1.0f / s, q + m * (long)K);
     }
 }
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cpu import ops
+from ..cpu.dit import CPUTransformer
 from ..cpu.oobleck import OobleckDecoderCPU
 from .parts import StableAudioParts
 
@@ -122,7 +123,7 @@ def _rotate(x: torch.Tensor, rotary: tuple) -> torch.Tensor:
     return torch.cat([(head * cos + turned * sin).to(x.dtype), tail], dim=-1)
 
 
-class DiTCPU(nn.Module):
+class DiTCPU(CPUTransformer):
     """diffusers' StableAudioDiTModel for the CPU, called as it is called (same arguments, same
     output type) and computing the same function:
 
@@ -147,34 +148,9 @@ class DiTCPU(nn.Module):
                      "proj_in", "proj_out", "postprocess_conv"):
             setattr(self, name, getattr(t, name).float())
         self.blocks = [_Block(b, dtype, quantize) for b in t.transformer_blocks]
-        self._context_of = None  # (conditioning states, [(k, v) per block])
 
-    @property
-    def dtype(self) -> torch.dtype:
-        """What it takes and returns (callers cast their inputs to the model's dtype): float32, so
-        that the time steps keep their precision. The products run in compute_dtype."""
-        return torch.float32
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def to(self, *args, **kwargs) -> DiTCPU:
-        """Stays as prepare_dit made it: the CPU, its dtypes. A move to another device is refused."""
-        device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError("DiTCPU runs on the CPU only: move the diffusers transformer instead")
-        return self
-
-    def _context(self, encoder_hidden_states: torch.Tensor) -> list:
-        states = encoder_hidden_states.float()
-        cached = self._context_of
-        if cached is not None and cached[0].shape == states.shape and torch.equal(cached[0], states):
-            return cached[1]
-        context = self.cross_attention_proj(states)  # [B, T, D_c]
-        kv = [block.context(context) for block in self.blocks]
-        self._context_of = (states.clone(), kv)
-        return kv
+    def project_context(self, states: torch.Tensor) -> torch.Tensor:
+        return self.cross_attention_proj(states)  # [B, T, D_c]
 
     @torch.inference_mode()
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor = None,
@@ -185,7 +161,7 @@ class DiTCPU(nn.Module):
         if attention_mask is not None or encoder_attention_mask is not None:
             raise ValueError("DiTCPU takes no attention masks")
         x = hidden_states.float()  # [B, C, T]
-        kv = self._context(encoder_hidden_states)
+        kv = self.context(encoder_hidden_states)
         time = self.timestep_proj(self.time_proj(timestep.float()))  # [B or 1, D]
         g = self.global_proj(global_hidden_states.float()) + time.unsqueeze(1)  # [B, 1, D]
         x = self.proj_in((self.preprocess_conv(x) + x).transpose(1, 2))  # [B, T, D]
