@@ -16,9 +16,8 @@ from .audio.checks import check_audio
 from .audio.loops import loop_overhang, make_loop
 from .audio.prompt import fit_audio, keep_prompt_samples
 from .clip import Clip
-from .device import pick_device, pick_dtype
 from .errors import CheckpointError, InvalidParameter
-from .generation import Family, StageClock
+from .generation import Family, StageClock, place
 from .hub import resolve
 from .musicgen.codec import decode_codes, encode_audio
 from .musicgen.conditioning import CHROMA_HOP, chroma_features
@@ -27,7 +26,7 @@ from .musicgen.longform import Schedule, generate_long
 from .musicgen.patterns import delay_offsets
 from .musicgen.sampling import SamplingParams
 from .musicgen.style import excerpt_start
-from .request import WINDOW_SECONDS, Request, check_request, check_threads, named
+from .request import WINDOW_SECONDS, Request, check_request, named
 
 @contextlib.contextmanager
 def _quiet_transformers():
@@ -76,11 +75,7 @@ class MusicGen(Family):
         """
         if quantize not in (None, "int8", "int4"):
             raise InvalidParameter(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
-        threads = check_threads(threads)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        dev = pick_device(device)
-        dt = pick_dtype(dtype, dev)
+        dev, dt = place(device, dtype, threads)
         if quantize == "int4" and dev.type != "cpu":
             raise InvalidParameter("quantize='int4' runs on the CPU only; use 'int8' (or none) on a GPU")
         if quantize == "int4" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):

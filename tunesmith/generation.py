@@ -14,10 +14,25 @@ import torch
 from .audio.checks import check_audio
 from .audio.loops import make_loop
 from .clip import Clip
+from .device import pick_device, pick_dtype
 from .errors import InvalidParameter
-from .request import Request
+from .request import Request, check_threads
 
 log = logging.getLogger("tunesmith")
+
+
+def place(device, dtype, threads, default_dtype: Callable[[torch.device], torch.dtype] | None = None
+          ) -> tuple[torch.device, torch.dtype]:
+    """What every family's from_pretrained starts with: the threads checked and set, the device picked,
+    and the dtype: the one given, else default_dtype(device) where the family has its own, else
+    pick_dtype's default."""
+    threads = check_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    if dtype is None and default_dtype is not None:
+        return dev, default_dtype(dev)
+    return dev, pick_dtype(dtype, dev)
 
 
 class Family:

@@ -14,10 +14,9 @@ import torch
 from ..audio.loops import loop_overhang
 from ..audio.prompt import fit_audio
 from ..clip import Clip
-from ..device import pick_device, pick_dtype
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock, clips_of_rows
-from ..request import Request, SongParams, check_guidance, check_request, check_threads, named
+from ..generation import Family, StageClock, clips_of_rows, place
+from ..request import Request, SongParams, check_guidance, check_request, named
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
 from .prompt import INSTRUCTION, REPAINT
@@ -60,11 +59,7 @@ class AceStep(Family):
         from ..hub import resolve
         from .layout import load_folder
 
-        threads = check_threads(threads)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        dev = pick_device(device)
-        dt = default_dtype(dev) if dtype is None else pick_dtype(dtype, dev)
+        dev, dt = place(device, dtype, threads)
         if dev.type == "cpu" and dt == torch.float16:
             raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
         folder = resolve(name_or_path)
@@ -242,9 +237,3 @@ def _groups(rows: list) -> dict[str, list[int]]:
     for i, (schedule, _) in enumerate(rows):
         groups.setdefault(schedule[0][1], []).append(i)
     return groups
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """CUDA: bfloat16 (float16 where unsupported); the CPU: bfloat16 where native (for_cpu's path), else
-    float32; MPS: float32."""
-    return pick_dtype(None, device)

@@ -13,10 +13,10 @@ import torch
 from ..audio.loops import loop_overhang
 from ..audio.prompt import fit_audio
 from ..clip import Clip
-from ..device import pick_device, pick_dtype
+from ..device import pick_dtype
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock, clips_of_rows
-from ..request import DiffusionParams, Request, check_request, check_threads, named
+from ..generation import Family, StageClock, clips_of_rows, place
+from ..request import DiffusionParams, Request, check_request, named
 from .parts import StableAudioConfig, StableAudioParts
 from .sample import decode, encode_audio, encode_conditions, row_noise, sample_dpmpp, sample_flow
 
@@ -58,11 +58,7 @@ class StableAudio(Family):
         from ..hub import resolve
         from .load import load_folder
 
-        threads = check_threads(threads)
-        if threads is not None:
-            torch.set_num_threads(threads)
-        dev = pick_device(device)
-        dt = default_dtype(dev) if dtype is None else pick_dtype(dtype, dev)
+        dev, dt = place(device, dtype, threads, default_dtype)
         if quantize not in (None, "int8"):
             raise InvalidParameter(f"quantize must be None or 'int8' for Stable Audio models, got {quantize!r}")
         if quantize is not None and dev.type != "cpu":
