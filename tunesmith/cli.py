@@ -191,8 +191,8 @@ def _add_model_and_sampling(parser):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                        help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights; Stable Audio: "
-                             "int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
+                        help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights; Stable Audio and "
+                             "ACE-Step: int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
     parser.add_argument("--cfg", type=float, default=None,
                         help="classifier-free guidance, 1 disables (default: MusicGen 3, sao 7, sao-small 1, "
@@ -412,12 +412,12 @@ def _describe(args, check):
 
 
 def _check_quantize(args, family: str):
-    if args.quantize is not None and family == "acestep":
-        raise InvalidParameter(f"--quantize {args.quantize} applies to MusicGen and Stable Audio models, not ACE-Step")
+    from .request import FAMILY_NAMES
+
     if args.quantize == "int4" and family != "musicgen":
-        raise InvalidParameter("--quantize int4 applies to MusicGen models (Stable Audio: int8, on the CPU)")
+        raise InvalidParameter("--quantize int4 applies to MusicGen models (Stable Audio and ACE-Step: int8, on the CPU)")
     if args.quantize is not None and family != "musicgen" and args.device not in ("auto", "cpu"):
-        raise InvalidParameter("--quantize int8 is for the CPU with Stable Audio models")
+        raise InvalidParameter(f"--quantize int8 is for the CPU with {FAMILY_NAMES[family]} models")
 
 
 def _load(args, spec):

@@ -14,7 +14,7 @@ from .request import FAMILY_NAMES
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
 LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads"),
-                   "acestep": ("threads",)}
+                   "acestep": ("quantize", "threads")}
 DIFFUSERS_FAMILIES = {"StableAudioPipeline": "stable_audio", "AceStepPipeline": "acestep"}
 
 

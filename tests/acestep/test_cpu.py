@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tunesmith
+from tunesmith.errors import InvalidParameter
 from tunesmith.acestep.cpu import DiTCPU, prepare_dit
 from tunesmith.cpu import ops
 
@@ -19,16 +20,22 @@ def snr_db(reference: torch.Tensor, x: torch.Tensor) -> float:
     return 10 * torch.log10(reference.pow(2).sum() / (reference - x).pow(2).sum()).item()
 
 
-def kernel_dit(seed: int = 0):
+def kernel_dit(seed: int = 0, **sizes):
     """Heads of 16 (the attention kernel's smallest; the tiny pipeline's are 8, torch's path), 4 layers
-    (sliding, full, sliding, full), a window of 5 patches: most keys fall outside it."""
+    (sliding, full, sliding, full), a window of 5 patches: most keys fall outside it. sizes: other
+    AceStepTransformer1DModel sizes."""
     from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
 
     torch.manual_seed(seed)
-    return AceStepTransformer1DModel(
-        hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=16, in_channels=3 * LATENT_DIM, audio_acoustic_hidden_dim=LATENT_DIM, patch_size=2,
-        rope_theta=10000.0, sliding_window=5).eval()
+    return AceStepTransformer1DModel(**{
+        **dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=16, in_channels=3 * LATENT_DIM, audio_acoustic_hidden_dim=LATENT_DIM, patch_size=2,
+               rope_theta=10000.0, sliding_window=5), **sizes}).eval()
+
+
+# The XL DiT's shape (acestep-v15-xl-*: width 2560, 32 heads of 128 on 8 key/value heads, condition states of
+# 2048 projected to 2560): heads wider than the stream, 4 query heads a key/value head, narrower conditions.
+XL_SHAPE = dict(num_attention_heads=8, num_key_value_heads=2, encoder_hidden_size=48)
 
 
 def inputs(dit, frames: int, batch: int = 2, seed: int = 0) -> dict:
@@ -43,9 +50,11 @@ def inputs(dit, frames: int, batch: int = 2, seed: int = 0) -> dict:
                 context_latents=torch.randn(batch, frames, 2 * LATENT_DIM, generator=gen))
 
 
-@pytest.fixture(params=["tiny-pipeline", "kernel-heads"])
+@pytest.fixture(params=["tiny-pipeline", "kernel-heads", "xl-shape"])
 def dit(request, ace_ckpt):
-    return ace_ckpt[1].transformer if request.param == "tiny-pipeline" else kernel_dit()
+    if request.param == "tiny-pipeline":
+        return ace_ckpt[1].transformer
+    return kernel_dit(**(XL_SHAPE if request.param == "xl-shape" else {}))
 
 
 @pytest.mark.parametrize("frames", [7, 40, 301])
@@ -115,19 +124,27 @@ def test_without_the_kernels_torch_computes_the_same(monkeypatch):
     assert snr_db(with_kernels, without) > 40
 
 
-def test_the_cpu_path_generates_songs_close_to_float32(ace_ckpt, ace_model):
-    """tunesmith.load(..., dtype="bfloat16") end to end: the CPU DiT, the tiled bfloat16 decoder."""
+@pytest.mark.parametrize("quantize, floor", [(None, 30), ("int8", 20)])
+def test_the_cpu_path_generates_songs_close_to_float32(ace_ckpt, ace_model, quantize, floor):
+    """tunesmith.load(..., dtype="bfloat16", quantize=...) end to end: the CPU DiT, the tiled decoder."""
     from .test_model import LYRICS
 
-    fast = tunesmith.load(ace_ckpt[0], device="cpu", dtype="bfloat16")
+    fast = tunesmith.load(ace_ckpt[0], device="cpu", dtype="bfloat16", quantize=quantize)
     assert isinstance(fast._parts.transformer, DiTCPU) and fast._parts.transformer.compute_dtype == torch.bfloat16
     assert fast._parts.text_encoder.dtype == torch.float32
+    assert (fast._parts.decoder.blocks[0][1].int8 is not None) == (quantize == "int8")
     exact = ace_model.generate(["dream pop", "garage rock"], lyrics=LYRICS, duration=10, seed=4, steps=3)
     close = fast.generate(["dream pop", "garage rock"], lyrics=LYRICS, duration=10, seed=4, steps=3)
     for e, c in zip(exact, close):
         assert c.audio.shape == e.audio.shape == (2, 480000) and c.params["dtype"] == "bfloat16"
+        assert c.params.get("quantize") == quantize
         assert c.check.ok and np.isfinite(c.audio).all() and np.abs(c.audio).max() > 0.5
-        assert snr_db(e.audio, c.audio) > 30
+        assert snr_db(e.audio, c.audio) > floor
+
+
+def test_int8_only(ace_ckpt):
+    with pytest.raises(InvalidParameter, match="quantize must be None or 'int8' for ACE-Step"):
+        tunesmith.load(ace_ckpt[0], device="cpu", quantize="int4")
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -138,3 +155,5 @@ def test_the_cpu_default_is_bfloat16_where_native(ace_ckpt, monkeypatch, native)
     model = tunesmith.load(ace_ckpt[0], device="cpu")
     assert model.dtype == (torch.bfloat16 if native else torch.float32)
     assert isinstance(model._parts.transformer, DiTCPU) == native
+    int8 = tunesmith.load(ace_ckpt[0], device="cpu", quantize="int8")  # the CPU path, whatever the CPU
+    assert isinstance(int8._parts.transformer, DiTCPU) and int8.quantize == "int8"

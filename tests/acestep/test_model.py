@@ -150,8 +150,9 @@ def test_load_and_describe_pick_the_family_from_the_files(ace_ckpt, ace_model, t
     alias = describe("acestep")  # no download: the alias says it
     assert (alias.family, alias.longest, alias.folder, alias.turbo) == ("acestep", 600.0, None, True)
     assert not describe("acestep-sft").turbo and spec.turbo
-    with pytest.raises(InvalidParameter, match="quantize is not a loading option of ACE-Step"):
-        tunesmith.load(ace_ckpt[0], device="cpu", quantize="int8")
+    with pytest.raises(InvalidParameter, match=r"compile is not a loading option of ACE-Step models \(theirs: "
+                                                "quantize, threads\)"):
+        tunesmith.load(ace_ckpt[0], device="cpu", compile=True)
 
 
 def test_a_folder_missing_or_breaking_a_part_is_one_line(ace_ckpt, tmp_path):

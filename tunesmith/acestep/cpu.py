@@ -150,7 +150,7 @@ class DiTCPU(CPUTransformer):
         self.blocks = []
         for i, window in enumerate(windows):
             self.blocks.append(_Block(t.layers[i], window, dtype, quantize))
-            if consume:  # drop the layer's float32 weights now: the peak is float32 + one layer, not + all
+            if consume:  # drop the layer's weights now: the peak is the module + one layer, not + all
                 t.layers[i] = nn.Identity()
         self._rotary_of = None  # (length, (cos, sin))
 

@@ -31,20 +31,29 @@ def read_config(folder: Path) -> AceStepConfig:
                          steps=TURBO_STEPS if turbo else GUIDED_STEPS, cfg=1.0 if turbo else GUIDED_CFG)
 
 
-def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> AceStepParts:
-    """Every part with diffusers' and transformers' own classes, each failure one line naming the part."""
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
+                dit_dtype: torch.dtype | None = None) -> AceStepParts:
+    """Every part with diffusers' and transformers' own classes, each failure one line naming the part. Each
+    part is read in its own dtype (the encoders `dtype`, the DiT `dit_dtype`, default `dtype`, the VAE
+    `vae_dtype`): the XL DiT is 16 GB in float32, 8 GB in bfloat16, so a part is never held wider than
+    it will run."""
     from diffusers import AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
     from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
     from diffusers.pipelines.ace_step import AceStepConditionEncoder
     from transformers import AutoModel, AutoTokenizer
 
+    dit_dtype = dit_dtype or dtype
     config = read_config(folder)
     tokenizer = load_part(AutoTokenizer.from_pretrained, folder / "tokenizer", "tokenizer")
-    text_encoder = load_part(AutoModel.from_pretrained, folder / "text_encoder", "text encoder")
-    condition = load_part(AceStepConditionEncoder.from_pretrained, folder / "condition_encoder", "condition encoder")
-    transformer = load_part(AceStepTransformer1DModel.from_pretrained, folder / "transformer", "transformer")
-    vae = load_part(AutoencoderOobleck.from_pretrained, folder / "vae", "VAE")
+    text_encoder = load_part(lambda path: AutoModel.from_pretrained(path, dtype=dtype), folder / "text_encoder",
+                             "text encoder")
+    condition = load_part(lambda path: AceStepConditionEncoder.from_pretrained(path, torch_dtype=dtype),
+                          folder / "condition_encoder", "condition encoder")
+    transformer = load_part(lambda path: AceStepTransformer1DModel.from_pretrained(path, torch_dtype=dit_dtype),
+                            folder / "transformer", "transformer")
+    vae = load_part(lambda path: AutoencoderOobleck.from_pretrained(path, torch_dtype=vae_dtype), folder / "vae",
+                    "VAE")
     scheduler = load_part(FlowMatchEulerDiscreteScheduler.from_pretrained, folder / "scheduler", "scheduler")
     parts = AceStepParts(config, tokenizer, text_encoder.eval(), condition.eval(), transformer.eval(), vae.eval(),
                          scheduler)
-    return parts.to(device, dtype, vae_dtype)
+    return parts.to(device, dtype, vae_dtype, dit_dtype)

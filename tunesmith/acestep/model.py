@@ -32,16 +32,19 @@ class AceStep(Family):
     family = "acestep"
     shortest, longest = SHORTEST, LONGEST
 
-    def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype,
+                 quantize: str | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.quantize = quantize
         self.window = WINDOW_FRAMES  # latent frames the VAE decodes at once
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
-                        dtype: str | torch.dtype | None = None, threads: int | None = None) -> "AceStep":
+                        dtype: str | torch.dtype | None = None, quantize: str | None = None,
+                        threads: int | None = None) -> "AceStep":
         """Load an AceStepPipeline folder: an alias (acestep, acestep-sft, acestep-base, ...), a hub id or
         a local folder.
 
@@ -55,16 +58,26 @@ class AceStep(Family):
             encoders stay float32 and the VAE decodes through the CPU Oobleck decoder (cpu/oobleck.py,
             bfloat16 tiles), window by window. dtype="float32" on the CPU is diffusers' exact path (the
             parity contract).
+        quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (dynamic: weights a
+            scale per row, activations per token or tile), faster again and further from float32
+            (BENCHMARKS.md has both).
         """
         from ..hub import resolve
         from .layout import load_folder
 
         dev, dt = place(device, dtype, threads)
+        if quantize not in (None, "int8"):
+            raise InvalidParameter(f"quantize must be None or 'int8' for ACE-Step models, got {quantize!r}")
+        if quantize is not None and dev.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, bfloat16 is faster")
         if dev.type == "cpu" and dt == torch.float16:
             raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
         folder = resolve(name_or_path)
-        if dev.type == "cpu" and dt == torch.bfloat16:
-            return cls(for_cpu(load_folder(folder, dev, torch.float32, torch.float32)), str(name_or_path), dev, dt)
+        if dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None):
+            # the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory while
+            # loading), its norms and modulation computed in float32 from those values
+            parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32, torch.bfloat16), dt, quantize)
+            return cls(parts, str(name_or_path), dev, dt, quantize)
         return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
 
     @property
@@ -190,6 +203,8 @@ class AceStep(Family):
         settings = dict(model=self.name, duration=plan.duration, steps=plan.steps, cfg=plan.cfg,
                         lyrics=plan.lyrics, language=plan.language, device=str(self.device),
                         dtype=str(self.dtype)[6:], loop=plan.loop)
+        if self.quantize:
+            settings["quantize"] = self.quantize
         if plan.repaint is not None:
             settings["repaint"] = list(plan.repaint)
         length = round((plan.seconds if plan.loop else plan.duration) * self.sample_rate)  # a repaint's is padded
@@ -202,16 +217,18 @@ class AceStep(Family):
             self._parts.decoder = None  # the CPU decoder is the CPU's; _move back to the GPU goes to diffusers'
 
 
-def for_cpu(parts: AceStepParts) -> AceStepParts:
-    """Parts loaded in float32 on the CPU -> the CPU path: the DiT as cpu.py's DiTCPU (bfloat16 products, the
-    residual stream, norms and modulation float32), the text and condition encoders float32 (they run once
-    a song), the VAE decoder as the OobleckDecoderCPU of cpu/oobleck.py in bfloat16 (the VAE module stays,
-    for its receptive field)."""
+def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None,
+            consume: bool = True) -> AceStepParts:
+    """Parts loaded in float32 on the CPU -> the CPU path: the DiT as cpu.py's DiTCPU (products in `dtype`,
+    the residual stream, norms and modulation float32), the text and condition encoders float32 (they run
+    once a song), the VAE decoder as the OobleckDecoderCPU of cpu/oobleck.py in `dtype` (the VAE module
+    stays, for its receptive field); quantize="int8": both with int8 products instead. consume: the
+    diffusers DiT's layers are dropped as they are copied (False leaves it whole, for a benchmark)."""
     from ..cpu.oobleck import OobleckDecoderCPU
     from .cpu import prepare_dit
 
-    parts.transformer = prepare_dit(parts.transformer, torch.bfloat16, consume=True)
-    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16)
+    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=consume)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
     return parts
 
 

@@ -45,12 +45,13 @@ class AceStepParts:
     decoder: Callable | None = None  # latents [B, C, T] -> audio [B, channels, T * hop] float32, in place of
     #                                  vae.decoder (the CPU path's bfloat16 Oobleck decoder)
 
-    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> "AceStepParts":
-        """The text and condition encoders and the DiT in `dtype`, the VAE in `vae_dtype` (the CPU path's
-        DiTCPU stays as it is: its .to keeps the CPU and its own dtypes)."""
+    def to(self, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
+           dit_dtype: torch.dtype | None = None) -> "AceStepParts":
+        """The text and condition encoders in `dtype`, the DiT in `dit_dtype` (default `dtype`), the VAE in
+        `vae_dtype` (the CPU path's DiTCPU stays as it is: its .to keeps the CPU and its own dtypes)."""
         with quiet_loading():
             for module in (self.text_encoder, self.condition_encoder):
                 module.to(device, dtype)
-            self.transformer.to(device, dtype)
+            self.transformer.to(device, dit_dtype or dtype)
             self.vae.to(device, vae_dtype)
         return self
