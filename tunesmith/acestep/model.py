@@ -219,11 +219,12 @@ class AceStep(Family):
 
 def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None,
             consume: bool = True) -> AceStepParts:
-    """Parts loaded in float32 on the CPU -> the CPU path: the DiT as cpu.py's DiTCPU (products in `dtype`,
-    the residual stream, norms and modulation float32), the text and condition encoders float32 (they run
-    once a song), the VAE decoder as the OobleckDecoderCPU of cpu/oobleck.py in `dtype` (the VAE module
-    stays, for its receptive field); quantize="int8": both with int8 products instead. consume: the
-    diffusers DiT's layers are dropped as they are copied (False leaves it whole, for a benchmark)."""
+    """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
+    path: the DiT as cpu.py's DiTCPU (products in `dtype`, the residual stream, norms and modulation
+    float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
+    OobleckDecoderCPU of cpu/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
+    quantize="int8": both with int8 products instead. consume: the diffusers DiT's layers are dropped as
+    they are copied (False leaves it whole, for a benchmark)."""
     from ..cpu.oobleck import OobleckDecoderCPU
     from .cpu import prepare_dit
 
