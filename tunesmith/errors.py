@@ -15,3 +15,12 @@ class ModelNotFound(TunesmithError):
 
 class CheckpointError(TunesmithError):
     """A checkpoint that is incomplete, damaged or of an unknown layout."""
+
+
+class NoSpace(TunesmithError):
+    """A write failed because the disk is full (ENOSPC, EDQUOT); the server answers 507 Insufficient Storage.
+    The message names what could not be written, never a server path."""
+
+
+class TooLong(InvalidParameter):
+    """Audio longer than what it is used for may hold (decoded length, not file size); the server answers 413."""
