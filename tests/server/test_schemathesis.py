@@ -1,6 +1,11 @@
-"""schemathesis against /openapi.json, a bounded number of examples per route: no 500s."""
+"""schemathesis against /openapi.json, a bounded number of examples per route: no 500s, every error one
+line, and the server as its schema describes it (every check schemathesis has, no exclusions)."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +39,18 @@ def test_no_route_answers_500(start_server):
             except Unsatisfiable:  # nothing to make invalid (a route without parameters)
                 pass
     assert not failures, failures[:5]
+
+
+def test_every_check_passes(start_server):
+    """schemathesis' command with --checks all over its four phases (examples, coverage: unsupported methods
+    and boundary values, fuzzing, stateful): status codes, content types, headers (Allow), response schemas,
+    negative data rejected, schema-valid data accepted (or refused with 400, see schemathesis.toml)."""
+    tool = shutil.which("schemathesis") or shutil.which("st")
+    if tool is None:
+        pytest.skip("the schemathesis command is not installed")
+    server = start_server(max_queue=3)
+    run = subprocess.run([tool, "--no-color", "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
+                          "run", f"{server.url}/openapi.json", "--checks", "all", "--max-examples", "10",
+                          "--seed", "1", "--generation-deterministic", "--workers", "1", "--request-timeout", "20"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

@@ -20,7 +20,8 @@ from fastapi import FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -32,6 +33,7 @@ from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
 from .guard import Guard
 from .registry import FAMILY_ALIASES, Registry
+from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, errors
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
 from .store import FINISHED, Job, Store, Upload, new_id
@@ -157,7 +159,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             await asyncio.to_thread(worker.stop)
             store.close()
 
-    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE,
                   description="Local music generation: jobs survive restarts. mlx-audiogen's routes "
                               "(/api/generate, /api/status, /api/audio) and tunesmith's own (/api/jobs, "
                               "/api/uploads).")
@@ -284,7 +286,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         return [dict(name=name, stems=list(STEM_NAMES.get(name, FOUR_STEMS)), is_loaded=f"stems:{name}" in loaded)
                 for name in settings.worker.stems_models]
 
-    @app.post("/api/generate", tags=["compatible"])
+    @app.post("/api/generate", tags=["compatible"], responses=errors(413, 429, 507))
     def generate(body: GenerateIn):
         """mlx-audiogen's submit: answers {"id", "status": "queued"} at once."""
         entry = registry.find(body.model)
@@ -324,12 +326,12 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         job, _ = submit(entry.name, spec, None)
         return {"id": job.id, "status": "queued"}
 
-    @app.get("/api/status/{job_id}", tags=["compatible"])
+    @app.get("/api/status/{job_id}", tags=["compatible"], responses=errors(404))
     def status(job_id: str):
         """queued | running | done | error; a cancelled job reads as error "cancelled"."""
         return compat_view(find(job_id))
 
-    @app.get("/api/audio/{job_id}", tags=["compatible"])
+    @app.get("/api/audio/{job_id}", tags=["compatible"], responses={**AUDIO, **errors(404, 409, 410)})
     def audio(job_id: str, fmt: str = Query("wav", max_length=20)):
         """The first clip of a done job; 202 while it is not done."""
         return audio_response(find(job_id), 0, fmt.lower(), compat=True)
@@ -340,7 +342,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         return [own_view(j) for j in store.recent(limit)]
 
     # ---- tunesmith's own routes
-    @app.post("/api/jobs", tags=["jobs"], status_code=202)
+    @app.post("/api/jobs", tags=["jobs"], status_code=202, responses={**REPEATED, **errors(413, 429, 507)})
     def create_job(body: JobIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
         """Queue a job; the same Idempotency-Key header returns the same job (200) instead of a new one."""
         entry = registry.find(body.model)
@@ -367,16 +369,16 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         job, created = submit(entry.name, spec, idempotency_key)
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
-    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    @app.get("/api/jobs/{job_id}", tags=["jobs"], responses=errors(404))
     def get_job(job_id: str):
         return own_view(find(job_id))
 
-    @app.get("/api/jobs/{job_id}/audio", tags=["jobs"])
+    @app.get("/api/jobs/{job_id}/audio", tags=["jobs"], responses={**AUDIO, **errors(404, 409, 410)})
     def job_audio(job_id: str, index: int = Query(0, ge=0, le=1000), fmt: Optional[str] = Query(None, max_length=20)):
         """Clip `index` of a done job, in its own format or converted to fmt."""
         return audio_response(find(job_id), index, fmt.lower() if fmt else None, compat=False)
 
-    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], responses=errors(404, 409, 413))
     def cancel(job_id: str):
         """A queued job never runs; a running one stops at its next decode step."""
         job = find(job_id)
@@ -390,7 +392,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             log.info("job %s: cancel requested", job.id)
         return own_view(store.get(job.id) or job)
 
-    @app.delete("/api/jobs/{job_id}", tags=["jobs"])
+    @app.delete("/api/jobs/{job_id}", tags=["jobs"], responses=errors(404, 409))
     def delete(job_id: str):
         """Forget a job and delete its files (a running job is cancelled first)."""
         job = find(job_id)
@@ -402,7 +404,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         store.delete(job.id)
         return {"id": job.id, "deleted": True}
 
-    @app.get("/api/jobs/{job_id}/events", tags=["jobs"])
+    @app.get("/api/jobs/{job_id}/events", tags=["jobs"], responses={**EVENTS, **errors(404)})
     async def events(job_id: str, request: Request):
         """Server-Sent Events: `progress` (data: {id, status, done, total, progress}) on each change, then
         one `done` (data: the job) or `error` (data: the job, with its error; status "error" or "cancelled")."""
@@ -438,7 +440,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             await asyncio.sleep(0.25)
             quiet += 0.25
 
-    @app.post("/api/jobs/{job_id}/stems", tags=["jobs"], status_code=202)
+    @app.post("/api/jobs/{job_id}/stems", tags=["jobs"], status_code=202,
+               responses={**REPEATED, **errors(404, 409, 410, 413, 429, 507)})
     def stems(job_id: str, body: StemsIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
         """Split clip `index` of a done job into stems (drums, bass, other, vocals; htdemucs_6s adds guitar
         and piano), as a job of its own whose files are the stems."""
@@ -464,11 +467,12 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         job, created = submit(f"stems:{name}", spec, idempotency_key)
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
-    @app.post("/api/uploads", tags=["jobs"], status_code=201)
+    @app.post("/api/uploads", tags=["jobs"], status_code=201, responses=errors(413, 429, 507))
     def upload(file: UploadFile = File(..., description="an audio file (WAV, FLAC, MP3, OGG, M4A, ...)")):
         """Store an audio file for continuation/melody; answers its id. Checked by reading it."""
         return _store_upload(store, file)
 
+    _answer_unrouted(app)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     # Outermost last: the Guard sees every request first, then CORS answers listed origins' preflights.
@@ -476,6 +480,25 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
     app.add_middleware(Guard, settings=settings)
     return app
+
+
+def _answer_unrouted(app: FastAPI):
+    """Under /api, what no route takes: 405 with Allow for a path a route has under another method (OPTIONS:
+    204 with Allow), else 404. Without this the page's mount at / would answer both with 404."""
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                   include_in_schema=False)
+    def unrouted(request: Request):
+        path = request.url.path
+        allowed = sorted({m for r in routes if r.path_regex.match(path) for m in r.methods})
+        if not allowed:
+            raise HTTPException(404, f"no route {path[:80]!r} (the API is listed at /docs)")
+        allow = ", ".join(allowed + ["OPTIONS"])
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        raise HTTPException(405, f"{request.method} is not allowed on {path[:80]}: it takes {allow}",
+                            headers={"Allow": allow})
 
 
 def public_request(spec: dict) -> dict:
