@@ -15,10 +15,22 @@ def linear():
 
 
 def test_packed_linear_equals_linear(linear):
-    if not cpu_packing_available():
+    if not cpu_packing_available(torch.float32):
         pytest.skip("no oneDNN")
     x = torch.randn(2, 3, 256)
     torch.testing.assert_close(PackedLinear(linear)(x), linear(x), atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_packing_is_offered_only_where_onednn_takes_it():
+    """An AVX2-only CPU refuses bfloat16 packing with a RuntimeError: the probe says no instead, and the
+    decoder keeps plain bfloat16 linears (where it says yes, the packed layer must run)."""
+    linear = nn.Linear(64, 32).to(torch.bfloat16)
+    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    if cpu_packing_available(torch.bfloat16):
+        torch.testing.assert_close(PackedLinear(linear)(x), linear(x), atol=2e-2, rtol=2e-2)
+    else:
+        with pytest.raises(RuntimeError):
+            PackedLinear(linear)
 
 
 def test_int8_is_per_channel_rounding(linear):

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,8 +21,17 @@ from torch import nn
 from . import cpu_kernels
 
 
-def cpu_packing_available() -> bool:
-    return hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.backends.mkldnn.is_available()
+@functools.cache
+def cpu_packing_available(dtype: torch.dtype) -> bool:
+    """oneDNN packs weights of this dtype on this CPU: tried once on a small weight, since bfloat16 needs
+    AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT and an AVX2-only CPU refuses it with a RuntimeError."""
+    if not (hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.backends.mkldnn.is_available()):
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=dtype), 2)
+        return True
+    except RuntimeError:
+        return False
 
 
 class PackedLinear(nn.Module):
@@ -129,5 +140,5 @@ def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None
     elif kernels is not None and kernels.bf16 and lm.embed.dtype == torch.bfloat16:
         replace_step_linears(lm, lambda linear: StreamLinear(linear, kernels) if cpu_kernels.packable(linear.weight)
                              else PackedLinear(linear))
-    elif device.type == "cpu" and cpu_packing_available() and lm.embed.dtype != torch.float16:
+    elif device.type == "cpu" and lm.embed.dtype != torch.float16 and cpu_packing_available(lm.embed.dtype):
         replace_step_linears(lm, PackedLinear)  # oneDNN packs float16 only on CPUs with AVX512-FP16
