@@ -27,6 +27,7 @@ class ModelSpec:
     folder: Path | None = None  # None for an alias not downloaded yet
     style: bool = False  # takes a style reference (MusicGen-Style)
     turbo: bool = False  # guidance distilled in (ACE-Step turbo): check_request refuses a cfg
+    melody: bool = False  # follows a melody (a MusicGen melody checkpoint)
 
 
 def family_of(folder: Path) -> str:
@@ -61,13 +62,18 @@ def family_of(folder: Path) -> str:
                           "model_index.json, or a stable-audio-tools model_config.json with model.safetensors")
 
 
+def _model_type(folder: Path) -> str | None:
+    """config.json's model_type (family_of has read it already, so it is there and readable)."""
+    return json.loads((folder / "config.json").read_text()).get("model_type")
+
+
 def describe(name_or_path: str | Path) -> ModelSpec:
     """The family and longest clip of a model, from its alias or its files: no weights are read, and
     an alias is not downloaded (its folder is None then)."""
     folder = local_folder(name_or_path)
     if folder is None and str(name_or_path) in ALIASES:
         info = ALIASES[str(name_or_path)]
-        return ModelSpec(info.family, info.longest, style=info.style, turbo=info.turbo)
+        return ModelSpec(info.family, info.longest, style=info.style, turbo=info.turbo, melody=info.melody)
     if folder is None:
         folder = download(repo_for(str(name_or_path)))
     family = family_of(folder)
@@ -82,7 +88,9 @@ def describe(name_or_path: str | Path) -> ModelSpec:
 
         turbo = read_acestep_config(folder).turbo  # a folder missing a part is refused here, before any value is used
         longest = LONGEST
-    return ModelSpec(family, longest, folder, style=layout_of(folder) == "audiocraft", turbo=turbo)
+    layout = layout_of(folder)
+    return ModelSpec(family, longest, folder, style=layout == "audiocraft", turbo=turbo,
+                     melody=layout == "transformers" and _model_type(folder) == "musicgen_melody")
 
 
 def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, **options):

@@ -36,6 +36,9 @@ FAMILY_NAMES = {"musicgen": "MusicGen", "stable_audio": "Stable Audio", "acestep
 SHORTEST = {"acestep": 10.0}  # seconds: ACE-Step 1.5 was trained on songs of 10 s to 10 min
 WORDS_PER_SECOND = 5.0  # more lyrics than this cannot be sung in the song's time (fast rap is about 4)
 LANGUAGE = re.compile(r"[a-z]{2,3}|unknown")  # ACE-Step's lyric language codes: en, zh, ja, yue, ...
+# Not text: lone surrogates (JSON "\ud800" decodes to one; no tokenizer, file or UTF-8 answer takes it) and
+# control characters but tab and line breaks (NUL, ESC, DEL, C1 controls...).
+NOT_TEXT = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 FLAGS = {
     "prompts": "PROMPT", "duration": "-d", "seed": "--seed", "num_variations": "-n", "temperature": "--temperature",
@@ -66,6 +69,23 @@ def real(value, param: str, expected: str, ok=lambda v: True) -> float:
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and ok(float(value)):
         return float(value)
     raise InvalidParameter(f"{named(param)} must be {expected}, got {value}")
+
+
+def text_problem(text: str) -> str | None:
+    """What makes `text` no text, in a few words that quote no part of it; None when it is fine."""
+    bad = NOT_TEXT.search(text)
+    if bad is None:
+        return None
+    what = "a lone surrogate" if "\ud800" <= bad[0] <= "\udfff" else "a control character"
+    return f"holds {what} ({ascii(bad[0])[1:-1]}) at character {bad.start() + 1}: send plain UTF-8 text"
+
+
+def check_text(value, param: str):
+    """Refuse a text that is no text (text_problem) with one line naming the parameter; other values pass."""
+    problem = text_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise InvalidParameter(f"{named(param)} {problem}")
+    return value
 
 
 def whole(value, param: str, expected: str, ok=lambda v: True) -> int:
@@ -257,6 +277,8 @@ def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, stre
         steps = whole(steps, "steps", f"a whole number from 1 to {MAX_STEPS}", lambda v: 1 <= v <= MAX_STEPS)
     if cfg is not None:
         cfg = real(cfg, "cfg", "between 1 (no guidance) and 100", lambda v: 1 <= v <= 100)
+    check_text(negative_prompt, "negative_prompt")
+    check_text(sampler, "sampler")
     if negative_prompt is not None:
         if not isinstance(negative_prompt, str):
             raise InvalidParameter(f"{named('negative_prompt')} must be a text, got {negative_prompt!r}")
@@ -302,7 +324,7 @@ def _song_params(duration: float, turbo: bool, lyrics, language, steps, cfg, rep
     if not isinstance(lyrics, str):
         raise InvalidParameter(f"{named('lyrics')} must be a text (the words to sing; --lyrics FILE or "
                                f"--lyrics-text TEXT on the command line), got {type(lyrics).__name__}")
-    lyrics = lyrics.strip()
+    lyrics = check_text(lyrics, "lyrics").strip()
     words = len(re.findall(r"\w+", re.sub(r"\[[^\]]*\]", " ", lyrics)))  # [verse], [chorus] are not sung
     if words > WORDS_PER_SECOND * duration:
         log.warning("%d words of lyrics for %g s: more than about %g words a second cannot be sung, so the model "
@@ -310,6 +332,7 @@ def _song_params(duration: float, turbo: bool, lyrics, language, steps, cfg, rep
                     WORDS_PER_SECOND)
     if language is None:
         language = "en"
+    check_text(language, "language")
     if not isinstance(language, str) or not LANGUAGE.fullmatch(language.strip().lower()):
         raise InvalidParameter(f"{named('language')} must be a language code such as en, zh, ja, es or unknown, "
                                f"got {language!r}")
@@ -389,6 +412,7 @@ def is_schedule(value) -> bool:
 
 
 def _text(text: str, may_be_empty: bool = False) -> str:
+    check_text(text, "prompts")
     if may_be_empty and not text.strip():
         return ""  # no text: the style alone steers
     if not text.strip():

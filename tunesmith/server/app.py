@@ -8,13 +8,14 @@ that its Max for Live device, JUCE plugin and web UI work unchanged, and tunesmi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from fastapi import FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -23,7 +24,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
@@ -31,12 +33,13 @@ from .. import __version__
 from ..errors import InvalidParameter, TunesmithError
 from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
+from ..request import text_problem
 from .guard import Guard
 from .registry import FAMILY_ALIASES, Registry
-from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, errors
+from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
-from .store import FINISHED, Job, Store, Upload, new_id
+from .store import FINISHED, Job, Store, Upload, intact, new_id
 from .worker import Worker
 
 log = logging.getLogger("tunesmith.server")
@@ -50,86 +53,117 @@ MLX_SAMPLERS = ("euler", "rk4")  # mlx-audiogen's own samplers: tunesmith uses t
 
 
 # ---- bodies
-class GenerateIn(BaseModel):
+# Numbers are JSON numbers: true, "10" are refused (pydantic's lax mode took them); an int is a float too,
+# and 175.0 an integer, as JSON Schema counts them.
+Number = StrictFloat
+Whole = Annotated[StrictInt, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
+Flag = StrictBool
+
+
+class Body(BaseModel):
+    """What every body shares: each text in it, however deep (a schedule's), is text (request.text_problem),
+    checked before the field's own rules so every field refuses it alike."""
+
+    model_config = ConfigDict(json_schema_extra=mark_texts)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _texts(cls, value):
+        for text in _texts_in(value):
+            problem = text_problem(text)
+            if problem:
+                raise PydanticCustomError("not_text", problem)
+        return value
+
+
+def _texts_in(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _texts_in(item)
+
+
+class GenerateIn(Body):
     """mlx-audiogen's POST /api/generate body. Unknown keys are ignored; each family takes its own fields
     and ignores the other's (its clients send both)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("musicgen", max_length=500, description='"musicgen", "stable_audio" or a registered name')
     prompt: str = Field(..., max_length=100_000)
-    seconds: float = 5.0
-    temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    guidance_coef: Optional[float] = Field(None, description="MusicGen's cfg")
-    seed: Optional[int] = Field(None, description="none or negative: random")
+    seconds: Number = 5.0
+    temperature: Optional[Number] = None
+    top_k: Optional[Whole] = None
+    guidance_coef: Optional[Number] = Field(None, description="MusicGen's cfg")
+    seed: Optional[Whole] = Field(None, description="none or negative: random")
     melody_path: Optional[str] = Field(None, max_length=4096, description="a file under a --media-dir")
     style_audio_path: Optional[str] = Field(None, max_length=4096, description="MusicGen-Style: a reference "
                                                                                 "file under a --media-dir")
-    style_coef: Optional[float] = Field(None, description="MusicGen-Style's cfg_beta (with text and style)")
+    style_coef: Optional[Number] = Field(None, description="MusicGen-Style's cfg_beta (with text and style)")
     negative_prompt: Optional[str] = Field(None, max_length=100_000)
-    steps: Optional[int] = None
-    cfg_scale: Optional[float] = Field(None, description="Stable Audio's cfg")
+    steps: Optional[Whole] = None
+    cfg_scale: Optional[Number] = Field(None, description="Stable Audio's cfg")
     sampler: Optional[str] = Field(None, max_length=100)
     reference_audio_path: Optional[str] = Field(None, max_length=4096, description="Stable Audio: init audio")
-    reference_strength: Optional[float] = None
+    reference_strength: Optional[Number] = None
     lora: Optional[str] = Field(None, max_length=500, description="not supported")
     output_mode: Optional[str] = Field(None, max_length=100, description='"audio" only')
 
 
-class JobIn(BaseModel):
+class JobIn(Body):
     """POST /api/jobs: everything `tunesmith generate` takes. Options of the other family are refused."""
 
     model_config = ConfigDict(extra="forbid")
     model: Optional[str] = Field(None, max_length=500, description="a registered name; none: the default")
-    prompt: Union[str, list[tuple[float, str]]] = Field(
+    prompt: Union[str, list[tuple[Number, str]]] = Field(
         ..., description='a text, or a schedule [[0, "calm intro"], [20, "drums enter"]]')
-    duration: Optional[float] = Field(None, description="seconds (default 10; an ACE-Step repaint lasts as long as "
+    duration: Optional[Number] = Field(None, description="seconds (default 10; an ACE-Step repaint lasts as long as "
                                                         "its song: leave it out)")
-    seed: Optional[int] = Field(None, description="none: random (the job reports it)")
-    variations: int = 1
-    loop: bool = False
-    temperature: Optional[float] = Field(None, description="MusicGen")
-    top_k: Optional[int] = Field(None, description="MusicGen")
-    top_p: Optional[float] = Field(None, description="MusicGen")
-    cfg: Optional[float] = None
-    context: Optional[float] = Field(None, description="MusicGen, long pieces")
-    steps: Optional[int] = Field(None, description="Stable Audio")
+    seed: Optional[Whole] = Field(None, description="none: random (the job reports it)")
+    variations: Whole = 1
+    loop: Flag = False
+    temperature: Optional[Number] = Field(None, description="MusicGen")
+    top_k: Optional[Whole] = Field(None, description="MusicGen")
+    top_p: Optional[Number] = Field(None, description="MusicGen")
+    cfg: Optional[Number] = None
+    context: Optional[Number] = Field(None, description="MusicGen, long pieces")
+    steps: Optional[Whole] = Field(None, description="Stable Audio")
     negative_prompt: Optional[str] = Field(None, max_length=100_000, description="Stable Audio")
     sampler: Optional[str] = Field(None, max_length=100, description="Stable Audio")
-    strength: Optional[float] = Field(None, description="Stable Audio, with continuation as init audio")
+    strength: Optional[Number] = Field(None, description="Stable Audio, with continuation as init audio")
     style: Optional[str] = Field(None, max_length=100, description="MusicGen-Style: an upload id, the reference "
                                                                    "whose style to take")
-    cfg_beta: Optional[float] = Field(None, description="MusicGen-Style: weight of the text against the style")
-    style_excerpt: Optional[float] = Field(None, description="MusicGen-Style: seconds of the reference heard")
-    style_quantizers: Optional[int] = Field(None, description="MusicGen-Style: 1-6, fewer copy it less closely")
-    style_start: Optional[float] = Field(None, description="MusicGen-Style: where the excerpt starts (s)")
+    cfg_beta: Optional[Number] = Field(None, description="MusicGen-Style: weight of the text against the style")
+    style_excerpt: Optional[Number] = Field(None, description="MusicGen-Style: seconds of the reference heard")
+    style_quantizers: Optional[Whole] = Field(None, description="MusicGen-Style: 1-6, fewer copy it less closely")
+    style_start: Optional[Number] = Field(None, description="MusicGen-Style: where the excerpt starts (s)")
     lyrics: Optional[str] = Field(None, max_length=20_000, description="ACE-Step: the words to sing "
                                                                        "([verse], [chorus] tags allowed)")
     language: Optional[str] = Field(None, max_length=20, description="ACE-Step: the lyrics' language (en, zh, ...)")
-    repaint: Optional[tuple[float, Optional[float]]] = Field(
+    repaint: Optional[tuple[Number, Optional[Number]]] = Field(
         None, description="ACE-Step: [start, end] seconds of the continuation's song to make anew (end null: to "
                           "the end); the rest is kept")
     continuation: Optional[str] = Field(None, max_length=100, description="an upload id: MusicGen continues "
                                                                           "it, Stable Audio starts from it, "
                                                                           "ACE-Step repaints it")
     melody: Optional[str] = Field(None, max_length=100, description="an upload id: a tune to follow (melody models)")
-    fade_in: Optional[float] = None
-    fade_out: Optional[float] = None
-    loudness: Optional[float] = Field(None, description="LUFS target, e.g. -14")
-    ceiling: Optional[float] = Field(None, description="true-peak ceiling in dBTP (default -1)")
+    fade_in: Optional[Number] = None
+    fade_out: Optional[Number] = None
+    loudness: Optional[Number] = Field(None, description="LUFS target, e.g. -14")
+    ceiling: Optional[Number] = Field(None, description="true-peak ceiling in dBTP (default -1)")
     format: Literal["wav", "flac", "mp3", "ogg", "m4a"] = "wav"
     wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
 
 
-class StemsIn(BaseModel):
+class StemsIn(Body):
     """POST /api/jobs/{id}/stems: split a done job's clip into stems, as a job of its own."""
 
     model_config = ConfigDict(extra="forbid")
     model: Optional[str] = Field(None, max_length=100, description="a stems model this server offers (GET "
                                                                     "/api/models lists them); none: the first")
-    index: int = Field(0, ge=0, le=1000, description="which clip of the job (its variations)")
+    index: Whole = Field(0, ge=0, le=1000, description="which clip of the job (its variations)")
     two_stems: Optional[str] = Field(None, max_length=40, description='e.g. "vocals": vocals and no_vocals')
-    shifts: int = Field(1, ge=0, le=10, description="passes at random offsets, averaged: better, slower")
+    shifts: Whole = Field(1, ge=0, le=10, description="passes at random offsets, averaged: better, slower")
     format: Optional[Literal["wav", "flac", "mp3", "ogg", "m4a"]] = Field(None, description="default: the job's")
     wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
 
@@ -179,24 +213,49 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         return worker.progress.get(job.id, (0, 0)) if job.status == "running" else (0, 0)
 
     def compat_view(job: Job) -> dict:
+        """mlx-audiogen's view of a job; a job whose stored request cannot be shown is shown bare."""
+        try:
+            return printable(_compat_view(job))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return bare_view(job)
+
+    def _compat_view(job: Job) -> dict:
         done, total = progress_of(job)
-        return dict(id=job.id, status="error" if job.status == "cancelled" else job.status, model=job.model,
-                    prompt=prompt_text(job.spec["prompt"]), seconds=job.spec["duration"], created_at=job.created_at,
-                    completed_at=job.completed_at, error=job.error, sample_rate=job.sample_rate,
+        return dict(id=job.id, status="error" if job.status == "cancelled" else job.status,
+                    model=registry.public(job.model), prompt=prompt_text(job.spec["prompt"]),
+                    seconds=job.spec["duration"], created_at=job.created_at, completed_at=job.completed_at,
+                    error=job.error, warning=job.warning, sample_rate=job.sample_rate,
                     progress=done / total if total else 0.0)
 
     def own_view(job: Job) -> dict:
+        try:
+            return printable(_own_view(job))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return dict(bare_view(job), status=job.status)
+
+    def _own_view(job: Job) -> dict:
         done, total = progress_of(job)
         spec = job.spec
         files = [dict(index=i, format=spec["format"], seed=seed, url=f"/api/jobs/{job.id}/audio?index={i}",
                       check=job.checks[i] if i < len(job.checks) else None, stem=stem_of(job, i))
                  for i, seed in enumerate(job.seeds)] if job.status == "done" else []
-        return dict(compat_view(job), status=job.status, done=done, total=total, duration=spec["duration"],
+        view = dict(_compat_view(job), status=job.status, done=done, total=total, duration=spec["duration"],
                     family=spec["family"], seed=spec["seed"], seeds=job.seeds or
                     [(spec["seed"] + v) % (MAX_SEED + 1) for v in range(spec["variations"])], variations=spec["variations"],
                     format=spec["format"], started_at=job.started_at, timings=job.timings, files=files,
-                    cancel_requested=job.id in worker.cancelling, runs=job.runs,
-                    request=public_request(spec))
+                    cancel_requested=job.id in worker.cancelling, runs=job.runs, request=public_request(spec))
+        if spec.get("kind") != "stems":  # a job of an older version stored its model by server path
+            view["request"]["model"] = registry.public(job.model)
+        return view
+
+    def bare_view(job: Job) -> dict:
+        """What is sure of a job whose stored request this version cannot show (an older version's, or
+        damaged): the page and clients still list it, and can delete it."""
+        return printable(dict(id=job.id, status="error" if job.status == "cancelled" else job.status,
+                              model=registry.public(job.model), prompt="", seconds=None, duration=None,
+                              created_at=job.created_at, completed_at=job.completed_at, warning=job.warning,
+                              error=job.error or "the stored request of this job cannot be shown",
+                              progress=0.0, files=[], seeds=[], request={}))
 
     def check_style_model(entry, field: str):
         if not entry.spec.style:
@@ -210,22 +269,43 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             return None
         return Path(job.files[index]).stem.removeprefix(f"{job.id}-")
 
-    def submit(model: str, spec: dict, key: str | None) -> tuple[Job, bool]:
-        """Queue a checked job for `model` (a registered name, or stems:NAME); the same key, the same job."""
+    def submit(model: str, spec: dict, key: str | None, fingerprint: str | None = None,
+               warning: str | None = None) -> tuple[Job, bool]:
+        """Queue a checked job for `model` (an entry's -m string, or stems:NAME); the same key and request,
+        the same job; the same key with another request is refused."""
         if key is not None:
             old = store.by_key(key)
             if old is not None:
-                return old, False
+                return same_request(old, fingerprint), False
         if store.count() >= settings.max_queue:
             raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         job_id = new_id()
-        job = Job(job_id, "queued", model, batch_key(spec, job_id), spec["variations"], spec, time.time(), key)
+        job = Job(job_id, "queued", model, batch_key(spec, job_id), spec["variations"], spec, time.time(), key,
+                  fingerprint=fingerprint, warning=warning)
         job, created = store.add(job)
-        if created:
-            worker.wake()
-            log.info("job %s queued (%s, %g s)", job.id, model, spec["duration"])
+        if not created:  # the same key, sent twice at once
+            return same_request(job, fingerprint), False
+        worker.wake()
+        log.info("job %s queued (%s, %g s)", job.id, registry.public(model), spec["duration"])
         return job, created
+
+    def same_request(old: Job, fingerprint: str | None) -> Job:
+        """The job an Idempotency-Key brought, if this request is the one it came with (as Stripe does). A
+        job of an older version has no fingerprint: it is given back as before."""
+        if old.fingerprint is not None and old.fingerprint != fingerprint:
+            raise HTTPException(422, "this Idempotency-Key was already used for another request: send a new key "
+                                     "with a new request")
+        return old
+
+    def stored_audio(job: Job, index: int) -> Path:
+        """File `index` of a done job as written, else 410 (gone, or damaged since: truncated, overwritten)."""
+        stored = store.audio / job.files[index]
+        if not stored.is_file():
+            raise HTTPException(410, f"the audio of job {job.id} is gone from the server's disk")
+        if not intact(stored, job.digests[index] if index < len(job.digests) else None):
+            raise HTTPException(410, f"the audio of job {job.id} is damaged on the server's disk")
+        return stored
 
     def upload_path(upload_id: str | None, field: str) -> str | None:
         if upload_id is None:
@@ -244,9 +324,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         if not 0 <= index < len(job.files):
             raise HTTPException(404, f"job {job.id} has {len(job.files)} file(s): index must be from 0 to "
                                      f"{len(job.files) - 1}")
-        stored = store.audio / job.files[index]
-        if not stored.is_file():
-            raise HTTPException(410, f"the audio of job {job.id} is gone from the server's disk")
+        stored = stored_audio(job, index)
         have = stored.suffix[1:]
         fmt = fmt or have
         if fmt not in DOWNLOAD_FORMATS:
@@ -277,7 +355,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         """Registered models (-m); the first is the default."""
         loaded = set(worker.loaded_names())
         return [dict(name=e.name, model_type=e.family, is_loaded=e.name in loaded, default=e is registry.default,
-                     longest=e.spec.longest, style=e.spec.style) for e in registry.entries.values()]
+                     longest=e.spec.longest, style=e.spec.style, melody=e.spec.melody)
+                for e in registry.entries.values()]
 
     @app.get("/api/stems/models", tags=["jobs"])
     def stems_models():
@@ -292,6 +371,11 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         entry = registry.find(body.model)
         if body.style_audio_path and body.model in FAMILY_ALIASES and not entry.spec.style:
             entry = registry.find_style()  # "musicgen" with style audio: the first style model offered
+        elif body.melody_path and body.model == "musicgen" and not entry.spec.melody:
+            entry = next(iter(registry.melody_models()), entry)  # likewise with a melody, when one is offered
+        warning = None
+        if body.melody_path and not entry.spec.melody:  # DAW clients send one whatever the model (a sidechain)
+            warning = f"melody_path was ignored: {entry.name} cannot follow a melody"
         if body.lora:
             raise InvalidParameter("lora: LoRA adapters are not supported by tunesmith")
         if body.output_mode not in (None, "audio"):
@@ -299,7 +383,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         options, audio_prompt = {}, None
         if entry.family == "musicgen":
             options = dict(temperature=body.temperature, top_k=body.top_k, cfg=body.guidance_coef)
-            if body.melody_path:
+            if body.melody_path and entry.spec.melody:
                 options["melody"] = media_file(body.melody_path, settings.limits.media_dirs, "melody_path")
             if body.style_audio_path:  # their clients send style_coef with or without style audio
                 check_style_model(entry, "style_audio_path")
@@ -323,7 +407,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             guidance = "guidance_coef" if entry.family == "musicgen" else "cfg_scale"
             raise InvalidParameter(re.sub(r"^(duration|cfg)\b", lambda m: "seconds" if m[1] == "duration"
                                           else guidance, plain(str(err)))) from None
-        job, _ = submit(entry.name, spec, None)
+        job, _ = submit(entry.stored, spec, None, warning=warning)
         return {"id": job.id, "status": "queued"}
 
     @app.get("/api/status/{job_id}", tags=["compatible"], responses=errors(404))
@@ -343,8 +427,11 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
 
     # ---- tunesmith's own routes
     @app.post("/api/jobs", tags=["jobs"], status_code=202, responses={**REPEATED, **errors(413, 429, 507)})
-    def create_job(body: JobIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
-        """Queue a job; the same Idempotency-Key header returns the same job (200) instead of a new one."""
+    def create_job(body: JobIn, idempotency_key: Optional[str] = Header(
+                       None, max_length=200, json_schema_extra={"pattern": TEXT_PATTERN})):
+        """Queue a job; the same Idempotency-Key header with the same body returns the same job (200) instead
+        of a new one, with another body 422."""
+        check_header_text(idempotency_key, "Idempotency-Key")
         entry = registry.find(body.model)
         fields = FIELDS[entry.family]
         other = [f for f in dict.fromkeys(sum(FIELDS.values(), ())) if f not in fields and getattr(body, f) is not None]
@@ -357,8 +444,9 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             check_style_model(entry, asked[0])
             options.update({f: getattr(body, f) for f in STYLE_FIELDS}, style=upload_path(body.style, "style"))
         if body.melody is not None:
-            if entry.family != "musicgen":
-                raise InvalidParameter("melody is for MusicGen melody models")
+            if not entry.spec.melody:
+                melodic = ", ".join(e.name for e in registry.melody_models()) or "none on this server"
+                raise InvalidParameter(f"melody: {entry.name} cannot follow a melody (melody models: {melodic})")
             options["melody"] = upload_path(body.melody, "melody")
         prompt = body.prompt if isinstance(body.prompt, str) else [list(e) for e in body.prompt]
         finishing = dict(fade_in=body.fade_in, fade_out=body.fade_out, loudness=body.loudness, ceiling=body.ceiling)
@@ -366,7 +454,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                            variations=body.variations, loop=body.loop, options=options,
                            audio_prompt=upload_path(body.continuation, "continuation"), finishing=finishing,
                            fmt=body.format, wav_format=body.wav_format)
-        job, created = submit(entry.name, spec, idempotency_key)
+        job, created = submit(entry.stored, spec, idempotency_key, fingerprint_of("POST /api/jobs", body))
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"], responses=errors(404))
@@ -442,9 +530,11 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
 
     @app.post("/api/jobs/{job_id}/stems", tags=["jobs"], status_code=202,
                responses={**REPEATED, **errors(404, 409, 410, 413, 429, 507)})
-    def stems(job_id: str, body: StemsIn, idempotency_key: Optional[str] = Header(None, max_length=200)):
+    def stems(job_id: str, body: StemsIn, idempotency_key: Optional[str] = Header(
+                       None, max_length=200, json_schema_extra={"pattern": TEXT_PATTERN})):
         """Split clip `index` of a done job into stems (drums, bass, other, vocals; htdemucs_6s adds guitar
         and piano), as a job of its own whose files are the stems."""
+        check_header_text(idempotency_key, "Idempotency-Key")
         source = find(job_id)
         if source.status != "done":
             raise HTTPException(409, f"job {source.id} is {source.status}: stems need a done job")
@@ -464,7 +554,9 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                     shifts=body.shifts, model=name, family="stems", prompt=prompt_text(source.spec["prompt"]),
                     duration=source.spec["duration"], seed=source.seeds[body.index], variations=1,
                     format=body.format or source.spec["format"], wav_format=body.wav_format)
-        job, created = submit(f"stems:{name}", spec, idempotency_key)
+        stored_audio(source, body.index)  # 410 now rather than a failed job later
+        job, created = submit(f"stems:{name}", spec, idempotency_key,
+                              fingerprint_of(f"POST /api/jobs/{source.id}/stems", body))
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
     @app.post("/api/uploads", tags=["jobs"], status_code=201, responses=errors(413, 429, 507))
@@ -499,6 +591,20 @@ def _answer_unrouted(app: FastAPI):
             return Response(status_code=204, headers={"Allow": allow})
         raise HTTPException(405, f"{request.method} is not allowed on {path[:80]}: it takes {allow}",
                             headers={"Allow": allow})
+
+
+def check_header_text(value: str | None, what: str):
+    """A text that comes outside a JSON body (a header, a file name) is checked as the bodies' texts are."""
+    problem = text_problem(value) if value else None
+    if problem:
+        raise HTTPException(422, f"{what}: {problem}")
+
+
+def fingerprint_of(route: str, body: BaseModel) -> str:
+    """What an Idempotency-Key is bound to: the route and the body's checked values (key order, 1 or 1.0
+    and left-out defaults make no difference)."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
 
 
 def public_request(spec: dict) -> dict:
@@ -536,6 +642,7 @@ def _store_upload(store: Store, file: UploadFile) -> dict:
 
     import numpy as np
 
+    check_header_text(file.filename, "the upload's file name")
     upload_id = new_id()
     suffix = Path(file.filename or "").suffix.lower()
     suffix = suffix if re.match(r"^\.[a-z0-9]{1,5}$", suffix) else ".audio"
@@ -563,8 +670,33 @@ FLAG = re.compile(r" \((?:--?[a-z][\w-]*|PROMPT)\)")
 
 
 def plain(message: str) -> str:
-    """One line, without the CLI's flag names ('top_k (--top-k) must...' -> 'top_k must...')."""
-    return FLAG.sub("", one_line(Exception(message)))[:500]
+    """One line, without the CLI's flag names ('top_k (--top-k) must...' -> 'top_k must...'); a lone surrogate
+    is escaped, so that the answer can be UTF-8."""
+    return printable(FLAG.sub("", one_line(Exception(message)))[:500])
+
+
+def printable(value):
+    """`value` with every text made encodable (a lone surrogate becomes the 6 characters \\ud800): what an older
+    version stored, or an exception quoted, must not turn an answer into a 500."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    return value
+
+
+TYPE_WORDS = {"float_type": "a number", "int_type": "a whole number", "bool_type": "true or false",
+              "string_type": "a text"}
+
+
+def _shown_json(value) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def validation_detail(errors: list) -> str:
@@ -573,6 +705,8 @@ def validation_detail(errors: list) -> str:
                                                                                            "header")]
     if loc[:1] == ["prompt"] and len(loc) > 1:  # the union's member names mean nothing to a client
         text = 'prompt must be a text or a schedule [[start_second, "text"], ...]'
+    elif kind in TYPE_WORDS and loc:
+        text = f"{'.'.join(loc)} must be {TYPE_WORDS[kind]}, got {_shown_json(first.get('input'))}"
     elif kind == "json_invalid":
         reason = (first.get("ctx") or {}).get("error", "")
         text = f"the body is not valid JSON{': ' + reason if reason else ''}"

@@ -42,3 +42,19 @@ AUDIO = {200: {"description": "the audio file", "content": {t: {} for t in AUDIO
          202: {"model": ErrorOut, "description": "the job is not done yet: poll it, then ask again"}}
 REPEATED = {200: {"description": "the same Idempotency-Key and body again: the job it made, not a new one"}}
 EVENTS = {200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}}
+
+# What request.text_problem refuses, as a JSON Schema pattern, so that the schema says it too (a lone
+# surrogate cannot be written in a pattern, and JSON that generators make holds none).
+TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
+def mark_texts(schema: dict) -> None:
+    """Give every free text of a body's JSON Schema TEXT_PATTERN (pydantic's json_schema_extra hook)."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "string" and not {"enum", "const", "pattern", "format"} & set(schema):
+            schema["pattern"] = TEXT_PATTERN
+        for value in schema.values():
+            mark_texts(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            mark_texts(value)

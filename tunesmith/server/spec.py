@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidParameter
-from ..request import Request, check_request, real
+from ..request import Request, check_request, real, whole
 from .registry import Entry
 
 STORED_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a")  # what tunesmith writes (audio.io)
@@ -39,9 +39,8 @@ def plan_job(entry: Entry, limits: Limits, *, prompt, duration, seed=None, varia
     if duration is not None:  # None: the default, or a repaint's song's length (checked below)
         duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
         _check_duration(duration, limits)
-    if isinstance(variations, int) and not isinstance(variations, bool) and variations > limits.max_variations:
-        raise InvalidParameter(f"variations: this server makes at most {limits.max_variations} per job, "
-                               f"got {variations}")
+    variations = whole(variations, "variations", f"a whole number from 1 to {limits.max_variations} (this "
+                       "server's limit)", lambda v: 1 <= v <= limits.max_variations)
     if fmt not in STORED_FORMATS:
         raise InvalidParameter(f"format must be one of {', '.join(STORED_FORMATS)}, got {_short(fmt)!r}")
     if wav_format not in WAV_FORMATS:

@@ -7,6 +7,7 @@ files are whole on disk (each written to a temporary name and renamed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -35,7 +36,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     seeds TEXT, timings TEXT, checks TEXT, files TEXT,
     sample_rate INTEGER, error TEXT,
     created_at REAL NOT NULL, started_at REAL, completed_at REAL, read_at REAL,
-    runs INTEGER NOT NULL DEFAULT 0        -- times started (a rerun after a crash counts)
+    runs INTEGER NOT NULL DEFAULT 0,       -- times started (a rerun after a crash counts)
+    fingerprint TEXT,                      -- of the request that brought the idempotency key
+    digests TEXT,                          -- per file: size, mtime and SHA-256 when it was written
+    warning TEXT                           -- one line: what of the request was ignored, and why
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, n);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -46,6 +50,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     seconds REAL NOT NULL, sample_rate INTEGER NOT NULL, channels INTEGER NOT NULL
 );
 """
+
+
+# Columns newer than the first stores: added to an older store when it is opened.
+ADDED_COLUMNS = {"fingerprint": "TEXT", "digests": "TEXT", "warning": "TEXT"}
 
 
 def new_id() -> str:
@@ -73,12 +81,16 @@ class Job:
     completed_at: float | None = None
     read_at: float | None = None
     runs: int = 0
+    fingerprint: str | None = None  # a hash of the request (route and body) that came with idempotency_key
+    digests: list = field(default_factory=list)  # one per file (file_digest); empty for jobs of older versions
+    warning: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
         d = dict(row)
         d.pop("n")
-        for key, empty in (("spec", {}), ("seeds", []), ("timings", {}), ("checks", []), ("files", [])):
+        for key, empty in (("spec", {}), ("seeds", []), ("timings", {}), ("checks", []), ("files", []),
+                           ("digests", [])):
             d[key] = json.loads(d[key]) if d[key] else empty
         return cls(**d)
 
@@ -117,6 +129,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
         self._db.executescript(SCHEMA)
+        self._add_columns()
         self.recover()
 
     def close(self):
@@ -132,6 +145,13 @@ class Store:
             cursor = self._db.execute(sql, args)
             return _Result(cursor.fetchall(), cursor.rowcount)
 
+    def _add_columns(self):
+        """A store written by an older version gains the newer columns (empty for its jobs)."""
+        have = {row["name"] for row in self._run("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self._run(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+
     def recover(self) -> int:
         """Jobs left running by a crash are queued again: they rerun with the seed they were given."""
         return self._run("UPDATE jobs SET status='queued', started_at=NULL WHERE status='running'").rowcount
@@ -140,10 +160,10 @@ class Store:
     def add(self, job: Job) -> tuple[Job, bool]:
         """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False)."""
         try:
-            self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at, "
+                      "fingerprint, warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
-                       job.idempotency_key, job.created_at))
+                       job.idempotency_key, job.created_at, job.fingerprint, job.warning))
             return job, True
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:
@@ -198,11 +218,13 @@ class Store:
 
     def finish(self, job_id: str, files: list[str], seeds: list[int], timings: dict, checks: list,
                sample_rate: int) -> bool:
-        """Mark a running job done, once its files are on disk."""
+        """Mark a running job done, once its files are on disk (each file's digest taken now, to tell a
+        damaged one later)."""
+        digests = [file_digest(self.audio / name) for name in files]
         return self._run("UPDATE jobs SET status='done', files=?, seeds=?, timings=?, checks=?, sample_rate=?, "
-                         "completed_at=?, error=NULL WHERE id=? AND status='running'",
+                         "digests=?, completed_at=?, error=NULL WHERE id=? AND status='running'",
                          (json.dumps(files), json.dumps(seeds), json.dumps(timings), json.dumps(checks),
-                          sample_rate, time.time(), job_id)).rowcount == 1
+                          sample_rate, json.dumps(digests), time.time(), job_id)).rowcount == 1
 
     def fail(self, job_id: str, error: str, status: str = "error") -> bool:
         """Mark an active job failed or cancelled with a one-line reason."""
@@ -262,6 +284,34 @@ class Store:
     def get_upload(self, upload_id: str) -> Upload | None:
         row = self._run("SELECT * FROM uploads WHERE id=?", (upload_id,)).fetchone()
         return Upload(**dict(row)) if row else None
+
+
+def file_digest(path: Path) -> dict | None:
+    """What tells a file as written from a damaged one: its size and mtime (cheap), its SHA-256 (sure)."""
+    try:
+        with open(path, "rb") as f:
+            sha = hashlib.file_digest(f, "sha256").hexdigest()
+            stat = os.fstat(f.fileno())
+    except OSError:  # not written (a test's job, a file already gone): nothing to compare with later
+        return None
+    return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha)
+
+
+def intact(path: Path, digest: dict | None) -> bool:
+    """The file is as written: same size, and same mtime or else same content (a copy or a touch keeps
+    the content). True when there is no digest to compare with (a job of an older version)."""
+    if not digest:
+        return True
+    try:
+        stat = path.stat()
+        if stat.st_size != digest["size"]:
+            return False
+        if stat.st_mtime_ns == digest["mtime_ns"]:
+            return True
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() == digest["sha256"]
+    except OSError:
+        return False
 
 
 @dataclass

@@ -97,7 +97,12 @@ class Worker:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            self._run(jobs)
+            try:
+                self._run(jobs)
+            except Exception as err:  # a bug of ours must not stop the worker: its jobs fail in one line
+                log.error("running jobs failed:\n%s", traceback.format_exc())
+                for job in jobs:
+                    self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
 
     def _maybe_prune(self):
         now = time.time()
@@ -110,15 +115,19 @@ class Worker:
     def _run(self, jobs: list[Job]):
         if jobs[0].spec.get("kind") == "stems":  # batch_key keeps a stems job alone
             return self._run_stems(jobs[0])
-        entry = self.registry.entries.get(jobs[0].model)
+        entry = self.registry.lookup(jobs[0].model)
         requests = []
         for job in jobs:
             try:
                 if entry is None:
-                    raise TunesmithError(f"model {job.model} is no longer offered by this server")
+                    raise TunesmithError(f"model {self.registry.public(job.model)} is no longer offered by this "
+                                         "server")
                 requests.append(request_of(job.spec, entry))
             except TunesmithError as err:  # e.g. an upload pruned while the job waited
                 self._end(job, one_line(err))
+                requests.append(None)
+            except Exception as err:  # a request an older version stored that this one cannot read
+                self._end(job, f"the stored request cannot be read ({type(err).__name__}): submit it again")
                 requests.append(None)
         pairs = [(j, r) for j, r in zip(jobs, requests) if r is not None]
         if not pairs:
@@ -126,22 +135,23 @@ class Worker:
         jobs = [j for j, _ in pairs]
         try:
             model = self._model(entry)
+        except Exception as err:  # no job's fault: all fail alike
+            for job in jobs:
+                self._fail(job, err)
+            return
+        try:
             clips = self._generate(model, jobs, [r for _, r in pairs])
         except Cancelled:
             for job in jobs:
                 self._settle_cancelled(job)
             return
-        except TunesmithError as err:
-            if len(jobs) > 1:  # one job's value may fail the whole batch: each alone says whose it is
+        except Exception as err:
+            if len(jobs) > 1:  # one job's value (or a bug it meets) may fail the batch: each alone says whose
+                log.info("a batch of %d jobs failed (%s): running each alone", len(jobs), type(err).__name__)
                 for job, request in pairs:
                     self._run_alone(entry, job, request)
                 return
-            self._end(jobs[0], one_line(err))
-            return
-        except Exception as err:  # a bug of ours: the job fails with one line, the log has the rest
-            log.error("generation failed:\n%s", traceback.format_exc())
-            for job in jobs:
-                self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
+            self._fail(jobs[0], err)
             return
         self._save(jobs, [r for _, r in pairs], clips, model.sample_rate)
 
@@ -151,14 +161,18 @@ class Worker:
         except Cancelled:
             self._settle_cancelled(job)
             return
-        except TunesmithError as err:
-            self._end(job, one_line(err))
-            return
         except Exception as err:
-            log.error("generation failed:\n%s", traceback.format_exc())
-            self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
+            self._fail(job, err)
             return
         self._save([job], [request], clips, self.models[entry.name].sample_rate)
+
+    def _fail(self, job: Job, err: Exception):
+        """A job whose generation raised: the user's mistake in its own words, a bug of ours as one line
+        (the log has the rest)."""
+        if isinstance(err, TunesmithError):
+            return self._end(job, one_line(err))
+        log.error("generation failed:\n%s", "".join(traceback.format_exception(err)))
+        self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
 
     def _generate(self, model, jobs: list[Job], requests: list) -> list:
         progress = self._progress_hook([j.id for j in jobs])

@@ -62,6 +62,7 @@ function showFamilyFields() {
   }
   const model = models.get($("#model").value);
   for (const element of document.querySelectorAll("[data-style]")) element.hidden = !(model && model.style);
+  for (const element of document.querySelectorAll("[data-melody]")) element.hidden = !(model && model.melody);
   $("#duration").max = model && model.longest ? model.longest.toFixed(2) : "";
 }
 
@@ -115,7 +116,7 @@ async function jobBody() {
     body.repaint = [Number($("#repaint-start").value || 0), end === "" ? null : Number(end)];
     delete body.duration;
   }
-  if (family() === "musicgen") body.melody = await uploadFile($("#melody"));
+  if (!$("#melody").closest("[data-melody]").hidden) body.melody = await uploadFile($("#melody"));
   if (!$("#style").closest("[data-style]").hidden) body.style = await uploadFile($("#style"));
   for (const key of Object.keys(body)) if (body[key] === null) delete body[key];
   return body;
