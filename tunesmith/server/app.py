@@ -579,6 +579,8 @@ def _install_error_handlers(app: FastAPI):
     @app.exception_handler(Exception)
     async def internal(request, err: Exception):  # a bug of ours: logged whole, answered in one line
         log.exception("%s %s failed", request.method, request.url.path)
+        # Starlette re-raises after this answer and uvicorn then drops the connection: saying so lets a
+        # kept-alive client open a new one instead of failing its next request.
         return JSONResponse({"detail": f"internal error: {type(err).__name__} (the server log has the details)"},
-                            status_code=500)
+                            status_code=500, headers={"Connection": "close"})
 
