@@ -7,6 +7,7 @@ files are whole on disk (each written to a temporary name and renamed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import TunesmithError
+from ..errors import NoSpace, TunesmithError
 
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "error", "cancelled")
 UNREAD_GRACE_S = 24 * 3600  # a finished job nobody has downloaded yet is kept at least this long
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26  # SQLite's result codes (sqlite3 names them from 3.11)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     seconds REAL NOT NULL, sample_rate INTEGER NOT NULL, channels INTEGER NOT NULL
 );
 """
+
+
+class StoreDamaged(TunesmithError):
+    """The store's file is damaged (SQLite finds it corrupt, or not a database); the server answers 503."""
 
 
 def new_id() -> str:
@@ -125,11 +131,24 @@ class Store:
         if self._lock_file is not None:
             self._lock_file.close()
 
-    def _run(self, sql: str, args=()) -> "_Result":
+    @contextlib.contextmanager
+    def _using(self, what: str = "write to the job store"):
+        """The connection under the lock; SQLite's failures that a client can be told of become one line:
+        a full disk is NoSpace ("cannot `what`"), a damaged file StoreDamaged."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as err:
+                failure = sqlite_failure(err, what)
+                if failure is None:
+                    raise
+                raise failure from None
+
+    def _run(self, sql: str, args=(), what: str = "write to the job store") -> "_Result":
         """One statement, its rows fetched under the lock (a cursor read later could interleave with
         another thread's statement on the shared connection)."""
-        with self._lock:
-            cursor = self._db.execute(sql, args)
+        with self._using(what) as db:
+            cursor = db.execute(sql, args)
             return _Result(cursor.fetchall(), cursor.rowcount)
 
     def recover(self) -> int:
@@ -143,7 +162,7 @@ class Store:
             self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                       (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
-                       job.idempotency_key, job.created_at))
+                       job.idempotency_key, job.created_at), what="store the job")
             return job, True
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:
@@ -171,29 +190,30 @@ class Store:
     def claim(self, max_rows: int) -> list[Job]:
         """The oldest queued job and the queued jobs that can share its batch (same model and key), up to
         max_rows clips in all, marked running."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                first = self._db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY n LIMIT 1").fetchone()
+                first = db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY n LIMIT 1").fetchone()
                 if first is None:
-                    self._db.execute("COMMIT")
+                    db.execute("COMMIT")
                     return []
                 jobs, rows = [Job.from_row(first)], first["rows"]
-                for r in self._db.execute("SELECT * FROM jobs WHERE status='queued' AND model=? AND batch_key=? "
-                                          "AND n>? ORDER BY n", (first["model"], first["batch_key"], first["n"])):
+                for r in db.execute("SELECT * FROM jobs WHERE status='queued' AND model=? AND batch_key=? "
+                                    "AND n>? ORDER BY n", (first["model"], first["batch_key"], first["n"])):
                     if rows + r["rows"] > max_rows:
                         break
                     jobs.append(Job.from_row(r))
                     rows += r["rows"]
                 now = time.time()
                 for job in jobs:
-                    self._db.execute("UPDATE jobs SET status='running', started_at=?, runs=runs+1 WHERE id=?",
-                                     (now, job.id))
+                    db.execute("UPDATE jobs SET status='running', started_at=?, runs=runs+1 WHERE id=?",
+                               (now, job.id))
                     job.status, job.started_at, job.runs = "running", now, job.runs + 1
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
                 return jobs
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                    db.execute("ROLLBACK")
                 raise
 
     def finish(self, job_id: str, files: list[str], seeds: list[int], timings: dict, checks: list,
@@ -218,15 +238,18 @@ class Store:
                          "WHERE id=? AND status='queued'", (time.time(), job_id)).rowcount == 1
 
     def mark_read(self, job_id: str):
-        self._run("UPDATE jobs SET read_at=? WHERE id=?", (time.time(), job_id))
+        try:
+            self._run("UPDATE jobs SET read_at=? WHERE id=?", (time.time(), job_id))
+        except NoSpace:  # only pruning reads it: a full disk must not stop downloads
+            pass
 
     def delete(self, job_id: str) -> bool:
         """Delete a job that is not running, and its files."""
-        with self._lock:  # (DELETE ... RETURNING needs SQLite 3.35)
-            row = self._db.execute("SELECT files FROM jobs WHERE id=? AND status!='running'", (job_id,)).fetchone()
+        with self._using("delete the job") as db:  # (DELETE ... RETURNING needs SQLite 3.35)
+            row = db.execute("SELECT files FROM jobs WHERE id=? AND status!='running'", (job_id,)).fetchone()
             if row is None:
                 return False
-            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
         self._remove_files(job_id, json.loads(row["files"]) if row["files"] else [])
         return True
 
@@ -257,7 +280,7 @@ class Store:
     def add_upload(self, upload: Upload):
         self._run("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                   (upload.id, upload.filename, upload.path, upload.created_at, upload.seconds, upload.sample_rate,
-                   upload.channels))
+                   upload.channels), what="store the upload")
 
     def get_upload(self, upload_id: str) -> Upload | None:
         row = self._run("SELECT * FROM uploads WHERE id=?", (upload_id,)).fetchone()
@@ -277,6 +300,19 @@ class _Result:
 
     def __iter__(self):
         return iter(self.rows)
+
+
+def sqlite_failure(err: sqlite3.DatabaseError, what: str) -> TunesmithError | None:
+    """A full disk or a damaged file as one line (no path: clients read it); None for anything else."""
+    code = getattr(err, "sqlite_errorcode", None)  # extended code (Python 3.11); older: the message only
+    code = code & 0xFF if code is not None else None
+    text = str(err)
+    if code == SQLITE_FULL or "database or disk is full" in text:
+        return NoSpace(f"the server's disk is full: cannot {what}")
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return StoreDamaged(f"the job store is damaged ({text}): restart the server, which checks it and says "
+                            "what to do")
+    return None
 
 
 def _lock_folder(folder: Path):
