@@ -145,7 +145,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
     """The app for checked settings; the registry is described from settings.models when not given."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
-    store = Store(settings.data)
+    store = Store(settings.data, repair=settings.repair_store)
     worker = Worker(store, registry, settings.worker)
 
     @asynccontextmanager

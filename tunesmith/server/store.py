@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NoSpace, TunesmithError
+
+log = logging.getLogger("tunesmith.server")
 
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "error", "cancelled")
@@ -104,7 +107,7 @@ class Store:
     """All access goes through one connection under a lock: requests and the worker are threads of one
     process, and SQLite serialises writers anyway."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, repair: bool = False):
         self.folder = Path(folder)
         self.audio = self.folder / "audio"
         self.uploads = self.folder / "uploads"
@@ -117,13 +120,29 @@ class Store:
         for stale in (self.folder / "tmp").glob("*"):  # downloads converted before a crash
             stale.unlink(missing_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.folder / "jobs.sqlite3"), check_same_thread=False,
-                                   isolation_level=None)  # autocommit; transactions are explicit
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
-        self._db.executescript(SCHEMA)
+        self._db = self._open(self.folder / "jobs.sqlite3", repair)
         self.recover()
+
+    def _open(self, path: Path, repair: bool) -> sqlite3.Connection:
+        """The checked store; a damaged one is refused in one line or, with `repair`, kept aside for a fresh one
+        (a damaged store would start and then answer 500 to everything)."""
+        try:
+            return _connect(path)
+        except StoreDamaged as err:
+            if not repair:
+                raise StoreDamaged(f"the job store {path} is damaged ({err}): start once with --repair-store to keep "
+                                   f"it as {path.name}.damaged-DATE and begin a fresh one, or give another --data"
+                                   ) from None
+            problem = str(err)
+        kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(kept)
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists():  # the damaged store's journal goes with it
+            wal.replace(kept.with_name(kept.name + "-wal"))
+        path.with_name(path.name + "-shm").unlink(missing_ok=True)
+        log.warning("the job store %s was damaged (%s): kept as %s, starting a fresh one (its jobs are forgotten; "
+                    "their audio stays in %s)", path, problem, kept, self.audio)
+        return _connect(path)
 
     def close(self):
         with self._lock:
@@ -300,6 +319,33 @@ class _Result:
 
     def __iter__(self):
         return iter(self.rows)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open the store after SQLite's quick_check (it reads every page: milliseconds for a thousand jobs);
+    damage raises StoreDamaged with SQLite's first word on it."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)  # transactions are explicit
+    try:
+        found = [row[0] for row in db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            lines = [line for row in found for line in row.splitlines() if not line.startswith("***")]
+            raise StoreDamaged(lines[0] if lines else "quick_check failed")
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
+        db.executescript(SCHEMA)
+        return db
+    except sqlite3.DatabaseError as err:
+        db.close()
+        failure = sqlite_failure(err, "open the job store")
+        if isinstance(failure, StoreDamaged):
+            raise StoreDamaged(str(err)) from None
+        if failure is not None:
+            raise failure from None
+        raise TunesmithError(f"cannot open the job store {path}: {err}") from None
+    except StoreDamaged:
+        db.close()
+        raise
 
 
 def sqlite_failure(err: sqlite3.DatabaseError, what: str) -> TunesmithError | None:
