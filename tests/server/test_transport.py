@@ -120,3 +120,17 @@ def test_connections_past_the_cap_are_answered_503(start_server):
     assert res.status == 200
     conn.close()
     idle[1].close()
+
+
+
+def test_request_heads_up_to_the_limit_pass_and_longer_ones_are_refused(start_server):
+    """h11 measures a head while it is incomplete: each is sent in two parts, the end held back."""
+    server = start_server(max_head_bytes=24 * 1024)  # h11's own default is 16 KiB: the setting is what holds
+    start = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Big: "
+    with socket.create_connection(("127.0.0.1", server.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(start + b"a" * 20_000)
+        sock.sendall(b"\r\n\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=GENEROUS_S) as sock:
+        sock.sendall(start + b"a" * 30_000)  # no end: the server answers once it holds more than the limit
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
