@@ -100,7 +100,7 @@ class Worker:
                 self._stop.wait(1.0)
                 continue
             if self._said is not None:
-                log.info("job store: writable again")
+                log.info("job store: working again")
                 self._said = None
             if not jobs:
                 self._wake.wait(1.0)
