@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from .full_disk import fill, full_partial, needs_dev_full, small_disk
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -308,3 +310,21 @@ def test_output_into_a_closed_pipe_ends_quietly():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert stderr == ""
+
+
+@pytest.mark.parametrize("name", ["out.wav", "out.mp3"])
+def test_a_full_disk_is_one_line(mono_ckpt, tmp_path, name):
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        filler = fill(disk)
+        proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "2", "-o", disk / name, "--quiet")
+        assert one_error_line(proc) == f"tunesmith: error: cannot write {disk / name}: no space left on the device"
+        assert [p.name for p in disk.iterdir()] == ["filler"]
+        filler.unlink()
+
+
+@needs_dev_full
+def test_a_full_disk_is_one_line_without_a_tmpfs(mono_ckpt, tmp_path):
+    full_partial(tmp_path / "out.wav")  # its writes land on /dev/full: ENOSPC
+    proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.5", "-o", tmp_path / "out.wav", "--quiet")
+    assert one_error_line(proc) == f"tunesmith: error: cannot write {tmp_path / 'out.wav'}: no space left on the device"
+    assert list(tmp_path.iterdir()) == []

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-days", type=float, default=7.0,
                        help="finished jobs are deleted after this many days (unread ones live a day at least)")
     serve.add_argument("--keep-jobs", type=int, default=1000, help="finished jobs kept at most (default: 1000)")
+    serve.add_argument("--repair-store", action="store_true",
+                       help="a damaged job store is kept as jobs.sqlite3.damaged-DATE and a fresh one begun "
+                            "(without it the server refuses to start)")
 
     stems = sub.add_parser("stems", help="split music into stems: drums, bass, other, vocals")
     stems.add_argument("input", metavar="FILE", help="the music to split (any audio file ffmpeg reads)")
@@ -658,7 +661,7 @@ def cmd_serve(args) -> int:
     settings = ServerSettings(models=args.models or ["small"], host=args.host, port=args.port,
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
-                              cors=args.cors, worker=worker)
+                              cors=args.cors, worker=worker, repair_store=args.repair_store)
     try:
         serve(settings)
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes the signal on

@@ -19,14 +19,14 @@ class ThreadServer:
     def __init__(self, app):
         import uvicorn
 
-        from tunesmith.server.run import bind
+        from tunesmith.server.run import bind, uvicorn_config
 
         self.app = app
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn_config(app, app.state.settings)  # the config `tunesmith serve` runs with
+        config.timeout_graceful_shutdown = 1
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs=dict(sockets=[self.sock]), daemon=True)
         self.thread.start()

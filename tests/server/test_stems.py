@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ..full_disk import full_partial, needs_dev_full
 from .test_jobs import audio_of, done
 
 
@@ -73,3 +74,13 @@ def test_stems_need_a_done_job(stems_client):
     job = done(client, client.post(f"/api/jobs/{source['id']}/stems", json={}).json()["id"])
     res = client.post(f"/api/jobs/{job['id']}/stems", json={})
     assert res.status_code == 400 and "already holds stems" in res.json()["detail"]
+
+
+@needs_dev_full
+def test_stems_that_cannot_be_written_end_in_one_line(stems_client, monkeypatch):
+    client, app, _ = stems_client
+    source = done(client, client.post("/api/jobs", json={"prompt": "funk", "duration": 0.5}).json()["id"])
+    monkeypatch.setattr("tunesmith.server.app.new_id", lambda: "stemsjob")  # its files' names known before
+    full_partial(app.state.store.audio / "stemsjob-bass.wav")  # the second stem lands on /dev/full: ENOSPC
+    job = done(client, client.post(f"/api/jobs/{source['id']}/stems", json={}).json()["id"])
+    assert job["status"] == "error" and job["error"] == "the server's disk is full: cannot write the stems"

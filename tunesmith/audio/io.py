@@ -4,13 +4,14 @@ and M4A (AAC) through ffmpeg."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidParameter, TunesmithError
+from ..errors import InvalidParameter, NoSpace, TunesmithError
 
 WAV_FORMATS = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
 SNDFILE = {".wav": "WAV", ".flac": "FLAC"}
@@ -21,6 +22,12 @@ FFMPEG_CODECS = {
     ".m4a": ["-c:a", "aac", "-b:a", "192k"],
 }
 FORMATS = tuple(SNDFILE) + tuple(FFMPEG_CODECS)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota on it
+NO_SPACE_WORDS = ("no space left on device", "disk quota exceeded")  # the same, as ffmpeg reports them
+
+
+def is_no_space(err: OSError) -> bool:
+    return err.errno in NO_SPACE
 
 
 def check_output_path(path: Path) -> Path:
@@ -51,6 +58,10 @@ def written_whole(path: Path):
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as err:
+        if not is_no_space(err):
+            raise
+        raise NoSpace(f"cannot write {path}: no space left on the device") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -98,7 +109,8 @@ class _KeptErrorFile:
 
 def write_sndfile(path: Path, data: np.ndarray, sample_rate: int, fmt: str, subtype: str, what: str):
     """(channels, samples) -> a WAV or FLAC file through libsndfile; a failure is one TunesmithError line,
-    `what` then the reason (`No space left on device`), and may leave part of `path` behind."""
+    `what` then the reason (a full disk: NoSpace, `no space left on the device`), and may leave part of
+    `path` behind."""
     import soundfile as sf
 
     try:
@@ -112,6 +124,8 @@ def write_sndfile(path: Path, data: np.ndarray, sample_rate: int, fmt: str, subt
             if target.error is not None:
                 raise target.error
     except OSError as err:
+        if is_no_space(err):
+            raise NoSpace(f"{what}: no space left on the device") from None
         raise TunesmithError(f"{what}: {err.strerror or err}") from None
 
 
@@ -123,7 +137,12 @@ def _encode_with_ffmpeg(path: Path, audio: np.ndarray, sample_rate: int, codec: 
         source = Path(tmp) / "source.wav"
         write_sndfile(source, np.clip(audio, -1.0, 1.0), sample_rate, "WAV", "FLOAT",
                       f"cannot write {path}: its temporary source in {tmp}")
-        run_ffmpeg(["-y", "-i", url(source), "-vn", *codec, url(partial)], f"cannot write {path}")
+        try:
+            run_ffmpeg(["-y", "-i", url(source), "-vn", *codec, url(partial)], f"cannot write {path}")
+        except TunesmithError as err:  # ffmpeg says why in words only
+            if any(words in str(err).lower() for words in NO_SPACE_WORDS):
+                raise NoSpace(f"cannot write {path}: no space left on the device") from None
+            raise
     return path
 
 

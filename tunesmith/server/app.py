@@ -30,7 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import InvalidParameter, TunesmithError
+from ..errors import InvalidParameter, NoSpace, TunesmithError
 from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
 from ..request import text_problem
@@ -39,7 +39,7 @@ from .registry import FAMILY_ALIASES, Registry
 from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
-from .store import FINISHED, Job, Store, Upload, intact, new_id
+from .store import FINISHED, Job, Store, StoreDamaged, Upload, intact, new_id
 from .worker import Worker
 
 log = logging.getLogger("tunesmith.server")
@@ -181,7 +181,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
     """The app for checked settings; the registry is described from settings.models when not given."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
-    store = Store(settings.data)
+    store = Store(settings.data, repair=settings.repair_store)
     worker = Worker(store, registry, settings.worker)
 
     @asynccontextmanager
@@ -347,8 +347,15 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
     # ---- mlx-audiogen's routes
     @app.get("/api/health", tags=["compatible"])
     def health():
-        """Liveness, without a token (clients probe it first)."""
-        return {"status": "ok", "version": __version__, "worker": "running" if worker.alive else "stopped"}
+        """Liveness, without a token (clients probe it first); 503 when the job store cannot be read."""
+        state = {"version": __version__, "worker": "running" if worker.alive else "stopped"}
+        try:
+            store.count()
+        except Exception as err:  # a damaged store, or one the disk took away: said, not a 500
+            problem = plain(str(err)) if isinstance(err, TunesmithError) else f"{type(err).__name__}: {plain(str(err))}"
+            return JSONResponse({"detail": f"the job store cannot be read: {problem}", "status": "error",
+                                 "store": problem, **state}, status_code=503)
+        return {"status": "ok", "store": "ok", **state}
 
     @app.get("/api/models", tags=["compatible"])
     def models():
@@ -629,10 +636,14 @@ def _convert(stored: Path, fmt: str, folder: Path) -> Path:
     folder.mkdir(exist_ok=True)
     audio, rate = read_audio(stored)
     target = folder / f"{new_id()}.{fmt}"
-    if fmt == "aiff":  # libsndfile writes AIFF; tunesmith's writer does not offer it
-        write_sndfile(target, audio.clip(-1, 1), rate, "AIFF", "PCM_16", f"cannot convert {stored.name}")
-    else:
-        write_audio(target, audio, rate)
+    try:
+        if fmt == "aiff":  # libsndfile writes AIFF; tunesmith's writer does not offer it
+            write_sndfile(target, audio.clip(-1, 1), rate, "AIFF", "PCM_16", f"cannot convert {stored.name}")
+        else:
+            write_audio(target, audio, rate)
+    except NoSpace:
+        target.unlink(missing_ok=True)
+        raise NoSpace(f"the server's disk is full: cannot convert the audio to {fmt}") from None
     return target
 
 
@@ -724,6 +735,14 @@ def _install_error_handlers(app: FastAPI):
     async def tunesmith_error(request, err: TunesmithError):
         return JSONResponse({"detail": plain(str(err))}, status_code=400)
 
+    @app.exception_handler(NoSpace)
+    async def no_space(request, err: NoSpace):  # reads go on: only what writes answers this
+        return JSONResponse({"detail": plain(str(err))}, status_code=507)
+
+    @app.exception_handler(StoreDamaged)
+    async def store_damaged(request, err: StoreDamaged):
+        return JSONResponse({"detail": plain(str(err))}, status_code=503)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, err: RequestValidationError):
         return JSONResponse({"detail": validation_detail(list(err.errors()))}, status_code=422)
@@ -736,6 +755,8 @@ def _install_error_handlers(app: FastAPI):
     @app.exception_handler(Exception)
     async def internal(request, err: Exception):  # a bug of ours: logged whole, answered in one line
         log.exception("%s %s failed", request.method, request.url.path)
+        # Starlette re-raises after this answer and uvicorn then drops the connection: saying so lets a
+        # kept-alive client open a new one instead of failing its next request.
         return JSONResponse({"detail": f"internal error: {type(err).__name__} (the server log has the details)"},
-                            status_code=500)
+                            status_code=500, headers={"Connection": "close"})
 

@@ -37,6 +37,12 @@ class ServerSettings:
     body_limit: int = 256 * 1024  # bytes of a JSON body
     upload_limit: int = 32 * 1024 * 1024  # bytes of an uploaded audio file
     limits: Limits = field(default_factory=Limits)
+    # The connection layer: what a slow or greedy client may hold (see connections.py).
+    max_connections: int = 200  # open at once; a request on one more is answered 503
+    head_timeout_s: float = 10.0  # a request head must arrive within this, from its first byte or the connect
+    keep_alive_s: float = 5.0  # an idle kept-open connection is closed after this
+    max_head_bytes: int = 32 * 1024  # a longer request head is answered 400
+    repair_store: bool = False  # a damaged job store is kept aside and a fresh one begun, instead of refusing
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     def checked(self) -> "ServerSettings":
@@ -51,6 +57,10 @@ class ServerSettings:
             raise InvalidParameter(f"--port must be from 0 to 65535, got {self.port}")
         if self.max_queue < 1:
             raise InvalidParameter(f"--max-queue must be at least 1, got {self.max_queue}")
+        for value, what in ((self.max_connections, "max_connections"), (self.head_timeout_s, "head_timeout_s"),
+                            (self.keep_alive_s, "keep_alive_s"), (self.max_head_bytes, "max_head_bytes")):
+            if not value > 0:
+                raise InvalidParameter(f"{what} must be positive, got {value}")
         if self.worker.loaded < 1:
             raise InvalidParameter(f"--loaded must be at least 1, got {self.worker.loaded}")
         dirs = []

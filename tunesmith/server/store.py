@@ -7,8 +7,10 @@ files are whole on disk (each written to a temporary name and renamed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -17,11 +19,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import TunesmithError
+from ..errors import NoSpace, TunesmithError
+
+log = logging.getLogger("tunesmith.server")
 
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "error", "cancelled")
 UNREAD_GRACE_S = 24 * 3600  # a finished job nobody has downloaded yet is kept at least this long
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26  # SQLite's result codes (sqlite3 names them from 3.11)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,6 +59,10 @@ CREATE TABLE IF NOT EXISTS uploads (
 
 # Columns newer than the first stores: added to an older store when it is opened.
 ADDED_COLUMNS = {"fingerprint": "TEXT", "digests": "TEXT", "warning": "TEXT"}
+
+
+class StoreDamaged(TunesmithError):
+    """The store's file is damaged (SQLite finds it corrupt, or not a database); the server answers 503."""
 
 
 def new_id() -> str:
@@ -110,7 +119,7 @@ class Store:
     """All access goes through one connection under a lock: requests and the worker are threads of one
     process, and SQLite serialises writers anyway."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, repair: bool = False):
         self.folder = Path(folder)
         self.audio = self.folder / "audio"
         self.uploads = self.folder / "uploads"
@@ -123,14 +132,30 @@ class Store:
         for stale in (self.folder / "tmp").glob("*"):  # downloads converted before a crash
             stale.unlink(missing_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.folder / "jobs.sqlite3"), check_same_thread=False,
-                                   isolation_level=None)  # autocommit; transactions are explicit
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
-        self._db.executescript(SCHEMA)
+        self._db = self._open(self.folder / "jobs.sqlite3", repair)
         self._add_columns()
         self.recover()
+
+    def _open(self, path: Path, repair: bool) -> sqlite3.Connection:
+        """The checked store; a damaged one is refused in one line or, with `repair`, kept aside for a fresh one
+        (a damaged store would start and then answer 500 to everything)."""
+        try:
+            return _connect(path)
+        except StoreDamaged as err:
+            if not repair:
+                raise StoreDamaged(f"the job store {path} is damaged ({err}): start once with --repair-store to keep "
+                                   f"it as {path.name}.damaged-DATE and begin a fresh one, or give another --data"
+                                   ) from None
+            problem = str(err)
+        kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(kept)
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists():  # the damaged store's journal goes with it
+            wal.replace(kept.with_name(kept.name + "-wal"))
+        path.with_name(path.name + "-shm").unlink(missing_ok=True)
+        log.warning("the job store %s was damaged (%s): kept as %s, starting a fresh one (its jobs are forgotten; "
+                    "their audio stays in %s)", path, problem, kept, self.audio)
+        return _connect(path)
 
     def close(self):
         with self._lock:
@@ -138,11 +163,24 @@ class Store:
         if self._lock_file is not None:
             self._lock_file.close()
 
-    def _run(self, sql: str, args=()) -> "_Result":
+    @contextlib.contextmanager
+    def _using(self, what: str = "write to the job store"):
+        """The connection under the lock; SQLite's failures that a client can be told of become one line:
+        a full disk is NoSpace ("cannot `what`"), a damaged file StoreDamaged."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.DatabaseError as err:
+                failure = sqlite_failure(err, what)
+                if failure is None:
+                    raise
+                raise failure from None
+
+    def _run(self, sql: str, args=(), what: str = "write to the job store") -> "_Result":
         """One statement, its rows fetched under the lock (a cursor read later could interleave with
         another thread's statement on the shared connection)."""
-        with self._lock:
-            cursor = self._db.execute(sql, args)
+        with self._using(what) as db:
+            cursor = db.execute(sql, args)
             return _Result(cursor.fetchall(), cursor.rowcount)
 
     def _add_columns(self):
@@ -163,7 +201,7 @@ class Store:
             self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at, "
                       "fingerprint, warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
-                       job.idempotency_key, job.created_at, job.fingerprint, job.warning))
+                       job.idempotency_key, job.created_at, job.fingerprint, job.warning), what="store the job")
             return job, True
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:
@@ -191,29 +229,30 @@ class Store:
     def claim(self, max_rows: int) -> list[Job]:
         """The oldest queued job and the queued jobs that can share its batch (same model and key), up to
         max_rows clips in all, marked running."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                first = self._db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY n LIMIT 1").fetchone()
+                first = db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY n LIMIT 1").fetchone()
                 if first is None:
-                    self._db.execute("COMMIT")
+                    db.execute("COMMIT")
                     return []
                 jobs, rows = [Job.from_row(first)], first["rows"]
-                for r in self._db.execute("SELECT * FROM jobs WHERE status='queued' AND model=? AND batch_key=? "
-                                          "AND n>? ORDER BY n", (first["model"], first["batch_key"], first["n"])):
+                for r in db.execute("SELECT * FROM jobs WHERE status='queued' AND model=? AND batch_key=? "
+                                    "AND n>? ORDER BY n", (first["model"], first["batch_key"], first["n"])):
                     if rows + r["rows"] > max_rows:
                         break
                     jobs.append(Job.from_row(r))
                     rows += r["rows"]
                 now = time.time()
                 for job in jobs:
-                    self._db.execute("UPDATE jobs SET status='running', started_at=?, runs=runs+1 WHERE id=?",
-                                     (now, job.id))
+                    db.execute("UPDATE jobs SET status='running', started_at=?, runs=runs+1 WHERE id=?",
+                               (now, job.id))
                     job.status, job.started_at, job.runs = "running", now, job.runs + 1
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
                 return jobs
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                    db.execute("ROLLBACK")
                 raise
 
     def finish(self, job_id: str, files: list[str], seeds: list[int], timings: dict, checks: list,
@@ -240,15 +279,18 @@ class Store:
                          "WHERE id=? AND status='queued'", (time.time(), job_id)).rowcount == 1
 
     def mark_read(self, job_id: str):
-        self._run("UPDATE jobs SET read_at=? WHERE id=?", (time.time(), job_id))
+        try:
+            self._run("UPDATE jobs SET read_at=? WHERE id=?", (time.time(), job_id))
+        except NoSpace:  # only pruning reads it: a full disk must not stop downloads
+            pass
 
     def delete(self, job_id: str) -> bool:
         """Delete a job that is not running, and its files."""
-        with self._lock:  # (DELETE ... RETURNING needs SQLite 3.35)
-            row = self._db.execute("SELECT files FROM jobs WHERE id=? AND status!='running'", (job_id,)).fetchone()
+        with self._using("delete the job") as db:  # (DELETE ... RETURNING needs SQLite 3.35)
+            row = db.execute("SELECT files FROM jobs WHERE id=? AND status!='running'", (job_id,)).fetchone()
             if row is None:
                 return False
-            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
         self._remove_files(job_id, json.loads(row["files"]) if row["files"] else [])
         return True
 
@@ -279,7 +321,7 @@ class Store:
     def add_upload(self, upload: Upload):
         self._run("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                   (upload.id, upload.filename, upload.path, upload.created_at, upload.seconds, upload.sample_rate,
-                   upload.channels))
+                   upload.channels), what="store the upload")
 
     def get_upload(self, upload_id: str) -> Upload | None:
         row = self._run("SELECT * FROM uploads WHERE id=?", (upload_id,)).fetchone()
@@ -327,6 +369,46 @@ class _Result:
 
     def __iter__(self):
         return iter(self.rows)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open the store after SQLite's quick_check (it reads every page: milliseconds for a thousand jobs);
+    damage raises StoreDamaged with SQLite's first word on it."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)  # transactions are explicit
+    try:
+        found = [row[0] for row in db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            lines = [line for row in found for line in row.splitlines() if not line.startswith("***")]
+            raise StoreDamaged(lines[0] if lines else "quick_check failed")
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
+        db.executescript(SCHEMA)
+        return db
+    except sqlite3.DatabaseError as err:
+        db.close()
+        failure = sqlite_failure(err, "open the job store")
+        if isinstance(failure, StoreDamaged):
+            raise StoreDamaged(str(err)) from None
+        if failure is not None:
+            raise failure from None
+        raise TunesmithError(f"cannot open the job store {path}: {err}") from None
+    except StoreDamaged:
+        db.close()
+        raise
+
+
+def sqlite_failure(err: sqlite3.DatabaseError, what: str) -> TunesmithError | None:
+    """A full disk or a damaged file as one line (no path: clients read it); None for anything else."""
+    code = getattr(err, "sqlite_errorcode", None)  # extended code (Python 3.11); older: the message only
+    code = code & 0xFF if code is not None else None
+    text = str(err)
+    if code == SQLITE_FULL or "database or disk is full" in text:
+        return NoSpace(f"the server's disk is full: cannot {what}")
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return StoreDamaged(f"the job store is damaged ({text}): restart the server, which checks it and says "
+                            "what to do")
+    return None
 
 
 def _lock_folder(folder: Path):

@@ -1,6 +1,9 @@
 """One worker thread owns the device: it loads models on first use (at most `loaded` stay in memory,
 the least recently used is dropped), takes queued jobs from the store in batches, and writes their files.
 
+A store write that ends a job (done, failed, queued again) and fails, on a full disk say, is kept and
+retried before any new work: the thread never dies of it, and the job settles once the store takes writes.
+
 A job is cancelled between decode steps: the progress callback raises Cancelled, which generate_request
 lets through (it is no RuntimeError, so no retry on the CPU either).
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 import threading
 import time
 import traceback
@@ -16,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import TunesmithError
+from ..errors import NoSpace, TunesmithError
 from ..generation import one_line
 from ..request import batch_requests
 from .registry import Registry
@@ -56,6 +60,8 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._unsaved: list[tuple] = []  # store writes that failed, (method, args), retried in order
+        self._said: str | None = None  # the store failure last logged (each is said once, not every second)
         self.batches = 0  # generate calls made (tests and the benchmark read it)
 
     # ---- control, from request threads
@@ -87,22 +93,50 @@ class Worker:
     def _loop(self):
         while not self._stop.is_set():
             try:
+                self._save_unsaved()
                 self._maybe_prune()
                 jobs = self.store.claim(self.settings.max_batch)
-            except Exception:  # the store failing (disk full, ...): say so, wait, try again
-                log.error("job store: %s", traceback.format_exc(limit=3))
+            except Exception as err:  # the store failing (disk full, ...): say so, wait, try again
+                self._say_store_failure(err)
                 self._stop.wait(1.0)
                 continue
+            if self._said is not None:
+                log.info("job store: working again")
+                self._said = None
             if not jobs:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             try:
                 self._run(jobs)
+            except (sqlite3.Error, TunesmithError) as err:  # a store read failing mid-job: the thread goes on
+                self._say_store_failure(err)
             except Exception as err:  # a bug of ours must not stop the worker: its jobs fail in one line
                 log.error("running jobs failed:\n%s", traceback.format_exc())
                 for job in jobs:
                     self._end(job, f"internal error: {type(err).__name__}: {one_line(err)}")
+
+    def _say_store_failure(self, err: Exception):
+        said = one_line(err) if isinstance(err, TunesmithError) else traceback.format_exc(limit=3)
+        if said != self._said:
+            log.error("job store: %s", said)
+            self._said = said
+
+    def _record(self, write, *args):
+        """A store write that settles a job; one that fails is kept, and retried before any new work."""
+        if not self._unsaved:
+            try:
+                write(*args)
+                return
+            except Exception as err:
+                self._say_store_failure(err)
+        self._unsaved.append((write, args))
+
+    def _save_unsaved(self):
+        while self._unsaved:
+            write, args = self._unsaved[0]
+            write(*args)  # still failing: raises, and the loop waits and comes back
+            self._unsaved.pop(0)
 
     def _maybe_prune(self):
         now = time.time()
@@ -184,14 +218,14 @@ class Worker:
     def _settle_cancelled(self, job: Job):
         """A stopped batch: cancelled jobs end so; the others (batch mates, or all on shutdown) queue again."""
         if job.id in self.cancelling:
-            self.store.fail(job.id, "cancelled", status="cancelled")
+            self._record(self.store.fail, job.id, "cancelled", "cancelled")
             self.cancelling.discard(job.id)
         else:
-            self.store.requeue(job.id)
+            self._record(self.store.requeue, job.id)
         self.progress.pop(job.id, None)
 
     def _end(self, job: Job, error: str):
-        self.store.fail(job.id, error)
+        self._record(self.store.fail, job.id, error)
         self.cancelling.discard(job.id)
         self.progress.pop(job.id, None)
         log.info("job %s failed: %s", job.id, error)
@@ -203,13 +237,16 @@ class Worker:
             start += len(request.rows)
             try:
                 files = [self._write(job, i, clip) for i, clip in enumerate(mine)]
-            except TunesmithError as err:  # disk full, ...
+            except NoSpace:  # said without the server's path: clients read it
+                self._end(job, "the server's disk is full: cannot write the job's audio")
+                continue
+            except TunesmithError as err:
                 self._end(job, one_line(err))
                 continue
             checks = [check_view(c) for c in mine]
             timings = dict(mine[0].timings, batch_jobs=len(jobs), queued_s=job.started_at - job.created_at,
                            run_s=time.time() - job.started_at)
-            self.store.finish(job.id, files, [c.seed for c in mine], timings, checks, sample_rate)
+            self._record(self.store.finish, job.id, files, [c.seed for c in mine], timings, checks, sample_rate)
             self.cancelling.discard(job.id)
             self.progress.pop(job.id, None)
             log.info("job %s done", job.id)
@@ -251,14 +288,16 @@ class Worker:
                 name = f"{job.id}-{stem}.{spec['format']}"
                 clip.save(Path(self.store.audio) / name, wav_format=spec["wav_format"])  # temporary name, renamed
                 files.append(name)
+        except NoSpace:
+            return self._end(job, "the server's disk is full: cannot write the stems")
         except TunesmithError as err:
             return self._end(job, one_line(err))
         checks = [check_view(c) for c in stems.values()]
         timings = dict(separate=time.time() - start, queued_s=job.started_at - job.created_at,
                        run_s=time.time() - job.started_at)
         first = next(iter(stems.values()))
-        self.store.finish(job.id, files, [source.seeds[spec["index"]]] * len(files), timings, checks,
-                          first.sample_rate)
+        self._record(self.store.finish, job.id, files, [source.seeds[spec["index"]]] * len(files), timings, checks,
+                     first.sample_rate)
         self.cancelling.discard(job.id)
         self.progress.pop(job.id, None)
         log.info("job %s done (%d stems)", job.id, len(files))
