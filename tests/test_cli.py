@@ -308,3 +308,12 @@ def test_output_into_a_closed_pipe_ends_quietly():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert stderr == ""
+
+
+@pytest.mark.parametrize("flag, limit", [("--continue", 3600), ("--melody", 3600), ("--style", 1200)])
+def test_audio_inputs_past_their_length_are_refused_from_the_header(mono_ckpt, tmp_path, flag, limit):
+    from tests.audio.long_files import claim_frames, silent_flac
+
+    long = claim_frames(silent_flac(tmp_path / "long.flac", 2), 4000 * 16000)  # says 4000 s: nothing decoded
+    line = one_error_line(run("generate", "jazz", flag, long, "-m", mono_ckpt[0], "--quiet", cwd=tmp_path))
+    assert f"({flag}) {long} lasts 4000.0 s: more than the {limit} s allowed" in line
