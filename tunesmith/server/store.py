@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -108,8 +109,7 @@ class Store:
         except OSError as err:
             raise TunesmithError(f"cannot use data folder {self.folder}: {err.strerror or err}") from None
         self._lock_file = _lock_folder(self.folder)
-        for stale in (self.folder / "tmp").glob("*"):  # downloads converted before a crash
-            stale.unlink(missing_ok=True)
+        self._sweep()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.folder / "jobs.sqlite3"), check_same_thread=False,
                                    isolation_level=None)  # autocommit; transactions are explicit
@@ -118,6 +118,17 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
         self._db.executescript(SCHEMA)
         self.recover()
+
+    def _sweep(self):
+        """What a crash (kill -9) left half made: everything in tmp/ (downloads being converted), and the
+        partial files of uploads and jobs (.NAME.partial.EXT: an upload being received, a clip or its
+        ffmpeg source being written). The folder's lock says that no other server is writing them."""
+        stale = [*(self.folder / "tmp").glob("*"), *self.uploads.glob(".*.partial*"), *self.audio.glob(".*.partial*")]
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def close(self):
         with self._lock:
