@@ -36,6 +36,8 @@ class ServerSettings:
     cors: list[str] = field(default_factory=list)  # browser origins allowed besides the server's own
     body_limit: int = 256 * 1024  # bytes of a JSON body
     upload_limit: int = 32 * 1024 * 1024  # bytes of an uploaded audio file
+    upload_seconds: float | None = None  # decoded length of an upload; None: the longest a served model takes
+    max_uploads: int = 2  # uploads received at once; more are answered 429
     limits: Limits = field(default_factory=Limits)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
@@ -51,6 +53,10 @@ class ServerSettings:
             raise InvalidParameter(f"--port must be from 0 to 65535, got {self.port}")
         if self.max_queue < 1:
             raise InvalidParameter(f"--max-queue must be at least 1, got {self.max_queue}")
+        if self.max_uploads < 1:
+            raise InvalidParameter(f"max_uploads must be at least 1, got {self.max_uploads}")
+        if self.upload_seconds is not None and not self.upload_seconds > 0:
+            raise InvalidParameter(f"upload_seconds must be a positive number of seconds, got {self.upload_seconds}")
         if self.worker.loaded < 1:
             raise InvalidParameter(f"--loaded must be at least 1, got {self.worker.loaded}")
         dirs = []
