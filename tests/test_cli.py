@@ -328,3 +328,12 @@ def test_a_full_disk_is_one_line_without_a_tmpfs(mono_ckpt, tmp_path):
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.5", "-o", tmp_path / "out.wav", "--quiet")
     assert one_error_line(proc) == f"tunesmith: error: cannot write {tmp_path / 'out.wav'}: no space left on the device"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag, limit", [("--continue", 3600), ("--melody", 3600), ("--style", 1200)])
+def test_audio_inputs_past_their_length_are_refused_from_the_header(mono_ckpt, tmp_path, flag, limit):
+    from tests.audio.long_files import claim_frames, silent_flac
+
+    long = claim_frames(silent_flac(tmp_path / "long.flac", 2), 4000 * 16000)  # says 4000 s: nothing decoded
+    line = one_error_line(run("generate", "jazz", flag, long, "-m", mono_ckpt[0], "--quiet", cwd=tmp_path))
+    assert f"({flag}) {long} lasts 4000.0 s: more than the {limit} s allowed" in line

@@ -78,3 +78,14 @@ def test_threads_more_than_cores_are_allowed_with_a_warning(caplog):
     assert "more threads than cores" in caplog.text
     with pytest.raises(InvalidParameter, match="threads"):
         check_threads(0)
+
+
+def test_an_init_audio_past_its_length_is_refused_naming_its_flag(tmp_path):
+    from tests.audio.long_files import claim_frames, silent_flac
+
+    from tunesmith.errors import TooLong
+
+    long = claim_frames(silent_flac(tmp_path / "long.flac", 2), 4000 * 16000)  # says 4000 s: nothing decoded
+    with pytest.raises(TooLong, match=rf"^audio_prompt \(--init-audio\) {long} lasts 4000\.0 s: more than the "
+                                      r"1200 s allowed$"):
+        check_request("rain", family="stable_audio", longest=47.0, duration=10, audio_prompt=long)

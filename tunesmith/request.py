@@ -440,6 +440,15 @@ def check_schedule(prompt, duration: float, may_be_empty: bool = False) -> Sched
 PURPOSE = {"audio_prompt": "there is nothing to continue", "melody": "there is no tune to follow",
            "style": "there is no style to take",
            "init_audio": "there is nothing to start from", "audio": "there is nothing to separate"}
+# The longest each audio input may last, in seconds: longer files are refused from their header, before
+# they are decoded (memory grows with the decoded length, not the file's size).
+AUDIO_SECONDS = {
+    "audio_prompt": MAX_DURATION,  # a prompt to continue is shorter than the piece
+    "melody": MAX_DURATION,  # followed over the whole piece
+    "init_audio": 1200.0,  # Stable Audio cuts it to the clip; ACE-Step repaints songs of up to 600 s
+    "style": 1200.0,  # a song: a few seconds of it are taken
+    "audio": 3600.0,  # stems: a whole track, separated in memory (measured: 240 MB a stereo minute, 14 GB an hour)
+}
 
 
 def audio_input(value, param: str, role: str | None = None) -> tuple[np.ndarray, int] | None:
@@ -453,7 +462,7 @@ def audio_input(value, param: str, role: str | None = None) -> tuple[np.ndarray,
     label = f"{param} ({FLAGS[role]})" if role else named(param)
     purpose = PURPOSE[role or param]
     if isinstance(value, (str, Path)):
-        audio, rate = read_audio(value)
+        audio, rate = read_audio(value, AUDIO_SECONDS[role or param], f"{label} {value}")
         name = str(value)
     elif hasattr(value, "audio") and hasattr(value, "sample_rate"):
         audio, rate, name = value.audio, value.sample_rate, f"the {param} clip"

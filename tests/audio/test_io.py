@@ -5,8 +5,8 @@ import pytest
 import soundfile as sf
 
 from tunesmith.audio.ffmpeg import _last_error_line, run_ffmpeg
-from tunesmith.audio.io import read_audio, resample, write_audio
-from tunesmith.errors import InvalidParameter, TunesmithError
+from tunesmith.audio.io import probe_audio, read_audio, resample, write_audio
+from tunesmith.errors import InvalidParameter, TooLong, TunesmithError
 
 from .test_finishing import SR, music
 
@@ -90,3 +90,109 @@ def test_ffmpeg_errors_name_what_failed_not_the_progress(stderr, expected):
 def test_a_full_disk_is_reported_as_such():
     with pytest.raises(TunesmithError, match="No space left on device"):
         run_ffmpeg(["-y", "-f", "lavfi", "-i", "sine=duration=30", "-f", "mp3", "file:/dev/full"], "writing")
+
+
+# ---- decoded length: refused from the header, bounded while decoding, memory measured
+def traced_peak(work) -> tuple[object, int]:
+    """(what work() returned or raised, the peak of Python and numpy memory while it ran, in bytes)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result = work()
+        except Exception as err:  # noqa: BLE001 - handed back to be asserted on
+            result = err
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+MB = 1 << 20
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(tmp_path):
+    from .long_files import silent_flac
+
+    bomb = silent_flac(tmp_path / "bomb.flac", 1800)  # 30 minutes: a few dozen KB, 115 MB decoded
+    assert bomb.stat().st_size < MB
+    for reader in (read_audio, probe_audio):
+        err, peak = traced_peak(lambda: reader(bomb, 60, "the bomb"))
+        assert isinstance(err, TooLong) and str(err) == "the bomb lasts 1800.0 s: more than the 60 s allowed"
+        assert peak < 2 * MB, peak  # nothing decoded
+
+
+def test_a_header_claiming_2_36_samples_is_refused_not_a_memory_error(tmp_path):
+    from .long_files import claim_frames, silent_flac
+
+    liar = claim_frames(silent_flac(tmp_path / "liar.flac", 2), 2**36 - 1)
+    err, peak = traced_peak(lambda: read_audio(liar, 600))
+    assert isinstance(err, TooLong) and "lasts 4294967.3 s: more than the 600 s allowed" in str(err)
+    assert peak < 2 * MB
+
+
+def test_a_length_no_header_gives_is_bounded_while_decoding(tmp_path):
+    from .long_files import claim_frames, silent_flac
+
+    unknown = claim_frames(silent_flac(tmp_path / "unknown.flac", 60, 48000, 2), 0)  # 23 MB decoded
+    err, peak = traced_peak(lambda: read_audio(unknown, 5, "it"))
+    assert isinstance(err, TooLong) and str(err) == "it lasts more than 5.0 s: more than the 5 s allowed"
+    allowed = 5 * 48000 * 2 * 4  # the array of the allowed length
+    assert peak < allowed + 2 * MB, peak
+    audio, rate = read_audio(unknown)  # no limit: all of it (ffmpeg reads what libsndfile cannot)
+    assert audio.shape == (2, 60 * 48000) and rate == 48000
+
+
+def test_files_only_ffmpeg_reads_are_probed_first(tmp_path):
+    path = write_audio(tmp_path / "long.m4a", 0.5 * music(12.0), SR)
+    with pytest.raises(TooLong, match=r"^long lasts 12\.0 s: more than the 5 s allowed$"):  # the probe's length
+        read_audio(path, 5, "long")
+    assert read_audio(path, 15)[0].shape[1] >= 12 * SR
+
+
+def test_rate_and_channels_count_against_the_limit(tmp_path):
+    path = tmp_path / "wide.wav"
+    sf.write(str(path), np.zeros((192000, 8), np.float32), 192000, subtype="FLOAT")  # 1 s, 8 channels
+    with pytest.raises(TooLong, match=r"lasts 1\.0 s at 192000 Hz with 8 channels \(counted as 48 kHz stereo\): "
+                                      r"more than the 2 s allowed"):
+        read_audio(path, 2)
+    assert read_audio(path, 16)[0].shape == (8, 192000)
+
+
+def test_probing_holds_one_block_not_the_audio(tmp_path):
+    path = tmp_path / "minute.wav"
+    with sf.SoundFile(str(path), "w", 48000, 2, subtype="FLOAT") as out:
+        for _ in range(60):
+            out.write(np.full((48000, 2), 0.25, np.float32))
+        out.write(np.array([[np.nan, 0.0]], np.float32))
+    info, peak = traced_peak(lambda: probe_audio(path, 120))
+    assert (info.sample_rate, info.channels, info.finite) == (48000, 2, False)
+    assert info.seconds == pytest.approx(60 + 1 / 48000)
+    assert peak < 2 * MB, peak  # the audio is 23 MB
+    (audio, _), peak = traced_peak(lambda: read_audio(path, 120))
+    assert peak < audio.nbytes + 2 * MB  # one array of the audio, no second copy
+
+
+def test_ffmpeg_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    """The encoder's source is written beside the output (a hidden partial name, swept like the others)
+    and decoding goes through a pipe: a kill -9 leaves nothing in the system's temp folder."""
+    import subprocess
+    import tempfile
+
+    temp, out = tmp_path / "temp", tmp_path / "out"
+    temp.mkdir()
+    out.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    seen = []
+
+    class Watched(subprocess.Popen):  # the real Popen; it notes what is on disk as each ffmpeg starts
+        def __init__(self, *args, **kwargs):
+            seen.append((sorted(p.name for p in temp.rglob("*")), sorted(p.name for p in out.iterdir())))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", Watched)
+    path = write_audio(out / "a.m4a", 0.5 * music(1.0), SR)
+    assert read_audio(path)[0].shape[0] == 2
+    assert seen and all(not in_temp for in_temp, _ in seen)
+    assert ".a.m4a.partial.source.wav" in seen[0][1]
+    assert sorted(p.name for p in out.iterdir()) == ["a.m4a"]

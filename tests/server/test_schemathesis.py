@@ -41,7 +41,7 @@ def test_no_route_answers_500(start_server):
     assert not failures, failures[:5]
 
 
-def test_every_check_passes(start_server):
+def test_every_check_passes(start_server, tmp_path):
     """schemathesis' command with --checks all over its four phases (examples, coverage: unsupported methods
     and boundary values, fuzzing, stateful): status codes, content types, headers (Allow), response schemas,
     negative data rejected, schema-valid data accepted (or refused with 400, see schemathesis.toml)."""
@@ -52,5 +52,5 @@ def test_every_check_passes(start_server):
     run = subprocess.run([tool, "--no-color", "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
                           "run", f"{server.url}/openapi.json", "--checks", "all", "--max-examples", "10",
                           "--seed", "1", "--generation-deterministic", "--workers", "1", "--request-timeout", "20"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache: not in the tree
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

@@ -12,6 +12,7 @@ import soundfile as sf
 
 from tunesmith.cli import main
 
+from ..audio.long_files import claim_frames, silent_flac
 from .test_load import _crafted
 from .test_separate import music
 from .tiny import SOURCES
@@ -63,6 +64,7 @@ def test_bad_inputs_are_one_line_each_and_write_nothing(bag_folder, song, tmp_pa
     text.write_text("not music")
     empty = tmp_path / "empty.wav"
     sf.write(str(empty), np.zeros((0, 2), np.float32), 44100)
+    longer_than_an_hour = claim_frames(silent_flac(tmp_path / "long.flac", 2), 4000 * 16000)  # its header says
     cases = [
         (["stems", text, "-m", bag_folder], "is not an audio file that can be read"),
         (["stems", empty, "-m", bag_folder], "is empty: there is nothing to separate"),
@@ -72,6 +74,7 @@ def test_bad_inputs_are_one_line_each_and_write_nothing(bag_folder, song, tmp_pa
         (["stems", song, "-m", bag_folder, "-o", tmp_path / "a" / "b"], "does not exist, nor does its parent"),
         (["stems", song, "-m", bag_folder, "-o", text], "is a file: -o takes a folder"),
         (["stems", song, "-m", bag_folder, "--shifts", "-2"], "--shifts must be a whole number"),
+        (["stems", longer_than_an_hour, "-m", bag_folder], "long.flac lasts 4000.0 s: more than the 3600 s allowed"),
     ]
     before = sorted(tmp_path.rglob("*"))
     for argv, expected in cases:

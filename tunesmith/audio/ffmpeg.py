@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import TunesmithError
 
 
@@ -73,3 +75,66 @@ def run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         raise TunesmithError(f"{what}: ffmpeg: {_last_error_line(proc.stderr)}")
     return proc
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def probe_seconds(path: str | Path) -> float | None:
+    """The duration ffmpeg reads from a file's header (container or stream), without decoding; None when
+    it has none or ffmpeg cannot open the file (the decode then says why)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", url(path)], capture_output=True,
+                          text=True, errors="replace")  # no output named: ffmpeg prints what it reads and exits
+    found = _DURATION.search(proc.stderr)
+    if found is None:
+        return None
+    hours, minutes, seconds = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+class PipeDecoder:
+    """The first audio stream of a file decoded by ffmpeg into a pipe as float32 WAV, read block by
+    block: no temporary file, and nothing past what the reader takes is held. `max_seconds` stops ffmpeg
+    itself a second past it (the reader still counts: a header can lie). Use as a context manager."""
+
+    def __init__(self, path: str | Path, max_seconds: float | None = None):
+        limit = ["-t", f"{max_seconds + 1:g}"] if max_seconds is not None else []
+        command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", url(path), "-vn",
+                   "-map", "0:a:0", *limit, "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.rate, self.channels = _wav_header(self.proc.stdout)  # (0, 0): ffmpeg could not decode it
+
+    def blocks(self, frames: int):
+        """(n, channels) float32 arrays of at most `frames` frames, to the end of the stream."""
+        size = frames * self.channels * 4
+        while chunk := self.proc.stdout.read(size):
+            usable = len(chunk) - len(chunk) % (self.channels * 4)
+            yield np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, self.channels)
+
+    def finished_well(self) -> bool:
+        return self.proc.wait() == 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()  # stopped early (past a limit): the rest is not wanted
+        self.proc.stdout.close()
+        self.proc.wait()
+
+
+def _wav_header(stream) -> tuple[int, int]:
+    """(sample rate, channels) from the head of a WAV stream, leaving it at the first sample; (0, 0) if
+    it is none. ffmpeg writes a pipe's sizes as 0xFFFFFFFF: the data runs to the end of the stream."""
+    if stream.read(12)[8:12] != b"WAVE":
+        return 0, 0
+    rate = channels = 0
+    while len(head := stream.read(8)) == 8:
+        kind, size = head[:4], int.from_bytes(head[4:], "little")
+        if kind == b"data":
+            return (rate, channels) if rate and channels else (0, 0)
+        body = stream.read(size + size % 2)
+        if kind == b"fmt " and len(body) >= 8:
+            channels, rate = int.from_bytes(body[2:4], "little"), int.from_bytes(body[4:8], "little")
+    return 0, 0

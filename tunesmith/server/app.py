@@ -8,6 +8,7 @@ that its Max for Live device, JUCE plugin and web UI work unchanged, and tunesmi
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from fastapi import FastAPI, File, Header, Query, Request, UploadFile
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,7 +31,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import InvalidParameter, NoSpace, TunesmithError
+from ..errors import InvalidParameter, NoSpace, TooLong, TunesmithError
 from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
 from ..request import text_problem
@@ -39,7 +40,9 @@ from .registry import FAMILY_ALIASES, Registry
 from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
-from .store import FINISHED, Job, Store, StoreDamaged, Upload, intact, new_id
+from .redact import redact, server_places
+from .store import FINISHED, Job, Store, StoreDamaged, intact, new_id
+from .uploads import OPENAPI_BODY, UploadSlots, longest_upload, receive_upload
 from .worker import Worker
 
 log = logging.getLogger("tunesmith.server")
@@ -198,6 +201,10 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                               "(/api/generate, /api/status, /api/audio) and tunesmith's own (/api/jobs, "
                               "/api/uploads).")
     app.state.store, app.state.worker, app.state.registry, app.state.settings = store, worker, registry, settings
+    slots = app.state.upload_slots = UploadSlots(settings.max_uploads)
+    max_upload_seconds = settings.upload_seconds or longest_upload(registry, settings.limits)
+    places = app.state.places = server_places(store.folder, settings.limits.media_dirs,
+                                              [e.spec.folder for e in registry.entries.values() if e.spec.folder])
     _install_error_handlers(app)
 
     def find(job_id: str) -> Job:
@@ -224,7 +231,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         return dict(id=job.id, status="error" if job.status == "cancelled" else job.status,
                     model=registry.public(job.model), prompt=prompt_text(job.spec["prompt"]),
                     seconds=job.spec["duration"], created_at=job.created_at, completed_at=job.completed_at,
-                    error=job.error, warning=job.warning, sample_rate=job.sample_rate,
+                    error=job.error and redact(job.error, places), warning=job.warning, sample_rate=job.sample_rate,
                     progress=done / total if total else 0.0)
 
     def own_view(job: Job) -> dict:
@@ -566,10 +573,14 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                               fingerprint_of(f"POST /api/jobs/{source.id}/stems", body))
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 
-    @app.post("/api/uploads", tags=["jobs"], status_code=201, responses=errors(413, 429, 507))
-    def upload(file: UploadFile = File(..., description="an audio file (WAV, FLAC, MP3, OGG, M4A, ...)")):
-        """Store an audio file for continuation/melody; answers its id. Checked by reading it."""
-        return _store_upload(store, file)
+    @app.post("/api/uploads", tags=["jobs"], status_code=201, responses=errors(413, 429, 507),
+              openapi_extra=OPENAPI_BODY)
+    async def upload(request: Request):
+        """Store an audio file (multipart field `file`) for continuation, melody or style; answers its id.
+        Streamed to disk and checked by decoding it block by block: 413 past the size or the decoded
+        length (the longest audio a served model takes), 429 while max_uploads others are received."""
+        with slots.slot():
+            return await receive_upload(request, store, settings, max_upload_seconds)
 
     _answer_unrouted(app)
     if STATIC.is_dir():
@@ -630,50 +641,29 @@ def _sse(event: str, data: dict) -> str:
 
 
 def _convert(stored: Path, fmt: str, folder: Path) -> Path:
-    """The stored clip in another format, as a temporary file (deleted once sent)."""
-    from ..audio.io import read_audio, write_audio, write_sndfile
+    """The stored clip in another format, as a temporary file (deleted once sent). A failure says what
+    failed, not where: the log has the paths."""
+    from ..audio.io import read_audio, write_audio, write_sndfile, written_whole
 
-    folder.mkdir(exist_ok=True)
-    audio, rate = read_audio(stored)
     target = folder / f"{new_id()}.{fmt}"
     try:
+        folder.mkdir(exist_ok=True)
+        audio, rate = read_audio(stored)
         if fmt == "aiff":  # libsndfile writes AIFF; tunesmith's writer does not offer it
-            write_sndfile(target, audio.clip(-1, 1), rate, "AIFF", "PCM_16", f"cannot convert {stored.name}")
+            with written_whole(target) as partial:
+                write_sndfile(partial, audio.clip(-1, 1), rate, "AIFF", "PCM_16", "cannot write")
         else:
             write_audio(target, audio, rate)
-    except NoSpace:
+    except (TunesmithError, OSError) as err:
+        log.error("converting %s to %s failed: %s", stored, fmt, err)
+        text = str(err) if isinstance(err, TunesmithError) else err.strerror or str(err)
+        if text.startswith("cannot write"):  # 'cannot write PATH: why': the why
+            text = text.split(": ", 1)[-1]
         target.unlink(missing_ok=True)
-        raise NoSpace(f"the server's disk is full: cannot convert the audio to {fmt}") from None
+        if isinstance(err, NoSpace) or getattr(err, "errno", None) == errno.ENOSPC or "No space left" in text:
+            raise NoSpace(f"the server's disk is full: cannot convert the audio to {fmt}") from None
+        raise TunesmithError(f"cannot convert the job's audio to {fmt}: {text}") from None
     return target
-
-
-def _store_upload(store: Store, file: UploadFile) -> dict:
-    from ..audio.io import read_audio, written_whole
-    from ..request import FRAME_SECONDS
-
-    import numpy as np
-
-    check_header_text(file.filename, "the upload's file name")
-    upload_id = new_id()
-    suffix = Path(file.filename or "").suffix.lower()
-    suffix = suffix if re.match(r"^\.[a-z0-9]{1,5}$", suffix) else ".audio"
-    path = store.uploads / f"{upload_id}{suffix}"
-    with written_whole(path) as partial:
-        with open(partial, "wb") as out:
-            while chunk := file.file.read(1 << 20):
-                out.write(chunk)
-        try:
-            audio, rate = read_audio(partial)
-        except TunesmithError:
-            raise InvalidParameter("the upload is not an audio file tunesmith can read") from None
-        if audio.shape[1] < FRAME_SECONDS * rate:
-            raise InvalidParameter(f"the upload lasts {audio.shape[1] / rate * 1000:.1f} ms: less than one frame "
-                                   f"({FRAME_SECONDS * 1000:g} ms)")
-        if not np.isfinite(audio).all():
-            raise InvalidParameter("the upload holds NaN or infinite samples")
-    name = (file.filename or "upload")[:200]
-    store.add_upload(Upload(upload_id, name, str(path), time.time(), audio.shape[1] / rate, rate, audio.shape[0]))
-    return dict(id=upload_id, filename=name, seconds=audio.shape[1] / rate, sample_rate=rate, channels=audio.shape[0])
 
 
 # ---- errors: always {"detail": "one line"}, never a traceback
@@ -731,9 +721,16 @@ def validation_detail(errors: list) -> str:
 
 
 def _install_error_handlers(app: FastAPI):
+    def detail(text: str) -> str:  # server paths said in words: the log keeps them
+        return plain(redact(text, app.state.places))
+
     @app.exception_handler(TunesmithError)
     async def tunesmith_error(request, err: TunesmithError):
-        return JSONResponse({"detail": plain(str(err))}, status_code=400)
+        return JSONResponse({"detail": detail(str(err))}, status_code=400)
+
+    @app.exception_handler(TooLong)
+    async def too_long(request, err: TooLong):
+        return JSONResponse({"detail": detail(str(err))}, status_code=413)
 
     @app.exception_handler(NoSpace)
     async def no_space(request, err: NoSpace):  # reads go on: only what writes answers this
@@ -749,8 +746,8 @@ def _install_error_handlers(app: FastAPI):
 
     @app.exception_handler(HTTPException)
     async def http_error(request, err: HTTPException):
-        detail = err.detail if isinstance(err.detail, str) else json.dumps(err.detail)
-        return JSONResponse({"detail": plain(detail)}, status_code=err.status_code, headers=err.headers)
+        text = err.detail if isinstance(err.detail, str) else json.dumps(err.detail)
+        return JSONResponse({"detail": detail(text)}, status_code=err.status_code, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def internal(request, err: Exception):  # a bug of ours: logged whole, answered in one line

@@ -6,7 +6,8 @@
   also take ?access_token=, for <audio src> and EventSource, which cannot set headers).
 - Origin: a state-changing request from a browser page of another origin is refused unless that
   origin was listed with --cors (CORS preflights are answered by the CORS middleware inside).
-- Size: a body larger than the limit is refused, whether it has a Content-Length or comes chunked.
+- Size: a body larger than the limit is refused, whether it has a Content-Length or comes chunked
+  (an upload's route counts its bytes itself as it streams them to disk: it is never held here).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from .settings import ANY_ADDRESS, LOOPBACK_NAMES, ServerSettings
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 OPEN_PATHS = ("/api/health",)  # answered without a token: clients probe it before anything else
 UPLOAD_PATH = "/api/uploads"
+UPLOAD_SLACK = 64 * 1024  # bytes of a form's boundaries and headers, beyond the file's own
+
+
+def upload_too_large(settings: ServerSettings) -> str:
+    return f"an upload may have at most {settings.upload_limit / 2**20:g} MiB"
 
 
 def host_name(header: str) -> str:
@@ -62,13 +68,15 @@ class Guard:
                                                "server with --cors ORIGIN to allow it")
         if method not in STATE_CHANGING:
             return await self.app(scope, receive, send)
-        limit = self.settings.upload_limit + 64 * 1024 if path == UPLOAD_PATH else self.settings.body_limit
+        limit = self.settings.upload_limit + UPLOAD_SLACK if path == UPLOAD_PATH else self.settings.body_limit
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
                 return await refuse(send, 400, "Content-Length is not a number")
             if int(declared) > limit:
                 return await refuse(send, 413, self._too_large(path))
+        if path == UPLOAD_PATH:  # streamed to disk by its route, which counts the bytes as they come
+            return await self.app(scope, receive, send)
         body, more = [], True
         size = 0
         while more:  # chunked bodies too: read up to the limit, then hand the body on
@@ -95,7 +103,7 @@ class Guard:
 
     def _too_large(self, path: str) -> str:
         if path == UPLOAD_PATH:
-            return f"an upload may have at most {self.settings.upload_limit / 2**20:g} MiB"
+            return upload_too_large(self.settings)
         return f"a request body may have at most {self.settings.body_limit // 1024} KiB"
 
     def _authorized(self, headers: dict, scope, method: str) -> bool:

@@ -36,6 +36,8 @@ class ServerSettings:
     cors: list[str] = field(default_factory=list)  # browser origins allowed besides the server's own
     body_limit: int = 256 * 1024  # bytes of a JSON body
     upload_limit: int = 32 * 1024 * 1024  # bytes of an uploaded audio file
+    upload_seconds: float | None = None  # decoded length of an upload; None: the longest a served model takes
+    max_uploads: int = 2  # uploads received at once; more are answered 429
     limits: Limits = field(default_factory=Limits)
     # The connection layer: what a slow or greedy client may hold (see connections.py).
     max_connections: int = 200  # open at once; a request on one more is answered 503
@@ -61,6 +63,10 @@ class ServerSettings:
                             (self.keep_alive_s, "keep_alive_s"), (self.max_head_bytes, "max_head_bytes")):
             if not value > 0:
                 raise InvalidParameter(f"{what} must be positive, got {value}")
+        if self.max_uploads < 1:
+            raise InvalidParameter(f"max_uploads must be at least 1, got {self.max_uploads}")
+        if self.upload_seconds is not None and not self.upload_seconds > 0:
+            raise InvalidParameter(f"upload_seconds must be a positive number of seconds, got {self.upload_seconds}")
         if self.worker.loaded < 1:
             raise InvalidParameter(f"--loaded must be at least 1, got {self.worker.loaded}")
         dirs = []

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -129,8 +130,7 @@ class Store:
         except OSError as err:
             raise TunesmithError(f"cannot use data folder {self.folder}: {err.strerror or err}") from None
         self._lock_file = _lock_folder(self.folder)
-        for stale in (self.folder / "tmp").glob("*"):  # downloads converted before a crash
-            stale.unlink(missing_ok=True)
+        self._sweep()
         self._lock = threading.Lock()
         self._db = self._open(self.folder / "jobs.sqlite3", repair)
         self._add_columns()
@@ -156,6 +156,17 @@ class Store:
         log.warning("the job store %s was damaged (%s): kept as %s, starting a fresh one (its jobs are forgotten; "
                     "their audio stays in %s)", path, problem, kept, self.audio)
         return _connect(path)
+
+    def _sweep(self):
+        """What a crash (kill -9) left half made: everything in tmp/ (downloads being converted), and the
+        partial files of uploads and jobs (.NAME.partial.EXT: an upload being received, a clip or its
+        ffmpeg source being written). The folder's lock says that no other server is writing them."""
+        stale = [*(self.folder / "tmp").glob("*"), *self.uploads.glob(".*.partial*"), *self.audio.glob(".*.partial*")]
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def close(self):
         with self._lock:
