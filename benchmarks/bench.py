@@ -162,7 +162,7 @@ def main(argv=None):
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
     from tunesmith import MusicGen
-    from tunesmith.api import _quiet_transformers
+    from tunesmith.musicgen.model import _quiet_transformers
     from tunesmith.device import pick_device
 
     device = pick_device(args.device)

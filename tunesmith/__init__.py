@@ -1,7 +1,7 @@
 """tunesmith: describe music in words, get a WAV, on your own machine."""
 
 from .acestep.model import AceStep
-from .api import MusicGen
+from .musicgen.model import MusicGen
 from .audio.checks import CheckResult, check_audio
 from .clip import Clip
 from .errors import TunesmithError

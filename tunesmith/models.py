@@ -110,7 +110,7 @@ def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, *
 
         model = StableAudio.from_pretrained(folder, device=device, dtype=dtype, **options)
     else:
-        from .api import MusicGen
+        from .musicgen.model import MusicGen
 
         model = MusicGen.from_pretrained(folder, device=device, dtype=dtype, **options)
     model.name = str(name_or_path)

@@ -12,21 +12,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .audio.checks import check_audio
-from .audio.loops import loop_overhang, make_loop
-from .audio.prompt import fit_audio, keep_prompt_samples
-from .clip import Clip
-from .errors import CheckpointError, InvalidParameter
-from .generation import Family, StageClock, place
-from .hub import resolve
-from .musicgen.codec import decode_codes, encode_audio
-from .musicgen.conditioning import CHROMA_HOP, chroma_features
-from .musicgen.loader import LoadedModel, load_folder
-from .musicgen.longform import Schedule, generate_long
-from .musicgen.patterns import delay_offsets
-from .musicgen.sampling import SamplingParams
-from .musicgen.style import excerpt_start
-from .request import WINDOW_SECONDS, Request, check_request, named
+from ..audio.checks import check_audio
+from ..audio.loops import loop_overhang, make_loop
+from ..audio.prompt import fit_audio, keep_prompt_samples
+from ..clip import Clip
+from ..errors import CheckpointError, InvalidParameter
+from ..generation import Family, StageClock, place
+from ..hub import resolve
+from ..request import WINDOW_SECONDS, Request, check_request, named
+from .codec import decode_codes, encode_audio
+from .conditioning import CHROMA_HOP, chroma_features
+from .loader import LoadedModel, load_folder
+from .longform import Schedule, generate_long
+from .patterns import delay_offsets
+from .sampling import SamplingParams
+from .style import excerpt_start
 
 @contextlib.contextmanager
 def _quiet_transformers():
