@@ -374,7 +374,7 @@ def vae_main(args):
     the arithmetic), and the SNR and time of tunesmith's CPU decoder in bfloat16 and int8 against
     diffusers' float32 decode: of the whole output, and of the part the latents make (the output less the
     decode of zero latents: most of a randomly initialised decoder's output is its biases')."""
-    from tunesmith.cpu.oobleck import OobleckDecoderCPU
+    from tunesmith.diffusion.oobleck import OobleckDecoderCPU
 
     frames = math.ceil(args.seconds * 25)
     gen = torch.Generator().manual_seed(0)

@@ -11,7 +11,7 @@ output type):
 - the residual stream, the RMSNorms, the AdaLN modulation, both timestep embeddings, the patchify
   convolutions in and out and the condition projection in float32 (diffusers cast to bfloat16 rounds
   all of these, and the timestep itself: 13.7 dB from float32 at 2B sizes, BENCHMARKS.md);
-- q/k RMSNorm and rotary in one C pass, attention in C with float32 scores (cpu/ops.py); the
+- q/k RMSNorm and rotary in one C pass, attention in C with float32 scores (diffusion/ops.py); the
   sliding-window layers skip the key blocks wholly outside their window;
 - cross-attention keys and values once per conditioning: kept with a copy of the condition states
   and reused while states of equal values come back (every step of a song).
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cpu import ops
-from ..cpu.dit import CPUTransformer
+from ..diffusion import ops
+from ..diffusion.dit import CPUTransformer
 
 
 def _linear(linears: list[nn.Linear], width: int, rows: list[int], dtype: torch.dtype,
@@ -65,7 +65,7 @@ def _rotate(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 def _norm_rotate(x: torch.Tensor, norm: tuple, rotary: tuple | None) -> torch.Tensor:
     """The per-head RMSNorm, then rotary (self-attention), on q or k (B, heads, S, head_dim) as
-    diffusers' processor applies them: in bfloat16 one pass of cpu/kernels.c in place (x is a view of
+    diffusers' processor applies them: in bfloat16 one pass of diffusion/kernels.c in place (x is a view of
     its block's own projection output), else in float32 with torch."""
     if ops.norm_rotate(x, "rms", norm[0], None, norm[1], rotary):
         return x

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..diffusers_folder import load_part, read_json, read_pipeline_index
+from ..diffusion.folder import load_part, read_json, read_pipeline_index
 from .parts import GUIDED_CFG, GUIDED_STEPS, TURBO_STEPS, AceStepConfig, AceStepParts
 
 PIPELINE_CLASS = "AceStepPipeline"

@@ -55,7 +55,7 @@ class AceStep(Family):
             The VAE decodes in float32, except with bfloat16 on the CPU: there the DiT runs as
             acestep/cpu.py's DiTCPU (bfloat16 products around a float32 residual stream, norms and
             modulation: 48 dB from float32 after 8 steps at 2B sizes, 4.3x its speed; BENCHMARKS.md), the
-            encoders stay float32 and the VAE decodes through the CPU Oobleck decoder (cpu/oobleck.py,
+            encoders stay float32 and the VAE decodes through the CPU Oobleck decoder (diffusion/oobleck.py,
             bfloat16 tiles), window by window. dtype="float32" on the CPU is diffusers' exact path (the
             parity contract).
         quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (dynamic: weights a
@@ -222,10 +222,10 @@ def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: 
     """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
     path: the DiT as cpu.py's DiTCPU (products in `dtype`, the residual stream, norms and modulation
     float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
-    OobleckDecoderCPU of cpu/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
+    OobleckDecoderCPU of diffusion/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
     quantize="int8": both with int8 products instead. consume: the diffusers DiT's layers are dropped as
     they are copied (False leaves it whole, for a benchmark)."""
-    from ..cpu.oobleck import OobleckDecoderCPU
+    from ..diffusion.oobleck import OobleckDecoderCPU
     from .cpu import prepare_dit
 
     parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=consume)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..diffusers_folder import load_part, read_json, read_pipeline_index
+from ..diffusion.folder import load_part, read_json, read_pipeline_index
 from .parts import StableAudioConfig, StableAudioParts
 
 PIPELINE_CLASS = "StableAudioPipeline"

@@ -8,7 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 def read_json(path: Path) -> dict:
