@@ -219,7 +219,7 @@ def dit_inputs(dit, seconds: float) -> dict:
     condition states as long as the condition encoder makes them for PROMPT and LYRICS (caption tokens
     + lyric tokens + one timbre token)."""
     from tunesmith.acestep.prompt import caption_text, lyrics_text
-    from tunesmith.acestep.sample import row_noise
+    from tunesmith.diffusion.noise import row_noise, seeded_generators
 
     c = dit.config
     frames = math.ceil(seconds * 25)  # 48 kHz / 1920 samples a latent frame
@@ -229,7 +229,7 @@ def dit_inputs(dit, seconds: float) -> dict:
     gen = torch.Generator().manual_seed(1)
     states = torch.randn(1, length, c.encoder_hidden_size or c.hidden_size, generator=gen)
     silence = 0.1 * torch.randn(1, frames, c.audio_acoustic_hidden_dim, generator=gen)
-    return dict(noise=row_noise([0], frames, c.audio_acoustic_hidden_dim), states=states,
+    return dict(noise=row_noise(seeded_generators([0]), (frames, c.audio_acoustic_hidden_dim)), states=states,
                 context=torch.cat([silence, torch.ones_like(silence)], dim=-1))
 
 

@@ -73,6 +73,9 @@ STEM_MODELS = {
     "htdemucs_6s": "adefossez/HTDemucs-6s",
 }
 DEMUCS_PATTERNS = ["*.yaml", "*.safetensors"]
+# The T5 encoders that stable-audio-tools and audiocraft configs name by their original short names; the hub
+# moved them under google-t5/.
+T5_REPOS = {"t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large"}
 
 CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"]
@@ -302,3 +305,10 @@ def resolve(name_or_path: str | Path) -> Path:
                                 f"{licence_step(repo)})") from None
         raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where}, "
                             "or pass a local checkpoint folder (-m FOLDER)") from None
+
+
+def beside_or_hub(folder: Path, sub: str, repo: str) -> Path:
+    """A part that a checkpoint names (its T5, EnCodec, MERT): the folder `sub` beside the checkpoint's
+    files when there is one, else hub repository `repo` (downloaded if need be)."""
+    local = folder / sub
+    return local if local.is_dir() else resolve(repo)

@@ -14,14 +14,10 @@ PIPELINE_CLASS = "AceStepPipeline"
 PARTS = ("text_encoder", "tokenizer", "condition_encoder", "transformer", "vae", "scheduler")
 
 
-def read_index(folder: Path) -> dict:
-    return read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
-
-
 def read_config(folder: Path) -> AceStepConfig:
     """Sizes and defaults from the config files alone (no weights read). Turbo is told as the pipeline
     tells it: the transformer's is_turbo, or its model_version "turbo"."""
-    read_index(folder)
+    read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
     dit, vae = read_json(folder / "transformer" / "config.json"), read_json(folder / "vae" / "config.json")
     turbo = bool(dit.get("is_turbo", False) or dit.get("model_version") == "turbo")
     return AceStepConfig(sample_rate=int(vae.get("sampling_rate", 48000)),

@@ -11,17 +11,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio.loops import loop_overhang
 from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock, clips_of_rows, place
-from ..request import Request, SongParams, check_guidance, check_request, named
+from ..diffusion.noise import row_noise, seeded_generators
+from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..request import Request, SongParams, check_guidance, check_request
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
 from .prompt import INSTRUCTION, REPAINT
 from .repaint import encode, source_latents, span_frames
-from .sample import context_latents, encode_conditions, row_noise, sample
+from .sample import context_latents, encode_conditions, sample
 
 log = logging.getLogger("tunesmith")
 
@@ -30,6 +30,7 @@ class AceStep(Family):
     """A loaded ACE-Step 1.5 pipeline folder: `tunesmith.load("acestep")`, then `generate(...)`."""
 
     family = "acestep"
+    quantize_choices = ("int8",)
     shortest, longest = SHORTEST, LONGEST
 
     def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype,
@@ -62,23 +63,22 @@ class AceStep(Family):
             scale per row, activations per token or tile), faster again and further from float32
             (BENCHMARKS.md has both).
         """
-        from ..hub import resolve
         from .layout import load_folder
 
-        dev, dt = place(device, dtype, threads)
-        if quantize not in (None, "int8"):
-            raise InvalidParameter(f"quantize must be None or 'int8' for ACE-Step models, got {quantize!r}")
-        if quantize is not None and dev.type != "cpu":
-            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, bfloat16 is faster")
-        if dev.type == "cpu" and dt == torch.float16:
-            raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
-        folder = resolve(name_or_path)
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
         if dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None):
             # the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory while
             # loading), its norms and modulation computed in float32 from those values
             parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32, torch.bfloat16), dt, quantize)
             return cls(parts, str(name_or_path), dev, dt, quantize)
         return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if quantize is not None and device.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, bfloat16 is faster")
+        if device.type == "cpu" and dtype == torch.float16:
+            raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
 
     @property
     def config(self) -> AceStepConfig:
@@ -134,11 +134,7 @@ class AceStep(Family):
         check_guidance(p.cfg, config.turbo)  # again: a local folder is known turbo only once loaded
         if p.repaint is not None:
             return self._repaint_plan(request, p)
-        seconds = request.duration + (loop_overhang(request.duration) if request.loop else 0.0)
-        if seconds > LONGEST + 1e-9:
-            raise InvalidParameter(f"{named('duration')}: a loop of {request.duration:g} s (with "
-                                   f"{seconds - request.duration:.2f} s more to join it) is longer than the "
-                                   f"{LONGEST:g} s this model makes")
+        seconds = generated_seconds(request, LONGEST)
         frames = math.ceil(seconds * config.frames_per_second)  # latent frames, as the pipeline counts
         return _Plan(request.rows, request.duration, seconds, frames, p.lyrics, p.language,
                      p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop)
@@ -187,7 +183,7 @@ class AceStep(Family):
         latents = [None] * len(plan.rows)
         for text, indices in groups.items():
             seeds = [plan.rows[i][1] for i in indices]
-            noise = row_noise(seeds, frames, config.latent_dim).to(self.device)
+            noise = row_noise(seeded_generators(seeds), (frames, config.latent_dim)).to(self.device)
             source = None if posterior is None else source_latents(posterior, seeds, parts.transformer.dtype)
             context = context_latents(parts, frames, len(seeds), source, plan.span)
             out = sample(parts, noise, states[text], context, plan.steps, plan.cfg, tick)
@@ -200,9 +196,8 @@ class AceStep(Family):
 
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
-        settings = dict(model=self.name, duration=plan.duration, steps=plan.steps, cfg=plan.cfg,
-                        lyrics=plan.lyrics, language=plan.language, device=str(self.device),
-                        dtype=str(self.dtype)[6:], loop=plan.loop)
+        settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg, lyrics=plan.lyrics,
+                                  language=plan.language)
         if self.quantize:
             settings["quantize"] = self.quantize
         if plan.repaint is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..diffusion.folder import quiet_loading
+from ..quiet import quiet_loading
 
 SHORTEST, LONGEST = 10.0, 600.0  # seconds: the range ACE-Step 1.5 was trained on (10 s to 10 min)
 TURBO_STEPS, GUIDED_STEPS = 8, 50  # turbo is distilled for 8 steps; base/sft: ACE-Step's recommended 50

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -13,12 +12,12 @@ import numpy as np
 import torch
 
 from ..audio.checks import check_audio
-from ..audio.loops import loop_overhang, make_loop
+from ..audio.loops import make_loop
 from ..audio.prompt import fit_audio, keep_prompt_samples
 from ..clip import Clip
 from ..errors import CheckpointError, InvalidParameter
-from ..generation import Family, StageClock, place
-from ..hub import resolve
+from ..generation import Family, StageClock, generated_seconds
+from ..quiet import quiet_loading
 from ..request import WINDOW_SECONDS, Request, check_request, named
 from .codec import decode_codes, encode_audio
 from .conditioning import CHROMA_HOP, chroma_features
@@ -28,19 +27,6 @@ from .patterns import delay_offsets
 from .sampling import SamplingParams
 from .style import excerpt_start
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """transformers warns about MusicGen's pad id (= vocab size) on every config load: not news to users."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
 def _finite_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -49,6 +35,7 @@ class MusicGen(Family):
     """A loaded MusicGen checkpoint. `MusicGen.from_pretrained("small")`, then `generate(...)`."""
 
     family = "musicgen"
+    quantize_choices = ("int8", "int4")
 
     def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype,
                  quantize: str | None = None):
@@ -73,17 +60,17 @@ class MusicGen(Family):
             of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 128, a quarter.
         threads: CPU threads for torch (default: torch's choice, one per core).
         """
-        if quantize not in (None, "int8", "int4"):
-            raise InvalidParameter(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
-        dev, dt = place(device, dtype, threads)
-        if quantize == "int4" and dev.type != "cpu":
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
+        with quiet_loading(diffusers=False):  # MusicGen's pad id warning, on every config
+            model = load_folder(folder, dev, dt, quantize)
+        return cls(model, str(name_or_path), dev, dt, quantize)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if quantize == "int4" and device.type != "cpu":
             raise InvalidParameter("quantize='int4' runs on the CPU only; use 'int8' (or none) on a GPU")
         if quantize == "int4" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
             raise InvalidParameter(f"quantize='int4' needs a newer torch than {torch.__version__}; use 'int8'")
-        folder = resolve(name_or_path)
-        with _quiet_transformers():
-            model = load_folder(folder, dev, dt, quantize)
-        return cls(model, str(name_or_path), dev, dt, quantize)
 
     @property
     def sample_rate(self) -> int:
@@ -156,7 +143,7 @@ class MusicGen(Family):
                                    f"window, got {request.context:g}")
         hop = self._model.config.hop_length
         duration = request.duration
-        n_frames = round((duration + (loop_overhang(duration) if request.loop else 0.0)) * self.frame_rate)
+        n_frames = round(generated_seconds(request) * self.frame_rate)
         if n_frames < 1:
             raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than one frame "
                                    f"({1 / self.frame_rate:g} s)")
@@ -250,9 +237,9 @@ class MusicGen(Family):
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
         p = plan.params
-        settings = dict(model=self.name, duration=plan.duration, temperature=p.temperature, top_k=p.top_k,
-                        top_p=p.top_p, cfg=p.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
-                        quantize=self.quantize, loop=plan.loop)
+        settings = self._settings(plan.duration, plan.loop, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                  cfg=p.cfg)
+        settings["quantize"] = self.quantize
         if plan.style is not None:
             settings.update(cfg_beta=p.cfg_beta, style_excerpt=plan.style.excerpt,
                             style_quantizers=plan.style.quantizers)
