@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidParameter, TunesmithError
-from .musicgen.longform import Schedule
-from .musicgen.sampling import MAX_SEED, SamplingParams
+from .musicgen.options import MAX_SEED, SamplingParams, Schedule
 
 log = logging.getLogger("tunesmith")
 

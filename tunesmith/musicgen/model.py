@@ -22,9 +22,9 @@ from ..request import WINDOW_SECONDS, Request, check_request, named
 from .codec import decode_codes, encode_audio
 from .conditioning import CHROMA_HOP, chroma_features
 from .loader import LoadedModel, load_folder
-from .longform import Schedule, generate_long
+from .longform import generate_long
 from .patterns import delay_offsets
-from .sampling import SamplingParams
+from .options import SamplingParams, Schedule
 from .style import excerpt_start
 
 def _finite_number(x) -> bool:
