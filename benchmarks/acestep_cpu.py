@@ -463,10 +463,13 @@ def main(argv=None):
     ours, theirs = audio.values()
     diff = float(np.abs(ours - theirs[:, :ours.shape[1]]).max())
     for variant in [v for v in (args.cpu or "").split(",") if v]:  # last: the CPU path's forms, one at a time
-        from tunesmith.acestep.model import for_cpu
+        from tunesmith.acestep.cpu import prepare_dit
+        from tunesmith.diffusion.oobleck import OobleckDecoderCPU
 
         name, quantize = CPU_VARIANTS[variant]
-        fast_parts = for_cpu(copy.copy(parts), torch.bfloat16, quantize, consume=False)
+        fast_parts = copy.copy(parts)  # as for_cpu does, but the diffusers DiT left whole for the next variant
+        fast_parts.transformer = prepare_dit(parts.transformer, torch.bfloat16, quantize)
+        fast_parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16, quantize=quantize)
         fast = AceStep(fast_parts, f"random {args.size}", torch.device("cpu"), torch.bfloat16, quantize)
         results[name] = []
         with torch.inference_mode():

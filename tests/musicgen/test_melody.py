@@ -87,7 +87,7 @@ def test_long_form_cuts_the_chroma_at_each_window(melody_ckpt, monkeypatch):
 
     folder, _ = melody_ckpt
     mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
-    mg.window_seconds = 1.0
+    mg._window_seconds = 1.0
     seen = []
     real = longform.window_chroma
     monkeypatch.setattr(longform, "window_chroma",

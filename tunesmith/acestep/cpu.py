@@ -2,7 +2,8 @@
 products in bfloat16 around a float32 residual stream.
 
 prepare_dit(transformer, dtype, quantize) -> DiTCPU, called as the transformer (same arguments, same
-output type):
+output type); for_cpu(parts, dtype, quantize) swaps the DiT and the VAE decoder of loaded parts for
+their CPU forms:
 
 - the products of every block (q/k/v in one, attention out, cross-attention q and out, gate/up in
   one, down) in `dtype`: bfloat16 (oneDNN's AVX512-BF16 kernels, float32 sums), or with
@@ -27,6 +28,8 @@ from torch import nn
 
 from ..diffusion import ops
 from ..diffusion.dit import CPUTransformer
+from ..diffusion.oobleck import OobleckDecoderCPU
+from .parts import AceStepParts
 
 
 def _linear(linears: list[nn.Linear], width: int, rows: list[int], dtype: torch.dtype,
@@ -201,3 +204,15 @@ def prepare_dit(transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, qua
     (bfloat16 or float32) or, quantize="int8", dynamic int8. consume: the transformer's layers are
     dropped as they are copied (it cannot run afterwards); else it is left whole."""
     return DiTCPU(transformer, dtype, quantize, consume).eval()
+
+
+def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> AceStepParts:
+    """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
+    path: the DiT as DiTCPU (products in `dtype`, the residual stream, norms and modulation
+    float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
+    OobleckDecoderCPU of diffusion/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
+    quantize="int8": both with int8 products instead. The diffusers DiT's layers are dropped as they are
+    copied (the peak is the module and one layer)."""
+    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=True)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
+    return parts

@@ -13,8 +13,8 @@ import torch
 
 from ..audio.prompt import fit_audio
 from ..clip import Clip
-from ..errors import InvalidParameter
 from ..diffusion.noise import row_noise, seeded_generators
+from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
 from ..request import Request, SongParams, check_guidance, check_request
 from .decode import WINDOW_FRAMES, decode, normalize, windows
@@ -40,7 +40,7 @@ class AceStep(Family):
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
-        self.window = WINDOW_FRAMES  # latent frames the VAE decodes at once
+        self._window = WINDOW_FRAMES  # latent frames the VAE decodes at once
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
@@ -69,6 +69,8 @@ class AceStep(Family):
         if dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None):
             # the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory while
             # loading), its norms and modulation computed in float32 from those values
+            from .cpu import for_cpu
+
             parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32, torch.bfloat16), dt, quantize)
             return cls(parts, str(name_or_path), dev, dt, quantize)
         return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
@@ -160,7 +162,7 @@ class AceStep(Family):
         clock = StageClock(self.device)
         frames = plan.frames
         groups = _groups(plan.rows)  # rows of the same prompt share their conditions and one DiT batch
-        chunks = len(windows(frames, self.window))
+        chunks = len(windows(frames, self._window))
         # one fixed total: the source's encoder windows, the steps, then the decoder's windows
         total = (chunks if plan.source is not None else 0) + len(groups) * plan.steps + len(plan.rows) * chunks
         done = 0
@@ -173,7 +175,7 @@ class AceStep(Family):
 
         posterior = None
         if plan.source is not None:
-            posterior = encode(parts.vae, torch.from_numpy(plan.source)[None], self.window, tick)  # [1, 2 C, L]
+            posterior = encode(parts.vae, torch.from_numpy(plan.source)[None], self._window, tick)  # [1, 2 C, L]
             clock.lap("encode")
         instruction = INSTRUCTION if plan.source is None else REPAINT
         states = {}
@@ -190,7 +192,7 @@ class AceStep(Family):
             for i, row in zip(indices, out):
                 latents[i] = row
         clock.lap("dit")
-        audio = torch.cat([decode(parts.vae, x[None], self.window, tick, parts.decoder) for x in latents])
+        audio = torch.cat([decode(parts.vae, x[None], self._window, tick, parts.decoder) for x in latents])
         clock.lap("vae")
         return normalize(audio), clock.seconds
 
@@ -210,22 +212,6 @@ class AceStep(Family):
         self._parts.to(device, dtype, torch.float32)
         if device.type != "cpu":
             self._parts.decoder = None  # the CPU decoder is the CPU's; _move back to the GPU goes to diffusers'
-
-
-def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None,
-            consume: bool = True) -> AceStepParts:
-    """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
-    path: the DiT as cpu.py's DiTCPU (products in `dtype`, the residual stream, norms and modulation
-    float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
-    OobleckDecoderCPU of diffusion/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
-    quantize="int8": both with int8 products instead. consume: the diffusers DiT's layers are dropped as
-    they are copied (False leaves it whole, for a benchmark)."""
-    from ..diffusion.oobleck import OobleckDecoderCPU
-    from .cpu import prepare_dit
-
-    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=consume)
-    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
-    return parts
 
 
 @dataclass

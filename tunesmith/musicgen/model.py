@@ -44,7 +44,7 @@ class MusicGen(Family):
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
-        self.window_seconds = self.max_window  # long form: may be lowered (tests, memory), not raised
+        self._window_seconds = self.max_window  # long form's window: tests lower it, to cross windows quickly
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
@@ -136,10 +136,10 @@ class MusicGen(Family):
 
     def _plan(self, request: Request) -> "_Plan":
         """The request's checks that depend on this model, and its frames, windows and conditions."""
-        if not _finite_number(self.window_seconds) or not 0 < self.window_seconds <= self.max_window:
-            raise InvalidParameter(f"window_seconds must be in (0, {self.max_window:g}], got {self.window_seconds}")
-        if request.context >= self.window_seconds:
-            raise InvalidParameter(f"{named('context')} must be less than this model's {self.window_seconds:g} s "
+        if not _finite_number(self._window_seconds) or not 0 < self._window_seconds <= self.max_window:
+            raise InvalidParameter(f"_window_seconds must be in (0, {self.max_window:g}], got {self._window_seconds}")
+        if request.context >= self._window_seconds:
+            raise InvalidParameter(f"{named('context')} must be less than this model's {self._window_seconds:g} s "
                                    f"window, got {request.context:g}")
         hop = self._model.config.hop_length
         duration = request.duration
@@ -167,7 +167,7 @@ class MusicGen(Family):
         if style is not None and any(text for schedule, _ in request.rows for _, text in schedule):
             params = dataclasses.replace(params, cfg_beta=request.style.cfg_beta)  # three rows per prompt
         return _Plan(request.rows, n_frames, params, duration, request.loop, prompt_audio,
-                     round(request.context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma,
+                     round(request.context * self.frame_rate), round(self._window_seconds * self.frame_rate), chroma,
                      style)
 
     @property

@@ -13,8 +13,8 @@ import torch
 from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..device import pick_dtype
-from ..errors import InvalidParameter
 from ..diffusion.noise import row_noise, seeded_generators
+from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
 from ..request import DiffusionParams, Request, check_request, named
 from .parts import StableAudioConfig, StableAudioParts
