@@ -599,7 +599,8 @@ def cmd_models(args) -> int:
     from .hub import ALIASES, cached_folder
     from .request import FAMILY_NAMES
 
-    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}cached")
+    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}"
+          f"{'licence':<21}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
         follows = ("text + melody" if info.melody else "text + style" if info.style
@@ -607,7 +608,7 @@ def cmd_models(args) -> int:
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
         print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
-              f"{follows:<22}{cached}")
+              f"{follows:<22}{info.licence:<21}{cached}")
     return 0
 
 

@@ -66,9 +66,11 @@ class Family:
 
     def _settings(self, duration: float, loop: bool, **own) -> dict:
         """What each clip's params start with: the model, the duration, the family's own settings, the
-        device, the dtype and the loop."""
+        device, the dtype, the loop and the licence of the model's weights (None for a local folder)."""
+        from .hub import licence_of
+
         return dict(model=self.name, duration=duration, **own, device=str(self.device), dtype=str(self.dtype)[6:],
-                    loop=loop)
+                    loop=loop, licence=licence_of(self.name))
 
     def generate_request(self, request: Request, progress: bool | Callable[[int, int], None] = False) -> list:
         """generate() for a request already checked by tunesmith.request.check_request (the CLI and the
