@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidParameter, TunesmithError
-from .musicgen.options import MAX_SEED, SamplingParams, Schedule
+from .musicgen.options import CONTEXT, MAX_SEED, SamplingParams, Schedule
 
 log = logging.getLogger("tunesmith")
 
@@ -47,7 +47,8 @@ FLAGS = {
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {
-    "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None, style=None,
+    "musicgen": dict(temperature=SamplingParams.temperature, top_k=SamplingParams.top_k, top_p=SamplingParams.top_p,
+                     cfg=SamplingParams.cfg, context=CONTEXT, melody=None, style=None,
                      cfg_beta=None, style_excerpt=None, style_quantizers=None, style_start=None),
     "stable_audio": dict(steps=None, cfg=None, negative_prompt=None, sampler=None, strength=None),
     "acestep": dict(lyrics=None, language=None, steps=None, cfg=None, repaint=None),

@@ -109,7 +109,8 @@ class AceStep(Family):
         lyrics: the words to sing, every song the same; [verse], [chorus], ... tags mark sections. None or
             "" makes an instrumental.
         language: of the lyrics, a code such as "en" (default), "zh", "ja", "es".
-        duration: seconds, from 10 to 600 (default 30); with repaint, the song's own length (leave it out).
+        duration: seconds, from 10 to 600 (None: 10, as everywhere); with repaint, the song's own length (leave
+            it out).
         seed: makes the output reproducible (same device and dtype); variation v uses seed + v. On the CPU
             in float32 a song is the audio diffusers' AceStepPipeline gives for the same prompt, lyrics,
             duration and seed (generator=torch.Generator("cpu").manual_seed(seed)), to its length.
@@ -122,8 +123,6 @@ class AceStep(Family):
         loop: each song is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
         """
-        if duration is None and repaint is None:
-            duration = 30.0
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
                                 num_variations=num_variations, loop=loop, audio_prompt=audio_prompt, longest=LONGEST,
                                 turbo=self.config.turbo, lyrics=lyrics, language=language, steps=steps, cfg=cfg,

@@ -18,13 +18,13 @@ from ..clip import Clip
 from ..errors import CheckpointError, InvalidParameter
 from ..generation import Family, StageClock, generated_seconds
 from ..quiet import quiet_loading
-from ..request import WINDOW_SECONDS, Request, check_request, named
+from ..request import DEFAULT_DURATION, WINDOW_SECONDS, Request, check_request, named
 from .codec import decode_codes, encode_audio
 from .conditioning import CHROMA_HOP, chroma_features
 from .loader import LoadedModel, load_folder
 from .longform import generate_long
 from .patterns import delay_offsets
-from .options import SamplingParams, Schedule
+from .options import CONTEXT, SamplingParams, Schedule
 from .style import excerpt_start
 
 def _finite_number(x) -> bool:
@@ -96,9 +96,10 @@ class MusicGen(Family):
         delay = max(delay_offsets(dec.n_codebooks, dec.audio_channels))
         return min(WINDOW_SECONDS, (dec.max_positions - 1 - delay) / self.frame_rate)
 
-    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = 10.0, seed: int | None = None,
-                 temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg: float = 3.0,
-                 num_variations: int = 1, audio_prompt=None, melody=None, context: float = 12.0,
+    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = DEFAULT_DURATION,
+                 seed: int | None = None, temperature: float = SamplingParams.temperature,
+                 top_k: int = SamplingParams.top_k, top_p: float = SamplingParams.top_p,
+                 cfg: float = SamplingParams.cfg, num_variations: int = 1, audio_prompt=None, melody=None, context: float = CONTEXT,
                  loop: bool = False, progress: bool | Callable[[int, int], None] = False, style=None,
                  cfg_beta: float | None = None, style_excerpt: float | None = None,
                  style_quantizers: int | None = None, style_start: float | None = None) -> list[Clip]:

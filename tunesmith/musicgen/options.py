@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_SEED = 2**31 - 1
+CONTEXT = 12.0  # long pieces: seconds of the piece so far that condition each new window
 
 Schedule = list[tuple[float, str]]  # (start second, text), sorted by start
 
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """MusicGen's sampling; its defaults are the API's, the CLI's and the server's."""
+
     temperature: float = 1.0  # 0 means greedy
     top_k: int = 250  # 0 disables
     top_p: float = 0.0  # 0 disables; applied after top-k

@@ -16,7 +16,7 @@ from ..device import pick_dtype
 from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
-from ..request import DiffusionParams, Request, check_request, named
+from ..request import DEFAULT_DURATION, DiffusionParams, Request, check_request, named
 from .parts import StableAudioConfig, StableAudioParts
 from .sample import decode, encode_audio, encode_conditions, sample_dpmpp, sample_flow
 
@@ -92,7 +92,7 @@ class StableAudio(Family):
         """The longest clip the model makes at once (its DiT's sample size)."""
         return self.config.max_seconds
 
-    def generate(self, prompts: str | Sequence[str], *, duration: float = 10.0, seed: int | None = None,
+    def generate(self, prompts: str | Sequence[str], *, duration: float = DEFAULT_DURATION, seed: int | None = None,
                  steps: int | None = None, cfg: float | None = None, negative_prompt: str | None = None,
                  sampler: str | None = None, num_variations: int = 1, audio_prompt=None, strength: float | None = None,
                  loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
