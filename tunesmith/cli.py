@@ -602,18 +602,18 @@ def _print_timings(rows, first_stage: str):
 
 
 def cmd_models(args) -> int:
+    from .family import FAMILIES
     from .hub import ALIASES, cached_folder
-    from .request import FAMILY_NAMES
 
     print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}"
           f"{'licence':<21}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
-        follows = ("text + melody" if info.melody else "text + style" if info.style
-                   else {"stable_audio": "text + audio", "acestep": "text + lyrics + song"}.get(info.family, "text"))
+        family = FAMILIES[info.family]
+        follows = "text + melody" if info.melody else "text + style" if info.style else family.inputs
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
-        print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
+        print(f"{alias:<21}{family.display:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
               f"{follows:<22}{info.licence:<21}{cached}")
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..diffusion.folder import load_part, read_json, read_pipeline_index
-from .parts import GUIDED_CFG, GUIDED_STEPS, TURBO_STEPS, AceStepConfig, AceStepParts
+from .parts import GUIDED_CFG, GUIDED_STEPS, LONGEST, TURBO_STEPS, AceStepConfig, AceStepParts
 
 PIPELINE_CLASS = "AceStepPipeline"
 PARTS = ("text_encoder", "tokenizer", "condition_encoder", "transformer", "vae", "scheduler")
@@ -25,6 +25,12 @@ def read_config(folder: Path) -> AceStepConfig:
                          audio_channels=int(vae.get("audio_channels", 2)),
                          latent_dim=int(dit.get("audio_acoustic_hidden_dim", 64)), turbo=turbo,
                          steps=TURBO_STEPS if turbo else GUIDED_STEPS, cfg=1.0 if turbo else GUIDED_CFG)
+
+
+def checkpoint_limits(folder: Path) -> tuple[float, bool]:
+    """(longest song in seconds, turbo) of a folder (the family table's limits): a folder missing a part
+    is refused here, before any value is used."""
+    return LONGEST, read_config(folder).turbo
 
 
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,

@@ -26,3 +26,9 @@ class SamplingParams:
     def rows(self) -> int:
         """Batch rows per prompt in the decoder: 1 without guidance, 2 with, 3 with two coefficients."""
         return 1 if self.cfg <= 1 else 2 if self.cfg_beta is None else 3
+
+
+# Its own generate options -> default (None: the checkpoint's own, or off).
+OPTIONS = dict(temperature=SamplingParams.temperature, top_k=SamplingParams.top_k, top_p=SamplingParams.top_p,
+               cfg=SamplingParams.cfg, context=CONTEXT, melody=None, style=None, cfg_beta=None, style_excerpt=None,
+               style_quantizers=None, style_start=None)

@@ -29,6 +29,11 @@ def read_config(folder: Path) -> StableAudioConfig:
     raise CheckpointError(f"{folder} is not a Stable Audio checkpoint (no model_index.json or {TOOLS_CONFIG})")
 
 
+def checkpoint_limits(folder: Path) -> tuple[float, bool]:
+    """(longest clip in seconds, turbo: never) from the checkpoint's config files (the family table's limits)."""
+    return read_config(folder).max_seconds, False
+
+
 def text_encoder_folder(folder: Path, name: str) -> Path:
     """The T5 that a stable-audio-tools config names: a folder beside the checkpoint, or the hub's."""
     return beside_or_hub(folder, name, T5_REPOS.get(name, name))
