@@ -66,7 +66,7 @@ def main(repo: Path):
                 fail(f"{family}: the clip is empty or not finite")
             print(f"wheel smoke: {family}: {clip.audio.shape[1] / clip.sample_rate:.1f} s at {clip.sample_rate} Hz")
 
-    from tunesmith.cpu import ops
+    from tunesmith.diffusion import ops
     from tunesmith.musicgen import cpu_kernels
 
     if warnings:
@@ -75,11 +75,11 @@ def main(repo: Path):
         if get.cache_info().currsize == 0:  # cached on first use: empty means generation never asked for them
             fail(f"{name} CPU kernels were never asked for")
     if ops.kernels() is None:
-        fail("the diffusion models' CPU kernels (cpu/kernels.c) are not in use")
+        fail("the diffusion models' CPU kernels (diffusion/kernels.c) are not in use")
     if cpu_kernels.library() is None:
         # MusicGen's kernels need AVX-512 (int8 or bf16 products); without it torch's run, by design. The
         # wheel's source must still build here, so that a CPU with AVX-512 gets them.
-        from tunesmith.cpu.build import build
+        from tunesmith.native import build
 
         if "avx512f" in cpu_kernels._cpu_signature().split():
             fail("MusicGen's CPU kernels (musicgen/cpu_kernels.c) are not in use on a CPU with AVX-512")

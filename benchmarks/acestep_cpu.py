@@ -219,7 +219,7 @@ def dit_inputs(dit, seconds: float) -> dict:
     condition states as long as the condition encoder makes them for PROMPT and LYRICS (caption tokens
     + lyric tokens + one timbre token)."""
     from tunesmith.acestep.prompt import caption_text, lyrics_text
-    from tunesmith.acestep.sample import row_noise
+    from tunesmith.diffusion.noise import row_noise, seeded_generators
 
     c = dit.config
     frames = math.ceil(seconds * 25)  # 48 kHz / 1920 samples a latent frame
@@ -229,7 +229,7 @@ def dit_inputs(dit, seconds: float) -> dict:
     gen = torch.Generator().manual_seed(1)
     states = torch.randn(1, length, c.encoder_hidden_size or c.hidden_size, generator=gen)
     silence = 0.1 * torch.randn(1, frames, c.audio_acoustic_hidden_dim, generator=gen)
-    return dict(noise=row_noise([0], frames, c.audio_acoustic_hidden_dim), states=states,
+    return dict(noise=row_noise(seeded_generators([0]), (frames, c.audio_acoustic_hidden_dim)), states=states,
                 context=torch.cat([silence, torch.ones_like(silence)], dim=-1))
 
 
@@ -374,7 +374,7 @@ def vae_main(args):
     the arithmetic), and the SNR and time of tunesmith's CPU decoder in bfloat16 and int8 against
     diffusers' float32 decode: of the whole output, and of the part the latents make (the output less the
     decode of zero latents: most of a randomly initialised decoder's output is its biases')."""
-    from tunesmith.cpu.oobleck import OobleckDecoderCPU
+    from tunesmith.diffusion.oobleck import OobleckDecoderCPU
 
     frames = math.ceil(args.seconds * 25)
     gen = torch.Generator().manual_seed(0)
@@ -463,10 +463,13 @@ def main(argv=None):
     ours, theirs = audio.values()
     diff = float(np.abs(ours - theirs[:, :ours.shape[1]]).max())
     for variant in [v for v in (args.cpu or "").split(",") if v]:  # last: the CPU path's forms, one at a time
-        from tunesmith.acestep.model import for_cpu
+        from tunesmith.acestep.cpu import prepare_dit
+        from tunesmith.diffusion.oobleck import OobleckDecoderCPU
 
         name, quantize = CPU_VARIANTS[variant]
-        fast_parts = for_cpu(copy.copy(parts), torch.bfloat16, quantize, consume=False)
+        fast_parts = copy.copy(parts)  # as for_cpu does, but the diffusers DiT left whole for the next variant
+        fast_parts.transformer = prepare_dit(parts.transformer, torch.bfloat16, quantize)
+        fast_parts.decoder = OobleckDecoderCPU(parts.vae.decoder, torch.bfloat16, quantize=quantize)
         fast = AceStep(fast_parts, f"random {args.size}", torch.device("cpu"), torch.bfloat16, quantize)
         results[name] = []
         with torch.inference_mode():

@@ -162,7 +162,7 @@ def main(argv=None):
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
     from tunesmith import MusicGen
-    from tunesmith.api import _quiet_transformers
+    from tunesmith.quiet import quiet_loading
     from tunesmith.device import pick_device
 
     device = pick_device(args.device)
@@ -178,7 +178,7 @@ def main(argv=None):
     reference = None
     if not args.no_reference:
         ref_dtype = torch.float16 if device.type == "cuda" else torch.float32
-        with _quiet_transformers():
+        with quiet_loading(diffusers=False):
             reference = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=ref_dtype).to(device).eval()
             tokenizer = AutoTokenizer.from_pretrained(folder)
         ref_name = f"transformers generate ({str(ref_dtype)[6:]})"

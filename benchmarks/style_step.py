@@ -35,8 +35,9 @@ CASES = (("melody", 2), ("style", 2), ("style", 3))
 
 def decoder_config(size: str, model: str):
     """The melody or style checkpoint's decoder at `size`, as their loaders build it."""
+    from tests.checkpoints import DECODER_PRESETS
     from tunesmith.musicgen.audiocraft import MAX_POSITIONS
-    from tunesmith.musicgen.config import DECODER_PRESETS, DecoderConfig
+    from tunesmith.musicgen.config import DecoderConfig
 
     preset = TINY if size == "tiny" else DECODER_PRESETS[size]
     if model == "melody":

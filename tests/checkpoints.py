@@ -40,11 +40,17 @@ def tiny_melody_config(stereo: bool = False):
                                 decoder=decoder.to_dict(), num_chroma=12, chroma_length=20)
 
 
+# Real architecture sizes, for benchmarks with random weights (speed does not depend on weight values).
+DECODER_PRESETS = {
+    "small": dict(dim=1024, n_layers=24, n_heads=16, ffn_dim=4096),
+    "medium": dict(dim=1536, n_layers=48, n_heads=24, ffn_dim=6144),
+    "large": dict(dim=2048, n_layers=48, n_heads=32, ffn_dim=8192),
+}
+
+
 def real_size_config(size: str, stereo: bool = False):
     """The architecture of facebook/musicgen-{size} (T5-base, EnCodec 32 kHz), for benchmarks."""
     from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
-
-    from tunesmith.musicgen.config import DECODER_PRESETS
 
     p = DECODER_PRESETS[size]
     channels = 2 if stereo else 1

@@ -38,7 +38,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_every_package_file(wheel):
     packaged = {n for n in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in n}
     tracked = {n for n in git_files("tunesmith") if (REPO / n).is_file()}
-    assert {"tunesmith/cpu/kernels.c", "tunesmith/musicgen/cpu_kernels.c",
+    assert {"tunesmith/diffusion/kernels.c", "tunesmith/musicgen/cpu_kernels.c",
             "tunesmith/server/static/index.html"} <= packaged
     assert packaged == tracked, (sorted(tracked - packaged), sorted(packaged - tracked))
 

@@ -55,6 +55,7 @@ def _schedule_entry(text: str) -> tuple[float, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .musicgen.options import CONTEXT
 
     parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen, "
                                                    "Stable Audio Open and ACE-Step.")
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --style: where the excerpt starts, in seconds (default: drawn from the seed)")
     gen.add_argument("--context", type=_seconds, default=None,
                      help="MusicGen, long pieces: seconds of the piece so far that condition each new window "
-                          "(default: 12)")
+                          f"(default: {CONTEXT:g})")
     gen.add_argument("--init-audio", metavar="FILE", default=None,
                      help="Stable Audio: start from this sound (audio-to-audio); --strength says how far to move. "
                           "ACE-Step: the song to repaint (with --repaint)")
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_and_sampling(parser):
     """The options generate and score share: the model, where it runs, sampling, and output policy."""
+    from .musicgen.options import SamplingParams
+
     parser.add_argument("-m", "--model", default="small",
                         help="alias (see 'tunesmith models'), hub id or checkpoint folder (default: small)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -198,11 +201,14 @@ def _add_model_and_sampling(parser):
                              "ACE-Step: int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
     parser.add_argument("--cfg", type=float, default=None,
-                        help="classifier-free guidance, 1 disables (default: MusicGen 3, sao 7, sao-small 1, "
-                             "acestep-base/sft 7; acestep turbo has none)")
-    parser.add_argument("--temperature", type=float, default=None, help="MusicGen: 0 is greedy (default: 1.0)")
-    parser.add_argument("--top-k", dest="top_k", type=int, default=None, help="MusicGen: 0 disables (default: 250)")
-    parser.add_argument("--top-p", dest="top_p", type=float, default=None, help="MusicGen: 0 disables (default: 0)")
+                        help=f"classifier-free guidance, 1 disables (default: MusicGen {SamplingParams.cfg:g}, sao 7, "
+                             "sao-small 1, acestep-base/sft 7; acestep turbo has none)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help=f"MusicGen: 0 is greedy (default: {SamplingParams.temperature:g})")
+    parser.add_argument("--top-k", dest="top_k", type=int, default=None,
+                        help=f"MusicGen: 0 disables (default: {SamplingParams.top_k})")
+    parser.add_argument("--top-p", dest="top_p", type=float, default=None,
+                        help=f"MusicGen: 0 disables (default: {SamplingParams.top_p:g})")
     parser.add_argument("--steps", type=int, default=None,
                         help="Stable Audio, ACE-Step: sampler steps (default: sao 100, sao-small 8, acestep 8, "
                              "acestep-base/sft 50)")
@@ -599,18 +605,19 @@ def _print_timings(rows, first_stage: str):
 
 
 def cmd_models(args) -> int:
+    from .family import FAMILIES
     from .hub import ALIASES, cached_folder
-    from .request import FAMILY_NAMES
 
-    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}cached")
+    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}"
+          f"{'licence':<21}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
-        follows = ("text + melody" if info.melody else "text + style" if info.style
-                   else {"stable_audio": "text + audio", "acestep": "text + lyrics + song"}.get(info.family, "text"))
+        family = FAMILIES[info.family]
+        follows = "text + melody" if info.melody else "text + style" if info.style else family.inputs
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
-        print(f"{alias:<21}{FAMILY_NAMES[info.family]:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
-              f"{follows:<22}{cached}")
+        print(f"{alias:<21}{family.display:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
+              f"{follows:<22}{info.licence:<21}{cached}")
     return 0
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from .audio.checks import check_audio
-from .audio.loops import make_loop
+from .audio.loops import loop_overhang, make_loop
 from .clip import Clip
 from .device import pick_device, pick_dtype
 from .errors import InvalidParameter
-from .request import Request, check_threads
+from .request import FAMILY_NAMES, Request, check_threads, named
 
 log = logging.getLogger("tunesmith")
 
@@ -40,8 +40,37 @@ class Family:
     checks that depend on the model), _run (-> audio and stage seconds), _clips and _move."""
 
     family = ""
+    quantize_choices: tuple[str, ...] = ()  # what from_pretrained's quantize may be besides None
     device: torch.device
     dtype: torch.dtype
+    name: str
+
+    @classmethod
+    def _open(cls, name_or_path, device, dtype, threads, quantize, default_dtype=None):
+        """What every from_pretrained starts with -> (device, dtype, folder): quantize checked, the
+        threads set, the device and dtype picked (place), the family's own checks of them (_check_placement),
+        and only then the checkpoint's folder, downloaded if need be."""
+        from .hub import resolve
+
+        if quantize is not None and quantize not in cls.quantize_choices:
+            choices = ["None", *(repr(q) for q in cls.quantize_choices)]
+            raise InvalidParameter(f"quantize must be {', '.join(choices[:-1])} or {choices[-1]} for "
+                                   f"{FAMILY_NAMES[cls.family]} models, got {quantize!r}")
+        dev, dt = place(device, dtype, threads, default_dtype)
+        cls._check_placement(dev, dt, quantize)
+        return dev, dt, resolve(name_or_path)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        """A family's refusals of a device, dtype and quantize that do not go together."""
+
+    def _settings(self, duration: float, loop: bool, **own) -> dict:
+        """What each clip's params start with: the model, the duration, the family's own settings, the
+        device, the dtype, the loop and the licence of the model's weights (None for a local folder)."""
+        from .hub import licence_of
+
+        return dict(model=self.name, duration=duration, **own, device=str(self.device), dtype=str(self.dtype)[6:],
+                    loop=loop, licence=licence_of(self.name))
 
     def generate_request(self, request: Request, progress: bool | Callable[[int, int], None] = False) -> list:
         """generate() for a request already checked by tunesmith.request.check_request (the CLI and the
@@ -89,6 +118,18 @@ class Family:
 
     def _move(self, device: torch.device, dtype: torch.dtype):
         raise NotImplementedError
+
+
+def generated_seconds(request: Request, longest: float | None = None) -> float:
+    """The seconds to generate for a request: its duration, and for a loop the overhang that joins it;
+    refused past `longest`, the most this model makes at once (None: no limit, as MusicGen windows)."""
+    seconds = request.duration + (loop_overhang(request.duration) if request.loop else 0.0)
+    if longest is not None and seconds > longest + 1e-9:
+        what = (f"a loop of {request.duration:g} s (with {seconds - request.duration:.2f} s more to join it)"
+                if request.loop else f"{request.duration:g} s")
+        limit = f"{longest:.2f}".rstrip("0").rstrip(".")
+        raise InvalidParameter(f"{named('duration')}: {what} is longer than the {limit} s this model makes at once")
+    return seconds
 
 
 class StageClock:

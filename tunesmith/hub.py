@@ -17,6 +17,16 @@ from urllib.parse import urlsplit
 from .errors import ModelNotFound
 
 
+# The licences of the weights behind the aliases, as their model cards state them: whether a clip may go into
+# a paid product depends on them. Short name -> what it allows.
+LICENCES = {
+    "CC-BY-NC-4.0": "Creative Commons Attribution-NonCommercial 4.0: non-commercial use only",
+    "Stability-Community": "Stability AI Community License: commercial use free below US$1M annual revenue, "
+                           "an enterprise licence above",
+    "MIT": "MIT: any use, the copyright notice kept",
+}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     repo: str
@@ -29,14 +39,17 @@ class ModelInfo:
     longest: float | None = None  # seconds made at once; None: long pieces window by window
     gated: bool = False  # the hub asks for its licence to be accepted before downloading
     turbo: bool = False  # guidance distilled in (ACE-Step turbo): a cfg is refused before it downloads
+    licence: str = "CC-BY-NC-4.0"  # of the weights (LICENCES): MusicGen's are non-commercial
 
 
 def _sao(repo: str, params: str, longest: float) -> ModelInfo:
-    return ModelInfo(repo, params, 2, family="stable_audio", sample_rate=44100, longest=longest, gated=True)
+    return ModelInfo(repo, params, 2, family="stable_audio", sample_rate=44100, longest=longest, gated=True,
+                     licence="Stability-Community")
 
 
 def _ace(repo: str, params: str, turbo: bool) -> ModelInfo:
-    return ModelInfo(repo, params, 2, family="acestep", sample_rate=48000, longest=600.0, turbo=turbo)
+    return ModelInfo(repo, params, 2, family="acestep", sample_rate=48000, longest=600.0, turbo=turbo,
+                     licence="MIT")
 
 
 ALIASES = {
@@ -72,7 +85,11 @@ STEM_MODELS = {
     "htdemucs_ft": "adefossez/HTDemucs-ft",
     "htdemucs_6s": "adefossez/HTDemucs-6s",
 }
+STEM_LICENCE = "MIT"  # Demucs' weights, as its repository states
 DEMUCS_PATTERNS = ["*.yaml", "*.safetensors"]
+# The T5 encoders that stable-audio-tools and audiocraft configs name by their original short names; the hub
+# moved them under google-t5/.
+T5_REPOS = {"t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large"}
 
 CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"]
@@ -95,6 +112,16 @@ class HubUnavailable(ModelNotFound):
     def __init__(self, repo: str, reason: str, offline: bool):
         super().__init__(f"model {repo} is not in the local Hugging Face cache and {reason}")
         self.offline = offline  # HF_HUB_OFFLINE is set (rather than no network)
+
+
+def licence_of(name: str) -> str | None:
+    """The licence of an alias's weights, or of a hub id that an alias names; None for anything else
+    (a local folder, another repository: its own model card says)."""
+    if name in ALIASES:
+        return ALIASES[name].licence
+    if name in STEM_MODELS or name in STEM_MODELS.values():
+        return STEM_LICENCE
+    return next((info.licence for info in ALIASES.values() if info.repo == name), None)
 
 
 def looks_like_path(name: str) -> bool:
@@ -302,3 +329,10 @@ def resolve(name_or_path: str | Path) -> Path:
                                 f"{licence_step(repo)})") from None
         raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where}, "
                             "or pass a local checkpoint folder (-m FOLDER)") from None
+
+
+def beside_or_hub(folder: Path, sub: str, repo: str) -> Path:
+    """A part that a checkpoint names (its T5, EnCodec, MERT): the folder `sub` beside the checkpoint's
+    files when there is one, else hub repository `repo` (downloaded if need be)."""
+    local = folder / sub
+    return local if local.is_dir() else resolve(repo)

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, InvalidParameter
+from .family import FAMILIES
 from .hub import ALIASES, download, layout_of, local_folder, repo_for
-from .request import FAMILY_NAMES
 
 MUSICGEN_TYPES = ("musicgen", "musicgen_melody")
-LOADING_OPTIONS = {"musicgen": ("quantize", "threads"), "stable_audio": ("quantize", "threads"),
-                   "acestep": ("quantize", "threads")}
-DIFFUSERS_FAMILIES = {"StableAudioPipeline": "stable_audio", "AceStepPipeline": "acestep"}
+DIFFUSERS_FAMILIES = {spec.pipeline: spec.name for spec in FAMILIES.values() if spec.pipeline}
 
 
 @dataclass(frozen=True)
@@ -42,10 +40,6 @@ def family_of(folder: Path) -> str:
             raise CheckpointError(f"{folder} holds a diffusers {name}: tunesmith runs "
                                   f"{' and '.join(DIFFUSERS_FAMILIES)} checkpoints")
         return DIFFUSERS_FAMILIES[name]
-    if layout == "stable-audio-tools":
-        return "stable_audio"
-    if layout == "audiocraft":  # MusicGen-Style; the loader refuses other audiocraft models by their xp.cfg
-        return "musicgen"
     if layout == "transformers":
         try:
             model_type = json.loads((folder / "config.json").read_text()).get("model_type")
@@ -54,7 +48,11 @@ def family_of(folder: Path) -> str:
         if model_type not in MUSICGEN_TYPES:
             raise CheckpointError(f"{folder} holds a transformers '{model_type}' model, not one tunesmith runs "
                                   "(MusicGen, Stable Audio Open)")
-        return "musicgen"
+    # stable-audio-tools: Stable Audio; audiocraft: MusicGen-Style (the loader refuses other audiocraft models
+    # by their xp.cfg); transformers: MusicGen
+    family = next((spec.name for spec in FAMILIES.values() if layout in spec.layouts), None)
+    if family is not None:
+        return family
     if layout == "demucs":
         raise CheckpointError(f"{folder} holds a Demucs bag, which splits music into stems rather than making it: "
                               "use 'tunesmith stems' or tunesmith.separate")
@@ -77,17 +75,7 @@ def describe(name_or_path: str | Path) -> ModelSpec:
     if folder is None:
         folder = download(repo_for(str(name_or_path)))
     family = family_of(folder)
-    longest, turbo = None, False
-    if family == "stable_audio":
-        from .stable_audio.load import read_config
-
-        longest = read_config(folder).max_seconds
-    elif family == "acestep":
-        from .acestep.layout import read_config as read_acestep_config
-        from .acestep.parts import LONGEST
-
-        turbo = read_acestep_config(folder).turbo  # a folder missing a part is refused here, before any value is used
-        longest = LONGEST
+    longest, turbo = FAMILIES[family].checkpoint_limits(folder)
     layout = layout_of(folder)
     return ModelSpec(family, longest, folder, style=layout == "audiocraft", turbo=turbo,
                      melody=layout == "transformers" and _model_type(folder) == "musicgen_melody")
@@ -104,22 +92,11 @@ def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, *
     from .hub import resolve
 
     folder = resolve(name_or_path)
-    family = family_of(folder)
-    foreign = sorted(set(options) - set(LOADING_OPTIONS[family]))
+    spec = FAMILIES[family_of(folder)]
+    foreign = sorted(set(options) - set(spec.loading))
     if foreign:
-        raise InvalidParameter(f"{foreign[0]} is not a loading option of {FAMILY_NAMES[family]} models "
-                               f"(theirs: {', '.join(LOADING_OPTIONS[family])})")
-    if family == "acestep":
-        from .acestep.model import AceStep
-
-        model = AceStep.from_pretrained(folder, device=device, dtype=dtype, **options)
-    elif family == "stable_audio":
-        from .stable_audio.model import StableAudio
-
-        model = StableAudio.from_pretrained(folder, device=device, dtype=dtype, **options)
-    else:
-        from .api import MusicGen
-
-        model = MusicGen.from_pretrained(folder, device=device, dtype=dtype, **options)
+        raise InvalidParameter(f"{foreign[0]} is not a loading option of {spec.display} models "
+                               f"(theirs: {', '.join(spec.loading)})")
+    model = spec.model_class().from_pretrained(folder, device=device, dtype=dtype, **options)
     model.name = str(name_or_path)
     return model

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidParameter, TunesmithError
-from .musicgen.longform import Schedule
-from .musicgen.sampling import MAX_SEED, SamplingParams
+from .family import FAMILIES
+from .musicgen.options import MAX_SEED, SamplingParams, Schedule
 
 log = logging.getLogger("tunesmith")
 
@@ -32,8 +32,8 @@ FRAME_SECONDS = 0.02  # one codec frame (50 per second): the shortest clip, and 
 MAX_VARIATIONS = 64
 
 MAX_STEPS = 1000
-FAMILY_NAMES = {"musicgen": "MusicGen", "stable_audio": "Stable Audio", "acestep": "ACE-Step"}
-SHORTEST = {"acestep": 10.0}  # seconds: ACE-Step 1.5 was trained on songs of 10 s to 10 min
+FAMILY_NAMES = {spec.name: spec.display for spec in FAMILIES.values()}
+SHORTEST = {spec.name: spec.shortest for spec in FAMILIES.values() if spec.shortest is not None}  # seconds
 WORDS_PER_SECOND = 5.0  # more lyrics than this cannot be sung in the song's time (fast rap is about 4)
 LANGUAGE = re.compile(r"[a-z]{2,3}|unknown")  # ACE-Step's lyric language codes: en, zh, ja, yue, ...
 # Not text: lone surrogates (JSON "\ud800" decodes to one; no tokenizer, file or UTF-8 answer takes it) and
@@ -50,12 +50,7 @@ FLAGS = {
     "style_quantizers": "--style-quantizers", "style_start": "--style-start", "repaint": "--repaint",
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
-OPTIONS = {
-    "musicgen": dict(temperature=1.0, top_k=250, top_p=0.0, cfg=3.0, context=12.0, melody=None, style=None,
-                     cfg_beta=None, style_excerpt=None, style_quantizers=None, style_start=None),
-    "stable_audio": dict(steps=None, cfg=None, negative_prompt=None, sampler=None, strength=None),
-    "acestep": dict(lyrics=None, language=None, steps=None, cfg=None, repaint=None),
-}
+OPTIONS = {spec.name: spec.options for spec in FAMILIES.values()}
 
 
 def named(param: str) -> str:

@@ -10,7 +10,7 @@ import torch
 import tunesmith
 from tunesmith.errors import InvalidParameter
 from tunesmith.acestep.cpu import DiTCPU, prepare_dit
-from tunesmith.cpu import ops
+from tunesmith.diffusion import ops
 
 from .tiny import LATENT_DIM
 

@@ -158,7 +158,7 @@ def test_long_pieces_and_continuations_through_the_whole_step(kernels, mono_ckpt
     lm.to(torch.bfloat16).eval()
     specialise_linears(lm, torch.device("cpu"), "int8")
     mg._model.lm = lm
-    mg.window_seconds = 1.0
+    mg._window_seconds = 1.0
     built = []
     monkeypatch.setattr(cpu_step, "build", lambda lm, rows: built.append(BUILD(lm, rows)) or built[-1])
 

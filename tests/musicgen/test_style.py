@@ -243,11 +243,11 @@ def test_long_pieces_keep_the_same_style_tokens(style_model, monkeypatch):
     monkeypatch.setattr(StyleModel, "tokens", lambda self, *a, real_tokens=StyleModel.tokens:
                         (calls.append(1), real_tokens(self, *a))[1])
     monkeypatch.setattr(longform, "generate_codes", lambda *a, **k: (styles.append(k["style"]), real(*a, **k))[1])
-    style_model.window_seconds = 0.3
+    style_model._window_seconds = 0.3
     try:
         clip = style_model.generate("ambient pads", style=(music(), SR), duration=0.7, context=0.1, seed=2)[0]
     finally:
-        style_model.window_seconds = style_model.max_window
+        style_model._window_seconds = style_model.max_window
     assert len(calls) == 1 and len(styles) >= 3 and all(s is styles[0] for s in styles)
     assert clip.audio.shape[1] == int(0.7 * SR)
 

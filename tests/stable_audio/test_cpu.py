@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tunesmith.cpu import ops
+from tunesmith.diffusion import ops
 from tunesmith.stable_audio import cpu
 from tunesmith.stable_audio.sample import encode_text
 

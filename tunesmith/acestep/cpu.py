@@ -2,7 +2,8 @@
 products in bfloat16 around a float32 residual stream.
 
 prepare_dit(transformer, dtype, quantize) -> DiTCPU, called as the transformer (same arguments, same
-output type):
+output type); for_cpu(parts, dtype, quantize) swaps the DiT and the VAE decoder of loaded parts for
+their CPU forms:
 
 - the products of every block (q/k/v in one, attention out, cross-attention q and out, gate/up in
   one, down) in `dtype`: bfloat16 (oneDNN's AVX512-BF16 kernels, float32 sums), or with
@@ -11,7 +12,7 @@ output type):
 - the residual stream, the RMSNorms, the AdaLN modulation, both timestep embeddings, the patchify
   convolutions in and out and the condition projection in float32 (diffusers cast to bfloat16 rounds
   all of these, and the timestep itself: 13.7 dB from float32 at 2B sizes, BENCHMARKS.md);
-- q/k RMSNorm and rotary in one C pass, attention in C with float32 scores (cpu/ops.py); the
+- q/k RMSNorm and rotary in one C pass, attention in C with float32 scores (diffusion/ops.py); the
   sliding-window layers skip the key blocks wholly outside their window;
 - cross-attention keys and values once per conditioning: kept with a copy of the condition states
   and reused while states of equal values come back (every step of a song).
@@ -25,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cpu import ops
-from ..cpu.dit import CPUTransformer
+from ..diffusion import ops
+from ..diffusion.dit import CPUTransformer
+from ..diffusion.oobleck import OobleckDecoderCPU
+from .parts import AceStepParts
 
 
 def _linear(linears: list[nn.Linear], width: int, rows: list[int], dtype: torch.dtype,
@@ -65,7 +68,7 @@ def _rotate(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 def _norm_rotate(x: torch.Tensor, norm: tuple, rotary: tuple | None) -> torch.Tensor:
     """The per-head RMSNorm, then rotary (self-attention), on q or k (B, heads, S, head_dim) as
-    diffusers' processor applies them: in bfloat16 one pass of cpu/kernels.c in place (x is a view of
+    diffusers' processor applies them: in bfloat16 one pass of diffusion/kernels.c in place (x is a view of
     its block's own projection output), else in float32 with torch."""
     if ops.norm_rotate(x, "rms", norm[0], None, norm[1], rotary):
         return x
@@ -201,3 +204,15 @@ def prepare_dit(transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, qua
     (bfloat16 or float32) or, quantize="int8", dynamic int8. consume: the transformer's layers are
     dropped as they are copied (it cannot run afterwards); else it is left whole."""
     return DiTCPU(transformer, dtype, quantize, consume).eval()
+
+
+def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> AceStepParts:
+    """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
+    path: the DiT as DiTCPU (products in `dtype`, the residual stream, norms and modulation
+    float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
+    OobleckDecoderCPU of diffusion/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
+    quantize="int8": both with int8 products instead. The diffusers DiT's layers are dropped as they are
+    copied (the peak is the module and one layer)."""
+    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=True)
+    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
+    return parts

@@ -7,21 +7,17 @@ from pathlib import Path
 
 import torch
 
-from ..diffusers_folder import load_part, read_json, read_pipeline_index
-from .parts import GUIDED_CFG, GUIDED_STEPS, TURBO_STEPS, AceStepConfig, AceStepParts
+from ..diffusion.folder import load_part, read_json, read_pipeline_index
+from .parts import GUIDED_CFG, GUIDED_STEPS, LONGEST, TURBO_STEPS, AceStepConfig, AceStepParts
 
 PIPELINE_CLASS = "AceStepPipeline"
 PARTS = ("text_encoder", "tokenizer", "condition_encoder", "transformer", "vae", "scheduler")
 
 
-def read_index(folder: Path) -> dict:
-    return read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
-
-
 def read_config(folder: Path) -> AceStepConfig:
     """Sizes and defaults from the config files alone (no weights read). Turbo is told as the pipeline
     tells it: the transformer's is_turbo, or its model_version "turbo"."""
-    read_index(folder)
+    read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
     dit, vae = read_json(folder / "transformer" / "config.json"), read_json(folder / "vae" / "config.json")
     turbo = bool(dit.get("is_turbo", False) or dit.get("model_version") == "turbo")
     return AceStepConfig(sample_rate=int(vae.get("sampling_rate", 48000)),
@@ -29,6 +25,12 @@ def read_config(folder: Path) -> AceStepConfig:
                          audio_channels=int(vae.get("audio_channels", 2)),
                          latent_dim=int(dit.get("audio_acoustic_hidden_dim", 64)), turbo=turbo,
                          steps=TURBO_STEPS if turbo else GUIDED_STEPS, cfg=1.0 if turbo else GUIDED_CFG)
+
+
+def checkpoint_limits(folder: Path) -> tuple[float, bool]:
+    """(longest song in seconds, turbo) of a folder (the family table's limits): a folder missing a part
+    is refused here, before any value is used."""
+    return LONGEST, read_config(folder).turbo
 
 
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,

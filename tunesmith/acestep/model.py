@@ -11,17 +11,17 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio.loops import loop_overhang
 from ..audio.prompt import fit_audio
 from ..clip import Clip
+from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock, clips_of_rows, place
-from ..request import Request, SongParams, check_guidance, check_request, named
+from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..request import Request, SongParams, check_guidance, check_request
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
 from .prompt import INSTRUCTION, REPAINT
 from .repaint import encode, source_latents, span_frames
-from .sample import context_latents, encode_conditions, row_noise, sample
+from .sample import context_latents, encode_conditions, sample
 
 log = logging.getLogger("tunesmith")
 
@@ -30,6 +30,7 @@ class AceStep(Family):
     """A loaded ACE-Step 1.5 pipeline folder: `tunesmith.load("acestep")`, then `generate(...)`."""
 
     family = "acestep"
+    quantize_choices = ("int8",)
     shortest, longest = SHORTEST, LONGEST
 
     def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype,
@@ -39,7 +40,7 @@ class AceStep(Family):
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
-        self.window = WINDOW_FRAMES  # latent frames the VAE decodes at once
+        self._window = WINDOW_FRAMES  # latent frames the VAE decodes at once
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
@@ -55,30 +56,31 @@ class AceStep(Family):
             The VAE decodes in float32, except with bfloat16 on the CPU: there the DiT runs as
             acestep/cpu.py's DiTCPU (bfloat16 products around a float32 residual stream, norms and
             modulation: 48 dB from float32 after 8 steps at 2B sizes, 4.3x its speed; BENCHMARKS.md), the
-            encoders stay float32 and the VAE decodes through the CPU Oobleck decoder (cpu/oobleck.py,
+            encoders stay float32 and the VAE decodes through the CPU Oobleck decoder (diffusion/oobleck.py,
             bfloat16 tiles), window by window. dtype="float32" on the CPU is diffusers' exact path (the
             parity contract).
         quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (dynamic: weights a
             scale per row, activations per token or tile), faster again and further from float32
             (BENCHMARKS.md has both).
         """
-        from ..hub import resolve
         from .layout import load_folder
 
-        dev, dt = place(device, dtype, threads)
-        if quantize not in (None, "int8"):
-            raise InvalidParameter(f"quantize must be None or 'int8' for ACE-Step models, got {quantize!r}")
-        if quantize is not None and dev.type != "cpu":
-            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, bfloat16 is faster")
-        if dev.type == "cpu" and dt == torch.float16:
-            raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
-        folder = resolve(name_or_path)
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
         if dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None):
             # the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory while
             # loading), its norms and modulation computed in float32 from those values
+            from .cpu import for_cpu
+
             parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32, torch.bfloat16), dt, quantize)
             return cls(parts, str(name_or_path), dev, dt, quantize)
         return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if quantize is not None and device.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, bfloat16 is faster")
+        if device.type == "cpu" and dtype == torch.float16:
+            raise InvalidParameter("float16 does not suit the CPU: use float32 (or bfloat16)")
 
     @property
     def config(self) -> AceStepConfig:
@@ -107,7 +109,8 @@ class AceStep(Family):
         lyrics: the words to sing, every song the same; [verse], [chorus], ... tags mark sections. None or
             "" makes an instrumental.
         language: of the lyrics, a code such as "en" (default), "zh", "ja", "es".
-        duration: seconds, from 10 to 600 (default 30); with repaint, the song's own length (leave it out).
+        duration: seconds, from 10 to 600 (None: 10, as everywhere); with repaint, the song's own length (leave
+            it out).
         seed: makes the output reproducible (same device and dtype); variation v uses seed + v. On the CPU
             in float32 a song is the audio diffusers' AceStepPipeline gives for the same prompt, lyrics,
             duration and seed (generator=torch.Generator("cpu").manual_seed(seed)), to its length.
@@ -120,8 +123,6 @@ class AceStep(Family):
         loop: each song is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
         """
-        if duration is None and repaint is None:
-            duration = 30.0
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
                                 num_variations=num_variations, loop=loop, audio_prompt=audio_prompt, longest=LONGEST,
                                 turbo=self.config.turbo, lyrics=lyrics, language=language, steps=steps, cfg=cfg,
@@ -134,11 +135,7 @@ class AceStep(Family):
         check_guidance(p.cfg, config.turbo)  # again: a local folder is known turbo only once loaded
         if p.repaint is not None:
             return self._repaint_plan(request, p)
-        seconds = request.duration + (loop_overhang(request.duration) if request.loop else 0.0)
-        if seconds > LONGEST + 1e-9:
-            raise InvalidParameter(f"{named('duration')}: a loop of {request.duration:g} s (with "
-                                   f"{seconds - request.duration:.2f} s more to join it) is longer than the "
-                                   f"{LONGEST:g} s this model makes")
+        seconds = generated_seconds(request, LONGEST)
         frames = math.ceil(seconds * config.frames_per_second)  # latent frames, as the pipeline counts
         return _Plan(request.rows, request.duration, seconds, frames, p.lyrics, p.language,
                      p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop)
@@ -164,7 +161,7 @@ class AceStep(Family):
         clock = StageClock(self.device)
         frames = plan.frames
         groups = _groups(plan.rows)  # rows of the same prompt share their conditions and one DiT batch
-        chunks = len(windows(frames, self.window))
+        chunks = len(windows(frames, self._window))
         # one fixed total: the source's encoder windows, the steps, then the decoder's windows
         total = (chunks if plan.source is not None else 0) + len(groups) * plan.steps + len(plan.rows) * chunks
         done = 0
@@ -177,7 +174,7 @@ class AceStep(Family):
 
         posterior = None
         if plan.source is not None:
-            posterior = encode(parts.vae, torch.from_numpy(plan.source)[None], self.window, tick)  # [1, 2 C, L]
+            posterior = encode(parts.vae, torch.from_numpy(plan.source)[None], self._window, tick)  # [1, 2 C, L]
             clock.lap("encode")
         instruction = INSTRUCTION if plan.source is None else REPAINT
         states = {}
@@ -187,22 +184,21 @@ class AceStep(Family):
         latents = [None] * len(plan.rows)
         for text, indices in groups.items():
             seeds = [plan.rows[i][1] for i in indices]
-            noise = row_noise(seeds, frames, config.latent_dim).to(self.device)
+            noise = row_noise(seeded_generators(seeds), (frames, config.latent_dim)).to(self.device)
             source = None if posterior is None else source_latents(posterior, seeds, parts.transformer.dtype)
             context = context_latents(parts, frames, len(seeds), source, plan.span)
             out = sample(parts, noise, states[text], context, plan.steps, plan.cfg, tick)
             for i, row in zip(indices, out):
                 latents[i] = row
         clock.lap("dit")
-        audio = torch.cat([decode(parts.vae, x[None], self.window, tick, parts.decoder) for x in latents])
+        audio = torch.cat([decode(parts.vae, x[None], self._window, tick, parts.decoder) for x in latents])
         clock.lap("vae")
         return normalize(audio), clock.seconds
 
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
-        settings = dict(model=self.name, duration=plan.duration, steps=plan.steps, cfg=plan.cfg,
-                        lyrics=plan.lyrics, language=plan.language, device=str(self.device),
-                        dtype=str(self.dtype)[6:], loop=plan.loop)
+        settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg, lyrics=plan.lyrics,
+                                  language=plan.language)
         if self.quantize:
             settings["quantize"] = self.quantize
         if plan.repaint is not None:
@@ -215,22 +211,6 @@ class AceStep(Family):
         self._parts.to(device, dtype, torch.float32)
         if device.type != "cpu":
             self._parts.decoder = None  # the CPU decoder is the CPU's; _move back to the GPU goes to diffusers'
-
-
-def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None,
-            consume: bool = True) -> AceStepParts:
-    """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
-    path: the DiT as cpu.py's DiTCPU (products in `dtype`, the residual stream, norms and modulation
-    float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
-    OobleckDecoderCPU of cpu/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
-    quantize="int8": both with int8 products instead. consume: the diffusers DiT's layers are dropped as
-    they are copied (False leaves it whole, for a benchmark)."""
-    from ..cpu.oobleck import OobleckDecoderCPU
-    from .cpu import prepare_dit
-
-    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=consume)
-    parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
-    return parts
 
 
 @dataclass

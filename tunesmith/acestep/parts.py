@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..diffusers_folder import quiet_loading
+from ..quiet import quiet_loading
+from .options import LONGEST, SHORTEST  # noqa: F401 (read from here by the model and the layout)
 
-SHORTEST, LONGEST = 10.0, 600.0  # seconds: the range ACE-Step 1.5 was trained on (10 s to 10 min)
 TURBO_STEPS, GUIDED_STEPS = 8, 50  # turbo is distilled for 8 steps; base/sft: ACE-Step's recommended 50
 GUIDED_CFG = 7.0  # AceStepPipeline's default guidance for base/sft (APG)
 SHIFT = 3.0  # AceStepPipeline's default timestep shift

@@ -74,13 +74,6 @@ def timestep_schedule(steps: int, shift: float = SHIFT) -> list[float]:
     return t[:-1].tolist()
 
 
-def row_noise(seeds: list[int], frames: int, channels: int) -> torch.Tensor:
-    """One standard normal draw per row from its own CPU generator: [B, frames, C], so that a row's
-    seed gives the same noise in any batch (as the pipeline draws with a list of CPU generators)."""
-    return torch.cat([torch.randn((1, frames, channels), generator=torch.Generator("cpu").manual_seed(s))
-                      for s in seeds])
-
-
 def sample(parts: AceStepParts, noise: torch.Tensor, states: torch.Tensor, context: torch.Tensor, steps: int,
            cfg: float, report: Callable[[int], None] | None = None) -> torch.Tensor:
     """Euler steps of the flow from noise [B, L, C] (float32) to latents [B, L, C] (float32).

@@ -12,7 +12,6 @@ beside the weights (an offline copy, in transformers' layout).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -21,13 +20,14 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..hub import T5_REPOS, beside_or_hub
+from ..quiet import quiet_loading
 from .config import DecoderConfig, MusicGenConfig
 from .style import StyleConditioner, StyleConfig, StyleModel, check_codebooks_ready, mert_config, style_key_map, \
     training_only_keys
 from .weights import _legacy_weight_norm, load_decoder, load_submodule, unreadable
 
 LM_FILE, CODEC_FILE = "state_dict.bin", "compression_state_dict.bin"
-T5_REPOS = {"t5-base": "google-t5/t5-base", "t5-small": "google-t5/t5-small", "t5-large": "google-t5/t5-large"}
 MERT_REPO = "m-a-p/MERT-v1-95M"
 STYLE = "condition_provider.conditioners.self_wav."
 TEXT = "condition_provider.conditioners.description."
@@ -220,27 +220,6 @@ def encodec_config(cfg: dict, path: Path):
     return config
 
 
-@contextlib.contextmanager
-def _no_progress_bars():
-    """transformers draws a bar while it loads weights: noise on a command line's stderr."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
-def _hub_or_beside(folder: Path, sub: str, repo: str) -> Path:
-    from ..hub import resolve
-
-    local = folder / sub
-    return local if local.is_dir() else resolve(repo)
-
-
 def load_codec(folder: Path) -> torch.nn.Module:
     from transformers import EncodecModel
 
@@ -249,8 +228,8 @@ def load_codec(folder: Path) -> torch.nn.Module:
     if "pretrained" in pkg:  # a reference to a released EnCodec, in transformers' layout on the hub
         name = str(pkg["pretrained"]).removeprefix("//pretrained/")
         try:
-            with _no_progress_bars():
-                return EncodecModel.from_pretrained(str(_hub_or_beside(folder, "encodec", name))).float()
+            with quiet_loading(diffusers=False):
+                return EncodecModel.from_pretrained(str(beside_or_hub(folder, "encodec", name))).float()
         except OSError as err:
             raise CheckpointError(f"cannot load EnCodec {name} ({err})") from None
     if "best_state" not in pkg:
@@ -265,9 +244,9 @@ def load_text_encoder(folder: Path, t5_name: str):
     """-> (tokenizer, T5EncoderModel) from `t5/` beside the weights, or from the hub."""
     from transformers import AutoTokenizer, T5EncoderModel
 
-    where = _hub_or_beside(folder, "t5", T5_REPOS[t5_name])
+    where = beside_or_hub(folder, "t5", T5_REPOS[t5_name])
     try:
-        with _no_progress_bars():
+        with quiet_loading(diffusers=False):
             return AutoTokenizer.from_pretrained(str(where)), T5EncoderModel.from_pretrained(str(where)).float().eval()
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot load the text encoder from {where} ({type(err).__name__}: {err})") from None
@@ -280,7 +259,7 @@ def load_mert(folder: Path) -> torch.nn.Module:
 
     from .weights import Checkpoint
 
-    where = _hub_or_beside(folder, "mert", MERT_REPO)
+    where = beside_or_hub(folder, "mert", MERT_REPO)
     try:
         raw = json.loads((where / "config.json").read_text())
     except (OSError, ValueError) as err:

@@ -104,11 +104,3 @@ class MusicGenConfig:
     @property
     def hop_length(self) -> int:
         return self.sample_rate // self.frame_rate
-
-
-# Real architecture sizes, for benchmarks with random weights (speed does not depend on weight values).
-DECODER_PRESETS = {
-    "small": dict(dim=1024, n_layers=24, n_heads=16, ffn_dim=4096),
-    "medium": dict(dim=1536, n_layers=48, n_heads=24, ffn_dim=6144),
-    "large": dict(dim=2048, n_layers=48, n_heads=32, ffn_dim=8192),
-}

@@ -1,6 +1,6 @@
 """Build, load and call the packed-weight matrix-vector kernels of cpu_kernels.c.
 
-The C file is compiled once per machine by tunesmith/cpu/build.py (the system C compiler, for the
+The C file is compiled once per machine by tunesmith/native.py (the system C compiler, for the
 CPU it runs on, cached). No compiler, no AVX-512, a failed build, or TUNESMITH_CPU_KERNELS=0:
 `library()` is None and the callers use torch's own kernels: the same computation up to rounding,
 about half the speed. On an AVX-512 CPU that is said once, in a warning: it is something the user
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..cpu.build import build, cpu_signature as _cpu_signature, why_not
+from ..native import build, cpu_signature as _cpu_signature, why_not
 
 log = logging.getLogger("tunesmith")
 

@@ -13,10 +13,8 @@ import torch
 
 from .generate import Progress, generate_codes, steps_for
 from .lm import MusicGenLM
+from .options import SamplingParams, Schedule
 from .patterns import delay_offsets
-from .sampling import SamplingParams
-
-Schedule = list[tuple[float, str]]  # (start second, text), sorted by start
 
 
 @dataclass(frozen=True)

@@ -7,27 +7,9 @@ needs no generator state (it can be captured in a CUDA graph).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-MAX_SEED = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0  # 0 means greedy
-    top_k: int = 250  # 0 disables
-    top_p: float = 0.0  # 0 disables; applied after top-k
-    cfg: float = 3.0  # classifier-free guidance scale; 1 disables
-    # MusicGen-Style's second coefficient, set only when both text and style condition the piece: three
-    # rows per prompt (text+style, style only, neither) instead of two. None: ordinary guidance.
-    cfg_beta: float | None = None
-
-    @property
-    def rows(self) -> int:
-        """Batch rows per prompt in the decoder: 1 without guidance, 2 with, 3 with two coefficients."""
-        return 1 if self.cfg <= 1 else 2 if self.cfg_beta is None else 3
+from .options import MAX_SEED, SamplingParams  # noqa: F401 (MAX_SEED: imported from here by the server)
 
 
 def guidance_mix(logits: torch.Tensor, cfg: float, cfg_beta: float | None = None) -> torch.Tensor:

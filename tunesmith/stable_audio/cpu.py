@@ -8,7 +8,7 @@ for_cpu(parts, dtype, quantize) swaps the DiT and the VAE decoder of loaded part
                    bfloat16 products (or dynamic int8), a float32 residual stream and float32
                    small parts, q/k/v in one product, cross-attention keys and values once per
                    prompt, attention and q/k norm + rotary in C
-    VAE decode     OobleckDecoderCPU(vae.decoder, dtype, quantize)(latents, length=None) (cpu/oobleck.py,
+    VAE decode     OobleckDecoderCPU(vae.decoder, dtype, quantize)(latents, length=None) (diffusion/oobleck.py,
                    shared with ACE-Step): the decoder tile by tile along time (exact seams), every
                    intermediate in the cache; bfloat16 convolutions with float32 sums (or int8
                    products) and a float32 residual stream; Snake, residual adds and the upsampling's phase interleave one
@@ -16,7 +16,7 @@ for_cpu(parts, dtype, quantize) swaps the DiT and the VAE decoder of loaded part
 
 DEFAULT_DTYPES holds the defaults; BENCHMARKS.md has what each lever gains and how far it moves
 the output from float32 (benchmarks/stable_audio_cpu.py measures both). The C kernels
-(cpu/kernels.c, through cpu/ops.py) are built at first use; without a compiler, torch's ops do
+(diffusion/kernels.c, through diffusion/ops.py) are built at first use; without a compiler, torch's ops do
 the same work, slower.
 """
 
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cpu import ops
-from ..cpu.dit import CPUTransformer
-from ..cpu.oobleck import OobleckDecoderCPU
+from ..diffusion import ops
+from ..diffusion.dit import CPUTransformer
+from ..diffusion.oobleck import OobleckDecoderCPU
 from .parts import StableAudioParts
 
 # The dtypes the CPU path defaults to (BENCHMARKS.md: speed and distance from float32).
@@ -80,7 +80,7 @@ class _Block:
 
     def _norm_rotate(self, x: torch.Tensor, norm: tuple | None, rotary: tuple | None) -> torch.Tensor:
         """q or k (B, heads, S, head_dim): the per-head LayerNorm, then rotary (self-attention), as
-        diffusers' processor applies them; in bfloat16 one pass of cpu/kernels.c, in place (x is a
+        diffusers' processor applies them; in bfloat16 one pass of diffusion/kernels.c, in place (x is a
         view of this block's own projection output)."""
         if norm is None and rotary is None:
             return x

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..diffusers_folder import load_part, read_json, read_pipeline_index
+from ..diffusion.folder import load_part, read_json, read_pipeline_index
 from .parts import StableAudioConfig, StableAudioParts
 
 PIPELINE_CLASS = "StableAudioPipeline"
@@ -19,13 +19,9 @@ def is_diffusers_folder(folder: Path) -> bool:
     return (folder / "model_index.json").is_file()
 
 
-def read_index(folder: Path) -> dict:
-    return read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
-
-
 def read_config(folder: Path) -> StableAudioConfig:
     """The model's sizes and defaults from its config files alone (no weights read)."""
-    read_index(folder)
+    read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
 
     def config(part: str, name: str = "config.json") -> dict:
         return read_json(folder / part / name)

@@ -7,13 +7,12 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..hub import T5_REPOS, beside_or_hub
 from .diffusers_layout import is_diffusers_folder, load_diffusers_folder
 from .diffusers_layout import read_config as read_diffusers_config
 from .parts import StableAudioConfig, StableAudioParts
 
 TOOLS_CONFIG = "model_config.json"
-# stable-audio-tools names its T5 by the original short names; the hub moved them under google-t5/.
-T5_REPOS = {"t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-large": "google-t5/t5-large"}
 
 
 def is_tools_folder(folder: Path) -> bool:
@@ -30,14 +29,14 @@ def read_config(folder: Path) -> StableAudioConfig:
     raise CheckpointError(f"{folder} is not a Stable Audio checkpoint (no model_index.json or {TOOLS_CONFIG})")
 
 
+def checkpoint_limits(folder: Path) -> tuple[float, bool]:
+    """(longest clip in seconds, turbo: never) from the checkpoint's config files (the family table's limits)."""
+    return read_config(folder).max_seconds, False
+
+
 def text_encoder_folder(folder: Path, name: str) -> Path:
     """The T5 that a stable-audio-tools config names: a folder beside the checkpoint, or the hub's."""
-    from ..hub import resolve
-
-    local = folder / name
-    if local.is_dir():
-        return local
-    return resolve(T5_REPOS.get(name, name))
+    return beside_or_hub(folder, name, T5_REPOS.get(name, name))
 
 
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype) -> StableAudioParts:

@@ -10,15 +10,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio.loops import loop_overhang
 from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..device import pick_dtype
+from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
-from ..generation import Family, StageClock, clips_of_rows, place
-from ..request import DiffusionParams, Request, check_request, named
+from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..request import DEFAULT_DURATION, DiffusionParams, Request, check_request, named
 from .parts import StableAudioConfig, StableAudioParts
-from .sample import decode, encode_audio, encode_conditions, row_noise, sample_dpmpp, sample_flow
+from .sample import decode, encode_audio, encode_conditions, sample_dpmpp, sample_flow
 
 log = logging.getLogger("tunesmith")
 
@@ -30,6 +30,7 @@ class StableAudio(Family):
     """A loaded Stable Audio Open checkpoint: `tunesmith.load("sao-small")`, then `generate(...)`."""
 
     family = "stable_audio"
+    quantize_choices = ("int8",)
 
     def __init__(self, parts: StableAudioParts, name: str, device: torch.device, dtype: torch.dtype,
                  quantize: str | None = None):
@@ -55,18 +56,10 @@ class StableAudio(Family):
         quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (faster again,
             further from float32; BENCHMARKS.md has both).
         """
-        from ..hub import resolve
         from .load import load_folder
 
-        dev, dt = place(device, dtype, threads, default_dtype)
-        if quantize not in (None, "int8"):
-            raise InvalidParameter(f"quantize must be None or 'int8' for Stable Audio models, got {quantize!r}")
-        if quantize is not None and dev.type != "cpu":
-            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, half precision is faster")
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize, default_dtype)
         fast_cpu = dev.type == "cpu" and (dt != torch.float32 or quantize is not None)
-        if fast_cpu and dt == torch.float16:
-            raise InvalidParameter("float16 does not suit the CPU: use bfloat16 or float32")
-        folder = resolve(name_or_path)
         if not fast_cpu:
             return cls(load_folder(folder, dev, dt, vae_dtype(dev, dt)), str(name_or_path), dev, dt)
         from .cpu import for_cpu
@@ -74,6 +67,13 @@ class StableAudio(Family):
         # loaded in float32, so that the parts the CPU path keeps in float32 are not rounded first
         parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32), dt, quantize)
         return cls(parts, str(name_or_path), dev, dt, quantize)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if quantize is not None and device.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, half precision is faster")
+        if device.type == "cpu" and dtype == torch.float16:  # float32 on the CPU is diffusers' path; the rest is ours
+            raise InvalidParameter("float16 does not suit the CPU: use bfloat16 or float32")
 
     @property
     def config(self) -> StableAudioConfig:
@@ -92,7 +92,7 @@ class StableAudio(Family):
         """The longest clip the model makes at once (its DiT's sample size)."""
         return self.config.max_seconds
 
-    def generate(self, prompts: str | Sequence[str], *, duration: float = 10.0, seed: int | None = None,
+    def generate(self, prompts: str | Sequence[str], *, duration: float = DEFAULT_DURATION, seed: int | None = None,
                  steps: int | None = None, cfg: float | None = None, negative_prompt: str | None = None,
                  sampler: str | None = None, num_variations: int = 1, audio_prompt=None, strength: float | None = None,
                  loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
@@ -119,12 +119,7 @@ class StableAudio(Family):
     def _plan(self, request: Request) -> "_Plan":
         config = self.config
         p = request.diffusion or DiffusionParams()
-        seconds = request.duration + (loop_overhang(request.duration) if request.loop else 0.0)
-        if seconds > config.max_seconds + 1e-9:
-            what = f"a loop of {request.duration:g} s (with {seconds - request.duration:.2f} s more to join it)" \
-                if request.loop else f"{request.duration:g} s"
-            raise InvalidParameter(f"{named('duration')}: {what} is longer than the {config.max_seconds:.2f} s this "
-                                   "model makes at once")
+        seconds = generated_seconds(request, config.max_seconds)
         sampler = p.sampler or config.sampler
         if sampler not in SAMPLERS[config.sampler]:
             raise InvalidParameter(f"{named('sampler')} {sampler!r} does not suit this model: use "
@@ -154,7 +149,7 @@ class StableAudio(Family):
         guided = plan.cfg > 1  # as diffusers: guidance 1 or less is no guidance
         cross, global_states = encode_conditions(parts, texts, plan.seconds, guided, plan.negative)
         clock.lap("text")
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        generators = seeded_generators(seeds)
         noise = row_noise(generators, (parts.transformer.config.in_channels, config.sample_size)).to(self.device)
         init = None
         if plan.init is not None and plan.strength < 1:  # strength 1 ignores the init audio
@@ -176,9 +171,8 @@ class StableAudio(Family):
 
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
-        settings = dict(model=self.name, duration=plan.duration, steps=plan.steps, cfg=plan.cfg,
-                        negative_prompt=plan.negative, sampler=plan.sampler, device=str(self.device),
-                        dtype=str(self.dtype)[6:], loop=plan.loop)
+        settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg,
+                                  negative_prompt=plan.negative, sampler=plan.sampler)
         if plan.init is not None:
             settings["strength"] = plan.strength
         if self.quantize:

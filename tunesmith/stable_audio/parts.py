@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..diffusers_folder import quiet_loading
+from ..quiet import quiet_loading
 
 
 @dataclass

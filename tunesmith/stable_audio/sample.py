@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..diffusion.noise import row_noise
 from .parts import StableAudioParts
 
 log = logging.getLogger("tunesmith")
@@ -93,12 +94,6 @@ def velocity(parts: StableAudioParts, x: torch.Tensor, t: torch.Tensor, cross: t
         return out
     uncond, cond = out.chunk(2)
     return uncond + cfg * (cond - uncond)
-
-
-def row_noise(generators: list[torch.Generator], shape: tuple[int, int]) -> torch.Tensor:
-    """One standard normal draw per row from its own generator: [B, C, L] on the CPU (as diffusers draws
-    with a list of CPU generators), so that a row's seed gives the same noise in any batch."""
-    return torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
 
 
 def sample_dpmpp(parts: StableAudioParts, noise: torch.Tensor, cross, global_states, steps: int, cfg: float,

@@ -113,7 +113,7 @@ def build_numbers(cfg: ToolsConfig) -> nn.ModuleDict:
 def _load_text_encoder(folder: Path, dtype: torch.dtype):
     from transformers import AutoTokenizer, T5EncoderModel
 
-    from ..diffusers_folder import load_part
+    from ..diffusion.folder import load_part
 
     tokenizer = load_part(AutoTokenizer.from_pretrained, folder, "T5 tokenizer")
     encoder = load_part(lambda path: T5EncoderModel.from_pretrained(path, dtype=dtype), folder, "T5 text encoder")

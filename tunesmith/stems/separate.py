@@ -21,6 +21,7 @@ from ..audio.io import resample
 from ..clip import Clip
 from ..errors import InvalidParameter, TunesmithError
 from ..generation import progress_reporter
+from ..hub import licence_of
 from ..request import audio_input, named, whole
 from .load import StemModel, load_stem_model
 
@@ -69,7 +70,8 @@ def separate(audio, model: str | Path | StemModel = "htdemucs", device: str = "a
         chosen = named_stems.pop(two_stems)
         named_stems = {two_stems: chosen, f"no_{two_stems}": sum(named_stems.values())}
     prompt, clip_seed, params = _origin(audio)
-    settings = dict(stems_model=stem_model.name, shifts=shifts, seed=seed, two_stems=two_stems)
+    settings = dict(stems_model=stem_model.name, shifts=shifts, seed=seed, two_stems=two_stems,
+                    licence=licence_of(stem_model.name))
     clips = {}
     for name, stem in named_stems.items():
         back = from_model(stem, stem_model.sample_rate, rate, mix.shape)

@@ -10,7 +10,7 @@ from tunesmith import MusicGen
 from tunesmith.musicgen.conditioning import CHROMA_HOP, CHROMA_N_FFT, chroma_features
 from tunesmith.errors import InvalidParameter, TunesmithError
 
-from .checkpoints import reference_generate, save_checkpoint
+from ..checkpoints import reference_generate, save_checkpoint
 
 SR = 32000
 PROMPTS = ["calm lofi piano", "deep house with a hypnotic bassline and bossa nova guitar"]
@@ -87,7 +87,7 @@ def test_long_form_cuts_the_chroma_at_each_window(melody_ckpt, monkeypatch):
 
     folder, _ = melody_ckpt
     mg = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
-    mg.window_seconds = 1.0
+    mg._window_seconds = 1.0
     seen = []
     real = longform.window_chroma
     monkeypatch.setattr(longform, "window_chroma",
@@ -117,7 +117,7 @@ def test_silent_melody_is_refused(melody_ckpt):
 def test_melody_from_the_cli(melody_ckpt, mono_ckpt, tmp_path):
     import soundfile as sf
 
-    from .test_cli import one_error_line, run
+    from ..test_cli import one_error_line, run
 
     tune = tmp_path / "hum.wav"
     sf.write(str(tune), tone(392.0, 1.0).numpy(), SR)

@@ -1,14 +1,13 @@
 """What the families loaded from diffusers pipeline folders share: the folder's index, each part loaded
-with one line for any failure, and diffusers' and transformers' loading chatter kept quiet."""
+with one line for any failure (and diffusers' and transformers' loading chatter kept quiet)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
 from pathlib import Path
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..quiet import quiet_loading
 
 
 def read_json(path: Path) -> dict:
@@ -39,27 +38,3 @@ def load_part(loader, path: Path, what: str):
         text = str(err).strip().splitlines()
         raise CheckpointError(f"the {what} in {path} cannot be loaded ({text[0] if text else type(err).__name__})") \
             from None
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """diffusers and transformers report loading progress and a weight_norm deprecation: not news to users."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as hf_logging
-
-    levels = diffusers_logging.get_verbosity(), hf_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    hf_logging.set_verbosity_error()
-    progress = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        hf_logging.set_verbosity(levels[1])
-        if progress:
-            diffusers_logging.enable_progress_bar()
-        hf_logging.enable_progress_bar()

@@ -36,11 +36,11 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 @functools.cache
 def kernels() -> ctypes.CDLL | None:
     """The compiled kernels of kernels.c, or None (torch's ops are used: the same values up to
-    rounding, slower). Built once per machine (build.py); off with TUNESMITH_CPU_KERNELS=0.
+    rounding, slower). Built once per machine (tunesmith/native.py); off with TUNESMITH_CPU_KERNELS=0.
     `.attention` says whether the attention kernel is in (AVX512-BF16)."""
     if os.environ.get("TUNESMITH_CPU_KERNELS", "1") == "0":
         return None
-    from .build import build, why_not
+    from ..native import build, why_not
 
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:

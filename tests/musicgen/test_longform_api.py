@@ -12,7 +12,7 @@ from tunesmith.errors import InvalidParameter, TunesmithError
 def short_window(mono_ckpt):
     """The tiny checkpoint with a 1 s window, so that a few seconds span several windows."""
     mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32")
-    mg.window_seconds = 1.0
+    mg._window_seconds = 1.0
     return mg
 
 
@@ -56,11 +56,11 @@ def test_long_piece_is_reproducible_and_continuous(short_window):
 def test_first_window_matches_a_short_generation(mono_model):
     """A piece inside one window is generated exactly as before long form existed."""
     short, = mono_model.generate("rock", duration=0.6, seed=9, temperature=0)
-    mono_model.window_seconds = 0.8
+    mono_model._window_seconds = 0.8
     try:
         longer, = mono_model.generate("rock", duration=2.0, seed=9, temperature=0, context=0.3)
     finally:
-        mono_model.window_seconds = mono_model.max_window
+        mono_model._window_seconds = mono_model.max_window
     head = slice(0, 12800)  # 0.4 s: far enough from where the short clip ends for the codec's convolutions
     np.testing.assert_allclose(longer.audio[:, head], short.audio[:, head], atol=1e-4)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tunesmith.cpu import ops
+from tunesmith.diffusion import ops
 
 
 @pytest.fixture(params=["kernel", "torch"])

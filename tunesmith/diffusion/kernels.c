@@ -1,5 +1,5 @@
-/* The diffusion families' CPU kernels (cpu/ops.py, for stable_audio/cpu.py, acestep/cpu.py and the
-   Oobleck decoder of cpu/oobleck.py), built by cpu/build.py: three passes of the Oobleck decoder,
+/* The diffusion families' CPU kernels (diffusion/ops.py, for stable_audio/cpu.py, acestep/cpu.py and the
+   Oobleck decoder of diffusion/oobleck.py), built by native.py: three passes of the Oobleck decoder,
    three of its int8 form, three of the DiTs, each one pass over memory where torch makes several,
    and the DiTs' attention (AVX512-BF16, at the end of the file).
 

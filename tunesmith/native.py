@@ -2,7 +2,7 @@
 
 The library is cached per source text, compiler and CPU (~/.cache/tunesmith/kernels, or
 $TUNESMITH_CACHE/kernels; where that folder cannot be written, built afresh in a temporary folder
-each run). Every family's C kernels (musicgen/cpu_kernels.c, cpu/kernels.c) are built here.
+each run). Every family's C kernels (musicgen/cpu_kernels.c, diffusion/kernels.c) are built here.
 
 OpenMP: the library links libgomp.so.1 by name, and torch has already loaded its own libgomp.so.1,
 so both share one thread pool (two pools would fight over the cores).
@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..paths import cache_root
+from .paths import cache_root
 
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -12,34 +11,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .audio.checks import check_audio
-from .audio.loops import loop_overhang, make_loop
-from .audio.prompt import fit_audio, keep_prompt_samples
-from .clip import Clip
-from .errors import CheckpointError, InvalidParameter
-from .generation import Family, StageClock, place
-from .hub import resolve
-from .musicgen.codec import decode_codes, encode_audio
-from .musicgen.conditioning import CHROMA_HOP, chroma_features
-from .musicgen.loader import LoadedModel, load_folder
-from .musicgen.longform import Schedule, generate_long
-from .musicgen.patterns import delay_offsets
-from .musicgen.sampling import SamplingParams
-from .musicgen.style import excerpt_start
-from .request import WINDOW_SECONDS, Request, check_request, named
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """transformers warns about MusicGen's pad id (= vocab size) on every config load: not news to users."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
+from ..audio.checks import check_audio
+from ..audio.loops import make_loop
+from ..audio.prompt import fit_audio, keep_prompt_samples
+from ..clip import Clip
+from ..errors import CheckpointError, InvalidParameter
+from ..generation import Family, StageClock, generated_seconds
+from ..quiet import quiet_loading
+from ..request import DEFAULT_DURATION, WINDOW_SECONDS, Request, check_request, named
+from .codec import decode_codes, encode_audio
+from .conditioning import CHROMA_HOP, chroma_features
+from .loader import LoadedModel, load_folder
+from .longform import generate_long
+from .patterns import delay_offsets
+from .options import CONTEXT, SamplingParams, Schedule
+from .style import excerpt_start
 
 def _finite_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -49,6 +35,7 @@ class MusicGen(Family):
     """A loaded MusicGen checkpoint. `MusicGen.from_pretrained("small")`, then `generate(...)`."""
 
     family = "musicgen"
+    quantize_choices = ("int8", "int4")
 
     def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype,
                  quantize: str | None = None):
@@ -57,7 +44,7 @@ class MusicGen(Family):
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
-        self.window_seconds = self.max_window  # long form: may be lowered (tests, memory), not raised
+        self._window_seconds = self.max_window  # long form's window: tests lower it, to cross windows quickly
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
@@ -73,17 +60,17 @@ class MusicGen(Family):
             of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 128, a quarter.
         threads: CPU threads for torch (default: torch's choice, one per core).
         """
-        if quantize not in (None, "int8", "int4"):
-            raise InvalidParameter(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
-        dev, dt = place(device, dtype, threads)
-        if quantize == "int4" and dev.type != "cpu":
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
+        with quiet_loading(diffusers=False):  # MusicGen's pad id warning, on every config
+            model = load_folder(folder, dev, dt, quantize)
+        return cls(model, str(name_or_path), dev, dt, quantize)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if quantize == "int4" and device.type != "cpu":
             raise InvalidParameter("quantize='int4' runs on the CPU only; use 'int8' (or none) on a GPU")
         if quantize == "int4" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
             raise InvalidParameter(f"quantize='int4' needs a newer torch than {torch.__version__}; use 'int8'")
-        folder = resolve(name_or_path)
-        with _quiet_transformers():
-            model = load_folder(folder, dev, dt, quantize)
-        return cls(model, str(name_or_path), dev, dt, quantize)
 
     @property
     def sample_rate(self) -> int:
@@ -109,9 +96,10 @@ class MusicGen(Family):
         delay = max(delay_offsets(dec.n_codebooks, dec.audio_channels))
         return min(WINDOW_SECONDS, (dec.max_positions - 1 - delay) / self.frame_rate)
 
-    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = 10.0, seed: int | None = None,
-                 temperature: float = 1.0, top_k: int = 250, top_p: float = 0.0, cfg: float = 3.0,
-                 num_variations: int = 1, audio_prompt=None, melody=None, context: float = 12.0,
+    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = DEFAULT_DURATION,
+                 seed: int | None = None, temperature: float = SamplingParams.temperature,
+                 top_k: int = SamplingParams.top_k, top_p: float = SamplingParams.top_p,
+                 cfg: float = SamplingParams.cfg, num_variations: int = 1, audio_prompt=None, melody=None, context: float = CONTEXT,
                  loop: bool = False, progress: bool | Callable[[int, int], None] = False, style=None,
                  cfg_beta: float | None = None, style_excerpt: float | None = None,
                  style_quantizers: int | None = None, style_start: float | None = None) -> list[Clip]:
@@ -149,14 +137,14 @@ class MusicGen(Family):
 
     def _plan(self, request: Request) -> "_Plan":
         """The request's checks that depend on this model, and its frames, windows and conditions."""
-        if not _finite_number(self.window_seconds) or not 0 < self.window_seconds <= self.max_window:
-            raise InvalidParameter(f"window_seconds must be in (0, {self.max_window:g}], got {self.window_seconds}")
-        if request.context >= self.window_seconds:
-            raise InvalidParameter(f"{named('context')} must be less than this model's {self.window_seconds:g} s "
+        if not _finite_number(self._window_seconds) or not 0 < self._window_seconds <= self.max_window:
+            raise InvalidParameter(f"_window_seconds must be in (0, {self.max_window:g}], got {self._window_seconds}")
+        if request.context >= self._window_seconds:
+            raise InvalidParameter(f"{named('context')} must be less than this model's {self._window_seconds:g} s "
                                    f"window, got {request.context:g}")
         hop = self._model.config.hop_length
         duration = request.duration
-        n_frames = round((duration + (loop_overhang(duration) if request.loop else 0.0)) * self.frame_rate)
+        n_frames = round(generated_seconds(request) * self.frame_rate)
         if n_frames < 1:
             raise InvalidParameter(f"{named('duration')} {duration:g} s is shorter than one frame "
                                    f"({1 / self.frame_rate:g} s)")
@@ -180,7 +168,7 @@ class MusicGen(Family):
         if style is not None and any(text for schedule, _ in request.rows for _, text in schedule):
             params = dataclasses.replace(params, cfg_beta=request.style.cfg_beta)  # three rows per prompt
         return _Plan(request.rows, n_frames, params, duration, request.loop, prompt_audio,
-                     round(request.context * self.frame_rate), round(self.window_seconds * self.frame_rate), chroma,
+                     round(request.context * self.frame_rate), round(self._window_seconds * self.frame_rate), chroma,
                      style)
 
     @property
@@ -250,9 +238,9 @@ class MusicGen(Family):
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
         p = plan.params
-        settings = dict(model=self.name, duration=plan.duration, temperature=p.temperature, top_k=p.top_k,
-                        top_p=p.top_p, cfg=p.cfg, device=str(self.device), dtype=str(self.dtype)[6:],
-                        quantize=self.quantize, loop=plan.loop)
+        settings = self._settings(plan.duration, plan.loop, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
+                                  cfg=p.cfg)
+        settings["quantize"] = self.quantize
         if plan.style is not None:
             settings.update(cfg_beta=p.cfg_beta, style_excerpt=plan.style.excerpt,
                             style_quantizers=plan.style.quantizers)

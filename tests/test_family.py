@@ -1,0 +1,28 @@
+"""The family table agrees with the model classes it names: their family, generate's own options and
+from_pretrained's loading options."""
+
+from __future__ import annotations
+
+import inspect
+
+from tunesmith.family import FAMILIES
+from tunesmith.hub import ALIASES
+from tunesmith.request import FAMILY_NAMES, OPTIONS
+
+COMMON = {"self", "prompts", "duration", "seed", "num_variations", "audio_prompt", "loop", "progress"}
+
+
+def test_each_row_names_its_model_class_options_and_loading_options():
+    for name, spec in FAMILIES.items():
+        cls = spec.model_class()
+        assert cls.family == spec.name == name
+        assert set(inspect.signature(cls.generate).parameters) - COMMON == set(spec.options)
+        assert set(spec.loading) <= set(inspect.signature(cls.from_pretrained).parameters)
+
+
+def test_the_request_reads_the_table():
+    assert FAMILY_NAMES == {name: spec.display for name, spec in FAMILIES.items()}
+    assert OPTIONS == {name: spec.options for name, spec in FAMILIES.items()}
+    assert {info.family for info in ALIASES.values()} == set(FAMILIES)
+    pipelines = [spec.pipeline for spec in FAMILIES.values() if spec.pipeline]
+    assert len(pipelines) == len(set(pipelines)) == 2
