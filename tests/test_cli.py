@@ -337,3 +337,17 @@ def test_audio_inputs_past_their_length_are_refused_from_the_header(mono_ckpt, t
     long = claim_frames(silent_flac(tmp_path / "long.flac", 2), 4000 * 16000)  # says 4000 s: nothing decoded
     line = one_error_line(run("generate", "jazz", flag, long, "-m", mono_ckpt[0], "--quiet", cwd=tmp_path))
     assert f"({flag}) {long} lasts 4000.0 s: more than the {limit} s allowed" in line
+
+
+def test_a_full_disk_anywhere_is_one_line(monkeypatch, capsys):
+    """ENOSPC from any write (not only audio files: a cache, a download) is one line, not an internal error."""
+    import errno
+
+    import tunesmith.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/cache.bin")
+
+    monkeypatch.setattr(cli, "cmd_models", full)
+    assert cli.main(["models"]) == cli.EXIT_ERROR
+    assert capsys.readouterr().err == "tunesmith: error: /somewhere/cache.bin: no space left on the device\n"

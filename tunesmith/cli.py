@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -699,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141
     except Exception as err:  # a bug of ours: still one line, the traceback on request
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk, whatever wrote
+            print(f"tunesmith: error: {err.filename or 'a file'}: no space left on the device", file=sys.stderr)
+            return EXIT_ERROR
         if os.environ.get("TUNESMITH_DEBUG"):
             raise
         print(f"tunesmith: internal error: {type(err).__name__}: {err} (set TUNESMITH_DEBUG=1 for details)",

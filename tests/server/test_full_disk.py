@@ -58,6 +58,7 @@ def test_writes_answer_507_and_reads_go_on(client_for, monkeypatch):
         assert res.status_code == 507 and res.json() == {"detail": FULL + "cannot store the job"}, path
     res = client.post("/api/uploads", files={"file": ("a.wav", wav_bytes(), "audio/wav")})
     assert res.status_code == 507 and res.json() == {"detail": FULL + "cannot store the upload"}
+    assert list(app.state.store.uploads.iterdir()) == []  # the unrecorded upload's file is not left behind
     for path in ("/api/health", "/api/jobs", f"/api/jobs/{first['id']}", f"/api/status/{first['id']}",
                  f"/api/audio/{first['id']}", f"/api/jobs/{first['id']}/audio"):
         assert client.get(path).status_code == 200, path  # a download's bookkeeping write is let go

@@ -108,8 +108,12 @@ def _record(store: Store, form: "_FileForm", upload_id: str, max_seconds: float)
         os.replace(form.partial, path)
     except OSError as err:
         raise _write_error(err) from None
-    store.add_upload(Upload(upload_id, form.filename, str(path), time.time(), info.seconds, info.sample_rate,
-                            info.channels))
+    try:
+        store.add_upload(Upload(upload_id, form.filename, str(path), time.time(), info.seconds, info.sample_rate,
+                                info.channels))
+    except BaseException:  # not recorded (a full disk: 507): its file would be an orphan
+        path.unlink(missing_ok=True)
+        raise
     return dict(id=upload_id, filename=form.filename, seconds=info.seconds, sample_rate=info.sample_rate,
                 channels=info.channels)
 
