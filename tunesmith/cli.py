@@ -678,6 +678,19 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def flag_names() -> dict[str, str]:
+    """Each parameter as the command line names it: 'top_k (--top-k)' (the API's keyword and the flag)."""
+    from .family import FAMILIES
+    from .params import COMMON, STEMS, shown_names
+
+    return shown_names(COMMON, STEMS, *(spec.params for spec in FAMILIES.values()))
+
+
+def said(err: TunesmithError) -> str:
+    """An error's line; a refused parameter named with its flag."""
+    return err.render(flag_names()) if isinstance(err, InvalidParameter) else str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -691,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except TunesmithError as err:
-        print(f"tunesmith: error: {err}", file=sys.stderr)
+        print(f"tunesmith: error: {said(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)

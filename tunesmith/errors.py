@@ -1,4 +1,9 @@
-"""User-facing errors: each carries one line that the CLI prints as it is."""
+"""User-facing errors: each carries one line that the CLI prints as it is (an InvalidParameter as the CLI
+names parameters, see its render)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class TunesmithError(Exception):
@@ -6,7 +11,41 @@ class TunesmithError(Exception):
 
 
 class InvalidParameter(TunesmithError, ValueError):
-    """A generation or loading parameter out of range."""
+    """A generation or loading parameter out of range.
+
+    param: the API keyword it is about (None: no single one). A message given with param (or with values)
+    is a template: it names parameters as fields, `{top_k} must be {expected}, got {value}`, and each shell
+    fills them in with its own words for them (render): the API and the CLI write `top_k (--top-k)`, the
+    server the JSON field. Other fields are `values`, formatted as str.format formats them. A message
+    without param or values is taken as it is."""
+
+    def __init__(self, message: str, param: str | None = None, **values):
+        self.param = param
+        self.template = message if param is not None or values else None
+        self.values = values
+        self.names: Mapping[str, str] = {}  # the API's words for parameters (tunesmith.params.refuse's)
+        super().__init__(message)
+
+    def render(self, names: Mapping[str, str] | None = None) -> str:
+        """The message with each parameter written as `names` writes it; one `names` lacks is written as
+        the API writes it (self.names), else bare."""
+        if self.template is None:
+            return str(self.args[0]) if self.args else ""
+        return self.template.format_map(_Fields(self.values, {**self.names, **(names or {})}))
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class _Fields(dict):
+    """A template's fields: its values first, then parameters by their shown names (or bare)."""
+
+    def __init__(self, values: dict, names: Mapping[str, str]):
+        super().__init__(values)
+        self.shown = names
+
+    def __missing__(self, key: str) -> str:
+        return self.shown.get(key, key)
 
 
 class ModelNotFound(TunesmithError):

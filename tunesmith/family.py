@@ -2,17 +2,21 @@
 family_of and check_request iterate FAMILIES instead of comparing family names; adding a family is
 adding a row here and its folder.
 
-A family's own generate options and their defaults live in its torch-free options module
-(<family>/options.py; None: the checkpoint's own default, read when the model loads)."""
+A family's own generate options live in its torch-free options module (<family>/options.py): PARAMS, each
+option's default (None: the checkpoint's own, read when the model loads) and how the CLI and the server
+offer it; check, which check_request runs on them. The CLI's flags and the server's fields are built from
+these tables, so adding an option touches its family's options module (and README) only."""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .acestep import options as acestep_options
 from .musicgen import options as musicgen_options
+from .params import API_NAMES, Option, shown_names
 from .stable_audio import options as stable_audio_options
 
 
@@ -21,14 +25,30 @@ class FamilySpec:
     name: str  # as requests and clips spell it: "musicgen"
     display: str  # as messages and `tunesmith models` write it: "MusicGen"
     model: str  # "module:Class" of its model class, imported when a model loads
-    options: dict  # its own generate options -> default (None: the checkpoint's own)
+    params: dict[str, Option]  # its own generate options: default and how each shell offers them
+    check: Callable[..., dict]  # check(Asked, **options) -> the Request's fields of its own, checked
     layouts: tuple[str, ...]  # the checkpoint layouts it loads (hub.layout_of's names)
     inputs: str  # what it is steered by, as `tunesmith models` shows it
     audio_input: str  # what a request's audio_prompt means to it
+    audio_flag: str  # the CLI's flag for its audio_prompt: --continue or --init-audio
+    compat_audio: str | None = None  # mlx-audiogen's POST /api/generate field for its audio_prompt, if it takes one
     pipeline: str | None = None  # the diffusers pipeline class of its diffusers folders
     loading: tuple[str, ...] = ("quantize", "threads")  # load()'s options besides device and dtype
     shortest: float | None = None  # seconds: it makes nothing shorter (None: one frame)
     limits: str | None = None  # "module:function" folder -> (longest seconds, turbo), read from config files
+    # length(audio_prompt, duration, longest, loop, options) -> (audio_prompt, duration): where the family
+    # takes the duration from its audio input (an ACE-Step repaint lasts as long as its song); None: as given
+    length: Callable[..., tuple] | None = None
+
+    @property
+    def options(self) -> dict:
+        """Its own generate options -> default (None: the checkpoint's own)."""
+        return {name: option.default for name, option in self.params.items()}
+
+    @property
+    def names(self) -> dict[str, str]:
+        """The API's words for the parameters of its requests: 'top_k (--top-k)', its audio input's flag."""
+        return {**API_NAMES, "audio_prompt": f"audio_prompt ({self.audio_flag})"}
 
     def model_class(self) -> type:
         module, name = self.model.split(":")
@@ -43,13 +63,17 @@ class FamilySpec:
 
 
 FAMILIES = {spec.name: spec for spec in (
-    FamilySpec("musicgen", "MusicGen", ".musicgen.model:MusicGen", musicgen_options.OPTIONS,
-               layouts=("transformers", "audiocraft"), inputs="text", audio_input="audio to continue"),
-    FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.OPTIONS,
-               layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
-               audio_input="an init audio to start from", pipeline="StableAudioPipeline",
+    FamilySpec("musicgen", "MusicGen", ".musicgen.model:MusicGen", musicgen_options.PARAMS, musicgen_options.check,
+               layouts=("transformers", "audiocraft"), inputs="text", audio_input="audio to continue",
+               audio_flag="--continue"),
+    FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.PARAMS,
+               stable_audio_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
+               audio_input="an init audio to start from", audio_flag="--init-audio",
+               compat_audio="reference_audio_path", pipeline="StableAudioPipeline",
                limits=".stable_audio.load:checkpoint_limits"),
-    FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.OPTIONS,
+    FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.PARAMS, acestep_options.check,
                layouts=("diffusers",), inputs="text + lyrics + song", audio_input="a song to repaint",
-               pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST, limits=".acestep.layout:checkpoint_limits"),
+               audio_flag="--init-audio", pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
+               limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length),
 )}
+API_NAMES.update(shown_names(*(spec.params for spec in FAMILIES.values())))

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import InvalidParameter, NoSpace, TooLong, TunesmithError
+from ..family import FAMILIES
 from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
 from ..request import text_problem
@@ -39,6 +40,7 @@ from .guard import Guard
 from .registry import FAMILY_ALIASES, Registry
 from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
 from .settings import ServerSettings
+from .fields import compat_names, job_names
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
 from .redact import redact, server_places
 from .store import FINISHED, Job, Store, StoreDamaged, intact, new_id
@@ -418,9 +420,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             spec, _ = plan_job(entry, settings.limits, prompt=body.prompt, duration=body.seconds, seed=seed,
                                options=options, audio_prompt=audio_prompt)
         except InvalidParameter as err:  # named as this body names them
-            guidance = "guidance_coef" if entry.family == "musicgen" else "cfg_scale"
-            raise InvalidParameter(re.sub(r"^(duration|cfg)\b", lambda m: "seconds" if m[1] == "duration"
-                                          else guidance, plain(str(err)))) from None
+            raise type(err)(err.render(compat_names(FAMILIES[entry.family]))) from None
         job, _ = submit(entry.stored, spec, None, warning=warning)
         return {"id": job.id, "status": "queued"}
 
@@ -667,13 +667,15 @@ def _convert(stored: Path, fmt: str, folder: Path) -> Path:
 
 
 # ---- errors: always {"detail": "one line"}, never a traceback
-FLAG = re.compile(r" \((?:--?[a-z][\w-]*|PROMPT)\)")
-
-
 def plain(message: str) -> str:
-    """One line, without the CLI's flag names ('top_k (--top-k) must...' -> 'top_k must...'); a lone surrogate
-    is escaped, so that the answer can be UTF-8."""
-    return printable(FLAG.sub("", one_line(Exception(message)))[:500])
+    """One line; a lone surrogate is escaped, so that the answer can be UTF-8."""
+    return printable(one_line(Exception(message))[:500])
+
+
+def said(err: Exception) -> str:
+    """An error's message; a refused parameter named by its field in POST /api/jobs (compat_names renders
+    mlx-audiogen's route's own)."""
+    return err.render(job_names()) if isinstance(err, InvalidParameter) else str(err)
 
 
 def printable(value):
@@ -726,11 +728,11 @@ def _install_error_handlers(app: FastAPI):
 
     @app.exception_handler(TunesmithError)
     async def tunesmith_error(request, err: TunesmithError):
-        return JSONResponse({"detail": detail(str(err))}, status_code=400)
+        return JSONResponse({"detail": detail(said(err))}, status_code=400)
 
     @app.exception_handler(TooLong)
     async def too_long(request, err: TooLong):
-        return JSONResponse({"detail": detail(str(err))}, status_code=413)
+        return JSONResponse({"detail": detail(said(err))}, status_code=413)
 
     @app.exception_handler(NoSpace)
     async def no_space(request, err: NoSpace):  # reads go on: only what writes answers this

@@ -59,8 +59,8 @@ def plan_job(entry: Entry, limits: Limits, *, prompt, duration, seed=None, varia
 
 def _check_duration(duration: float, limits: Limits):
     if duration > limits.max_duration:
-        raise InvalidParameter(f"duration {duration:g} s is longer than this server's limit of "
-                               f"{limits.max_duration:g} s")
+        raise InvalidParameter("{duration} {seconds:g} s is longer than this server's limit of {limit:g} s",
+                               "duration", seconds=duration, limit=limits.max_duration)
 
 
 def request_of(spec: dict, entry: Entry) -> Request:
