@@ -54,9 +54,14 @@ def _schedule_entry(text: str) -> tuple[float, str]:
     return seconds, prompt.strip()
 
 
+# What each kind of option value is on the command line (tunesmith.params.KINDS): its converter and metavar.
+KIND_TYPES = {"number": float, "seconds": _seconds, "whole": int, "text": None, "audio": None, "span": _span,
+              "textfile": None}
+KIND_METAVARS = {"audio": "FILE", "textfile": "FILE", "span": "START:END", "text": "TEXT"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .musicgen.options import CONTEXT
 
     parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen, "
                                                    "Stable Audio Open and ACE-Step.")
@@ -66,73 +71,48 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate music from a text prompt")
     gen.add_argument("words", nargs="*", metavar="PROMPT",
                      help="what the music should be; words without quotes form one prompt")
-    gen.add_argument("--text", action="append", default=[], metavar="TEXT",
-                     help="one more prompt, generated in the same batch; repeat for several")
-    gen.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
-                     help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
-    gen.add_argument("--continue", dest="continue_from", metavar="FILE", default=None,
-                     help="MusicGen: continue this audio; the output starts with it and lasts -d seconds in total")
-    gen.add_argument("--melody", metavar="FILE", default=None,
-                     help="a tune to follow (melody models: -m melody, melody-large, stereo-melody, ...)")
-    gen.add_argument("--style", metavar="FILE", default=None,
-                     help="take the timbre, groove and texture of this reference (style models: -m style); "
-                          "PROMPT may then be left out")
-    gen.add_argument("--cfg-beta", dest="cfg_beta", type=float, default=None,
-                     help="with --style and a PROMPT: how much more the text steers than the style (default: 5)")
-    gen.add_argument("--style-excerpt", dest="style_excerpt", type=float, default=None,
-                     help="with --style: seconds of the reference the model hears, 1.5 to 4.5 (default: 3)")
-    gen.add_argument("--style-quantizers", dest="style_quantizers", type=int, default=None,
-                     help="with --style: style codebooks used, 1 to 6 (default: 3); fewer copy it less closely")
-    gen.add_argument("--style-start", dest="style_start", type=float, default=None,
-                     help="with --style: where the excerpt starts, in seconds (default: drawn from the seed)")
-    gen.add_argument("--context", type=_seconds, default=None,
-                     help="MusicGen, long pieces: seconds of the piece so far that condition each new window "
-                          f"(default: {CONTEXT:g})")
-    gen.add_argument("--init-audio", metavar="FILE", default=None,
-                     help="Stable Audio: start from this sound (audio-to-audio); --strength says how far to move. "
-                          "ACE-Step: the song to repaint (with --repaint)")
-    gen.add_argument("--repaint", metavar="START:END", type=_span, default=None,
-                     help="ACE-Step, with --init-audio: make these seconds of the song anew and keep the rest "
-                          "(30:45; 30: to the end); the output lasts as long as the song")
-    gen.add_argument("--strength", type=float, default=None,
-                     help="with --init-audio: 0 keeps the sound, 1 ignores it (default: 0.7)")
-    gen.add_argument("--lyrics", dest="lyrics_file", metavar="FILE", default=None,
-                     help="ACE-Step: a text file of the words to sing ([verse], [chorus], ... mark sections); "
-                          "without lyrics, an instrumental")
-    gen.add_argument("--lyrics-text", dest="lyrics_text", metavar="TEXT", default=None,
-                     help="ACE-Step: the words to sing, given on the command line")
-    gen.add_argument("--language", default=None,
-                     help="ACE-Step: the lyrics' language code, e.g. en (default), zh, ja, es")
-    gen.add_argument("-d", "--duration", type=_seconds, default=None,
-                     help="seconds of audio (default: 10; ACE-Step: 10 to 600; with --repaint: the song's length)")
-    gen.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
-    gen.add_argument("-o", "--output", default=None,
-                     help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
-                          "suffixes")
-    gen.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
-    gen.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
-    gen.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
-    gen.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
-                     help="WAV sample format (default: pcm16)")
-    gen.add_argument("--stems", action="store_true",
-                     help="also split each clip into stems: NAME-drums.wav, NAME-bass.wav, ... beside it")
-    gen.add_argument("--stems-model", default=None, metavar="MODEL",
-                     help="with --stems: htdemucs (default), htdemucs_ft, htdemucs_6s or a folder")
-    _add_model_and_sampling(gen)
+    common = gen.add_argument_group("common options")
+    common.add_argument("--text", action="append", default=[], metavar="TEXT",
+                        help="one more prompt, generated in the same batch; repeat for several")
+    common.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
+                        help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
+    _add_model(common)
+    common.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    common.add_argument("-d", "--duration", type=_seconds, default=None,
+                        help="seconds of audio (default: 10; ACE-Step: 10 to 600; with --repaint: the song's length)")
+    common.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
+    common.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
+    add_family_options(gen, common, "generate")
     _add_finishing(gen, fade_out=0.0, loudness=None)
+    output = gen.add_argument_group("output")
+    output.add_argument("-o", "--output", default=None,
+                        help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
+                             "suffixes")
+    output.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
+                        help="WAV sample format (default: pcm16)")
+    output.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
+    output.add_argument("--stems", action="store_true",
+                        help="also split each clip into stems: NAME-drums.wav, NAME-bass.wav, ... beside it")
+    output.add_argument("--stems-model", default=None, metavar="MODEL",
+                        help="with --stems: htdemucs (default), htdemucs_ft, htdemucs_6s or a folder")
+    _add_output_policy(output)
 
     score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
     score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT",
                        help="one or more videos, then the prompt (no prompt with --audio)")
-    score.add_argument("-o", "--output", default=None,
-                       help="output video (one input) or folder (default: NAME-scored.EXT beside each input)")
+    common = score.add_argument_group("common options")
     score.add_argument("--audio", default=None, metavar="TRACK", help="score with this audio file instead")
-    score.add_argument("--original", choices=["replace", "under", "over"], default="replace",
-                       help="the video's own audio: replace it (default), keep it under or over the music")
-    score.add_argument("--original-gain", type=float, default=-12.0,
-                       help="dB for the quieter of the two when mixing, -60 to 0 (default: -12)")
-    _add_model_and_sampling(score)
+    _add_model(common)
+    add_family_options(score, common, "score")
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
+    output = score.add_argument_group("output")
+    output.add_argument("-o", "--output", default=None,
+                        help="output video (one input) or folder (default: NAME-scored.EXT beside each input)")
+    output.add_argument("--original", choices=["replace", "under", "over"], default="replace",
+                        help="the video's own audio: replace it (default), keep it under or over the music")
+    output.add_argument("--original-gain", type=float, default=-12.0,
+                        help="dB for the quieter of the two when mixing, -60 to 0 (default: -12)")
+    _add_output_policy(output)
 
     serve = sub.add_parser("serve", help="an HTTP job server: an API for DAW plugins and apps, a page at /")
     serve.add_argument("-m", "--model", action="append", dest="models", default=None, metavar="MODEL",
@@ -189,48 +169,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_and_sampling(parser):
-    """The options generate and score share: the model, where it runs, sampling, and output policy."""
-    from .musicgen.options import SamplingParams
+def _add_model(group):
+    """The model and where it runs (generate and score)."""
+    group.add_argument("-m", "--model", default="small",
+                       help="alias (see 'tunesmith models'), hub id or checkpoint folder (default: small)")
+    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    group.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    group.add_argument("--quantize", choices=quantize_choices(), default=None,
+                       help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights; Stable Audio and "
+                            "ACE-Step: int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
+    group.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
 
-    parser.add_argument("-m", "--model", default="small",
-                        help="alias (see 'tunesmith models'), hub id or checkpoint folder (default: small)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                        help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights; Stable Audio and "
-                             "ACE-Step: int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
-    parser.add_argument("--cfg", type=float, default=None,
-                        help=f"classifier-free guidance, 1 disables (default: MusicGen {SamplingParams.cfg:g}, sao 7, "
-                             "sao-small 1, acestep-base/sft 7; acestep turbo has none)")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help=f"MusicGen: 0 is greedy (default: {SamplingParams.temperature:g})")
-    parser.add_argument("--top-k", dest="top_k", type=int, default=None,
-                        help=f"MusicGen: 0 disables (default: {SamplingParams.top_k})")
-    parser.add_argument("--top-p", dest="top_p", type=float, default=None,
-                        help=f"MusicGen: 0 disables (default: {SamplingParams.top_p:g})")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="Stable Audio, ACE-Step: sampler steps (default: sao 100, sao-small 8, acestep 8, "
-                             "acestep-base/sft 50)")
-    parser.add_argument("--negative", dest="negative_prompt", metavar="TEXT", default=None,
-                        help="Stable Audio: what the sound should not be (with guidance above 1)")
-    parser.add_argument("--sampler", default=None,
-                        help="Stable Audio: sao dpmpp-2m-sde; sao-small pingpong (default) or euler")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+def _add_output_policy(group):
+    group.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def quantize_choices() -> list[str]:
+    from .family import FAMILIES
+
+    return list(dict.fromkeys(q for spec in FAMILIES.values() for q in spec.quantize))
+
+
+def family_flags(command: str) -> dict[str, list[tuple[object, str]]]:
+    """dest -> [(family spec, Option)] of every family option (and audio input) `command` takes, from the
+    family table, in the table's order: an option several families share is one flag."""
+    from .family import FAMILIES
+
+    flags: dict[str, list] = {}
+    for spec in FAMILIES.values():
+        entries = [(name, option) for name, option in spec.params.items()
+                   if option.flag and (command == "generate" or option.score)]
+        if command == "generate":
+            entries.append((audio_dest(spec), spec.audio_input))
+        for dest, option in entries:
+            flags.setdefault(dest, []).append((spec, option))
+    return flags
+
+
+def audio_dest(spec) -> str:
+    """The attribute that holds a family's audio input flag: --continue -> continue, --init-audio -> init_audio."""
+    return spec.audio_input.flag.lstrip("-").replace("-", "_")
+
+
+def add_family_options(parser, common, command: str):
+    """Each family's options as flags, from the family table: one group per family, and an option several
+    families share once, among the common options, with what it means to each."""
+    groups = {}
+    for dest, owners in family_flags(command).items():
+        spec, option = owners[0]
+        if len(owners) == 1:
+            if spec.name not in groups:
+                groups[spec.name] = parser.add_argument_group(f"{spec.display} options")
+            group, help = groups[spec.name], option.help
+        else:
+            helps = list(dict.fromkeys(o.help for _, o in owners))
+            group = common
+            help = helps[0] if len(helps) == 1 else "; ".join(f"{s.display}: {o.help}" for s, o in owners)
+        metavar = option.metavar or KIND_METAVARS.get(option.kind)
+        if option.kind == "textfile":  # FLAG FILE, or FLAG-text TEXT
+            group.add_argument(option.flag, dest=f"{dest}_file", metavar=metavar, default=None, help=help)
+            group.add_argument(f"{option.flag}-text", dest=f"{dest}_text", metavar="TEXT", default=None,
+                               help=f"{option.flag} given on the command line")
+            continue
+        group.add_argument(option.flag, dest=dest, type=KIND_TYPES[option.kind], metavar=metavar, default=None,
+                           help=help)
 
 
 def _add_finishing(parser, fade_out: float, loudness: float | None):
     # None means "not given": defaults are filled in by _finishing, scaled down for short audio.
-    parser.add_argument("--fade-in", type=_seconds, default=None, help="seconds of equal-power fade in (default: 0)")
-    parser.add_argument("--fade-out", type=_seconds, default=None,
-                        help=f"seconds of equal-power fade out (default: {fade_out:g}"
-                             f"{', at most a quarter of the audio' if fade_out else ''})")
-    parser.add_argument("--loudness", type=float, default=None,
-                        help="integrated loudness target in LUFS, e.g. -14 "
-                             f"(default: {'none' if loudness is None else f'{loudness:g}'})")
-    parser.add_argument("--ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default: -1)")
+    group = parser.add_argument_group("finishing")
+    group.add_argument("--fade-in", type=_seconds, default=None, help="seconds of equal-power fade in (default: 0)")
+    group.add_argument("--fade-out", type=_seconds, default=None,
+                       help=f"seconds of equal-power fade out (default: {fade_out:g}"
+                            f"{', at most a quarter of the audio' if fade_out else ''})")
+    group.add_argument("--loudness", type=float, default=None,
+                       help="integrated loudness target in LUFS, e.g. -14 "
+                            f"(default: {'none' if loudness is None else f'{loudness:g}'})")
+    group.add_argument("--ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default: -1)")
     parser.set_defaults(default_fade_out=fade_out, default_loudness=loudness)
 
 
@@ -364,70 +381,87 @@ def _prompts(args) -> list:
 
 def _options(args) -> dict:
     """The family options given on the command line (the family's defaults fill in the rest; an option
-    of the other family is refused by check_request with its flag named)."""
-    from .request import OPTIONS
-
-    names = dict.fromkeys(name for options in OPTIONS.values() for name in options)
-    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    lyrics = _lyrics(args)
-    if lyrics is not None:
-        options["lyrics"] = lyrics
+    of another family is refused by check_request with its flag named). A text option read from a file
+    (--lyrics FILE) is read here, or taken as given (--lyrics-text TEXT)."""
+    options = {}
+    for dest, owners in family_flags(args.command).items():
+        name, option = dest, owners[0][1]
+        if option is owners[0][0].audio_input:
+            continue  # the audio input is audio_prompt (_audio_prompt)
+        if option.kind == "textfile":
+            file, text = getattr(args, f"{dest}_file", None), getattr(args, f"{dest}_text", None)
+            if file is not None and text is not None:
+                raise InvalidParameter(f"give the {name} either as {option.flag} FILE or as {option.flag}-text TEXT, "
+                                       "not both")
+            value = option.read(file) if file is not None else text
+        else:
+            value = getattr(args, dest, None)
+        if value is not None:
+            options[name] = value
     return options
 
 
-def _lyrics(args) -> str | None:
-    """--lyrics FILE (read, refused with one line when missing or not text) or --lyrics-text TEXT."""
-    from .request import read_lyrics
-
-    file, text = getattr(args, "lyrics_file", None), getattr(args, "lyrics_text", None)
-    if file is not None and text is not None:
-        raise InvalidParameter("give the lyrics either as --lyrics FILE or as --lyrics-text TEXT, not both")
-    return read_lyrics(file) if file is not None else text
+def _given(args, dest: str, option) -> bool:
+    if option.kind == "textfile":
+        return getattr(args, f"{dest}_file", None) is not None or getattr(args, f"{dest}_text", None) is not None
+    return getattr(args, dest, None) is not None
 
 
 def _audio_prompt(args, family: str):
-    """--continue (MusicGen) or --init-audio (Stable Audio's start, ACE-Step's song to repaint): each refused
-    for the other families."""
-    if family == "stable_audio" and args.continue_from is not None:
-        raise InvalidParameter("Stable Audio models do not continue audio: start from it with --init-audio FILE "
-                               "(and --strength)")
-    if family == "musicgen" and args.init_audio is not None:
-        raise InvalidParameter("--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues "
-                               "audio with --continue FILE")
-    if family == "acestep" and args.continue_from is not None:
-        raise InvalidParameter("ACE-Step models do not continue audio: make a span of a song anew with "
-                               "--init-audio FILE --repaint START:END")
-    if family == "acestep":
-        return args.init_audio
-    return args.init_audio if family == "stable_audio" else args.continue_from
+    """The family's audio input flag (MusicGen's --continue, Stable Audio's and ACE-Step's --init-audio); another
+    family's is refused with what this family takes instead."""
+    from .family import FAMILIES
+
+    spec = FAMILIES[family]
+    own = audio_dest(spec)
+    if any(getattr(args, audio_dest(other), None) is not None for other in FAMILIES.values()
+           if audio_dest(other) != own):
+        raise InvalidParameter(spec.other_audio)
+    return getattr(args, own)
 
 
 def _describe(args, check):
     """The model's family and longest clip (models.describe). When its folder cannot say, the values are
-    checked first as the flags' family would check them: a value's own mistake is named before the folder's."""
+    checked first as the flags' family would check them: a value's own mistake is named before the folder's.
+    The flags' family: the last in the table with an option of its own (none of an earlier family's) given;
+    else the first."""
     from .errors import CheckpointError, ModelNotFound
+    from .family import FAMILIES
     from .models import describe
-    from .request import OPTIONS
 
     try:
         return describe(args.model)
     except (CheckpointError, ModelNotFound):
-        song_only = [*(set(OPTIONS["acestep"]) - set(OPTIONS["musicgen"]) - set(OPTIONS["stable_audio"])),
-                     "lyrics_file", "lyrics_text"]
-        diffusion_only = [*(set(OPTIONS["stable_audio"]) - set(OPTIONS["musicgen"])), "init_audio"]
-        given = [n for n in (*song_only, *diffusion_only) if getattr(args, n, None) is not None]
-        family = "acestep" if set(given) & set(song_only) else "stable_audio" if given else "musicgen"
+        flags, earlier, family = family_flags(args.command), set(), next(iter(FAMILIES))
+        for spec in FAMILIES.values():
+            own = {dest: option for dest, owners in flags.items() for s, option in owners if s is spec}
+            if any(dest not in earlier and _given(args, dest, option) for dest, option in own.items()):
+                family = spec.name
+            earlier.update(own)
         check(family, None)
         raise
 
 
 def _check_quantize(args, family: str):
-    from .request import FAMILY_NAMES
+    from .family import FAMILIES
 
-    if args.quantize == "int4" and family != "musicgen":
-        raise InvalidParameter("--quantize int4 applies to MusicGen models (Stable Audio and ACE-Step: int8, on the CPU)")
-    if args.quantize is not None and family != "musicgen" and args.device not in ("auto", "cpu"):
-        raise InvalidParameter(f"--quantize int8 is for the CPU with {FAMILY_NAMES[family]} models")
+    spec = FAMILIES[family]
+    if args.quantize is None:
+        return
+    if args.quantize not in spec.quantize:
+        offering = [s for s in FAMILIES.values() if args.quantize in s.quantize]
+        others = [s for s in FAMILIES.values() if args.quantize not in s.quantize]
+        values = "/".join(dict.fromkeys(q for s in others for q in s.quantize))
+        where = ", on the CPU" if all(s.quantize_cpu for s in others) else ""
+        raise InvalidParameter(f"--quantize {args.quantize} applies to {_and(s.display for s in offering)} models "
+                               f"({_and(s.display for s in others)}: {values}{where})")
+    if spec.quantize_cpu and args.device not in ("auto", "cpu"):
+        raise InvalidParameter(f"--quantize {args.quantize} is for the CPU with {spec.display} models")
+
+
+def _and(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _load(args, spec):

@@ -29,11 +29,13 @@ class FamilySpec:
     check: Callable[..., dict]  # check(Asked, **options) -> the Request's fields of its own, checked
     layouts: tuple[str, ...]  # the checkpoint layouts it loads (hub.layout_of's names)
     inputs: str  # what it is steered by, as `tunesmith models` shows it
-    audio_input: str  # what a request's audio_prompt means to it
-    audio_flag: str  # the CLI's flag for its audio_prompt: --continue or --init-audio
-    compat_audio: str | None = None  # mlx-audiogen's POST /api/generate field for its audio_prompt, if it takes one
+    audio_input: Option  # what a request's audio_prompt means to it: the CLI's flag (--continue, --init-audio)
+    #   and help, the server's description, mlx-audiogen's field where that route takes it
+    other_audio: str  # what the CLI says to another family's audio flag given for this family's model
     pipeline: str | None = None  # the diffusers pipeline class of its diffusers folders
     loading: tuple[str, ...] = ("quantize", "threads")  # load()'s options besides device and dtype
+    quantize: tuple[str, ...] = ("int8",)  # load(quantize=)'s values
+    quantize_cpu: bool = True  # quantized only on the CPU
     shortest: float | None = None  # seconds: it makes nothing shorter (None: one frame)
     limits: str | None = None  # "module:function" folder -> (longest seconds, turbo), read from config files
     # length(audio_prompt, duration, longest, loop, options) -> (audio_prompt, duration): where the family
@@ -48,7 +50,7 @@ class FamilySpec:
     @property
     def names(self) -> dict[str, str]:
         """The API's words for the parameters of its requests: 'top_k (--top-k)', its audio input's flag."""
-        return {**API_NAMES, "audio_prompt": f"audio_prompt ({self.audio_flag})"}
+        return {**API_NAMES, "audio_prompt": f"audio_prompt ({self.audio_input.flag})"}
 
     def model_class(self) -> type:
         module, name = self.model.split(":")
@@ -64,16 +66,28 @@ class FamilySpec:
 
 FAMILIES = {spec.name: spec for spec in (
     FamilySpec("musicgen", "MusicGen", ".musicgen.model:MusicGen", musicgen_options.PARAMS, musicgen_options.check,
-               layouts=("transformers", "audiocraft"), inputs="text", audio_input="audio to continue",
-               audio_flag="--continue"),
+               layouts=("transformers", "audiocraft"), inputs="text",
+               audio_input=Option(None, "--continue", "audio", metavar="FILE", about="continues it",
+                                  help="continue this audio; the output starts with it and lasts -d seconds in "
+                                       "total"),
+               other_audio="--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues audio "
+                           "with --continue FILE",
+               quantize=("int8", "int4"), quantize_cpu=False),
     FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.PARAMS,
                stable_audio_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
-               audio_input="an init audio to start from", audio_flag="--init-audio",
-               compat_audio="reference_audio_path", pipeline="StableAudioPipeline",
-               limits=".stable_audio.load:checkpoint_limits"),
+               audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",
+                                  about="starts from it",
+                                  help="start from this sound (audio-to-audio); --strength says how far to move"),
+               other_audio="Stable Audio models do not continue audio: start from it with --init-audio FILE (and "
+                           "--strength)",
+               pipeline="StableAudioPipeline", limits=".stable_audio.load:checkpoint_limits"),
     FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.PARAMS, acestep_options.check,
-               layouts=("diffusers",), inputs="text + lyrics + song", audio_input="a song to repaint",
-               audio_flag="--init-audio", pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
+               layouts=("diffusers",), inputs="text + lyrics + song",
+               audio_input=Option(None, "--init-audio", "audio", metavar="FILE", about="repaints it",
+                                  help="the song to repaint (with --repaint)"),
+               other_audio="ACE-Step models do not continue audio: make a span of a song anew with --init-audio "
+                           "FILE --repaint START:END",
+               pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
                limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length),
 )}
 API_NAMES.update(shown_names(*(spec.params for spec in FAMILIES.values())))

@@ -41,11 +41,12 @@ class Option:
     #   Clip or an array; the server takes an upload's id), START:END seconds, or a text the CLI reads from a
     #   file (FLAG FILE, or FLAG-text TEXT)
     help: str = ""  # the CLI's help
-    about: str = ""  # the server field's description
+    about: str = ""  # the server field's description (default: the families that take it)
     metavar: str | None = None  # the CLI's
     score: bool = False  # `tunesmith score` takes it too (sampling, not inputs)
     steers: bool = False  # a value of it steers the music alone: the prompt may then be left out
     needs: str | None = None  # what the model must offer for it: "style" or "melody" (ModelSpec's flags)
+    modifies: str | None = None  # the input it tunes, which it needs ("style", "audio_prompt")
     max_length: int | None = None  # of a text, in the server's bodies
     field: str | None = None  # its name in the server's POST /api/jobs body, where it differs from the API's
     compat: str | None = None  # its name in mlx-audiogen's POST /api/generate, where that route takes it

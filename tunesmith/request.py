@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .acestep.options import SongParams, check_guidance, read_lyrics  # noqa: F401 (the model and the CLI read them here)
+from .acestep.options import SongParams, check_guidance, read_lyrics  # noqa: F401 (read here by the model)
 from .errors import InvalidParameter
 from .family import FAMILIES
 from .musicgen.options import (CFG_BETA, MAX_SEED, WINDOW_SECONDS, SamplingParams, Schedule,  # noqa: F401

@@ -57,18 +57,19 @@ def read_lyrics(path: str | Path) -> str:
 # offers them.
 PARAMS = {
     "lyrics": Option(None, "--lyrics", "textfile", metavar="FILE", max_length=20_000, read=read_lyrics,
-                     about="the words to sing ([verse], [chorus] tags allowed)",
+                     about="ACE-Step: the words to sing ([verse], [chorus] tags allowed)",
                      help="a text file of the words to sing ([verse], [chorus], ... mark sections); without "
                           "lyrics, an instrumental"),
-    "language": Option(None, "--language", "text", max_length=20, about="the lyrics' language (en, zh, ...)",
+    "language": Option(None, "--language", "text", metavar="CODE", max_length=20,
+                       about="ACE-Step: the lyrics' language (en, zh, ...)",
                        help="the lyrics' language code, e.g. en (default), zh, ja, es"),
     "steps": Option(None, "--steps", "whole", score=True, compat="steps",
                     help="sampler steps (default: acestep 8, acestep-base/sft 50)"),
     "cfg": Option(None, "--cfg", score=True, compat="cfg_scale",
                   help="guidance, 1 disables (default: acestep-base/sft 7; acestep turbo has none)"),
     "repaint": Option(None, "--repaint", "span", metavar="START:END",
-                      about="[start, end] seconds of the continuation's song to make anew (end null: to the end); "
-                            "the rest is kept",
+                      about="ACE-Step: [start, end] seconds of the continuation's song to make anew (end null: to "
+                            "the end); the rest is kept",
                       help="with --init-audio: make these seconds of the song anew and keep the rest (30:45; 30: "
                            "to the end); the output lasts as long as the song"),
 }

@@ -59,7 +59,7 @@ PARAMS = {
                     help=f"0 disables (default: {SamplingParams.top_p:g})"),
     "cfg": Option(SamplingParams.cfg, "--cfg", score=True, compat="guidance_coef",
                   help=f"classifier-free guidance, 1 disables (default: {SamplingParams.cfg:g})"),
-    "context": Option(CONTEXT, "--context", "seconds", about="long pieces",
+    "context": Option(CONTEXT, "--context", "seconds", about="MusicGen, long pieces",
                       help=f"long pieces: seconds of the piece so far that condition each new window "
                            f"(default: {CONTEXT:g})"),
     "melody": Option(None, "--melody", "audio", metavar="FILE", needs="melody", compat="melody_path",
@@ -69,17 +69,19 @@ PARAMS = {
                     compat="style_audio_path", about=f"{_STYLE}: an upload id, the reference whose style to take",
                     help="take the timbre, groove and texture of this reference (style models: -m style); "
                          "PROMPT may then be left out"),
-    "cfg_beta": Option(None, "--cfg-beta", needs="style", compat="style_coef",
+    "cfg_beta": Option(None, "--cfg-beta", needs="style", modifies="style", compat="style_coef",
                        about=f"{_STYLE}: weight of the text against the style",
                        help=f"with --style and a PROMPT: how much more the text steers than the style "
                             f"(default: {CFG_BETA:g})"),
-    "style_excerpt": Option(None, "--style-excerpt", needs="style", about=f"{_STYLE}: seconds of the reference heard",
+    "style_excerpt": Option(None, "--style-excerpt", needs="style", modifies="style",
+                            about=f"{_STYLE}: seconds of the reference heard",
                             help="with --style: seconds of the reference the model hears, 1.5 to 4.5 (default: 3)"),
-    "style_quantizers": Option(None, "--style-quantizers", "whole", needs="style",
+    "style_quantizers": Option(None, "--style-quantizers", "whole", needs="style", modifies="style",
                                about=f"{_STYLE}: 1-6, fewer copy it less closely",
                                help="with --style: style codebooks used, 1 to 6 (default: 3); fewer copy it less "
                                     "closely"),
-    "style_start": Option(None, "--style-start", needs="style", about=f"{_STYLE}: where the excerpt starts (s)",
+    "style_start": Option(None, "--style-start", needs="style", modifies="style",
+                          about=f"{_STYLE}: where the excerpt starts (s)",
                           help="with --style: where the excerpt starts, in seconds (default: drawn from the seed)"),
 }
 OPTIONS = {name: option.default for name, option in PARAMS.items()}

@@ -16,7 +16,7 @@ import re
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Optional
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,8 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
@@ -38,9 +37,9 @@ from ..musicgen.sampling import MAX_SEED
 from ..request import text_problem
 from .guard import Guard
 from .registry import FAMILY_ALIASES, Registry
-from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
+from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors
 from .settings import ServerSettings
-from .fields import compat_names, job_names
+from .bodies import GenerateIn, JobIn, StemsIn, compat_names, family_options, job_names
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
 from .redact import redact, server_places
 from .store import FINISHED, Job, Store, StoreDamaged, intact, new_id
@@ -57,129 +56,9 @@ RETRY_AFTER_S = 5
 MLX_SAMPLERS = ("euler", "rk4")  # mlx-audiogen's own samplers: tunesmith uses the model's default instead
 
 
-# ---- bodies
-# Numbers are JSON numbers: true, "10" are refused (pydantic's lax mode took them); an int is a float too,
-# and 175.0 an integer, as JSON Schema counts them.
-Number = StrictFloat
-Whole = Annotated[StrictInt, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
-Flag = StrictBool
-
-
-class Body(BaseModel):
-    """What every body shares: each text in it, however deep (a schedule's), is text (request.text_problem),
-    checked before the field's own rules so every field refuses it alike."""
-
-    model_config = ConfigDict(json_schema_extra=mark_texts)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _texts(cls, value):
-        for text in _texts_in(value):
-            problem = text_problem(text)
-            if problem:
-                raise PydanticCustomError("not_text", problem)
-        return value
-
-
-def _texts_in(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, (list, tuple, dict)):
-        for item in value.values() if isinstance(value, dict) else value:
-            yield from _texts_in(item)
-
-
-class GenerateIn(Body):
-    """mlx-audiogen's POST /api/generate body. Unknown keys are ignored; each family takes its own fields
-    and ignores the other's (its clients send both)."""
-
-    model_config = ConfigDict(extra="ignore")
-    model: str = Field("musicgen", max_length=500, description='"musicgen", "stable_audio" or a registered name')
-    prompt: str = Field(..., max_length=100_000)
-    seconds: Number = 5.0
-    temperature: Optional[Number] = None
-    top_k: Optional[Whole] = None
-    guidance_coef: Optional[Number] = Field(None, description="MusicGen's cfg")
-    seed: Optional[Whole] = Field(None, description="none or negative: random")
-    melody_path: Optional[str] = Field(None, max_length=4096, description="a file under a --media-dir")
-    style_audio_path: Optional[str] = Field(None, max_length=4096, description="MusicGen-Style: a reference "
-                                                                                "file under a --media-dir")
-    style_coef: Optional[Number] = Field(None, description="MusicGen-Style's cfg_beta (with text and style)")
-    negative_prompt: Optional[str] = Field(None, max_length=100_000)
-    steps: Optional[Whole] = None
-    cfg_scale: Optional[Number] = Field(None, description="Stable Audio's cfg")
-    sampler: Optional[str] = Field(None, max_length=100)
-    reference_audio_path: Optional[str] = Field(None, max_length=4096, description="Stable Audio: init audio")
-    reference_strength: Optional[Number] = None
-    lora: Optional[str] = Field(None, max_length=500, description="not supported")
-    output_mode: Optional[str] = Field(None, max_length=100, description='"audio" only')
-
-
-class JobIn(Body):
-    """POST /api/jobs: everything `tunesmith generate` takes. Options of the other family are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: Optional[str] = Field(None, max_length=500, description="a registered name; none: the default")
-    prompt: Union[str, list[tuple[Number, str]]] = Field(
-        ..., description='a text, or a schedule [[0, "calm intro"], [20, "drums enter"]]')
-    duration: Optional[Number] = Field(None, description="seconds (default 10; an ACE-Step repaint lasts as long as "
-                                                        "its song: leave it out)")
-    seed: Optional[Whole] = Field(None, description="none: random (the job reports it)")
-    variations: Whole = 1
-    loop: Flag = False
-    temperature: Optional[Number] = Field(None, description="MusicGen")
-    top_k: Optional[Whole] = Field(None, description="MusicGen")
-    top_p: Optional[Number] = Field(None, description="MusicGen")
-    cfg: Optional[Number] = None
-    context: Optional[Number] = Field(None, description="MusicGen, long pieces")
-    steps: Optional[Whole] = Field(None, description="Stable Audio")
-    negative_prompt: Optional[str] = Field(None, max_length=100_000, description="Stable Audio")
-    sampler: Optional[str] = Field(None, max_length=100, description="Stable Audio")
-    strength: Optional[Number] = Field(None, description="Stable Audio, with continuation as init audio")
-    style: Optional[str] = Field(None, max_length=100, description="MusicGen-Style: an upload id, the reference "
-                                                                   "whose style to take")
-    cfg_beta: Optional[Number] = Field(None, description="MusicGen-Style: weight of the text against the style")
-    style_excerpt: Optional[Number] = Field(None, description="MusicGen-Style: seconds of the reference heard")
-    style_quantizers: Optional[Whole] = Field(None, description="MusicGen-Style: 1-6, fewer copy it less closely")
-    style_start: Optional[Number] = Field(None, description="MusicGen-Style: where the excerpt starts (s)")
-    lyrics: Optional[str] = Field(None, max_length=20_000, description="ACE-Step: the words to sing "
-                                                                       "([verse], [chorus] tags allowed)")
-    language: Optional[str] = Field(None, max_length=20, description="ACE-Step: the lyrics' language (en, zh, ...)")
-    repaint: Optional[tuple[Number, Optional[Number]]] = Field(
-        None, description="ACE-Step: [start, end] seconds of the continuation's song to make anew (end null: to "
-                          "the end); the rest is kept")
-    continuation: Optional[str] = Field(None, max_length=100, description="an upload id: MusicGen continues "
-                                                                          "it, Stable Audio starts from it, "
-                                                                          "ACE-Step repaints it")
-    melody: Optional[str] = Field(None, max_length=100, description="an upload id: a tune to follow (melody models)")
-    fade_in: Optional[Number] = None
-    fade_out: Optional[Number] = None
-    loudness: Optional[Number] = Field(None, description="LUFS target, e.g. -14")
-    ceiling: Optional[Number] = Field(None, description="true-peak ceiling in dBTP (default -1)")
-    format: Literal["wav", "flac", "mp3", "ogg", "m4a"] = "wav"
-    wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
-
-
-class StemsIn(Body):
-    """POST /api/jobs/{id}/stems: split a done job's clip into stems, as a job of its own."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: Optional[str] = Field(None, max_length=100, description="a stems model this server offers (GET "
-                                                                    "/api/models lists them); none: the first")
-    index: Whole = Field(0, ge=0, le=1000, description="which clip of the job (its variations)")
-    two_stems: Optional[str] = Field(None, max_length=40, description='e.g. "vocals": vocals and no_vocals')
-    shifts: Whole = Field(1, ge=0, le=10, description="passes at random offsets, averaged: better, slower")
-    format: Optional[Literal["wav", "flac", "mp3", "ogg", "m4a"]] = Field(None, description="default: the job's")
-    wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
-
-
 STEM_NAMES = {"htdemucs_6s": ("drums", "bass", "other", "vocals", "guitar", "piano")}
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 
-STYLE_FIELDS = ("style", "cfg_beta", "style_excerpt", "style_quantizers", "style_start")  # MusicGen-Style's
-FIELDS = {"musicgen": ("temperature", "top_k", "top_p", "cfg", "context"),
-          "stable_audio": ("steps", "cfg", "negative_prompt", "sampler", "strength"),
-          "acestep": ("lyrics", "language", "steps", "cfg", "repaint")}  # each family's options in POST /api/jobs
 
 
 def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:
@@ -266,11 +145,49 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                               error=job.error or "the stored request of this job cannot be shown",
                               progress=0.0, files=[], seeds=[], request={}))
 
+    def check_capability(entry, capability: str, field: str):
+        """A field that needs a style or melody model, refused for a model without it."""
+        if capability == "style":
+            check_style_model(entry, field)
+        elif not getattr(entry.spec, capability):
+            melodic = ", ".join(e.name for e in registry.melody_models()) or "none on this server"
+            raise InvalidParameter(f"{field}: {entry.name} cannot follow a melody (melody models: {melodic})")
+
     def check_style_model(entry, field: str):
         if not entry.spec.style:
             styles = [e.name for e in registry.entries.values() if e.spec.style]
             offered = f"this server's: {', '.join(styles)}" if styles else "this server offers none"
             raise InvalidParameter(f"{field} needs a MusicGen-Style model ({offered}); {entry.name} takes no style")
+
+    def compat_options(body: GenerateIn, entry) -> tuple[dict, str | None]:
+        """mlx-audiogen's fields as the family's options (each option's `compat` name) and audio input; audio
+        is a file under a --media-dir. Their clients send every field whatever the model: a melody for a
+        model without melodies is ignored (the job says so), and what tunes an input not given (style_coef,
+        reference_strength) is dropped."""
+        family = FAMILIES[entry.family]
+        audio = family.audio_input.compat and getattr(body, family.audio_input.compat)
+        inputs = {"audio_prompt": media_file(audio, settings.limits.media_dirs, family.audio_input.compat)
+                  if audio else None}
+        options = {}
+        for name, option in family.params.items():
+            value = getattr(body, option.compat) if option.compat else None
+            if option.kind == "audio" and value:
+                if option.needs and not getattr(entry.spec, option.needs):
+                    if option.needs == "style":
+                        check_style_model(entry, option.compat)
+                    continue
+                value = inputs[name] = media_file(value, settings.limits.media_dirs, option.compat)
+            elif option.kind == "audio":
+                continue
+            options[name] = value
+        for name, option in family.params.items():
+            if option.modifies and inputs.get(option.modifies) is None:
+                options.pop(name, None)
+        if options.get("sampler") in MLX_SAMPLERS:  # theirs: tunesmith uses the model's own
+            options["sampler"] = None
+        if "negative_prompt" in options:
+            options["negative_prompt"] = options["negative_prompt"] or None
+        return options, inputs["audio_prompt"]
 
     def stem_of(job: Job, index: int) -> str | None:
         """The stem a file of a stems job holds (its file is named ID-STEM.EXT)."""
@@ -396,25 +313,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             raise InvalidParameter("lora: LoRA adapters are not supported by tunesmith")
         if body.output_mode not in (None, "audio"):
             raise InvalidParameter(f"output_mode {body.output_mode[:20]!r}: tunesmith makes audio only")
-        options, audio_prompt = {}, None
-        if entry.family == "musicgen":
-            options = dict(temperature=body.temperature, top_k=body.top_k, cfg=body.guidance_coef)
-            if body.melody_path and entry.spec.melody:
-                options["melody"] = media_file(body.melody_path, settings.limits.media_dirs, "melody_path")
-            if body.style_audio_path:  # their clients send style_coef with or without style audio
-                check_style_model(entry, "style_audio_path")
-                options["style"] = media_file(body.style_audio_path, settings.limits.media_dirs, "style_audio_path")
-                options["cfg_beta"] = body.style_coef
-        elif entry.family == "acestep":  # mlx-audiogen's clients know no ACE-Step: its steps and guidance
-            options = dict(steps=body.steps, cfg=body.cfg_scale)
-        else:
-            sampler = None if body.sampler in MLX_SAMPLERS else body.sampler
-            options = dict(steps=body.steps, cfg=body.cfg_scale, negative_prompt=body.negative_prompt or None,
-                           sampler=sampler)
-            if body.reference_audio_path:
-                audio_prompt = media_file(body.reference_audio_path, settings.limits.media_dirs,
-                                          "reference_audio_path")
-                options["strength"] = body.reference_strength
+        options, audio_prompt = compat_options(body, entry)
         seed = body.seed if body.seed is not None and body.seed >= 0 else None
         try:
             spec, _ = plan_job(entry, settings.limits, prompt=body.prompt, duration=body.seconds, seed=seed,
@@ -447,21 +346,20 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         of a new one, with another body 422."""
         check_header_text(idempotency_key, "Idempotency-Key")
         entry = registry.find(body.model)
-        fields = FIELDS[entry.family]
-        other = [f for f in dict.fromkeys(sum(FIELDS.values(), ())) if f not in fields and getattr(body, f) is not None]
+        own = FAMILIES[entry.family].params
+        every = family_options()
+        given = [name for name in every if getattr(body, name) is not None]
+        other = [name for name in given if name not in own and not every[name].needs]
         if other:
+            fields = [name for name, option in own.items() if not option.needs]
             raise InvalidParameter(f"{other[0]} is not an option of {entry.name} ({entry.family} models take "
                                    f"{', '.join(fields)})")
-        options = {f: getattr(body, f) for f in fields}
-        asked = [f for f in STYLE_FIELDS if getattr(body, f) is not None]
-        if asked:
-            check_style_model(entry, asked[0])
-            options.update({f: getattr(body, f) for f in STYLE_FIELDS}, style=upload_path(body.style, "style"))
-        if body.melody is not None:
-            if not entry.spec.melody:
-                melodic = ", ".join(e.name for e in registry.melody_models()) or "none on this server"
-                raise InvalidParameter(f"melody: {entry.name} cannot follow a melody (melody models: {melodic})")
-            options["melody"] = upload_path(body.melody, "melody")
+        for capability in ("style", "melody"):  # what the model must offer (ModelSpec's flags)
+            asked = [name for name in given if every[name].needs == capability]
+            if asked:
+                check_capability(entry, capability, asked[0])
+        options = {name: upload_path(getattr(body, name), name) if option.kind == "audio" else getattr(body, name)
+                   for name, option in own.items()}
         prompt = body.prompt if isinstance(body.prompt, str) else [list(e) for e in body.prompt]
         finishing = dict(fade_in=body.fade_in, fade_out=body.fade_out, loudness=body.loudness, ceiling=body.ceiling)
         spec, _ = plan_job(entry, settings.limits, prompt=prompt, duration=body.duration, seed=body.seed,

@@ -29,9 +29,11 @@ PARAMS = {
     "negative_prompt": Option(None, "--negative", "text", metavar="TEXT", score=True, max_length=100_000,
                               compat="negative_prompt",
                               help="what the sound should not be (with guidance above 1)"),
-    "sampler": Option(None, "--sampler", "text", score=True, max_length=100, compat="sampler",
+    "sampler": Option(None, "--sampler", "text", metavar="NAME", score=True, max_length=100,
+                      compat="sampler",
                       help="sao dpmpp-2m-sde; sao-small pingpong (default) or euler"),
-    "strength": Option(None, "--strength", compat="reference_strength", about="with continuation as init audio",
+    "strength": Option(None, "--strength", modifies="audio_prompt", compat="reference_strength",
+                       about="Stable Audio, with continuation as init audio",
                        help="with --init-audio: 0 keeps the sound, 1 ignores it (default: 0.7)"),
 }
 OPTIONS = {name: option.default for name, option in PARAMS.items()}
