@@ -26,15 +26,14 @@ class InvalidParameter(TunesmithError, ValueError):
         self.names: Mapping[str, str] = {}  # the API's words for parameters (tunesmith.params.refuse's)
         super().__init__(message)
 
-    def render(self, names: Mapping[str, str] | None = None) -> str:
-        """The message with each parameter written as `names` writes it; one `names` lacks is written as
-        the API writes it (self.names), else bare."""
+    def render(self, names: Mapping[str, str]) -> str:
+        """The message with each parameter written as `names` writes it (one it lacks: bare)."""
         if self.template is None:
             return str(self.args[0]) if self.args else ""
-        return self.template.format_map(_Fields(self.values, {**self.names, **(names or {})}))
+        return self.template.format_map(_Fields(self.values, names))
 
-    def __str__(self) -> str:
-        return self.render()
+    def __str__(self) -> str:  # as the API writes parameters (self.names)
+        return self.render(self.names)
 
 
 class _Fields(dict):

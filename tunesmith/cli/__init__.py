@@ -32,7 +32,9 @@ def flag_names() -> dict[str, str]:
 
 def said(err: TunesmithError) -> str:
     """An error's line; a refused parameter named with its flag."""
-    return err.render(flag_names()) if isinstance(err, InvalidParameter) else str(err)
+    if not isinstance(err, InvalidParameter):
+        return str(err)
+    return err.render({**err.names, **flag_names()})  # the request's own words for its audio input's flag
 
 
 def main(argv: list[str] | None = None) -> int:
