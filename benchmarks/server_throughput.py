@@ -75,13 +75,13 @@ def run(folder: Path, max_batch: int, clients: int, jobs: int, seconds: float, d
         try:
             client(server.url, 0, 1, seconds)  # load the model: not timed
             httpx.get(f"{server.url}/api/health")
-            calls = server.app.state.worker.batches
+            calls = server.app.state.worker._batches
             start = time.perf_counter()
             with ThreadPoolExecutor(clients) as pool:
                 waits = [w for ws in pool.map(lambda n: client(server.url, n, jobs, seconds), range(clients))
                          for w in ws]
             wall = time.perf_counter() - start
-            calls = server.app.state.worker.batches - calls
+            calls = server.app.state.worker._batches - calls
         finally:
             server.stop()
     audio = clients * jobs * seconds

@@ -145,7 +145,7 @@ def test_one_jobs_failure_never_fails_its_batch_mates(client_for, monkeypatch):
     jobs = [done(client, i) for i in ids]
     assert [j["status"] for j in jobs] == ["done", "error", "done"], jobs
     assert jobs[1]["error"] == "internal error: TypeError: simulated tokenizer failure"
-    assert worker.batches == 4  # the three together, then each alone
+    assert worker._batches == 4  # the three together, then each alone
 
 
 LOOSE = [

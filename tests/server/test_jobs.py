@@ -139,7 +139,7 @@ def test_compatible_jobs_share_one_batch_and_each_equals_its_solo_run(client_for
     worker.start()
     jobs = [done(client, i) for i in ids + [odd]]
     assert all(j["status"] == "done" for j in jobs)
-    assert worker.batches == 2  # the two 0.6 s jobs together, the 0.4 s one alone
+    assert worker._batches == 2  # the two 0.6 s jobs together, the 0.4 s one alone
     assert [j["timings"]["batch_jobs"] for j in jobs] == [2, 2, 1]
     for job, prompt in zip(jobs[:2], ("deep house with a hypnotic bassline", "bossa nova guitar")):
         for i, seed in enumerate(job["seeds"]):

@@ -39,7 +39,7 @@ def test_200_submissions_from_8_threads(start_server):
         statuses = [client.get(f"/api/status/{i}").json()["status"] for i in accepted]
     assert statuses == ["done"] * len(accepted)  # nothing lost
     assert store.count(("done",)) == len(accepted) == len(set(accepted))
-    assert worker.batches < len(accepted)  # queued jobs were batched
+    assert worker._batches < len(accepted)  # queued jobs were batched
     # Finished jobs live in the store only: nothing in memory grows with them.
     assert worker.progress == {} and worker.cancelling == set()
     gc.collect()

@@ -80,7 +80,7 @@ def test_stems_need_a_done_job(stems_client):
 def test_stems_that_cannot_be_written_end_in_one_line(stems_client, monkeypatch):
     client, app, _ = stems_client
     source = done(client, client.post("/api/jobs", json={"prompt": "funk", "duration": 0.5}).json()["id"])
-    monkeypatch.setattr("tunesmith.server.app.new_id", lambda: "stemsjob")  # its files' names known before
+    monkeypatch.setattr("tunesmith.server.jobs.new_id", lambda: "stemsjob")  # its files' names known before
     full_partial(app.state.store.audio / "stemsjob-bass.wav")  # the second stem lands on /dev/full: ENOSPC
     job = done(client, client.post(f"/api/jobs/{source['id']}/stems", json={}).json()["id"])
     assert job["status"] == "error" and job["error"] == "the server's disk is full: cannot write the stems"

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
+from ..audio.names import clip_name, stem_name
 from ..errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
-
-
-def slug(prompt: str, limit: int = 40) -> str:
-    """A file-name stem from a prompt: its words (letters and digits of any script), lower case, joined
-    by '-', cut at a word within `limit` characters."""
-    words = re.findall(r"[^\W_]+", prompt.lower())
-    out = ""
-    for w in words:
-        if len(out) + len(w) + 1 > limit:
-            break
-        out = f"{out}-{w}" if out else w
-    return out or (words[0][:limit] if words else "tunesmith")
 
 
 def _unique(path: Path, taken: set[Path]) -> Path:
@@ -47,7 +35,7 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
         taken: set[Path] = set()
         paths = []
         for prompt, seed in rows:
-            name = f"{slug(prompt)}-{seed}.wav" if seed is not None else f"{slug(prompt)}.wav"
+            name = clip_name(prompt, seed)
             paths.append(_unique(folder / name, taken))
             taken.add(paths[-1])
     else:
@@ -70,7 +58,7 @@ def plan_stems(base: Path, stems: list[str], overwrite: bool, taken: set[Path] =
     does (cmd_stems creates it just before writing)."""
     from ..audio.io import check_output_path
 
-    paths = {stem: base.with_name(f"{base.stem}-{stem}{base.suffix}") for stem in stems}
+    paths = {stem: base.with_name(stem_name(base.name, stem)) for stem in stems}
     for path in paths.values():
         if path in taken:
             raise TunesmithError(f"{path} would be written twice: choose another output name")

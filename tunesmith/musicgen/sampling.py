@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .options import MAX_SEED, SamplingParams  # noqa: F401 (MAX_SEED: imported from here by the server)
+from .options import SamplingParams  # noqa: F401 (read from here by the engine and the tests)
 
 
 def guidance_mix(logits: torch.Tensor, cfg: float, cfg_beta: float | None = None) -> torch.Tensor:

@@ -62,7 +62,7 @@ class Worker:
         self._last_prune = 0.0
         self._unsaved: list[tuple] = []  # store writes that failed, (method, args), retried in order
         self._said: str | None = None  # the store failure last logged (each is said once, not every second)
-        self.batches = 0  # generate calls made (tests and the benchmark read it)
+        self._batches = 0  # generate calls made (a hook for the tests and the benchmark, not an API)
 
     # ---- control, from request threads
     def start(self):
@@ -211,7 +211,7 @@ class Worker:
     def _generate(self, model, jobs: list[Job], requests: list) -> list:
         progress = self._progress_hook([j.id for j in jobs])
         progress(0, 1)  # a cancel that came while the job was being claimed
-        self.batches += 1
+        self._batches += 1
         log.info("generating %d job(s), %d clip(s), on %s", len(jobs), sum(len(r.rows) for r in requests), model.name)
         return model.generate_request(batch_requests(requests), progress=progress)
 
