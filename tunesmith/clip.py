@@ -1,4 +1,5 @@
-"""Clip: one generated piece with everything needed to reproduce and judge it."""
+"""Clip: one generated piece with everything needed to reproduce and judge it. A data class: it imports
+no engine (its stems are tunesmith.separate(clip))."""
 
 from __future__ import annotations
 
@@ -34,14 +35,6 @@ class Clip:
         """Write the clip; the format follows the extension (.wav, .flac, .mp3, .ogg, .m4a).
         wav_format: pcm16 (default), pcm24 or float, for WAV (FLAC: pcm16 or pcm24)."""
         return write_audio(Path(path), self.audio, self.sample_rate, wav_format)
-
-    def stems(self, model="htdemucs", device: str = "auto", shifts: int = 1, two_stems: str | None = None,
-              progress=False, seed: int = 0) -> dict[str, "Clip"]:
-        """This clip split into stems ({"drums": Clip, ...}): tunesmith.separate on its audio."""
-        from .stems import separate
-
-        return separate(self, model=model, device=device, shifts=shifts, two_stems=two_stems, progress=progress,
-                        seed=seed)
 
     def finish(self, *, fade_in: float = 0.0, fade_out: float = 0.0, loudness: float | None = None,
                ceiling: float = -1.0, length: float | None = None) -> "Clip":

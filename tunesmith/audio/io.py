@@ -13,8 +13,10 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import InvalidParameter, NoSpace, TooLong, TunesmithError
+from .formats import FORMATS as NAMES
+from .formats import WAV_SUBTYPES
 
-WAV_FORMATS = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}
+WAV_FORMATS = WAV_SUBTYPES
 SNDFILE = {".wav": "WAV", ".flac": "FLAC"}
 # Compressed formats: ffmpeg encoder arguments.
 FFMPEG_CODECS = {
@@ -22,7 +24,7 @@ FFMPEG_CODECS = {
     ".ogg": ["-c:a", "libvorbis", "-q:a", "6"],
     ".m4a": ["-c:a", "aac", "-b:a", "192k"],
 }
-FORMATS = tuple(SNDFILE) + tuple(FFMPEG_CODECS)
+FORMATS = tuple(f".{name}" for name in NAMES)  # each written through SNDFILE or FFMPEG_CODECS
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota on it
 NO_SPACE_WORDS = ("no space left on device", "disk quota exceeded")  # the same, as ffmpeg reports them
 

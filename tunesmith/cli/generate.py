@@ -50,7 +50,7 @@ def cmd_generate(args) -> int:
     if args.stems_model is not None and not args.stems:
         raise InvalidParameter("--stems-model chooses the model of --stems: add --stems")
     if args.stems:  # the stems model is loaded, and every stem's file checked, before any generation
-        from ..stems import load_stem_model
+        from ..stems import load_stem_model, separate
 
         stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
         stem_paths = [plan_stems(path, stem_model.sources, args.overwrite, taken=set(paths)) for path in paths]
@@ -64,7 +64,7 @@ def cmd_generate(args) -> int:
         print(path)
         if stem_model is not None:
             try:
-                stems = clip.stems(model=stem_model, progress=not args.quiet)
+                stems = separate(clip, model=stem_model, progress=not args.quiet)
             except TunesmithError as err:  # a silent clip has nothing to separate: the others still do
                 log.warning("no stems for %s: %s", path, err)
             else:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..audio.formats import FORMATS, WAV_FORMATS
+
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
-OUTPUT_FORMATS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")  # audio.io.FORMATS, without importing it here
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finishing(gen, fade_out=0.0, loudness=None)
     output = gen.add_argument_group("output")
     output.add_argument("-o", "--output", default=None,
-                        help="output file (.wav, .flac, .mp3, .ogg, .m4a) or folder; several clips get -1, -2, ... "
-                             "suffixes")
-    output.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
+                        help=f"output file ({', '.join('.' + f for f in FORMATS)}) or folder; several clips get -1, "
+                             "-2, ... suffixes")
+    output.add_argument("--wav-format", choices=WAV_FORMATS, default="pcm16",
                         help="WAV sample format (default: pcm16)")
     output.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
     output.add_argument("--stems", action="store_true",
@@ -148,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     stems.add_argument("--shifts", type=int, default=1,
                        help="passes over the music at random offsets, averaged: better and N times slower; 0 is "
                             "one pass, no shift (default: 1)")
-    stems.add_argument("--format", choices=[f[1:] for f in OUTPUT_FORMATS], default="wav",
+    stems.add_argument("--format", choices=FORMATS, default="wav",
                        help="file format of the stems (default: wav)")
-    stems.add_argument("--wav-format", choices=["pcm16", "pcm24", "float"], default="pcm16",
+    stems.add_argument("--wav-format", choices=WAV_FORMATS, default="pcm16",
                        help="WAV sample format (default: pcm16)")
     stems.add_argument("--overwrite", action="store_true", help="replace existing stem files")
     stems.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
+from ..audio.formats import FORMATS, WAV_FORMATS
 from ..family import FAMILIES, FamilySpec
 from ..params import COMMON, Option, text_problem
 from .schema import mark_texts
@@ -120,8 +121,8 @@ JobIn = create_model(
     fade_out=(Optional[Number], None),
     loudness=(Optional[Number], Field(None, description="LUFS target, e.g. -14")),
     ceiling=(Optional[Number], Field(None, description="true-peak ceiling in dBTP (default -1)")),
-    format=(Literal["wav", "flac", "mp3", "ogg", "m4a"], "wav"),
-    wav_format=(Literal["pcm16", "pcm24", "float"], "pcm16"),
+    format=(Literal[FORMATS], "wav"),
+    wav_format=(Literal[WAV_FORMATS], "pcm16"),
 )
 
 
@@ -134,8 +135,8 @@ class StemsIn(Body):
     index: Whole = Field(0, ge=0, le=1000, description="which clip of the job (its variations)")
     two_stems: Optional[str] = Field(None, max_length=40, description='e.g. "vocals": vocals and no_vocals')
     shifts: Whole = Field(1, ge=0, le=10, description="passes at random offsets, averaged: better, slower")
-    format: Optional[Literal["wav", "flac", "mp3", "ogg", "m4a"]] = Field(None, description="default: the job's")
-    wav_format: Literal["pcm16", "pcm24", "float"] = "pcm16"
+    format: Optional[Literal[FORMATS]] = Field(None, description="default: the job's")
+    wav_format: Literal[WAV_FORMATS] = "pcm16"
 
 
 def job_names() -> dict[str, str]:

@@ -8,13 +8,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..audio.formats import FORMATS, WAV_FORMATS
 from ..errors import InvalidParameter
 from ..request import Request, check_request, real, whole
 from .registry import Entry
 
-STORED_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a")  # what tunesmith writes (audio.io)
+STORED_FORMATS = FORMATS  # what tunesmith writes
 DOWNLOAD_FORMATS = STORED_FORMATS + ("aiff",)  # aiff: mlx-audiogen's web UI asks for it
-WAV_FORMATS = ("pcm16", "pcm24", "float")
 
 
 @dataclass(frozen=True)
