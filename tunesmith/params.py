@@ -1,6 +1,6 @@
 """One request parameter: how its value is checked (real, whole, check_text, audio_input) and how each
-shell shows it (Option: its default, the CLI's flag and help, the server's field). Torch-free, below
-tunesmith/request.py and every family's options module, which both build on it.
+shell shows it (Option: its default, the CLI's flag and help, the server's field). Torch- and numpy-free
+at import, below tunesmith/request.py and every family's options module, which both build on it.
 
 A refusal is an InvalidParameter whose message names parameters as fields ({top_k}): the API and the
 CLI write them `top_k (--top-k)`, the server as its JSON bodies name them."""
@@ -12,11 +12,12 @@ import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import InvalidParameter, TooLong, TunesmithError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FRAME_SECONDS = 0.02  # one codec frame (50 per second): the shortest clip, and the shortest audio input
 MAX_DURATION = 3600.0  # long form: one hour is plenty, and keeps typos like 60000 from running for days
@@ -172,6 +173,8 @@ def audio_input(value, param: str, role: str | None = None) -> tuple[np.ndarray,
     """A path, a Clip or (array, sample_rate) -> ((channels, samples) float32, rate), refused with one
     line when it is empty, shorter than a frame, silent or not finite. role: what the audio is for when
     it differs from the parameter's name (Stable Audio's audio_prompt is an init audio)."""
+    import numpy as np  # here: the family table, and so `tunesmith --help`, loads no numpy
+
     from .audio.io import read_audio
 
     if value is None:

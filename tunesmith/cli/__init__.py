@@ -38,7 +38,7 @@ def said(err: TunesmithError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
     log.addHandler(handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..audio.formats import FORMATS, WAV_FORMATS
 
@@ -53,15 +54,31 @@ KIND_TYPES = {"number": float, "seconds": _seconds, "whole": int, "text": None, 
 KIND_METAVARS = {"audio": "FILE", "textfile": "FILE", "span": "START:END", "text": "TEXT"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+LIGHT = ("serve", "stems", "models", "download")  # commands whose parsers need no family table
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: sys.argv's): generate's and score's arguments, built from the family
+    table, are built only when argv asks for one of them (or for a command it cannot tell), so that
+    `tunesmith --help` and the other commands import no family table."""
     from .. import __version__
 
     parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen, "
                                                    "Stable Audio Open and ACE-Step.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+    asked = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    full = asked is not None and asked not in LIGHT
     gen = sub.add_parser("generate", help="generate music from a text prompt")
+    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
+    if full:
+        _generate_arguments(gen)
+        _score_arguments(score)
+    _other_commands(sub)
+    return parser
+
+
+def _generate_arguments(gen):
     gen.add_argument("words", nargs="*", metavar="PROMPT",
                      help="what the music should be; words without quotes form one prompt")
     common = gen.add_argument_group("common options")
@@ -90,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --stems: htdemucs (default), htdemucs_ft, htdemucs_6s or a folder")
     _add_output_policy(output)
 
-    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
+
+def _score_arguments(score):
     score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT",
                        help="one or more videos, then the prompt (no prompt with --audio)")
     common = score.add_argument_group("common options")
@@ -107,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dB for the quieter of the two when mixing, -60 to 0 (default: -12)")
     _add_output_policy(output)
 
+
+def _other_commands(sub):
     serve = sub.add_parser("serve", help="an HTTP job server: an API for DAW plugins and apps, a page at /")
     serve.add_argument("-m", "--model", action="append", dest="models", default=None, metavar="MODEL",
                        help="a model to offer: alias, hub id or checkpoint folder; repeat for several, the first "
@@ -159,7 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list model aliases and whether each is in the local cache")
     down = sub.add_parser("download", help="download a model into the local Hugging Face cache")
     down.add_argument("model", help="alias or hub id")
-    return parser
 
 
 def _add_model(group):

@@ -4,10 +4,12 @@ checks, which tunesmith.request.check_request runs for MusicGen models and the e
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..params import Asked, Option, audio_input, real, refuse, whole
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_SEED = 2**31 - 1
 CONTEXT = 12.0  # long pieces: seconds of the piece so far that condition each new window
