@@ -26,3 +26,20 @@ def test_the_request_reads_the_table():
     assert {info.family for info in ALIASES.values()} == set(FAMILIES)
     pipelines = [spec.pipeline for spec in FAMILIES.values() if spec.pipeline]
     assert len(pipelines) == len(set(pipelines)) == 2
+
+
+def test_each_option_is_a_flag_and_a_field_from_the_table():
+    """The CLI's flags and POST /api/jobs's fields are built from the family table: every family option is
+    one (an option several families share, once)."""
+    import pytest
+
+    from tunesmith.cli.parser import build_parser
+
+    generate = build_parser(["generate"])._subparsers._group_actions[0].choices["generate"]
+    flags = {s for action in generate._actions for s in action.option_strings}
+    for spec in FAMILIES.values():
+        assert {o.flag for o in spec.params.values()} | {spec.audio_input.flag} <= flags, spec.name
+    pytest.importorskip("fastapi")
+    from tunesmith.server.bodies import JobIn
+
+    assert {name for spec in FAMILIES.values() for name in spec.params} <= set(JobIn.model_fields)

@@ -89,3 +89,26 @@ def test_an_init_audio_past_its_length_is_refused_naming_its_flag(tmp_path):
     with pytest.raises(TooLong, match=rf"^audio_prompt \(--init-audio\) {long} lasts 4000\.0 s: more than the "
                                       r"1200 s allowed$"):
         check_request("rain", family="stable_audio", longest=47.0, duration=10, audio_prompt=long)
+
+
+def test_a_refusal_names_its_parameter_and_each_shell_renders_it():
+    """InvalidParameter carries the API keyword (.param); the API and the CLI write it with its flag, the
+    server with the JSON field its body names (no rewriting of the message's text)."""
+    from tunesmith.cli import said
+    from tunesmith.family import FAMILIES
+
+    with pytest.raises(InvalidParameter) as err:
+        check_request("rain", family="stable_audio", duration=10, strength=0.5)
+    assert err.value.param == "strength"
+    line = "strength (--strength) applies to an init audio, given as audio_prompt (--init-audio): there is none"
+    assert str(err.value) == said(err.value) == line
+    pytest.importorskip("fastapi")
+    from tunesmith.server.bodies import compat_names, job_names
+
+    assert err.value.render(job_names()) == "strength applies to an init audio, given as continuation: there is none"
+    assert err.value.render(compat_names(FAMILIES["stable_audio"])) == (
+        "reference_strength applies to an init audio, given as reference_audio_path: there is none")
+    with pytest.raises(InvalidParameter) as err:
+        check_request("jazz", cfg=0.5)
+    assert err.value.param == "cfg" and err.value.render(compat_names(FAMILIES["musicgen"])).startswith(
+        "guidance_coef must be between 1 (no guidance) and 100")
