@@ -53,9 +53,9 @@ class StyleRequest:
 _STYLE = "MusicGen-Style"
 # Its own generate options (None: the checkpoint's own default, or off) and how each shell offers them.
 PARAMS = {
-    "temperature": Option(SamplingParams.temperature, "--temperature", score=True,
+    "temperature": Option(SamplingParams.temperature, "--temperature", score=True, compat="temperature",
                           help=f"0 is greedy (default: {SamplingParams.temperature:g})"),
-    "top_k": Option(SamplingParams.top_k, "--top-k", "whole", score=True,
+    "top_k": Option(SamplingParams.top_k, "--top-k", "whole", score=True, compat="top_k",
                     help=f"0 disables (default: {SamplingParams.top_k})"),
     "top_p": Option(SamplingParams.top_p, "--top-p", score=True,
                     help=f"0 disables (default: {SamplingParams.top_p:g})"),
