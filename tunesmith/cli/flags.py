@@ -15,7 +15,7 @@ def options_of(args) -> dict:
     for dest, owners in family_flags(args.command).items():
         name, option = dest, owners[0][1]
         if option is owners[0][0].audio_input:
-            continue  # the audio input is audio_prompt (_audio_prompt)
+            continue  # the audio input is audio_prompt (audio_prompt_of)
         if option.kind == "textfile":
             file, text = getattr(args, f"{dest}_file", None), getattr(args, f"{dest}_text", None)
             if file is not None and text is not None:
