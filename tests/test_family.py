@@ -25,4 +25,4 @@ def test_the_request_reads_the_table():
     assert OPTIONS == {name: spec.options for name, spec in FAMILIES.items()}
     assert {info.family for info in ALIASES.values()} == set(FAMILIES)
     pipelines = [spec.pipeline for spec in FAMILIES.values() if spec.pipeline]
-    assert len(pipelines) == len(set(pipelines)) == 2
+    assert len(pipelines) == len(set(pipelines)) == 3

@@ -14,6 +14,7 @@ from pathlib import Path
 from .acestep import options as acestep_options
 from .musicgen import options as musicgen_options
 from .stable_audio import options as stable_audio_options
+from .stable_audio3 import options as stable_audio3_options
 
 
 @dataclass(frozen=True)
@@ -52,4 +53,7 @@ FAMILIES = {spec.name: spec for spec in (
     FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.OPTIONS,
                layouts=("diffusers",), inputs="text + lyrics + song", audio_input="a song to repaint",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST, limits=".acestep.layout:checkpoint_limits"),
+    FamilySpec("stable_audio3", "Stable Audio 3", ".stable_audio3.model:StableAudio3", stable_audio3_options.OPTIONS,
+               layouts=("diffusers",), inputs="text + audio", audio_input="an init audio to transform or repaint",
+               pipeline="StableAudio3Pipeline", loading=("threads",), limits=".stable_audio3.load:checkpoint_limits"),
 )}

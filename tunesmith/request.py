@@ -99,6 +99,8 @@ class DiffusionParams:
     negative_prompt: str | None = None  # what to steer away from (the unconditioned side of guidance)
     sampler: str | None = None
     strength: float | None = None  # audio-to-audio: 0 keeps the init audio, 1 ignores it
+    repaint: tuple[tuple[float, float], ...] | None = None  # Stable Audio 3: (start, end) spans of the init audio,
+    #   in seconds, to make anew; the rest is kept
 
 
 CFG_BETA = 5.0  # MusicGen-Style's double guidance with text and style (audiocraft's demo, mlx-audiogen's default)
@@ -194,6 +196,8 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
     source = None
     if family == "acestep" and (audio_prompt is not None or options["repaint"] is not None):
         source, duration = _repaint_source(audio_prompt, options["repaint"], duration, longest, loop)
+    elif family == "stable_audio3" and audio_prompt is not None:
+        source, duration = _edit_source(audio_prompt, duration, longest)
     elif duration is None:
         duration = DEFAULT_DURATION
     duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
@@ -220,12 +224,16 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
         raise InvalidParameter(f"{named('loop')} must be True or False, got {loop!r}")
     common = dict(schedules=schedules, duration=duration, seed=seed, num_variations=num_variations, loop=bool(loop),
                   family=family)
-    if family == "stable_audio":
+    if family in ("stable_audio", "stable_audio3"):
         if any(len(s) > 1 for s in schedules):
-            raise InvalidParameter("Stable Audio models take one text per clip, not a prompt schedule")
-        init = audio_input(audio_prompt, "audio_prompt", "init_audio")
-        return Request(**common, sampling=None, context=0.0, audio_prompt=init,
-                       diffusion=_diffusion_params(init is not None, **options))
+            raise InvalidParameter(f"{FAMILY_NAMES[family]} models take one text per clip, not a prompt schedule")
+        init = source if family == "stable_audio3" else audio_input(audio_prompt, "audio_prompt", "init_audio")
+        repaint = options.pop("repaint", None)  # Stable Audio 3's alone
+        diffusion = _diffusion_params(init is not None, **options)
+        if repaint is not None:
+            diffusion = dataclasses.replace(diffusion, repaint=_repaint_spans(repaint, duration, init, loop,
+                                                                              diffusion.strength))
+        return Request(**common, sampling=None, context=0.0, audio_prompt=init, diffusion=diffusion)
     if family == "acestep":
         if any(len(s) > 1 for s in schedules):
             raise InvalidParameter("ACE-Step models take one text per song, not a prompt schedule")
@@ -267,7 +275,7 @@ def _style_request(style, cfg_beta, style_excerpt, style_quantizers, style_start
     return StyleRequest(audio_input(style, "style"), beta, style_excerpt, style_quantizers, style_start)
 
 
-def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, strength) -> DiffusionParams:
+def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, strength, sampler=None) -> DiffusionParams:
     if steps is not None:
         steps = whole(steps, "steps", f"a whole number from 1 to {MAX_STEPS}", lambda v: 1 <= v <= MAX_STEPS)
     if cfg is not None:
@@ -287,6 +295,48 @@ def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, sampler, stre
             raise InvalidParameter(f"{named('strength')} applies to an init audio ({FLAGS['init_audio']} FILE, "
                                    "or audio_prompt=): there is none")
     return DiffusionParams(steps, cfg, negative_prompt, sampler, strength)
+
+
+def _edit_source(audio_prompt, duration, longest: float | None) -> tuple:
+    """Stable Audio 3's init audio, read and checked -> (audio, the clip's duration: the one given, else the
+    audio's length)."""
+    source = audio_input(audio_prompt, "audio_prompt", "init_audio")
+    if duration is not None:
+        return source, duration
+    seconds = source[0].shape[1] / source[1]
+    if longest is not None and seconds > longest + 1e-9:
+        raise InvalidParameter(f"audio_prompt ({FLAGS['init_audio']}) lasts {seconds:.2f} s, longer than the "
+                               f"{longest:g} s this model makes at once: give a {named('duration')} to use its "
+                               "beginning")
+    return source, seconds
+
+
+def _repaint_spans(repaint, duration: float, init, loop: bool, strength) -> tuple[tuple[float, float], ...]:
+    """Stable Audio 3's spans to make anew: (start, end) or a list of them, each inside the clip (end None:
+    the clip's end) -> ((start, end), ...) in order."""
+    if init is None:
+        raise InvalidParameter(f"{named('repaint')} needs the audio to repaint: give it as audio_prompt "
+                               f"({FLAGS['init_audio']} FILE)")
+    if loop:
+        raise InvalidParameter("a loop cannot repaint audio: use one or the other")
+    if strength is not None:
+        raise InvalidParameter(f"{named('strength')} is for audio-to-audio; a repaint keeps the audio outside its "
+                               "spans and makes the spans anew: use one or the other")
+    expected = "(start, end) in seconds or a list of such spans, end None for the end of the clip"
+    one = isinstance(repaint, (list, tuple)) and len(repaint) == 2 and not isinstance(repaint[0], (list, tuple))
+    spans = [repaint] if one else repaint
+    if not isinstance(spans, (list, tuple)) or not spans or not all(
+            isinstance(span, (list, tuple)) and len(span) == 2 for span in spans):
+        raise InvalidParameter(f"{named('repaint')} must be {expected}, got {repaint!r}")
+    checked = []
+    for start, end in spans:
+        start = real(start, "repaint", f"{expected}; each start a number >= 0", lambda v: v >= 0)
+        end = duration if end is None else real(end, "repaint", f"{expected}; each end a number after its start",
+                                                lambda v: v > start)
+        if start >= duration or end > duration + 0.01:
+            raise InvalidParameter(f"{named('repaint')} span {start:g}:{end:g} s is not inside the {duration:g} s clip")
+        checked.append((start, min(end, duration)))
+    return tuple(sorted(checked))
 
 
 def _repaint_source(audio_prompt, repaint, duration, longest: float | None, loop) -> tuple:
