@@ -48,6 +48,7 @@ FLAGS = {
     "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems", "lyrics": "--lyrics",
     "language": "--language", "style": "--style", "cfg_beta": "--cfg-beta", "style_excerpt": "--style-excerpt",
     "style_quantizers": "--style-quantizers", "style_start": "--style-start", "repaint": "--repaint",
+    "continuation": "--continue",
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {spec.name: spec.options for spec in FAMILIES.values()}
@@ -196,6 +197,8 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
     source = None
     if family == "acestep" and (audio_prompt is not None or options["repaint"] is not None):
         source, duration = _repaint_source(audio_prompt, options["repaint"], duration, longest, loop)
+    elif family == "stable_audio3" and options["continuation"] is not None:
+        source = _continuation_source(options, audio_prompt, duration, loop)
     elif family == "stable_audio3" and audio_prompt is not None:
         source, duration = _edit_source(audio_prompt, duration, longest)
     elif duration is None:
@@ -229,7 +232,15 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
             raise InvalidParameter(f"{FAMILY_NAMES[family]} models take one text per clip, not a prompt schedule")
         init = source if family == "stable_audio3" else audio_input(audio_prompt, "audio_prompt", "init_audio")
         repaint = options.pop("repaint", None)  # Stable Audio 3's alone
+        continuation = options.pop("continuation", None)
         diffusion = _diffusion_params(init is not None, **options)
+        if continuation is not None:  # outpainting: the span after the audio made anew, the audio kept
+            seconds = init[0].shape[1] / init[1]
+            if seconds >= duration:
+                raise InvalidParameter(f"{named('continuation')} lasts {seconds:.2f} s: the "
+                                       f"{named('duration')} of {duration:g} s leaves nothing to add (it is the "
+                                       "total length)")
+            repaint = (seconds, duration)
         if repaint is not None:
             diffusion = dataclasses.replace(diffusion, repaint=_repaint_spans(repaint, duration, init, loop,
                                                                               diffusion.strength))
@@ -295,6 +306,21 @@ def _diffusion_params(has_init: bool, steps, cfg, negative_prompt, strength, sam
             raise InvalidParameter(f"{named('strength')} applies to an init audio ({FLAGS['init_audio']} FILE, "
                                    "or audio_prompt=): there is none")
     return DiffusionParams(steps, cfg, negative_prompt, sampler, strength)
+
+
+def _continuation_source(options: dict, audio_prompt, duration, loop) -> tuple[np.ndarray, int]:
+    """Stable Audio 3's audio to extend, read and checked: it goes alone, and the total length is given."""
+    other = next((name for name in ("repaint", "strength") if options[name] is not None), None)
+    if audio_prompt is not None or other is not None:
+        given = "audio_prompt (" + FLAGS["init_audio"] + ")" if audio_prompt is not None else named(other)
+        raise InvalidParameter(f"{named('continuation')} extends its audio and keeps it whole: it "
+                               f"does not go with {given}")
+    if loop:
+        raise InvalidParameter("a loop cannot extend audio: use one or the other")
+    if duration is None:
+        raise InvalidParameter(f"{named('continuation')} needs the total length to extend it to: "
+                               f"give it as {named('duration')}")
+    return audio_input(options["continuation"], "continuation", "audio_prompt")
 
 
 def _edit_source(audio_prompt, duration, longest: float | None) -> tuple:

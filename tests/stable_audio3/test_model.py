@@ -107,3 +107,20 @@ def test_repaint_equals_the_inpaint_pipeline(sa3_ckpt, sa3_model, spans):
     # the spans matter: repainting others gives other audio
     other, = sa3_model.generate("loud drums", seed=9, steps=4, audio_prompt=(source, 4096), repaint=(0.15, 0.25))
     assert np.abs(other.audio - clip.audio).max() > 0.02
+
+
+def test_continuation_is_the_inpaint_pipeline_after_the_audio(sa3_ckpt, sa3_model):
+    """Extending 0.125 s to 0.25 s: the inpaint pipeline with the span after the audio masked."""
+    from diffusers import StableAudio3InpaintPipeline
+
+    _, pipe = sa3_ckpt
+    source = source_audio(pipe)[:, :512]
+    clip, = sa3_model.generate("calm piano", duration=DURATION, seed=2, steps=4, continuation=(source, 4096))
+    inpaint = StableAudio3InpaintPipeline(**pipe.components)
+    inpaint.set_progress_bar_config(disable=True)
+    expected = pipeline_audio(inpaint, "calm piano", 2, duration=DURATION, num_inference_steps=4,
+                              audio=torch.from_numpy(source)[None], mask_start_seconds=0.125,
+                              mask_end_seconds=DURATION)
+    assert clip.audio.shape == (2, 1024)
+    assert np.abs(clip.audio - expected).max() < TOLERANCE
+    assert clip.params["repaint"] == [[0.125, DURATION]]

@@ -41,6 +41,8 @@ def test_a_repaint_keeps_the_source_length_and_orders_its_spans():
     assert request.duration == 2.0 and check().duration == 10.0
     assert request.diffusion.repaint == ((0.0, 0.5), (1.5, 2.0))
     assert check(audio_prompt=SOURCE, repaint=(0.5, 1.0), duration=4.0).diffusion.repaint == ((0.5, 1.0),)
+    extend = check(continuation=SOURCE, duration=5.0)
+    assert extend.duration == 5.0 and extend.diffusion.repaint == ((2.0, 5.0),) and extend.audio_prompt[1] == RATE
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -54,6 +56,13 @@ def test_a_repaint_keeps_the_source_length_and_orders_its_spans():
     (dict(audio_prompt=SOURCE, repaint=(0.0, 1.0), loop=True), r"a loop cannot repaint audio"),
     (dict(strength=0.5), r"strength \(--strength\) applies to an init audio"),
     (dict(sampler="euler"), r"sampler \(--sampler\) is not an option of Stable Audio 3 models"),
+    (dict(continuation=SOURCE, duration=121), r"duration \(-d\) 121 s is longer than the 120 s this model makes"),
+    (dict(continuation=SOURCE, duration=2.0), r"continuation \(--continue\) lasts 2.00 s: the duration \(-d\) of "
+                                              r"2 s leaves nothing to add"),
+    (dict(continuation=SOURCE), r"continuation \(--continue\) needs the total length to extend it to"),
+    (dict(continuation=SOURCE, duration=4, audio_prompt=SOURCE), r"does not go with audio_prompt \(--init-audio\)"),
+    (dict(continuation=SOURCE, duration=4, repaint=(0, 1)), r"does not go with repaint \(--repaint\)"),
+    (dict(continuation=SOURCE, duration=4, loop=True), r"a loop cannot extend audio"),
 ])
 def test_bad_input_is_one_line(kwargs, message):
     with pytest.raises(InvalidParameter, match=message) as caught:

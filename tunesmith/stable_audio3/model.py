@@ -72,7 +72,8 @@ class StableAudio3(Family):
     def generate(self, prompts: str | Sequence[str], *, duration: float | None = None, seed: int | None = None,
                  steps: int | None = None, cfg: float | None = None, negative_prompt: str | None = None,
                  num_variations: int = 1, audio_prompt=None, strength: float | None = None, repaint=None,
-                 loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+                 continuation=None, loop: bool = False, progress: bool | Callable[[int, int], None] = False
+                 ) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         duration: seconds, up to the model's longest clip (default 10 s, or audio_prompt's length).
@@ -85,13 +86,15 @@ class StableAudio3(Family):
         audio_prompt: audio (a path, a Clip or (array, sample_rate)) to start from. With strength in [0, 1]
             (default 0.7): audio-to-audio, 0 keeps it, 1 ignores it. With repaint: (start, end) seconds, or
             a list of spans, made anew while the rest is kept.
+        continuation: audio to extend (a path, a Clip or (array, sample_rate)): it is kept, and what follows
+            it is made up to `duration`, the total length (a repaint of the span after it).
         loop: each clip is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
         """
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
                                 num_variations=num_variations, loop=loop, audio_prompt=audio_prompt,
                                 longest=self.max_seconds, steps=steps, cfg=cfg, negative_prompt=negative_prompt,
-                                strength=strength, repaint=repaint)
+                                strength=strength, repaint=repaint, continuation=continuation)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":
