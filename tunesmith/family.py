@@ -30,6 +30,7 @@ class FamilySpec:
     loading: tuple[str, ...] = ("quantize", "threads")  # load()'s options besides device and dtype
     shortest: float | None = None  # seconds: it makes nothing shorter (None: one frame)
     limits: str | None = None  # "module:function" folder -> (longest seconds, turbo), read from config files
+    claims: str | None = None  # "module:function" folder -> bool: its own among folders of a layout it shares
 
     def model_class(self) -> type:
         module, name = self.model.split(":")
@@ -40,6 +41,12 @@ class FamilySpec:
         if self.limits is None:
             return None, False
         module, name = self.limits.split(":")
+        return getattr(importlib.import_module(module, __package__), name)(folder)
+
+    def claims_folder(self, folder: Path) -> bool:
+        """Whether the checkpoint in `folder` is this family's, from its config files (a family without a
+        claims function takes what no other family claims)."""
+        module, name = self.claims.split(":")
         return getattr(importlib.import_module(module, __package__), name)(folder)
 
 
@@ -54,6 +61,8 @@ FAMILIES = {spec.name: spec for spec in (
                layouts=("diffusers",), inputs="text + lyrics + song", audio_input="a song to repaint",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST, limits=".acestep.layout:checkpoint_limits"),
     FamilySpec("stable_audio3", "Stable Audio 3", ".stable_audio3.model:StableAudio3", stable_audio3_options.OPTIONS,
-               layouts=("diffusers",), inputs="text + audio", audio_input="an init audio to transform or repaint",
-               pipeline="StableAudio3Pipeline", loading=("threads",), limits=".stable_audio3.load:checkpoint_limits"),
+               layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
+               audio_input="an init audio to transform or repaint", pipeline="StableAudio3Pipeline",
+               loading=("threads",), limits=".stable_audio3.load:checkpoint_limits",
+               claims=".stable_audio3.stability_layout:is_stable_audio3"),
 )}

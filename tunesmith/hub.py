@@ -170,7 +170,8 @@ def _offline() -> bool:
 # be sharded (ACE-Step's DiT): their index comes too.
 DIFFUSERS_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
                       "*/*.safetensors", "*/*.safetensors.index.json"]
-TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
+TOOLS_PATTERNS = ["model_config.json", "model.safetensors",
+                  "t5gemma-b-b-ul2/*"]  # Stable Audio 3's text encoder, where a repository carries it beside
 AUDIOCRAFT_FILES = ["state_dict.bin", "compression_state_dict.bin"]  # MusicGen-Style
 
 

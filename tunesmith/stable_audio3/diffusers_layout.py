@@ -14,6 +14,7 @@ from .parts import StableAudio3Config, StableAudio3Parts
 
 PIPELINE_CLASS = "StableAudio3Pipeline"
 PARTS = ("text_encoder", "tokenizer", "duration_embedder", "transformer", "vae", "scheduler")
+SCHEDULER = "FlowMatchEulerDiscreteScheduler"
 PINGPONG_STEPS, EULER_STEPS = 8, 100  # the pipeline's defaults for the post-trained and the base checkpoints
 # scheduler settings that would bend the log-SNR schedule in ways the sampler does not follow
 UNSUPPORTED = ("use_dynamic_shifting", "shift_terminal", "use_karras_sigmas", "use_exponential_sigmas",
@@ -26,6 +27,9 @@ def read_config(folder: Path) -> StableAudio3Config:
     vae = read_json(folder / "vae" / "config.json")
     seconds = read_json(folder / "duration_embedder" / "config.json")
     scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
+    if scheduler.get("_class_name") != SCHEDULER:  # later diffusers write their own SA3 schedulers
+        raise CheckpointError(f"{folder / 'scheduler'} holds a {scheduler.get('_class_name')}: tunesmith reads "
+                              f"Stable Audio 3 folders with diffusers 0.42's {SCHEDULER}")
     bent = [name for name in UNSUPPORTED if scheduler.get(name)]
     if bent:
         raise CheckpointError(f"{folder / 'scheduler'}: the scheduler setting {bent[0]} is not one Stable Audio 3 uses")

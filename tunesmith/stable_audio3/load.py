@@ -1,4 +1,4 @@
-"""A Stable Audio 3 folder -> its parts (or only its config, without weights)."""
+"""A Stable Audio 3 folder in either layout -> its parts (or only its limits, without weights)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from .diffusers_layout import load_diffusers_folder, read_config
 from .parts import StableAudio3Parts
 
 
@@ -15,14 +14,27 @@ def is_diffusers_folder(folder: Path) -> bool:
     return (folder / "model_index.json").is_file()
 
 
+def _not_ours(folder: Path) -> CheckpointError:
+    return CheckpointError(f"{folder} is not a Stable Audio 3 checkpoint (no model_index.json, or a "
+                           "model_config.json without a T5Gemma conditioner)")
+
+
 def checkpoint_limits(folder: Path) -> tuple[float, bool]:
     """(longest clip in seconds, turbo: never) from the checkpoint's config files (the family table's limits)."""
+    from . import diffusers_layout, stability_layout
+
     if is_diffusers_folder(folder):
-        return read_config(folder).longest, False
-    raise CheckpointError(f"{folder} is not a Stable Audio 3 checkpoint (no model_index.json)")
+        return diffusers_layout.read_config(folder).longest, False
+    if stability_layout.is_stable_audio3(folder):
+        return stability_layout.checkpoint_limits(folder)
+    raise _not_ours(folder)
 
 
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> StableAudio3Parts:
+    from . import diffusers_layout, stability_layout
+
     if is_diffusers_folder(folder):
-        return load_diffusers_folder(folder, device, dtype)
-    raise CheckpointError(f"{folder} is not a Stable Audio 3 checkpoint (no model_index.json)")
+        return diffusers_layout.load_diffusers_folder(folder, device, dtype)
+    if stability_layout.is_stable_audio3(folder):
+        return stability_layout.load_stability_folder(folder, device, dtype)
+    raise _not_ours(folder)

@@ -27,6 +27,7 @@ class StableAudio3Config:
     timestep_scale: float = 1.0  # the DiT reads the noise level times this (the scheduler's num_train_timesteps)
     shift: float = 1.0  # the scheduler's time shift, applied to the log-SNR schedule as diffusers does
     text_tokens: int = TEXT_TOKENS
+    latent_multiple: int = 1  # latents come in multiples of this (SAME-S attends in chunks of 2 latents)
 
     @property
     def latents_per_second(self) -> float:

@@ -35,9 +35,10 @@ class Conditions:
 
 
 def latent_length(parts: StableAudio3Parts, seconds: float) -> int:
-    """Latents for `seconds` of audio, rounded up (as the pipelines round)."""
+    """Latents for `seconds` of audio, rounded up (as the pipelines round), to whole chunks for SAME-S."""
     config = parts.config
-    return int(math.ceil(seconds * config.sample_rate / config.hop))
+    length = int(math.ceil(seconds * config.sample_rate / config.hop))
+    return -(-length // config.latent_multiple) * config.latent_multiple
 
 
 def text_states(parts: StableAudio3Parts, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
