@@ -84,3 +84,19 @@ def test_the_model_refuses_before_sampling(sa3_model):
         sa3_model.generate("calm piano", duration=400)
     with pytest.raises(InvalidParameter, match=r"negative_prompt \(--negative\) needs guidance"):
         sa3_model.generate("calm piano", duration=0.1, negative_prompt="drums")
+
+
+def test_a_gated_checkpoint_not_cached_says_how_to_get_it(monkeypatch):
+    """As for Stable Audio Open 1.0: one line naming the repository, the licence step and the login."""
+    import tunesmith
+    from tunesmith import hub
+    from tunesmith.errors import ModelNotFound
+
+    monkeypatch.setattr(hub, "_why_no_hub", lambda: ("HF_HUB_OFFLINE is set", True))
+    monkeypatch.setattr(hub, "cached_folder", lambda repo: None)
+    with pytest.raises(ModelNotFound) as caught:
+        tunesmith.load("sa3-small")
+    line = str(caught.value)
+    assert "\n" not in line and "stabilityai/stable-audio-3-small-music is gated" in line
+    assert "accept its licence on https://huggingface.co/stabilityai/stable-audio-3-small-music" in line
+    assert "hf auth login" in line and "tunesmith download sa3-small" in line
