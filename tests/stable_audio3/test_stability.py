@@ -129,3 +129,33 @@ def test_a_broken_checkpoint_is_one_line(small_like, tmp_path):
     (folder / "model_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="model_config.json lacks model.pretransform.config"):
         tunesmith.load(folder, device="cpu", dtype="float32")
+
+
+@pytest.mark.parametrize("which", ["SAME-S", "SAME-L"])
+def test_windowed_decode_has_exact_seams(small_like, medium_like, which, monkeypatch):
+    import tunesmith
+    from tunesmith.stable_audio3 import decode as windowed
+
+    folder = small_like[0] if which == "SAME-S" else medium_like[1]
+    vae = tunesmith.load(folder, device="cpu", dtype="float32")._parts.vae
+    latents = torch.randn(2, SIZES.latent, 23, generator=torch.Generator().manual_seed(5))
+    samples = 23 * 32 - 5
+    with torch.no_grad():
+        whole = vae.decode(latents).sample[:, :, :samples].clamp(-1, 1)
+        for window in (4, 6):
+            reports = []
+            joined = windowed.decode(vae, latents, samples, window=window, report=lambda: reports.append(1))
+            assert joined.shape == whole.shape and (joined - whole).abs().max() < 1e-5
+            assert len(reports) == windowed.window_count(23, vae, window) == -(-23 // window)
+        # the margins are what makes the seams exact: without them the windows' edges show
+        monkeypatch.setattr(windowed, "margin_and_alignment", lambda vae: (0, 2))
+        assert (windowed.decode(vae, latents, samples, window=4) - whole).abs().max() > 1e-3
+
+
+def test_progress_counts_the_steps_then_the_windows(small_like):
+    import tunesmith
+
+    model = tunesmith.load(small_like[0], device="cpu", dtype="float32")
+    calls = []
+    model.generate("calm piano", duration=0.25, seed=1, steps=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 32 latents: one window

@@ -19,7 +19,8 @@ from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
 from ..request import DiffusionParams, Request, check_request, named
 from .parts import StableAudio3Config, StableAudio3Parts
-from .sample import decode, encode_audio, encode_conditions, keep_mask, latent_length, noise_levels, sample
+from .decode import decode, window_count
+from .sample import encode_audio, encode_conditions, keep_mask, latent_length, noise_levels, sample
 
 log = logging.getLogger("tunesmith")
 
@@ -127,6 +128,8 @@ class StableAudio3(Family):
         clock.lap("text")
         length = latent_length(parts, plan.seconds)
         generators = seeded_generators(seeds)
+        total = plan.steps + window_count(length, parts.vae)  # progress: the steps, then the decoded windows
+        step_report = (lambda done: report(done, total)) if report else None
         init = None
         if plan.init is not None:
             audio = torch.from_numpy(plan.init)[None].to(self.device)
@@ -138,14 +141,18 @@ class StableAudio3(Family):
             keep = keep_mask(parts, list(plan.repaint), length, self.device).expand(len(seeds), -1, -1)
             local = torch.cat([keep, init * keep], dim=1)  # [B, 1 + C, L]: the DiT hears what to keep, and where
             cond.local = torch.cat([local, local]) if guided else local
-            latents = sample(parts, noise, cond, levels, plan.cfg, generators, report)
+            latents = sample(parts, noise, cond, levels, plan.cfg, generators, step_report)
         elif init is not None and plan.strength == 0:
             latents = init  # nothing to move: the init audio as the autoencoder renders it
+            if step_report:
+                step_report(plan.steps)
         else:
             x = noise if init is None else (1.0 - plan.strength) * init + plan.strength * noise
-            latents = sample(parts, x, cond, levels, plan.cfg, generators, report)
+            latents = sample(parts, x, cond, levels, plan.cfg, generators, step_report)
         clock.lap("dit")
-        audio = decode(parts, latents, int(plan.seconds * config.sample_rate))
+        decoded = iter(range(plan.steps + 1, total + 1))
+        audio = decode(parts.vae, latents, int(plan.seconds * config.sample_rate),
+                       report=(lambda: report(next(decoded), total)) if report else None)
         clock.lap("vae")
         return audio, clock.seconds
 

@@ -99,11 +99,11 @@ def velocity(parts: StableAudio3Parts, x: torch.Tensor, t: torch.Tensor, cond: C
 
 
 def sample(parts: StableAudio3Parts, x: torch.Tensor, cond: Conditions, levels: torch.Tensor, cfg: float,
-           generators: list[torch.Generator], report: Callable[[int, int], None] | None) -> torch.Tensor:
+           generators: list[torch.Generator], report: Callable[[int], None] | None) -> torch.Tensor:
     """Rectified flow from latents x [B, C, L] at levels[0] to clean latents at levels[-1] = 0, the DiT
     predicting v = noise - data. "pingpong" (post-trained) jumps to the clean estimate x - t * v each step
     and noises it again to the next level with fresh noise (drawn even for the last level, 0, as the
-    pipeline draws it); "euler" follows the flow."""
+    pipeline draws it); "euler" follows the flow. report(steps done) after each step."""
     steps = levels.shape[0] - 1
     for i in range(steps):
         t, t_next = levels[i], levels[i + 1]
@@ -114,7 +114,7 @@ def sample(parts: StableAudio3Parts, x: torch.Tensor, cond: Conditions, levels: 
         else:
             x = x + (t_next - t) * v
         if report:
-            report(i + 1, steps)
+            report(i + 1)
     return x
 
 
@@ -135,10 +135,3 @@ def keep_mask(parts: StableAudio3Parts, spans: list[tuple[float, float]], length
     for start, end in spans:
         mask[:, :, int(start * rate / hop):min(int(end * rate / hop), length)] = 0.0
     return mask
-
-
-def decode(parts: StableAudio3Parts, latents: torch.Tensor, samples: int) -> torch.Tensor:
-    """Latents [B, C, L] -> audio [B, channels, samples] float32, clamped to [-1, 1] as the pipelines do."""
-    vae = parts.vae
-    audio = vae.decode(latents.to(next(vae.parameters()).dtype)).sample.float()
-    return audio[:, :, :samples].clamp(-1.0, 1.0)
