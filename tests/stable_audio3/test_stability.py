@@ -159,3 +159,16 @@ def test_progress_counts_the_steps_then_the_windows(small_like):
     calls = []
     model.generate("calm piano", duration=0.25, seed=1, steps=3, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 32 latents: one window
+
+
+def test_the_text_encoder_comes_from_beside_the_weights_or_the_hub(small_like, tmp_path):
+    import shutil
+
+    from tunesmith.stable_audio3.load import also_needed
+
+    assert also_needed(small_like[0]) == []  # T5Gemma is beside the weights
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model_config.json", "model.safetensors"):
+        shutil.copy(small_like[0] / name, bare / name)
+    assert also_needed(bare) == ["google/t5gemma-b-b-ul2"]

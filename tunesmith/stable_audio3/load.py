@@ -38,3 +38,16 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype) -> Stabl
     if stability_layout.is_stable_audio3(folder):
         return stability_layout.load_stability_folder(folder, device, dtype)
     raise _not_ours(folder)
+
+
+def also_needed(folder: Path) -> list[str]:
+    """Hub repositories a checkpoint needs besides its own: the T5Gemma of a Stability-layout folder that
+    does not carry it beside its weights (diffusers folders hold every part)."""
+    from . import stability_layout
+
+    if is_diffusers_folder(folder) or not stability_layout.is_stable_audio3(folder):
+        return []
+    raw = stability_layout.read_raw_config(folder)
+    prompt = stability_layout.prompt_config(raw, folder)
+    sub = prompt.get("subfolder") or stability_layout.T5GEMMA_FOLDER
+    return [] if (folder / sub).is_dir() else [prompt.get("model_name", stability_layout.T5GEMMA_REPO)]

@@ -323,9 +323,14 @@ def _load_seconds(weights: _Weights, raw: dict) -> nn.Module:
     return seconds
 
 
+def prompt_config(raw: dict, folder: Path) -> dict:
+    """The T5Gemma conditioner's config (model_name, subfolder, max_length, padding_mode)."""
+    return _conditioner(raw, "t5gemma", folder).get("config", {})
+
+
 def text_encoder_folder(folder: Path, raw: dict) -> Path:
     """The T5Gemma the checkpoint names: its subfolder beside the weights, else the hub's."""
-    prompt = _conditioner(raw, "t5gemma", folder).get("config", {})
+    prompt = prompt_config(raw, folder)
     sub = prompt.get("subfolder") or T5GEMMA_FOLDER
     return beside_or_hub(folder, sub, prompt.get("model_name", T5GEMMA_REPO))
 
