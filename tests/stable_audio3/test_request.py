@@ -100,3 +100,11 @@ def test_a_gated_checkpoint_not_cached_says_how_to_get_it(monkeypatch):
     assert "\n" not in line and "stabilityai/stable-audio-3-small-music is gated" in line
     assert "accept its licence on https://huggingface.co/stabilityai/stable-audio-3-small-music" in line
     assert "hf auth login" in line and "tunesmith download sa3-small" in line
+
+
+def test_half_precision_on_the_cpu_is_refused_before_loading(tmp_path):
+    import tunesmith
+
+    with pytest.raises(InvalidParameter, match=r"runs in float32 on the CPU \(a faster CPU path is to come\), "
+                                               r"got bfloat16"):
+        tunesmith.StableAudio3.from_pretrained(tmp_path, device="cpu", dtype="bfloat16")

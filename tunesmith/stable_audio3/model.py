@@ -53,6 +53,12 @@ class StableAudio3(Family):
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, None, default_dtype)
         return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt)
 
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if device.type == "cpu" and dtype != torch.float32:  # diffusers' modules in half precision: slow, no gain
+            raise InvalidParameter(f"Stable Audio 3 runs in float32 on the CPU (a faster CPU path is to come), "
+                                   f"got {str(dtype)[6:]}")
+
     @property
     def config(self) -> StableAudio3Config:
         return self._parts.config
