@@ -124,3 +124,20 @@ def test_continuation_is_the_inpaint_pipeline_after_the_audio(sa3_ckpt, sa3_mode
     assert clip.audio.shape == (2, 1024)
     assert np.abs(clip.audio - expected).max() < TOLERANCE
     assert clip.params["repaint"] == [[0.125, DURATION]]
+
+
+def test_a_folder_with_another_scheduler_is_one_line(sa3_ckpt, tmp_path):
+    """Later diffusers write their own Stable Audio 3 schedulers, whose time steps this sampler does not read."""
+    import json
+    import shutil
+
+    import tunesmith
+    from tunesmith.errors import CheckpointError
+
+    folder = tmp_path / "later"
+    shutil.copytree(sa3_ckpt[0], folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "PingPongScheduler"}))
+    with pytest.raises(CheckpointError, match=r"holds a PingPongScheduler: tunesmith reads Stable Audio 3 folders "
+                                              r"with diffusers 0.42's FlowMatchEulerDiscreteScheduler"):
+        tunesmith.load(folder, device="cpu", dtype="float32")
