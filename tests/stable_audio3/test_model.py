@@ -141,3 +141,14 @@ def test_a_folder_with_another_scheduler_is_one_line(sa3_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match=r"holds a PingPongScheduler: tunesmith reads Stable Audio 3 folders "
                                               r"with diffusers 0.42's FlowMatchEulerDiscreteScheduler"):
         tunesmith.load(folder, device="cpu", dtype="float32")
+
+
+def test_each_distinct_text_is_encoded_once(sa3_model):
+    calls = []
+    encoder = sa3_model._parts.text_encoder
+    hook = encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        sa3_model.generate(["calm piano", "loud drums"], duration=0.1, seed=1, steps=1, num_variations=3)
+    finally:
+        hook.remove()
+    assert calls == [2]  # six rows, two texts, one pass

@@ -42,14 +42,17 @@ def latent_length(parts: StableAudio3Parts, seconds: float) -> int:
 
 
 def text_states(parts: StableAudio3Parts, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """T5Gemma states of each text, padded to 256 tokens -> (states [B, 256, D] float32, mask [B, 256])."""
+    """T5Gemma states of each text, padded to 256 tokens -> (states [B, 256, D] float32, mask [B, 256]);
+    each distinct text encoded once (a prompt's variations share it, as the pipeline repeats its states)."""
     length = min(getattr(parts.tokenizer, "model_max_length", parts.config.text_tokens), parts.config.text_tokens)
-    batch = parts.tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-    if any(len(ids) > length for ids in parts.tokenizer(texts, verbose=False).input_ids):
+    distinct = list(dict.fromkeys(texts))
+    batch = parts.tokenizer(distinct, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    if any(len(ids) > length for ids in parts.tokenizer(distinct, verbose=False).input_ids):
         log.warning("a prompt is longer than the %d tokens the text encoder reads: its end is ignored", length)
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-    states = parts.text_encoder(ids, attention_mask=mask)[0].float()  # [B, 256, D]
-    return states, mask
+    states = parts.text_encoder(ids, attention_mask=mask)[0].float()  # [distinct, 256, D]
+    rows = torch.tensor([distinct.index(t) for t in texts], device=device)
+    return states[rows], mask[rows]
 
 
 def encode_conditions(parts: StableAudio3Parts, texts: list[str], seconds: float, guided: bool,
