@@ -152,3 +152,16 @@ def test_each_distinct_text_is_encoded_once(sa3_model):
     finally:
         hook.remove()
     assert calls == [2]  # six rows, two texts, one pass
+
+
+def test_rotary_positions_stay_float32_in_half_precision(sa3_ckpt):
+    """A DiT cast to bfloat16 (CUDA's default) keeps its rotary frequencies, and so its positions, in float32."""
+    from tunesmith.stable_audio3.diffusers_layout import load_diffusers_folder
+
+    parts = load_diffusers_folder(sa3_ckpt[0], torch.device("cpu"), torch.bfloat16)
+    rotary = parts.transformer.rotary_pos_emb
+    reference = sa3_ckpt[1].transformer.rotary_pos_emb
+    assert parts.transformer.dtype == torch.bfloat16 and rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(rotary.inv_freq, reference.inv_freq)
+    assert torch.equal(rotary(1500, torch.device("cpu")), reference(1500, torch.device("cpu")))  # position 1499 exact
+    assert not torch.equal(rotary.inv_freq.bfloat16().float(), reference.inv_freq)  # what a plain cast would hold

@@ -50,4 +50,21 @@ class StableAudio3Parts:
             for module in (self.text_encoder, self.seconds, self.vae):
                 module.to(device, torch.float32)
             self.transformer.to(device, dtype)
+            keep_rotary_float32(self.transformer)
         return self
+
+
+ROPE_BASE = 10000  # StableAudio3RotaryEmbedding's (and Stability's)
+
+
+def keep_rotary_float32(transformer: nn.Module):
+    """The DiT's rotary frequencies back in float32 after a cast to half precision: diffusers counts the
+    positions in the buffer's dtype, and bfloat16 holds whole numbers exactly only up to 256, so every
+    token past about 20 s would turn by the wrong angle (Stability's CPU notes: renders past 2 minutes
+    broke until RoPE stayed float32). Recomputed as the module computes them, on the CPU."""
+    rotary = getattr(transformer, "rotary_pos_emb", None)
+    if rotary is None or rotary.inv_freq.dtype == torch.float32:
+        return
+    dim = 2 * rotary.inv_freq.numel()
+    inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, dim, 2).float() / dim))
+    rotary.inv_freq = inv_freq.to(rotary.inv_freq.device)
