@@ -38,6 +38,8 @@ def read_config(folder: Path) -> StableAudio3Config:
         sample_rate=int(vae.get("sampling_rate", 44100)),
         hop=int(vae.get("patch_size", 256)) * math.prod(vae.get("encoder_strides", [16])),
         latent_dim=int(vae.get("latent_dim", 256)), audio_channels=int(vae.get("audio_channels", 2)),
+        # the folder does not say how long a clip the DiT was made for: the seconds condition's top (384 s,
+        # where it stops growing) stands in
         longest=float(seconds.get("max_val", 384.0)), sampler="pingpong" if stochastic else "euler",
         steps=PINGPONG_STEPS if stochastic else EULER_STEPS,
         timestep_scale=float(scheduler.get("num_train_timesteps", 1000)), shift=float(scheduler.get("shift", 1.0)))
