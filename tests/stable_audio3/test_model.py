@@ -165,3 +165,8 @@ def test_rotary_positions_stay_float32_in_half_precision(sa3_ckpt):
     assert torch.equal(rotary.inv_freq, reference.inv_freq)
     assert torch.equal(rotary(1500, torch.device("cpu")), reference(1500, torch.device("cpu")))  # position 1499 exact
     assert not torch.equal(rotary.inv_freq.bfloat16().float(), reference.inv_freq)  # what a plain cast would hold
+
+
+def test_a_loop_lasts_exactly_its_duration(sa3_model):
+    clip, = sa3_model.generate("warm pad", duration=0.3, seed=2, steps=2, loop=True)
+    assert clip.audio.shape == (2, round(0.3 * 4096)) and clip.params["loop"] is True
