@@ -53,6 +53,7 @@ def random_same_s(sizes: Sizes, seed: int = 0) -> dict:
         for j in range(sizes.depth):
             layer = f"{prefix}transformers.{j}."
             dyt(layer + "pre_norm.", D)
+            out[layer + "rope.inv_freq"] = 1.0 / (10000 ** (torch.arange(0, dh // 2, 2).float() / (dh // 2)))
             out[layer + "self_attn.to_qkv.weight"] = rand(5 * D, D)
             out[layer + "self_attn.to_out.weight"] = rand(D, D)
             dyt(layer + "self_attn.q_norm.", dh)

@@ -61,7 +61,15 @@ def same_l_tensors(vae) -> dict:
             if name.endswith("attn.to_qkv.weight"):
                 tensor = stability_rows(tensor)
         out["pretransform.model." + stability] = tensor
+        if name.endswith("norm_attn.alpha"):  # Stability saves each layer's rotary frequencies (diffusers does not)
+            out["pretransform.model." + stability.replace("pre_norm.alpha", "rope.inv_freq")] = rotary(vae.config.dim_heads)
     return out
+
+
+def rotary(dim_heads: int) -> torch.Tensor:
+    """A SAME layer's RotaryEmbedding(dim_heads // 2).inv_freq."""
+    dim = dim_heads // 2
+    return 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
 
 
 def model_config(pipe, same: dict, post_trained: bool) -> dict:

@@ -17,6 +17,7 @@ encoder in a folder of its own. Every tensor is placed by an explicit name map a
                                                          ... .transformers.{j}.{norm_attn, attn, norm_ff,
                                                            ff.proj_in, ff.proj_out}
     pretransform.model.bottleneck.{scaling_factor, bias, running_std}   bottleneck.{scale, bias, running_std}
+    pretransform.model.*.transformers.{j}.rope.inv_freq  shape-checked; the layers compute the same frequencies
 """
 
 from __future__ import annotations
@@ -301,6 +302,12 @@ def _load_same(weights: _Weights, ae: dict, sample_rate: int) -> nn.Module:
     return vae
 
 
+def _take_rotary_buffers(weights: _Weights, dim_heads: int):
+    """Stability saves each SAME layer's rotary frequencies; the layers here compute the same ones."""
+    for name in [n for n in weights.tensors if n.startswith(AE) and n.endswith(".rope.inv_freq")]:
+        weights.take(name, (dim_heads // 4,))
+
+
 def _reorder_same(differential: bool):
     def convert(target: str, tensor: torch.Tensor) -> torch.Tensor:
         return reorder_differential(tensor) if differential and target.endswith("attn.to_qkv.weight") else tensor
@@ -352,6 +359,7 @@ def load_stability_folder(folder: Path, device: torch.device, dtype: torch.dtype
     weights = _Weights(folder)
     transformer = _load_dit(weights)
     vae = _load_same(weights, ae, config.sample_rate)
+    _take_rotary_buffers(weights, int(ae["encoder"]["config"].get("dim_heads", 64)))
     seconds = _load_seconds(weights, raw)
     weights.left((DIT, AE, COND))
     parts = StableAudio3Parts(config, tokenizer, text_encoder.eval(), seconds.eval(), transformer.eval(), vae.eval())
