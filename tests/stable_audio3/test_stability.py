@@ -172,3 +172,17 @@ def test_the_text_encoder_comes_from_beside_the_weights_or_the_hub(small_like, t
     for name in ("model_config.json", "model.safetensors"):
         shutil.copy(small_like[0] / name, bare / name)
     assert also_needed(bare) == ["google/t5gemma-b-b-ul2"]
+
+
+def test_a_dit_reading_log_snr_time_steps_is_refused(small_like, tmp_path):
+    import shutil
+
+    import tunesmith
+
+    folder = tmp_path / "logsnr"
+    shutil.copytree(small_like[0], folder)
+    config = json.loads((folder / "model_config.json").read_text())
+    config["model"]["diffusion"]["config"]["timestep_features_logsnr"] = True
+    (folder / "model_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="reads its time step in a way Stable Audio 3's checkpoints do not"):
+        tunesmith.load(folder, device="cpu", dtype="float32")

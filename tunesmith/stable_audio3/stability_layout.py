@@ -86,7 +86,12 @@ def read_config(folder: Path) -> tuple[StableAudio3Config, dict]:
     raw = read_raw_config(folder)
     ae = _section(raw, "model", "pretransform", "config", folder=folder)
     encoder = _section(ae, "encoder", "config", folder=folder)
-    objective = _section(raw, "model", "diffusion", folder=folder).get("diffusion_objective")
+    diffusion = _section(raw, "model", "diffusion", folder=folder)
+    objective = diffusion.get("diffusion_objective")
+    dit = diffusion.get("config") or {}
+    if dit.get("timestep_features_logsnr") or dit.get("timestep_features_type", "expo") != "expo":
+        raise CheckpointError(f"{folder / CONFIG}: the DiT reads its time step in a way Stable Audio 3's checkpoints "
+                              "do not (timestep_features_logsnr or non-expo features)")
     seconds = _conditioner(raw, "number", folder).get("config", {})
     prompt = _conditioner(raw, "t5gemma", folder).get("config", {})
     sample_rate = int(raw.get("sample_rate", 44100))
