@@ -25,7 +25,7 @@ def test_the_request_reads_the_table():
     assert OPTIONS == {name: spec.options for name, spec in FAMILIES.items()}
     assert {info.family for info in ALIASES.values()} == set(FAMILIES)
     pipelines = [spec.pipeline for spec in FAMILIES.values() if spec.pipeline]
-    assert len(pipelines) == len(set(pipelines)) == 2
+    assert len(pipelines) == len(set(pipelines)) == 3
 
 
 def test_each_option_is_a_flag_and_a_field_from_the_table():
@@ -42,4 +42,4 @@ def test_each_option_is_a_flag_and_a_field_from_the_table():
     pytest.importorskip("fastapi")
     from tunesmith.server.bodies import JobIn
 
-    assert {name for spec in FAMILIES.values() for name in spec.params} <= set(JobIn.model_fields)
+    assert {o.field or name for spec in FAMILIES.values() for name, o in spec.params.items()} <= set(JobIn.model_fields)

@@ -11,7 +11,8 @@ def test_every_alias_names_a_known_licence():
     by_family = {}
     for info in ALIASES.values():
         by_family.setdefault(info.family, set()).add(info.licence)
-    assert by_family == {"musicgen": {"CC-BY-NC-4.0"}, "stable_audio": {"Stability-Community"}, "acestep": {"MIT"}}
+    assert by_family == {"musicgen": {"CC-BY-NC-4.0"}, "stable_audio": {"Stability-Community"}, "acestep": {"MIT"},
+                         "stable_audio3": {"Stability-Community"}}
     assert "non-commercial" in LICENCES["CC-BY-NC-4.0"]
 
 

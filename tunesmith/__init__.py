@@ -15,6 +15,7 @@ _LAZY = {
     "MusicGen": "musicgen.model",
     "StableAudio": "stable_audio.model",
     "AceStep": "acestep.model",
+    "StableAudio3": "stable_audio3.model",
     "Clip": "clip",
     "CheckResult": "audio.checks",
     "check_audio": "audio.checks",
@@ -24,7 +25,7 @@ _LAZY = {
     "TunesmithError": "errors",
 }
 
-__all__ = ["load", "describe", "MusicGen", "StableAudio", "AceStep", "Clip", "CheckResult", "check_audio",
+__all__ = ["load", "describe", "MusicGen", "StableAudio", "AceStep", "StableAudio3", "Clip", "CheckResult", "check_audio",
            "separate", "Request", "check_request", "TunesmithError", "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .musicgen.model import MusicGen
     from .request import Request, check_request
     from .stable_audio.model import StableAudio
+    from .stable_audio3.model import StableAudio3
     from .stems import separate
 
 

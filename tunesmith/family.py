@@ -18,6 +18,7 @@ from .acestep import options as acestep_options
 from .musicgen import options as musicgen_options
 from .params import API_NAMES, Option, shown_names
 from .stable_audio import options as stable_audio_options
+from .stable_audio3 import options as stable_audio3_options
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class FamilySpec:
     def names(self) -> dict[str, str]:
         """The API's words for the parameters of its requests: 'top_k (--top-k)', its audio input's flag."""
         return {**API_NAMES, "audio_prompt": f"audio_prompt ({self.audio_input.flag})"}
+    claims: str | None = None  # "module:function" folder -> bool: its own among folders of a layout it shares
+    also_needed: str | None = None  # "module:function" folder -> hub repositories it needs besides its own
+    #   (a text encoder kept in a repository of its own), which `tunesmith download` fetches too
 
     def model_class(self) -> type:
         module, name = self.model.split(":")
@@ -61,6 +65,19 @@ class FamilySpec:
         if self.limits is None:
             return None, False
         module, name = self.limits.split(":")
+        return getattr(importlib.import_module(module, __package__), name)(folder)
+
+    def repositories_needed(self, folder: Path) -> list[str]:
+        """Hub repositories the checkpoint in `folder` needs besides its own (its also_needed function)."""
+        if self.also_needed is None:
+            return []
+        module, name = self.also_needed.split(":")
+        return getattr(importlib.import_module(module, __package__), name)(folder)
+
+    def claims_folder(self, folder: Path) -> bool:
+        """Whether the checkpoint in `folder` is this family's, from its config files (a family without a
+        claims function takes what no other family claims)."""
+        module, name = self.claims.split(":")
         return getattr(importlib.import_module(module, __package__), name)(folder)
 
 
@@ -80,7 +97,8 @@ FAMILIES = {spec.name: spec for spec in (
                                   help="start from this sound (audio-to-audio); --strength says how far to move"),
                other_audio="Stable Audio models do not continue audio: start from it with --init-audio FILE (and "
                            "--strength)",
-               pipeline="StableAudioPipeline", limits=".stable_audio.load:checkpoint_limits"),
+               pipeline="StableAudioPipeline", limits=".stable_audio.load:checkpoint_limits",
+               also_needed=".stable_audio.load:also_needed"),
     FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.PARAMS, acestep_options.check,
                layouts=("diffusers",), inputs="text + lyrics + song",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", about="repaints it",
@@ -89,5 +107,16 @@ FAMILIES = {spec.name: spec for spec in (
                            "FILE --repaint START:END",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
                limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length),
+    FamilySpec("stable_audio3", "Stable Audio 3", ".stable_audio3.model:StableAudio3", stable_audio3_options.PARAMS,
+               stable_audio3_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
+               audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",
+                                  about="starts from it or repaints it",
+                                  help="start from this sound: --strength says how far to move, or --repaint "
+                                       "START:END makes spans of it anew"),
+               other_audio="Stable Audio 3 models start from audio with --init-audio FILE and extend it with "
+                           "--continue FILE -d TOTAL",
+               pipeline="StableAudio3Pipeline", loading=("threads",), quantize=(),
+               limits=".stable_audio3.load:checkpoint_limits", length=stable_audio3_options.clip_length,
+               claims=".stable_audio3.stability_layout:is_stable_audio3", also_needed=".stable_audio3.load:also_needed"),
 )}
 API_NAMES.update(shown_names(*(spec.params for spec in FAMILIES.values())))

@@ -47,6 +47,11 @@ def _sao(repo: str, params: str, longest: float) -> ModelInfo:
                      licence="Stability-Community")
 
 
+def _sa3(repo: str, params: str, longest: float, gated: bool) -> ModelInfo:
+    return ModelInfo(repo, params, 2, family="stable_audio3", sample_rate=44100, longest=longest, gated=gated,
+                     licence="Stability-Community")
+
+
 def _ace(repo: str, params: str, turbo: bool) -> ModelInfo:
     return ModelInfo(repo, params, 2, family="acestep", sample_rate=48000, longest=600.0, turbo=turbo,
                      licence="MIT")
@@ -76,6 +81,15 @@ ALIASES = {
     "acestep-sft": _ace("ACE-Step/acestep-v15-xl-sft-diffusers", "4B", turbo=False),
     "acestep-base": _ace("ACE-Step/acestep-v15-xl-base-diffusers", "4B", turbo=False),
     "acestep-2b": _ace("Runware/acestep-v15-turbo-diffusers", "2B", turbo=True),  # the 2B turbo, converted by Runware
+    # Stable Audio 3, 44.1 kHz stereo, in Stability's layout (the T5Gemma text encoder beside it): the post-trained
+    # checkpoints (8 ping-pong steps) ask for their licence to be accepted; -base ones are Euler with guidance.
+    # Longest clip: Small 120 s (the reference's sample_size, 5292032 samples), Medium about 380 s.
+    "sa3-small": _sa3("stabilityai/stable-audio-3-small-music", "433M", 120.0, gated=True),
+    "sa3-small-base": _sa3("stabilityai/stable-audio-3-small-music-base", "433M", 120.0, gated=False),
+    "sa3-small-sfx": _sa3("stabilityai/stable-audio-3-small-sfx", "433M", 120.0, gated=True),
+    "sa3-small-sfx-base": _sa3("stabilityai/stable-audio-3-small-sfx-base", "433M", 120.0, gated=False),
+    "sa3-medium": _sa3("stabilityai/stable-audio-3-medium", "1.4B", 380.0, gated=True),
+    "sa3-medium-base": _sa3("stabilityai/stable-audio-3-medium-base", "1.4B", 380.0, gated=True),
 }
 GATED_REPOS = {info.repo for info in ALIASES.values() if info.gated}
 # Demucs bags that split music into stems (tunesmith.separate): one repository each, named as demucs.hf names
@@ -156,7 +170,8 @@ def _offline() -> bool:
 # be sharded (ACE-Step's DiT): their index comes too.
 DIFFUSERS_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
                       "*/*.safetensors", "*/*.safetensors.index.json"]
-TOOLS_PATTERNS = ["model_config.json", "model.safetensors"]
+TOOLS_PATTERNS = ["model_config.json", "model.safetensors",
+                  "t5gemma-b-b-ul2/*"]  # Stable Audio 3's text encoder, where a repository carries it beside
 AUDIOCRAFT_FILES = ["state_dict.bin", "compression_state_dict.bin"]  # MusicGen-Style
 
 

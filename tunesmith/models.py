@@ -50,9 +50,11 @@ def family_of(folder: Path) -> str:
                                   "(MusicGen, Stable Audio Open)")
     # stable-audio-tools: Stable Audio; audiocraft: MusicGen-Style (the loader refuses other audiocraft models
     # by their xp.cfg); transformers: MusicGen
-    family = next((spec.name for spec in FAMILIES.values() if layout in spec.layouts), None)
-    if family is not None:
-        return family
+    sharing = [spec for spec in FAMILIES.values() if layout in spec.layouts]  # Stability's layout: SAO and SA3
+    claimed = [spec for spec in sharing if spec.claims and spec.claims_folder(folder)]
+    unclaimed = [spec for spec in sharing if not spec.claims]
+    if claimed or unclaimed:
+        return (claimed or unclaimed)[0].name
     if layout == "demucs":
         raise CheckpointError(f"{folder} holds a Demucs bag, which splits music into stems rather than making it: "
                               "use 'tunesmith stems' or tunesmith.separate")

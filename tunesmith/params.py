@@ -28,7 +28,7 @@ MAX_STEPS = 1000  # sampler steps, for the families that take them
 NOT_TEXT = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 # What a value of each kind is, to each shell: the CLI's converter and metavar, the server's JSON type.
-KINDS = ("number", "seconds", "whole", "text", "audio", "span", "textfile")
+KINDS = ("number", "seconds", "whole", "text", "audio", "span", "spans", "textfile")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Option:
     default: Any = None  # None: the checkpoint's own default, or off
     flag: str | None = None  # the CLI's flag, "--top-k"; None: none
     kind: str = "number"  # one of KINDS: a number, seconds, a whole number, a text, an audio input (a file, a
-    #   Clip or an array; the server takes an upload's id), START:END seconds, or a text the CLI reads from a
+    #   Clip or an array; the server takes an upload's id), START:END seconds (spans: one or several, the CLI's
+    #   flag repeated), or a text the CLI reads from a
     #   file (FLAG FILE, or FLAG-text TEXT)
     help: str = ""  # the CLI's help
     about: str = ""  # the server field's description (default: the families that take it)

@@ -4,18 +4,25 @@ input, finishing), checked before any model loads, and the model itself."""
 from __future__ import annotations
 
 from ..errors import InvalidParameter
-from .parser import audio_dest, family_flags
+from .parser import audio_dest, family_flags, owner
 
 
-def options_of(args) -> dict:
+def options_of(args, family: str) -> dict:
     """The family options given on the command line (the family's defaults fill in the rest; an option
     of another family is refused by check_request with its flag named). A text option read from a file
-    (--lyrics FILE) is read here, or taken as given (--lyrics-text TEXT)."""
+    (--lyrics FILE) is read here, or taken as given (--lyrics-text TEXT). A flag that families give
+    different options (--continue) is the option of `family`'s."""
+    from ..family import FAMILIES
+
     options = {}
     for dest, owners in family_flags(args.command).items():
-        name, option = dest, owners[0][1]
-        if option is owners[0][0].audio_input:
+        spec, option = owners[0]
+        own = owner(owners, family)
+        if own is not None:
+            option = own
+        if option is FAMILIES[family].audio_input or own is None and option is spec.audio_input:
             continue  # the audio input is audio_prompt (audio_prompt_of)
+        name = next(n for s, o in owners if o is option for n, p in s.params.items() if p is option)
         if option.kind == "textfile":
             file, text = getattr(args, f"{dest}_file", None), getattr(args, f"{dest}_text", None)
             if file is not None and text is not None:
@@ -24,6 +31,11 @@ def options_of(args) -> dict:
             value = option.read(file) if file is not None else text
         else:
             value = getattr(args, dest, None)
+        if isinstance(value, list) and option.kind == "span":  # a flag another family repeats
+            if len(value) > 1 and own is not None:
+                raise InvalidParameter(f"{option.flag} is given once for {FAMILIES[family].display} models (one "
+                                       f"span), got {len(value)}")
+            value = value[0]
         if value is not None:
             options[name] = value
     return options
@@ -41,9 +53,9 @@ def audio_prompt_of(args, family: str):
     from ..family import FAMILIES
 
     spec = FAMILIES[family]
-    own = audio_dest(spec)
+    own, flags = audio_dest(spec), family_flags(args.command)
     if any(getattr(args, audio_dest(other), None) is not None for other in FAMILIES.values()
-           if audio_dest(other) != own):
+           if audio_dest(other) != own and owner(flags.get(audio_dest(other), []), family) is None):
         raise InvalidParameter(spec.other_audio)
     return getattr(args, own)
 
@@ -76,9 +88,13 @@ def check_quantize(args, family: str):
     spec = FAMILIES[family]
     if args.quantize is None:
         return
+    if not spec.quantize:
+        offering = [s for s in FAMILIES.values() if s.quantize]
+        raise InvalidParameter(f"--quantize applies to {_and(s.display for s in offering)} models; {spec.display} "
+                               "models run unquantized")
     if args.quantize not in spec.quantize:
         offering = [s for s in FAMILIES.values() if args.quantize in s.quantize]
-        others = [s for s in FAMILIES.values() if args.quantize not in s.quantize]
+        others = [s for s in FAMILIES.values() if s.quantize and args.quantize not in s.quantize]
         values = "/".join(dict.fromkeys(q for s in others for q in s.quantize))
         where = ", on the CPU" if all(s.quantize_cpu for s in others) else ""
         raise InvalidParameter(f"--quantize {args.quantize} applies to {_and(s.display for s in offering)} models "

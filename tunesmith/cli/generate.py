@@ -36,7 +36,7 @@ def cmd_generate(args) -> int:
     def check(family: str, longest: float | None, turbo: bool = False):
         return check_request(prompts_of(args), family=family, longest=longest, duration=args.duration, seed=args.seed,
                              num_variations=args.variations, audio_prompt=audio_prompt_of(args, family),
-                             loop=args.loop, turbo=turbo, **options_of(args))
+                             loop=args.loop, turbo=turbo, **options_of(args, family))
 
     spec = describe_model(args, check)
     request = check(spec.family, spec.longest, spec.turbo)

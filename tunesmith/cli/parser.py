@@ -50,8 +50,8 @@ def _schedule_entry(text: str) -> tuple[float, str]:
 
 
 KIND_TYPES = {"number": float, "seconds": _seconds, "whole": int, "text": None, "audio": None, "span": _span,
-              "textfile": None}
-KIND_METAVARS = {"audio": "FILE", "textfile": "FILE", "span": "START:END", "text": "TEXT"}
+              "spans": _span, "textfile": None}
+KIND_METAVARS = {"audio": "FILE", "textfile": "FILE", "span": "START:END", "spans": "START:END", "text": "TEXT"}
 
 
 LIGHT = ("serve", "stems", "models", "download")  # commands whose parsers need no family table
@@ -206,18 +206,25 @@ def quantize_choices() -> list[str]:
 
 def family_flags(command: str) -> dict[str, list[tuple[object, str]]]:
     """dest -> [(family spec, Option)] of every family option (and audio input) `command` takes, from the
-    family table, in the table's order: an option several families share is one flag."""
+    family table, in the table's order: an option several families share is one flag, and so is one flag
+    that families give different options (--continue: MusicGen's audio input, Stable Audio 3's continuation)."""
     from ..family import FAMILIES
 
     flags: dict[str, list] = {}
+    dests: dict[str, str] = {}  # flag -> its dest
     for spec in FAMILIES.values():
         entries = [(name, option) for name, option in spec.params.items()
                    if option.flag and (command == "generate" or option.score)]
         if command == "generate":
             entries.append((audio_dest(spec), spec.audio_input))
         for dest, option in entries:
-            flags.setdefault(dest, []).append((spec, option))
+            flags.setdefault(dests.setdefault(option.flag, dest), []).append((spec, option))
     return flags
+
+
+def owner(owners: list, family: str):
+    """The Option of `family` among a flag's owners (family_flags); None when the family has none."""
+    return next((option for spec, option in owners if spec.name == family), None)
 
 
 def audio_dest(spec) -> str:
@@ -245,8 +252,9 @@ def add_family_options(parser, common, command: str):
             group.add_argument(f"{option.flag}-text", dest=f"{dest}_text", metavar="TEXT", default=None,
                                help=f"{option.flag} given on the command line")
             continue
+        repeated = any(o.kind == "spans" for _, o in owners)  # given once or more: a list
         group.add_argument(option.flag, dest=dest, type=KIND_TYPES[option.kind], metavar=metavar, default=None,
-                           help=help)
+                           help=help, **({"action": "append"} if repeated else {}))
 
 
 def _add_finishing(parser, fade_out: float, loudness: float | None):

@@ -36,7 +36,7 @@ def cmd_score(args) -> int:
     if args.audio is None:  # every value checked before the model loads, as for generate
         def check(family: str, longest: float | None, turbo: bool = False):
             return [check_request(prompt, family=family, longest=longest, duration=job.video.duration, seed=args.seed,
-                                  turbo=turbo, **options_of(args)) for job in jobs]
+                                  turbo=turbo, **options_of(args, family)) for job in jobs]
 
         spec = describe_model(args, check)
         check_quantize(args, spec.family)

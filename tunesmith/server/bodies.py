@@ -88,11 +88,21 @@ def family_options() -> dict[str, Option]:
 
 # Each kind of option value (tunesmith.params.KINDS) as a JSON field: an audio input is an upload's id.
 KIND_TYPES = {"number": Number, "seconds": Number, "whole": Whole, "text": str, "textfile": str, "audio": str,
-              "span": tuple[Number, Optional[Number]]}
+              "span": tuple[Number, Optional[Number]],
+              "spans": Union[tuple[Number, Optional[Number]], list[tuple[Number, Optional[Number]]]]}
+
+
+def field_of(name: str, option: Option) -> str:
+    """A family option's field in POST /api/jobs: its name, or its Option's `field` (Stable Audio 3's
+    continuation is `extend`: `continuation` is every family's audio input there)."""
+    return option.field or name
 
 
 def _option_field(name: str, option: Option) -> tuple:
+    owned = [spec.params[name] for spec in FAMILIES.values() if name in spec.params]
     families = [spec.display for spec in FAMILIES.values() if name in spec.params]
+    if any(o.kind == "spans" for o in owned):  # one span or several: the field takes both
+        option = Option(kind="spans", about="; ".join(dict.fromkeys(o.about for o in owned if o.about)))
     limits = {"max_length": UPLOAD_ID if option.kind == "audio" else option.max_length}
     return (Optional[KIND_TYPES[option.kind]],
             Field(None, description=option.about or ", ".join(families),
@@ -115,7 +125,7 @@ _AUDIO = ", ".join(f"{spec.display} {spec.audio_input.about}" for spec in FAMILI
 JobIn = create_model(
     "JobIn", __base__=_JobCommon, __doc__="POST /api/jobs: everything `tunesmith generate` takes. Options of "
                                           "another family are refused.",
-    **{name: _option_field(name, option) for name, option in family_options().items()},
+    **{field_of(name, option): _option_field(name, option) for name, option in family_options().items()},
     continuation=(Optional[str], Field(None, max_length=UPLOAD_ID, description=f"an upload id: {_AUDIO}")),
     fade_in=(Optional[Number], None),
     fade_out=(Optional[Number], None),

@@ -17,6 +17,8 @@ class DiffusionParams:
     negative_prompt: str | None = None  # what to steer away from (the unconditioned side of guidance)
     sampler: str | None = None
     strength: float | None = None  # audio-to-audio: 0 keeps the init audio, 1 ignores it
+    repaint: tuple[tuple[float, float], ...] | None = None  # Stable Audio 3: (start, end) spans of the init
+    #   audio, in seconds, to make anew; the rest is kept
 
 
 # Its own generate options (None: the checkpoint's own default, read when it loads) and how each shell

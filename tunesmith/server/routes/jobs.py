@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from ...errors import InvalidParameter
 from ...family import FAMILIES
-from ..bodies import JobIn, StemsIn, family_options
+from ..bodies import JobIn, StemsIn, family_options, field_of
 from ..handlers import check_header_text
 from ..jobs import Jobs
 from ..schema import AUDIO, EVENTS, REPEATED, TEXT_PATTERN, errors
@@ -52,18 +52,18 @@ def job_routes(service: Jobs, views: Views, slots: UploadSlots, max_upload_secon
         check_header_text(idempotency_key, "Idempotency-Key")
         entry = registry.find(body.model)
         own, every = FAMILIES[entry.family].params, family_options()
-        given = [name for name in every if getattr(body, name) is not None]
+        given = [name for name, option in every.items() if getattr(body, field_of(name, option)) is not None]
         other = [name for name in given if name not in own and not every[name].needs]
         if other:
-            fields = [name for name, option in own.items() if not option.needs]
-            raise InvalidParameter(f"{other[0]} is not an option of {entry.name} ({entry.family} models take "
-                                   f"{', '.join(fields)})")
+            fields = [field_of(name, option) for name, option in own.items() if not option.needs]
+            raise InvalidParameter(f"{field_of(other[0], every[other[0]])} is not an option of {entry.name} "
+                                   f"({entry.family} models take {', '.join(fields)})")
         for capability in ("style", "melody"):  # what the model must offer (ModelSpec's flags)
             asked = [name for name in given if every[name].needs == capability]
             if asked:
                 service.check_capability(entry, capability, asked[0])
-        options = {name: service.upload_path(getattr(body, name), name) if option.kind == "audio"
-                   else getattr(body, name) for name, option in own.items()}
+        options = {name: service.upload_path(getattr(body, field_of(name, option)), field_of(name, option))
+                   if option.kind == "audio" else getattr(body, field_of(name, option)) for name, option in own.items()}
         prompt = body.prompt if isinstance(body.prompt, str) else [list(e) for e in body.prompt]
         finishing = dict(fade_in=body.fade_in, fade_out=body.fade_out, loudness=body.loudness, ceiling=body.ceiling)
         spec, _ = plan_job(entry, settings.limits, prompt=prompt, duration=body.duration, seed=body.seed,

@@ -1,0 +1,200 @@
+"""StableAudio3: Stable Audio 3 (Small and Medium, post-trained and base) behind the same generate() as the
+other families: text to audio, audio-to-audio (audio_prompt + strength) and repaint (audio_prompt + repaint)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..audio.prompt import fit_audio
+from ..clip import Clip
+from ..device import pick_dtype
+from ..diffusion.noise import row_noise, seeded_generators
+from ..errors import InvalidParameter
+from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..request import DiffusionParams, Request, check_request, named
+from .parts import StableAudio3Config, StableAudio3Parts
+from .decode import decode, window_count
+from .sample import encode_audio, encode_conditions, keep_mask, latent_length, noise_levels, sample
+
+log = logging.getLogger("tunesmith")
+
+DEFAULT_STRENGTH = 0.7  # audio-to-audio: keeps the init audio's shape, changes its sound (as Stable Audio Open)
+
+
+class StableAudio3(Family):
+    """A loaded Stable Audio 3 checkpoint: `tunesmith.load("sa3-small")`, then `generate(...)`."""
+
+    family = "stable_audio3"
+
+    def __init__(self, parts: StableAudio3Parts, name: str, device: torch.device, dtype: torch.dtype):
+        self._parts = parts
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "sa3-small", device: str = "auto",
+                        dtype: str | torch.dtype | None = None, threads: int | None = None) -> "StableAudio3":
+        """Load a checkpoint: an alias (sa3-small, sa3-medium, ...), a hub id or a local folder in diffusers'
+        layout (what StableAudio3Pipeline.save_pretrained writes).
+
+        device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
+        dtype: the DiT's precision; half precision on CUDA and MPS, float32 on the CPU (diffusers' own
+            modules: the pipeline's exact audio). The text encoder and the autoencoder run in float32.
+        """
+        from .load import load_folder
+
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, None, default_dtype)
+        return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt)
+
+    @staticmethod
+    def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
+        if device.type == "cpu" and dtype != torch.float32:  # diffusers' modules in half precision: slow, no gain
+            raise InvalidParameter(f"Stable Audio 3 runs in float32 on the CPU (a faster CPU path is to come), "
+                                   f"got {str(dtype)[6:]}")
+
+    @property
+    def config(self) -> StableAudio3Config:
+        return self._parts.config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.config.audio_channels
+
+    @property
+    def max_seconds(self) -> float:
+        """The longest clip the model makes at once."""
+        return self.config.longest
+
+    def generate(self, prompts: str | Sequence[str], *, duration: float | None = None, seed: int | None = None,
+                 steps: int | None = None, cfg: float | None = None, negative_prompt: str | None = None,
+                 num_variations: int = 1, audio_prompt=None, strength: float | None = None, repaint=None,
+                 continuation=None, loop: bool = False, progress: bool | Callable[[int, int], None] = False
+                 ) -> list[Clip]:
+        """One Clip per prompt and variation (prompt-major order), all in one batch.
+
+        duration: seconds, up to the model's longest clip (default 10 s, or audio_prompt's length).
+        seed: makes the output reproducible; variation v of every prompt uses seed + v. On the CPU in
+            float32 the audio is what diffusers' StableAudio3Pipeline gives for the same seed
+            (generator=torch.Generator("cpu").manual_seed(seed)).
+        steps: sampler steps (default: 8 for post-trained checkpoints, ping-pong; 100 for base ones, Euler).
+        cfg: classifier-free guidance (1: off, the default; for the base checkpoints).
+        negative_prompt: what to steer away from (with guidance only).
+        audio_prompt: audio (a path, a Clip or (array, sample_rate)) to start from. With strength in [0, 1]
+            (default 0.7): audio-to-audio, 0 keeps it, 1 ignores it. With repaint: (start, end) seconds, or
+            a list of spans, made anew while the rest is kept.
+        continuation: audio to extend (a path, a Clip or (array, sample_rate)): it is kept, and what follows
+            it is made up to `duration`, the total length (a repaint of the span after it).
+        loop: each clip is a seamless loop of exactly `duration` (a little more is generated).
+        progress: True for a progress bar on stderr, or a callable (done, total).
+        """
+        request = check_request(prompts, family=self.family, duration=duration, seed=seed,
+                                num_variations=num_variations, loop=loop, audio_prompt=audio_prompt,
+                                longest=self.max_seconds, steps=steps, cfg=cfg, negative_prompt=negative_prompt,
+                                strength=strength, repaint=repaint, continuation=continuation)
+        return self.generate_request(request, progress=progress)
+
+    def _plan(self, request: Request) -> "_Plan":
+        config = self.config
+        p = request.diffusion or DiffusionParams()
+        seconds = generated_seconds(request, config.longest)
+        cfg = config.cfg if p.cfg is None else p.cfg
+        if p.negative_prompt is not None and cfg <= 1:
+            raise InvalidParameter(f"{named('negative_prompt')} needs guidance: add cfg (--cfg) above 1")
+        init = None
+        if request.audio_prompt is not None:
+            init = fit_audio(*request.audio_prompt, config.sample_rate, config.audio_channels)
+            samples = latent_length(self._parts, seconds) * config.hop
+            if init.shape[1] > samples:
+                log.warning("the init audio lasts %.2f s: only its first %.2f s are used",
+                            init.shape[1] / config.sample_rate, seconds)
+            init = init[:, :samples]  # the autoencoder hears no more than the clip
+        strength = 1.0 if init is None or p.repaint else (DEFAULT_STRENGTH if p.strength is None else p.strength)
+        return _Plan(request.rows, request.duration, seconds, p.steps or config.steps, cfg, p.negative_prompt,
+                     init, strength, p.repaint, request.loop)
+
+    @torch.inference_mode()
+    def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
+        parts, config = self._parts, self.config
+        clock = StageClock(self.device)
+        texts = [schedule[0][1] for schedule, _ in plan.rows]
+        seeds = [seed for _, seed in plan.rows]
+        guided = plan.cfg > 1  # as the pipeline: guidance 1 or less is no guidance
+        cond = encode_conditions(parts, texts, plan.seconds, guided, plan.negative)
+        clock.lap("text")
+        length = latent_length(parts, plan.seconds)
+        generators = seeded_generators(seeds)
+        total = plan.steps + window_count(length, parts.vae)  # progress: the steps, then the decoded windows
+        step_report = (lambda done: report(done, total)) if report else None
+        init = None
+        if plan.init is not None:
+            audio = torch.from_numpy(plan.init)[None].to(self.device)
+            init = encode_audio(parts, audio, length).expand(len(seeds), -1, -1)  # [B, C, L]
+            clock.lap("init")
+        noise = row_noise(generators, (config.latent_dim, length)).to(self.device)  # [B, C, L]
+        levels = noise_levels(parts, plan.steps, plan.strength).to(self.device)
+        if plan.repaint:
+            keep = keep_mask(parts, list(plan.repaint), length, self.device).expand(len(seeds), -1, -1)
+            local = torch.cat([keep, init * keep], dim=1)  # [B, 1 + C, L]: the DiT hears what to keep, and where
+            cond.local = torch.cat([local, local]) if guided else local
+            latents = sample(parts, noise, cond, levels, plan.cfg, generators, step_report)
+        elif init is not None and plan.strength == 0:
+            latents = init  # nothing to move: the init audio as the autoencoder renders it
+            if step_report:
+                step_report(plan.steps)
+        else:
+            x = noise if init is None else (1.0 - plan.strength) * init + plan.strength * noise
+            latents = sample(parts, x, cond, levels, plan.cfg, generators, step_report)
+        clock.lap("dit")
+        decoded = iter(range(plan.steps + 1, total + 1))
+        audio = decode(parts.vae, latents, int(plan.seconds * config.sample_rate),
+                       report=(lambda: report(next(decoded), total)) if report else None)
+        clock.lap("vae")
+        return audio, clock.seconds
+
+    def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
+        audio, seconds = run
+        settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg,
+                                  negative_prompt=plan.negative)
+        if plan.repaint:
+            settings["repaint"] = [list(span) for span in plan.repaint]
+        elif plan.init is not None:
+            settings["strength"] = plan.strength
+        return clips_of_rows(plan.rows, audio.cpu().numpy(), self.sample_rate, settings, seconds,
+                             plan.duration if plan.loop else None)
+
+    def _move(self, device: torch.device, dtype: torch.dtype):
+        self._parts.to(device, dtype)
+
+
+@dataclass
+class _Plan:
+    rows: list  # (schedule, seed) per batch row
+    duration: float  # of each clip
+    seconds: float  # generated (a loop's is longer)
+    steps: int
+    cfg: float
+    negative: str | None
+    init: np.ndarray | None  # (channels, samples) at the model's rate, at most the clip's latents' worth
+    strength: float  # the noise level sampling starts from: 1 for text alone and for a repaint
+    repaint: tuple | None  # ((start, end), ...) seconds to make anew
+    loop: bool
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """float32 on the CPU (no faster CPU path yet); half precision on CUDA and MPS."""
+    if device.type == "cpu":
+        return torch.float32
+    if device.type == "mps":
+        return torch.float16
+    return pick_dtype(None, device)
