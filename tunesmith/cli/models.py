@@ -11,7 +11,8 @@ def cmd_models(args) -> int:
     from ..family import FAMILIES
     from ..hub import ALIASES, cached_folder
 
-    print(f"{'alias':<21}{'family':<14}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}"
+    width = max(len(spec.display) for spec in FAMILIES.values()) + 2  # "Stable Audio 3" and a gap
+    print(f"{'alias':<21}{'family':<{width}}{'hub id':<40}{'params':>7}  {'audio':<17}{'longest':<11}{'input':<22}"
           f"{'licence':<21}cached")
     for alias, info in ALIASES.items():
         cached = "yes" if cached_folder(info.repo) else ("no (gated)" if info.gated else "no")
@@ -19,7 +20,7 @@ def cmd_models(args) -> int:
         follows = "text + melody" if info.melody else "text + style" if info.style else family.inputs
         audio = f"{info.sample_rate / 1000:g} kHz {'stereo' if info.channels == 2 else 'mono'}"
         longest = "long form" if info.longest is None else f"{info.longest:.1f} s"
-        print(f"{alias:<21}{family.display:<14}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
+        print(f"{alias:<21}{family.display:<{width}}{info.repo:<40}{info.params:>7}  {audio:<17}{longest:<11}"
               f"{follows:<22}{info.licence:<21}{cached}")
     return 0
 
@@ -27,7 +28,6 @@ def cmd_models(args) -> int:
 def cmd_download(args) -> int:
     from ..errors import ModelNotFound
     from ..hub import HubUnavailable, download, is_checkpoint, local_folder, repo_for
-    from ..stable_audio.load import also_needed
 
     folder = local_folder(args.model)
     if folder is not None:  # nothing to fetch; still print the folder, as for a download
@@ -39,7 +39,7 @@ def cmd_download(args) -> int:
         return 0
     try:
         folder = download(repo_for(args.model))
-        for repo in also_needed(folder):  # stable-audio-open-small's T5 lives in its own repository
+        for repo in _also_needed(args.model, folder):
             log.info("%s also needs %s", args.model, repo)
             download(repo)
         print(folder)
@@ -47,3 +47,19 @@ def cmd_download(args) -> int:
         todo = "unset HF_HUB_OFFLINE" if err.offline else "connect to the network and try again"
         raise ModelNotFound(f"{err}: downloading needs the network; {todo}") from None
     return 0
+
+
+def _also_needed(model: str, folder) -> list[str]:
+    """What the family of the checkpoint downloaded to `folder` needs besides it, from the family table: a text
+    encoder in its own repository (stable-audio-open-small's T5, Stable Audio 3's T5Gemma)."""
+    from ..errors import CheckpointError
+    from ..family import FAMILIES
+    from ..hub import ALIASES
+    from ..models import family_of
+
+    info = ALIASES.get(model)
+    try:
+        family = info.family if info is not None else family_of(folder)
+    except CheckpointError:  # not a model that generates (a Demucs bag): nothing more
+        return []
+    return FAMILIES[family].repositories_needed(folder)
