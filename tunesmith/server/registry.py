@@ -12,8 +12,10 @@ from pathlib import Path
 from ..errors import InvalidParameter
 from ..models import ModelSpec, describe
 
-# The names mlx-audiogen's clients send for "the default model of this family".
-FAMILY_ALIASES = {"musicgen": "musicgen", "stable_audio": "stable_audio", "acestep": "acestep"}
+# The names mlx-audiogen's clients send for "the default model of this family" -> the families each may mean, in
+# order: "stable_audio" is Stable Audio Open's, else Stable Audio 3's (the same fields reach both).
+FAMILY_ALIASES = {"musicgen": ("musicgen",), "stable_audio": ("stable_audio", "stable_audio3"),
+                  "acestep": ("acestep",), "stable_audio3": ("stable_audio3",)}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def public_names(given: list[str], specs: list[ModelSpec]) -> list[str]:
             names.append(g)
             continue
         base = Path(os.path.abspath(os.path.expanduser(g))).name or "model"
-        reserved = taken | {a for a in FAMILY_ALIASES if a != spec.family}
+        reserved = taken | {a for a, families in FAMILY_ALIASES.items() if spec.family not in families}
         name, n = base, 2
         while name in reserved:
             name, n = f"{base}-{n}", n + 1
@@ -88,17 +90,19 @@ class Registry:
         return path.name if path.is_absolute() or path.is_dir() else stored
 
     def find(self, name: str | None) -> Entry:
-        """A registered name; "musicgen" / "stable_audio" (mlx-audiogen's names) / "acestep" mean the first registered
-        model of that family; None the default (the first -m)."""
+        """A registered name; "musicgen" / "stable_audio" (mlx-audiogen's names) / "acestep" / "stable_audio3" mean the
+        first registered model of that family ("stable_audio": of Stable Audio 3 when no Stable Audio Open is
+        offered); None the default (the first -m)."""
         if name is None or name == "":
             return self.default
         entry = self.lookup(name)
         if entry is not None:
             return entry
         if name in FAMILY_ALIASES:
-            for e in self.entries.values():
-                if e.family == name:
-                    return e
+            for family in FAMILY_ALIASES[name]:
+                for e in self.entries.values():
+                    if e.family == family:
+                        return e
             raise InvalidParameter(f"this server has no {name} model (it has {', '.join(self.entries)})")
         shown = name if len(name) <= 60 else name[:57] + "..."
         raise InvalidParameter(f"unknown model {shown!r}: this server has {', '.join(self.entries)}")
