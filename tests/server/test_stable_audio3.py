@@ -112,3 +112,14 @@ def test_mlx_audiogen_stable_audio_reaches_stable_audio_3(served):
     assert rate == RATE and audio.shape == (RATE // 2, 2)
     res = client.post("/api/generate", json=dict(body, seconds=500))
     assert res.status_code == 400 and res.json()["detail"].startswith("seconds")
+
+
+def test_an_extension_is_generated_alone():
+    """Its audio is an option, not the continuation field: the batching still sees an audio input."""
+    from tunesmith.server.spec import batch_key
+
+    spec = dict(family="stable_audio3", duration=3.0, loop=False, audio_prompt=None,
+                options={"continuation": "/data/uploads/a.wav"})
+    assert batch_key(spec, "j1") == "alone:j1"
+    plain = dict(spec, options={"steps": 2})
+    assert batch_key(plain, "j1") == batch_key(plain, "j2") != "alone:j1"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..audio.formats import FORMATS, WAV_FORMATS
 from ..errors import InvalidParameter
+from ..family import FAMILIES
 from ..request import Request, check_request, real, whole
 from .registry import Entry
 
@@ -105,9 +106,12 @@ def check_finishing(finishing: dict, duration: float, loop: bool) -> dict | None
 def batch_key(spec: dict, job_id: str) -> str:
     """Jobs of one model with equal keys are generated in one batch: everything but the prompt, the
     seed and the variations agrees (finishing and format are applied per job afterwards). Jobs with
-    audio inputs (continuation, melody, style) and stems jobs run alone."""
+    audio inputs (continuation, and each family's options of audio: melody, style, Stable Audio 3's extension)
+    and stems jobs run alone."""
+    audio = [name for name, option in FAMILIES[spec["family"]].params.items() if option.kind == "audio"] \
+        if spec.get("family") in FAMILIES else ["melody", "style"]
     if spec.get("kind") == "stems" or spec["audio_prompt"] is not None or any(
-            spec["options"].get(k) is not None for k in ("melody", "style")):
+            spec["options"].get(k) is not None for k in audio):
         return f"alone:{job_id}"
     shared = {k: spec[k] for k in ("family", "duration", "loop", "options")}
     return json.dumps(shared, sort_keys=True)
