@@ -64,7 +64,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = _Parser(prog="tunesmith", description="Describe music in words, get audio. Local MusicGen, "
-                                                   "Stable Audio Open and ACE-Step.")
+                                                   "Stable Audio Open, ACE-Step and Stable Audio 3.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     asked = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
