@@ -35,6 +35,7 @@ from ..errors import InvalidParameter, NoSpace, TooLong, TunesmithError
 from ..generation import one_line
 from ..musicgen.sampling import MAX_SEED
 from ..request import text_problem
+from .docs import router as offline_docs
 from .guard import Guard
 from .registry import FAMILY_ALIASES, Registry
 from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
@@ -196,7 +197,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             await asyncio.to_thread(worker.stop)
             store.close()
 
-    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE,
+    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE, docs_url=None,
                   description="Local music generation: jobs survive restarts. mlx-audiogen's routes "
                               "(/api/generate, /api/status, /api/audio) and tunesmith's own (/api/jobs, "
                               "/api/uploads).")
@@ -582,6 +583,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
         with slots.slot():
             return await receive_upload(request, store, settings, max_upload_seconds)
 
+    app.include_router(offline_docs)  # /docs from the package: Swagger UI without a CDN
     _answer_unrouted(app)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
