@@ -37,6 +37,7 @@ from ..musicgen.sampling import MAX_SEED
 from ..request import text_problem
 from .docs import router as offline_docs
 from .guard import Guard
+from .model_facts import model_facts
 from .registry import FAMILY_ALIASES, Registry
 from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, mark_texts
 from .settings import ServerSettings
@@ -367,10 +368,13 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
 
     @app.get("/api/models", tags=["compatible"])
     def models():
-        """Registered models (-m); the first is the default."""
+        """Registered models (-m); the first is the default. Beside mlx-audiogen's fields: family_name, the
+        clip lengths this server takes (shortest, max_duration; seconds) and the weights' licence (licence,
+        licence_terms; null for a local folder, whose model card says)."""
         loaded = set(worker.loaded_names())
         return [dict(name=e.name, model_type=e.family, is_loaded=e.name in loaded, default=e is registry.default,
-                     longest=e.spec.longest, style=e.spec.style, melody=e.spec.melody)
+                     longest=e.spec.longest, style=e.spec.style, melody=e.spec.melody,
+                     **model_facts(e, settings.limits))  # the page's picker: family, lengths, licence
                 for e in registry.entries.values()]
 
     @app.get("/api/stems/models", tags=["jobs"])
