@@ -282,10 +282,11 @@ function render(card) {
   $(".job-prompt", element).textContent = job.prompt;
   $(".job-status", element).textContent = statusText(job);
   const seeds = job.seeds && job.seeds.length > 1 ? `seeds ${job.seeds.join(", ")}` : `seed ${job.seed}`;
-  $(".job-meta", element).textContent = `${job.model} · ${Number(job.duration).toFixed(1)} s · ${seeds}`;
+  const loop = job.request && job.request.loop ? " · loop" : "";
+  $(".job-meta", element).textContent = `${job.model} · ${Number(job.duration).toFixed(1)} s${loop} · ${seeds}`;
   const bar = $("progress", element);
   bar.value = job.status === "done" ? 1 : job.total ? job.done / job.total : 0;
-  bar.hidden = FINISHED.includes(job.status) && job.status !== "done";
+  bar.hidden = FINISHED.includes(job.status); // done: the player says it
   $(".job-error", element).textContent = job.status === "error" || job.status === "cancelled" ? job.error || job.status : "";
   $(".cancel", element).hidden = FINISHED.includes(job.status);
   $(".delete", element).hidden = !FINISHED.includes(job.status);
@@ -314,8 +315,9 @@ function fileView(job, file) {
   }
   if (file.check && file.check.ok === false) {
     const warning = document.createElement("span");
-    warning.className = "error";
-    warning.textContent = "failed the output check";
+    warning.className = "error check";
+    warning.textContent = `failed the output check${file.check.summary ? ": " + file.check.summary : ""}`;
+    warning.title = "the file was kept: listen to it, or try another seed";
     links.append(warning);
   }
   player(view, audio, file, Boolean(job.request && job.request.loop), job.duration);
