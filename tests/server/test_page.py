@@ -162,9 +162,13 @@ def test_a_song_with_lyrics_from_the_page(browser, mono_ckpt, ace_ckpt, tmp_path
         page = browser.new_page()
         page.goto(server.url)
         page.wait_for_selector("#model option", state="attached")
+        assert "ACE-Step · 10 s to 300 s" in page.inner_text("#model-info")  # a song is 10 s at least
+        assert page.get_attribute("#duration", "min") == "10" and page.input_value("#duration") == "10"
+        page.click("#advanced summary")
+        page.click("button.example:text('ballad')")  # an example song fills the lyrics too
+        assert page.input_value("textarea[name=lyrics]").startswith("[verse]")
         page.fill("#prompt", "indie pop, female vocals")
         page.fill("#duration", "10")
-        page.click("#advanced summary")
         assert page.locator("textarea[name=lyrics]").is_visible() and page.locator("#repaint-start").is_visible()
         page.fill("textarea[name=lyrics]", "[verse]\nrain on the window")
         page.click("#submit")
