@@ -108,31 +108,41 @@ def test_the_player(browser, start_server):  # noqa: F811
     assert audio.evaluate("a => a.paused") and time.inner_text() == "0:00.0 / 0:01.0"  # the length, before play
     assert audio.evaluate("a => a.loop") and card.locator("button.loop").get_attribute("aria-pressed") == "true"
 
-    # click-to-seek: halfway along the waveform plays from halfway; the playhead is drawn there
+    # a loop goes round without a seam: played through Web Audio (the <audio> element stays paused); from 90%
+    # along the waveform, the playhead comes round to the start and goes on
     wave = card.locator("canvas.wave[data-drawn=true]")
     wave.wait_for()
     box = wave.bounding_box()
-    wave.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
-    page.wait_for_function("!document.querySelector('li.job audio').paused")
-    assert audio.evaluate("a => a.currentTime") >= 0.45
-    assert float(wave.get_attribute("data-playhead")) >= 0.45
+    wave.click(position={"x": box["width"] * 0.9, "y": box["height"] / 2})
+    page.wait_for_function("""() => { const c = document.querySelector('li.job canvas.wave');
+        return c.closest('.file').dataset.playing === 'true' && Number(c.dataset.playhead) < 0.5; }""",
+                           timeout=WAIT_MS)
+    assert audio.evaluate("a => a.paused") and card.locator("button.play").get_attribute("aria-label") == "pause"
     card.locator("button.play").click()  # pause
-    page.wait_for_function("document.querySelector('li.job audio').paused")
+    assert card.locator(".file").get_attribute("data-playing") == "false"
     assert card.locator("button.play").get_attribute("aria-label") == "play"
-
-    # a loop goes round: past its end the player keeps playing from the start
-    audio.evaluate("a => { a.currentTime = 0.9; return a.play(); }")
-    page.wait_for_function("() => { const a = document.querySelector('li.job audio'); "
-                           "return !a.paused && a.currentTime < 0.5; }", timeout=WAIT_MS)
     card.locator("button.loop").click()
     assert not audio.evaluate("a => a.loop") and card.locator("button.loop").get_attribute("aria-pressed") == "false"
-    card.locator("button.play").click()
 
-    # a clip that is not a loop plays once
+    # a clip that is not a loop plays once; click-to-seek: halfway along the waveform plays from halfway
     page.fill("#prompt", "a short tune")
     page.uncheck("input[name=loop]")
     page.click("#submit")
     page.wait_for_function("document.querySelectorAll('li.job[data-status=done]').length === 2", timeout=WAIT_MS)
-    assert not job_card(page).first.locator("audio").evaluate("a => a.loop")
-    assert job_card(page).first.locator("button.loop").get_attribute("aria-pressed") == "false"
+    tune = job_card(page).first
+    assert not tune.locator("audio").evaluate("a => a.loop")
+    assert tune.locator("button.loop").get_attribute("aria-pressed") == "false"
+    loop_card = job_card(page).nth(1)
+    loop_card.locator("button.loop").click()  # looped again: it would play on and on ...
+    assert loop_card.locator("audio").evaluate("a => a.loop")
+    loop_card.locator("button.play").click()
+    page.wait_for_function("document.querySelectorAll('li.job')[1].querySelector('.file').dataset.playing === 'true'")
+    wave = tune.locator("canvas.wave[data-drawn=true]")
+    wave.wait_for()
+    box = wave.bounding_box()
+    wave.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    page.wait_for_function("document.querySelector('li.job audio').currentTime >= 0.45")
+    assert float(wave.get_attribute("data-playhead")) >= 0.45
+    # ... until another clip starts: one plays at a time
+    page.wait_for_function("document.querySelectorAll('li.job')[1].querySelector('.file').dataset.playing === 'false'")
     assert errors == []

@@ -346,59 +346,98 @@ function clock(value) {
   return `${minutes}:${rest < 10 ? "0" : ""}${rest.toFixed(short ? 1 : 0)}`;
 }
 
+let speaker = null; // the one AudioContext that plays loops, made at the first loop played
+
 function player(view, audio, file, isLoop, expected) {
+  // The <audio> element plays a clip once. A loop, once decoded, plays through Web Audio instead: an
+  // AudioBufferSourceNode with loop=true goes round without the gap that <audio loop> leaves at the seam.
   const canvas = $("canvas", view);
   const play = $(".play", view);
   const time = $(".time", view);
   const loop = $(".loop", view);
-  const state = { peaks: null, duration: Number(expected) || NaN };
+  const state = { peaks: null, buffer: null, duration: Number(expected) || NaN, web: null };
 
-  const showTime = () => {
-    const duration = Number.isFinite(audio.duration) ? audio.duration : state.duration;
-    time.textContent = `${clock(audio.currentTime)} / ${clock(duration)}`;
-    time.dataset.duration = Number.isFinite(duration) ? duration.toFixed(2) : "";
+  const length = () => (Number.isFinite(audio.duration) ? audio.duration : state.duration);
+  const now = () => {
+    if (!state.web) return audio.currentTime;
+    return (speaker.currentTime - state.web.startedAt) % state.buffer.duration;
   };
-  const draw = () => drawWave(canvas, state.peaks, audio.currentTime / (audio.duration || state.duration));
+  const playing = () => Boolean(state.web) || !audio.paused;
+  const showTime = () => {
+    time.textContent = `${clock(now())} / ${clock(length())}`;
+    time.dataset.duration = Number.isFinite(length()) ? length().toFixed(2) : "";
+  };
+  const draw = () => drawWave(canvas, state.peaks, now() / length());
   const tick = () => {
     showTime();
     draw();
-    if (!audio.paused) requestAnimationFrame(tick);
+    view.dataset.playing = String(playing());
+    if (playing()) requestAnimationFrame(tick);
   };
+  const showPlaying = () => {
+    document.dispatchEvent(new CustomEvent("tunesmith:play", { detail: view })); // one clip at a time
+    play.textContent = "\u275A\u275A";
+    play.setAttribute("aria-label", "pause");
+    requestAnimationFrame(tick);
+  };
+  const showPaused = () => {
+    if (playing()) return;
+    play.textContent = "\u25B6";
+    play.setAttribute("aria-label", "play");
+    tick();
+  };
+
+  function startLoop(at) {
+    speaker = speaker || new (window.AudioContext || window.webkitAudioContext)();
+    const source = speaker.createBufferSource();
+    source.buffer = state.buffer;
+    source.loop = true;
+    source.connect(speaker.destination);
+    source.start(0, at % state.buffer.duration);
+    state.web = { source, startedAt: speaker.currentTime - at };
+    speaker.resume();
+    showPlaying();
+  }
+  function stopLoop() {
+    const at = now();
+    state.web.source.stop();
+    state.web = null;
+    audio.currentTime = at;
+    showPaused();
+  }
+  // play() is refused when a pause (or another clip) interrupts it: nothing to say then
+  const start = () => (audio.loop && state.buffer ? startLoop(audio.currentTime) : audio.play().catch(() => {}));
+  const pause = () => (state.web ? stopLoop() : audio.pause());
 
   audio.loop = isLoop; // a seamless loop is heard as one, over and over
   loop.setAttribute("aria-pressed", String(isLoop));
   loop.addEventListener("click", () => {
+    const was = playing();
+    pause();
     audio.loop = !audio.loop;
     loop.setAttribute("aria-pressed", String(audio.loop));
+    if (was) start();
   });
-  // play() is refused when a pause (or another clip) interrupts it: nothing to say then
-  const start = () => audio.play().catch(() => {});
-  play.addEventListener("click", () => (audio.paused ? start() : audio.pause()));
-  audio.addEventListener("play", () => {
-    for (const other of document.querySelectorAll("audio")) if (other !== audio) other.pause(); // one at a time
-    play.textContent = "\u275A\u275A";
-    play.setAttribute("aria-label", "pause");
-    requestAnimationFrame(tick);
-  });
-  audio.addEventListener("pause", () => {
-    play.textContent = "\u25B6";
-    play.setAttribute("aria-label", "play");
-    tick();
+  play.addEventListener("click", () => (playing() ? pause() : start()));
+  audio.addEventListener("play", showPlaying);
+  audio.addEventListener("pause", showPaused);
+  document.addEventListener("tunesmith:play", (event) => {
+    if (event.detail !== view && playing()) pause();
   });
   for (const event of ["loadedmetadata", "seeked", "ended"]) audio.addEventListener(event, tick);
   canvas.addEventListener("click", (event) => {
-    const duration = audio.duration || state.duration;
-    if (!Number.isFinite(duration)) return;
-    audio.currentTime = Math.min(1, Math.max(0, event.offsetX / canvas.clientWidth)) * duration;
+    if (!Number.isFinite(length())) return;
+    if (state.web) stopLoop();
+    audio.currentTime = Math.min(1, Math.max(0, event.offsetX / canvas.clientWidth)) * length();
     start();
     tick();
   });
   new ResizeObserver(draw).observe(canvas);
   canvas.addEventListener("tunesmith:visible", async () => {
     try {
-      const buffer = await decode(withToken(file.url));
-      state.peaks = peaksOf(buffer);
-      state.duration = buffer.duration;
+      state.buffer = await decode(withToken(file.url));
+      state.peaks = peaksOf(state.buffer);
+      state.duration = state.buffer.duration;
       canvas.dataset.drawn = "true";
       tick();
     } catch (_) {
