@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from .docs import router as offline_docs
 from .guard import Guard
 from .handlers import answer_unrouted, install_error_handlers
 from .jobs import Jobs
@@ -51,7 +52,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             await asyncio.to_thread(worker.stop)
             store.close()
 
-    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE,
+    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE, docs_url=None,
                   description="Local music generation: jobs survive restarts. mlx-audiogen's routes "
                               "(/api/generate, /api/status, /api/audio) and tunesmith's own (/api/jobs, "
                               "/api/uploads).")
@@ -62,7 +63,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                                               [e.spec.folder for e in registry.entries.values() if e.spec.folder])
     install_error_handlers(app)
     service, views = Jobs(store, worker, registry, settings), Views(worker, registry, places)
-    routers = [compat_routes(service, views), job_routes(service, views, slots, max_upload_seconds)]
+    # /docs from the package (Swagger UI without a CDN)
+    routers = [compat_routes(service, views), job_routes(service, views, slots, max_upload_seconds), offline_docs]
     for router in routers:
         app.include_router(router)
     answer_unrouted(app, routers)
