@@ -41,7 +41,8 @@ from .schema import AUDIO, EVENTS, EVERY_ROUTE, REPEATED, TEXT_PATTERN, errors, 
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, plan_job, prompt_text
 from .redact import redact, server_places
-from .store import FINISHED, Job, Store, StoreDamaged, intact, new_id
+from .store import FINISHED, Job, StoreDamaged, intact, new_id
+from .stores import open_store
 from .uploads import OPENAPI_BODY, UploadSlots, longest_upload, receive_upload
 from .worker import Worker
 
@@ -184,7 +185,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
     """The app for checked settings; the registry is described from settings.models when not given."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
-    store = Store(settings.data, repair=settings.repair_store)
+    store = open_store(settings.data, settings.store, settings.repair_store, settings.lease_s)
     worker = Worker(store, registry, settings.worker)
 
     @asynccontextmanager
