@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--repair-store", action="store_true",
                        help="a damaged job store is kept as jobs.sqlite3.damaged-DATE and a fresh one begun "
                             "(without it the server refuses to start)")
+    serve.add_argument("--store", default=os.environ.get("TUNESMITH_STORE"), metavar="URL",
+                       help="postgresql://USER@HOST:PORT/DB: jobs in PostgreSQL, shared by servers on several "
+                            "machines (pip install 'tunesmith[cluster]'; default: SQLite in --data; env "
+                            "TUNESMITH_STORE keeps a password off the command line)")
 
     stems = sub.add_parser("stems", help="split music into stems: drums, bass, other, vocals")
     stems.add_argument("input", metavar="FILE", help="the music to split (any audio file ffmpeg reads)")
@@ -669,7 +673,8 @@ def cmd_serve(args) -> int:
     settings = ServerSettings(models=args.models or ["small"], host=args.host, port=args.port,
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
-                              cors=args.cors, worker=worker, repair_store=args.repair_store)
+                              cors=args.cors, worker=worker, repair_store=args.repair_store,
+                              store=args.store or None)
     try:
         serve(settings)
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes the signal on

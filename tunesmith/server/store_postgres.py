@@ -64,6 +64,7 @@ MIGRATIONS = [
     );
     """,
 ]
+UNREACHABLE = "the job store (PostgreSQL) cannot be reached: try again shortly"  # clients read it: no address
 MIGRATION_LOCK = 7_265_746  # pg_advisory_xact_lock key: servers starting together migrate one at a time
 
 
@@ -133,7 +134,7 @@ class PostgresStore:
             self._conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=5)
         except psycopg.OperationalError as err:
             self._conn = None
-            raise StoreUnavailable(f"the job store ({self.shown}) cannot be reached: try again shortly") from err
+            raise StoreUnavailable(UNREACHABLE) from err
 
     def close(self):
         self._closed.set()
@@ -163,7 +164,7 @@ class PostgresStore:
                     self._conn.close()
                 self._conn = None
                 log.warning("job store %s: %s", self.shown, _first_line(err))
-                raise StoreUnavailable(f"the job store ({self.shown}) cannot be reached: try again shortly") from err
+                raise StoreUnavailable(UNREACHABLE) from err
 
     def _run(self, sql: str, args=(), what: str = "write to the job store") -> _Result:
         with self._using(what) as conn:
