@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="postgresql://USER@HOST:PORT/DB: jobs in PostgreSQL, shared by servers on several "
                             "machines (pip install 'tunesmith[cluster]'; default: SQLite in --data; env "
                             "TUNESMITH_STORE keeps a password off the command line)")
+    serve.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="serve on Ray Serve: `local` starts a Ray head on 127.0.0.1, an address joins a cluster "
+                            "(needs --store postgresql://...; every node must see --data)")
+    serve.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
+                       help="with --ray: generation replicas, fixed or autoscaled on queued jobs (default: 1)")
+    serve.add_argument("--lease", type=float, default=None, metavar="SECONDS",
+                       help="with a postgresql:// store: a job whose server died runs again after this (default: 30)")
 
     stems = sub.add_parser("stems", help="split music into stems: drums, bass, other, vocals")
     stems.add_argument("input", metavar="FILE", help="the music to split (any audio file ffmpeg reads)")
@@ -674,9 +681,16 @@ def cmd_serve(args) -> int:
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
                               cors=args.cors, worker=worker, repair_store=args.repair_store,
-                              store=args.store or None)
+                              store=args.store or None, lease_s=args.lease)
     try:
-        serve(settings)
+        if args.ray:
+            if not find_spec("ray"):
+                raise TunesmithError("tunesmith serve --ray needs Ray Serve: pip install 'tunesmith[cluster]'")
+            from .server.cluster import Replicas, serve_on_ray
+
+            serve_on_ray(settings, args.ray, Replicas.parse(args.replicas))
+        else:
+            serve(settings)
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes the signal on
         pass
     log.info("stopped")

@@ -181,8 +181,9 @@ FIELDS = {"musicgen": ("temperature", "top_k", "top_p", "cfg", "context"),
           "acestep": ("lyrics", "language", "steps", "cfg", "repaint")}  # each family's options in POST /api/jobs
 
 
-def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:
-    """The app for checked settings; the registry is described from settings.models when not given."""
+def create_app(settings: ServerSettings, registry: Registry | None = None, run_worker: bool = True) -> FastAPI:
+    """The app for checked settings; the registry is described from settings.models when not given.
+    Without run_worker it only serves (a cluster's ingress: other processes generate)."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
     store = open_store(settings.data, settings.store, settings.repair_store, settings.lease_s)
@@ -190,7 +191,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        worker.start()
+        if run_worker:
+            worker.start()
         try:
             yield
         finally:

@@ -17,7 +17,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -111,7 +113,8 @@ class PostgresStore:
         self.uploads = self.folder / "uploads"
         make_folders(self.folder)
         sweep_leftovers(self.folder, LEFTOVER_AGE_S)
-        self.owner = secrets.token_hex(8)  # this store's leases
+        # This store's leases; says where a job runs (host and process) to whoever reads the table.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lock = threading.Lock()
         self._conn = None
         try:

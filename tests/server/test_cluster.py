@@ -1,0 +1,75 @@
+"""The server on Ray Serve (`tunesmith serve --ray local`): a Ray head of the test's own on 127.0.0.1, two
+generation replicas on the tiny checkpoint, jobs in the tests' PostgreSQL. Ray on a small machine is
+heavy: one test walks through what the cluster must do."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+from importlib.util import find_spec
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import wait_for
+from .test_restart import ServeProcess
+
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.skipif(find_spec("ray") is None, reason="Ray Serve is not installed: pip install -e "
+                                                                  "'.[cluster]'")]
+
+REPLICA = "x-tunesmith-replica"
+
+
+def lease_owner(url: str, job_id: str) -> str | None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT lease_owner FROM jobs WHERE id=%s AND status='running'", (job_id,)).fetchone()
+    return row[0] if row else None
+
+
+def audio_of(serve, path: str) -> np.ndarray:
+    res = serve.client.get(path)
+    assert res.status_code == 200, res.text
+    audio, _ = sf.read(io.BytesIO(res.content), dtype="float32", always_2d=True)
+    return audio.T
+
+
+def test_replicas_share_jobs_and_a_killed_replicas_job_finishes_elsewhere(mono_ckpt, mono_model, postgres,
+                                                                           tmp_path):
+    url = postgres.new_database("ray")
+    serve = ServeProcess(mono_ckpt[0], tmp_path / "data", "--store", url, "--ray", "local", "--replicas", "2",
+                         "--lease", "2")
+    try:
+        # A job submitted through one ingress replica is read through another.
+        prompt, duration, seed = "slow ambient pads", 45, 10
+        res = serve.client.post("/api/jobs", json={"prompt": prompt, "duration": duration, "seed": seed})
+        assert res.status_code == 202, res.text
+        job_id, first = res.json()["id"], res.headers[REPLICA]
+        other = wait_for(lambda: (r := serve.client.get(f"/api/jobs/{job_id}")).headers[REPLICA] != first and r,
+                         "another ingress replica to answer")
+        assert other.status_code == 200 and other.json()["id"] == job_id
+
+        # kill -9 of the generation replica running it: the other replica runs it again, same seed.
+        owner = wait_for(lambda: lease_owner(url, job_id), "a generation replica to claim the job")
+        os.kill(int(owner.split(":")[1]), signal.SIGKILL)
+        job = wait_for(lambda: (j := serve.job(job_id))["status"] in ("done", "error") and j, "the job to finish")
+        assert (job["status"], job["runs"]) == ("done", 2), job
+        clean, = mono_model.generate(prompt, duration=duration, seed=seed)
+        np.testing.assert_allclose(audio_of(serve, f"/api/jobs/{job_id}/audio"), clean.audio, atol=1e-4)
+
+        # mlx-audiogen's routes work unchanged against the cluster.
+        res = serve.client.post("/api/generate", json={"prompt": "calm piano", "seconds": 1, "seed": 3})
+        assert res.status_code == 200, res.text
+        compat_id = res.json()["id"]
+        wait_for(lambda: serve.client.get(f"/api/status/{compat_id}").json()["status"] == "done", "the mlx job")
+        clean, = mono_model.generate("calm piano", duration=1, seed=3)
+        np.testing.assert_allclose(audio_of(serve, f"/api/audio/{compat_id}"), clean.audio, atol=1e-4)
+    finally:
+        serve.client.close()
+        serve.proc.send_signal(signal.SIGINT)
+        assert serve.proc.wait(180) == 0  # Ray shut down: no replica outlives the test
+    assert "stopped" in serve.lines[-1]
