@@ -53,6 +53,8 @@ def test_replicas_share_jobs_and_a_killed_replicas_job_finishes_elsewhere(mono_c
                          "another ingress replica to answer")
         assert other.status_code == 200 and other.json()["id"] == job_id
 
+        # Its progress, made in a generation replica, is seen through the ingress.
+        wait_for(lambda: serve.job(job_id)["done"] > 0, "the job's progress")
         # kill -9 of the generation replica running it: the other replica runs it again, same seed.
         owner = wait_for(lambda: lease_owner(url, job_id), "a generation replica to claim the job")
         os.kill(int(owner.split(":")[1]), signal.SIGKILL)
@@ -68,6 +70,16 @@ def test_replicas_share_jobs_and_a_killed_replicas_job_finishes_elsewhere(mono_c
         wait_for(lambda: serve.client.get(f"/api/status/{compat_id}").json()["status"] == "done", "the mlx job")
         clean, = mono_model.generate("calm piano", duration=1, seed=3)
         np.testing.assert_allclose(audio_of(serve, f"/api/audio/{compat_id}"), clean.audio, atol=1e-4)
+
+        # A cancel sent to an ingress replica stops the job in the generation replica running it.
+        res = serve.client.post("/api/jobs", json={"prompt": "long", "duration": 60, "seed": 1})
+        long_id = res.json()["id"]
+        wait_for(lambda: serve.job(long_id)["done"] > 0, "the long job to be under way")
+        res = serve.client.post(f"/api/jobs/{long_id}/cancel")
+        assert res.status_code == 200 and res.json()["cancel_requested"] is True, res.text
+        job = wait_for(lambda: (j := serve.job(long_id))["status"] not in ("queued", "running") and j,
+                       "the cancel to be done")
+        assert (job["status"], job["error"], job["runs"]) == ("cancelled", "cancelled", 1)
     finally:
         serve.client.close()
         serve.proc.send_signal(signal.SIGINT)

@@ -93,7 +93,8 @@ def test_schema_is_versioned_and_a_newer_one_refused(tmp_path, url):
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT version FROM tunesmith_schema").fetchall() == [(len(MIGRATIONS),)]
         conn.execute("UPDATE tunesmith_schema SET version=version+1")
-    with pytest.raises(TunesmithError, match=r"was made by a newer tunesmith \(schema 2, this one knows 1\)"):
+    newer = rf"was made by a newer tunesmith \(schema {len(MIGRATIONS) + 1}, this one knows {len(MIGRATIONS)}\)"
+    with pytest.raises(TunesmithError, match=newer):
         open_pg(tmp_path, url)
 
 
@@ -119,3 +120,51 @@ def test_an_unreachable_server_is_one_line_without_the_password(tmp_path, postgr
         open_store(tmp_path, "mysql://x:pw@host/db")
     with pytest.raises(TunesmithError, match="--repair-store is for the SQLite store"):
         open_store(tmp_path, postgres.url(), repair=True)
+
+
+def test_a_store_of_schema_1_is_migrated_with_its_jobs(tmp_path, url):
+    import psycopg
+
+    from tunesmith.server.store_postgres import MIGRATIONS
+
+    with psycopg.connect(url, autocommit=True) as conn:  # as the first version left it
+        conn.execute(MIGRATIONS[0])
+        conn.execute("CREATE TABLE tunesmith_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO tunesmith_schema VALUES (1)")
+        conn.execute("INSERT INTO jobs (id, status, model, batch_key, rows, spec, created_at) "
+                     "VALUES ('old', 'queued', 'm', 'k', 1, '{\"prompt\": \"x\"}', 1.0)")
+    store = open_pg(tmp_path, url)
+    assert store.get("old").spec == {"prompt": "x"}
+    assert [j.id for j in store.claim(1)] == ["old"] and store.progress_of("old") == (0, 0)
+    store.close()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM tunesmith_schema").fetchall() == [(len(MIGRATIONS),)]
+
+
+def test_progress_and_cancel_requests_reach_the_server_running_the_job(tmp_path, url):
+    runner, ingress = open_pg(tmp_path, url, SHORT_LEASE_S), open_pg(tmp_path, url)
+    for i in "abc":
+        runner.add(job(i, key=i))
+    assert [j.id for j in runner.claim(1)] == ["a"]
+    assert ingress.progress_of("a") == (0, 0) and not ingress.cancel_requested("a")
+    assert runner.sync_running({"a": (3, 10)}) == []
+    assert ingress.progress_of("a") == (3, 10)
+    assert ingress.sync_running({"a": (9, 10)}) == [] and ingress.progress_of("a") == (3, 10)  # not its job
+    assert ingress.request_cancel("a") and ingress.cancel_requested("a")
+    assert not ingress.request_cancel("b")  # queued: cancel_queued's, not this
+    assert runner.sync_running({"a": (4, 10)}) == ["a"]
+    # A server that dies before it sees the request: the job is cancelled, not run again.
+    assert [j.id for j in runner.claim(1)] == ["b"]
+    ingress.request_cancel("b")
+    runner._closed.set()
+    runner._renewer.join()
+
+    def settled():
+        ingress.recover()
+        return ingress.get("b").status != "running"
+
+    wait_for(settled, "b's lease to run out")
+    assert (ingress.get("b").status, ingress.get("b").error) == ("cancelled", "cancelled")
+    assert [j.id for j in ingress.claim(5)] == ["c"]
+    runner.close()
+    ingress.close()

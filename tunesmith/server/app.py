@@ -181,18 +181,18 @@ FIELDS = {"musicgen": ("temperature", "top_k", "top_p", "cfg", "context"),
           "acestep": ("lyrics", "language", "steps", "cfg", "repaint")}  # each family's options in POST /api/jobs
 
 
-def create_app(settings: ServerSettings, registry: Registry | None = None, run_worker: bool = True) -> FastAPI:
+def create_app(settings: ServerSettings, registry: Registry | None = None, make_worker=Worker) -> FastAPI:
     """The app for checked settings; the registry is described from settings.models when not given.
-    Without run_worker it only serves (a cluster's ingress: other processes generate)."""
+    make_worker(store, registry, worker settings) gives what runs the jobs (a cluster's ingress: a view of
+    workers in other processes)."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
     store = open_store(settings.data, settings.store, settings.repair_store, settings.lease_s)
-    worker = Worker(store, registry, settings.worker)
+    worker = make_worker(store, registry, settings.worker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if run_worker:
-            worker.start()
+        worker.start()
         try:
             yield
         finally:

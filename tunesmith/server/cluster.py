@@ -36,6 +36,7 @@ log = logging.getLogger("tunesmith.server")
 APP_NAME = "tunesmith"
 REPLICA_HEADER = "X-Tunesmith-Replica"  # which ingress replica answered (any may answer anything)
 JOBS_PER_REPLICA = 4  # autoscaling aims at this many queued or running jobs per generation replica
+SYNC_S = 1.0  # how often a generation replica shares its jobs' progress and looks for cancel requests
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,49 @@ def checked_for_cluster(settings: ServerSettings) -> ServerSettings:
     return settings
 
 
+class SharedWorker:
+    """What the routes ask of the worker, on an ingress replica: the workers run in the generation replicas,
+    so progress and cancel requests go through the store (they sync with it every SYNC_S)."""
+
+    alive = True  # the generation replicas' health is Ray's: it restarts one whose worker stopped
+
+    def __init__(self, store, registry=None, settings=None):
+        self.store = store
+        self.progress = _StoredProgress(store)
+        self.cancelling = _StoredCancels(store)
+
+    def start(self):
+        pass
+
+    def stop(self, timeout: float = 0.0):
+        pass
+
+    def wake(self):
+        pass  # generation replicas look for work every second
+
+    def cancel_running(self, job_id: str):
+        self.store.request_cancel(job_id)
+
+    def loaded_names(self) -> list[str]:
+        return []  # each generation replica has its own
+
+
+class _StoredProgress:
+    def __init__(self, store):
+        self.store = store
+
+    def get(self, job_id: str, default=(0, 0)) -> tuple[int, int]:
+        return self.store.progress_of(job_id)
+
+
+class _StoredCancels:
+    def __init__(self, store):
+        self.store = store
+
+    def __contains__(self, job_id: str) -> bool:
+        return self.store.cancel_requested(job_id)
+
+
 @serve.deployment(name="Generation", ray_actor_options={"num_cpus": 1}, health_check_period_s=10,
                   graceful_shutdown_timeout_s=30)
 class Generation:
@@ -107,6 +151,18 @@ class Generation:
         check_shared_folder(self.store.folder)
         self.worker = Worker(self.store, Registry.describe(settings.models), settings.worker)
         self.worker.start()
+        self._stopping = threading.Event()
+        self._sync = threading.Thread(target=self._sync_loop, name="tunesmith-sync", daemon=True)
+        self._sync.start()
+
+    def _sync_loop(self):
+        """Every SYNC_S: the running jobs' progress into the store, cancel requests from it into the worker."""
+        while not self._stopping.wait(SYNC_S):
+            try:
+                for job_id in self.store.sync_running(dict(self.worker.progress)):
+                    self.worker.cancel_running(job_id)
+            except Exception as err:  # the store away for a while: said, and tried again
+                log.warning("job store: progress not shared (%s)", str(err).splitlines()[0] if str(err) else err)
 
     def check_health(self):
         """Ray restarts a replica whose worker thread has died."""
@@ -124,6 +180,9 @@ class Generation:
     def __del__(self):
         """A graceful stop: the running batch stops at its next step and is queued again."""
         worker, store = getattr(self, "worker", None), getattr(self, "store", None)
+        if getattr(self, "_stopping", None) is not None:
+            self._stopping.set()
+            self._sync.join(5)
         if worker is not None:
             worker.stop()
         if store is not None:
@@ -142,7 +201,7 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         from .app import create_app
 
-        app = create_app(self.settings, run_worker=False)
+        app = create_app(self.settings, make_worker=SharedWorker)
         check_shared_folder(app.state.store.folder)
         replica = serve.get_replica_context().replica_id.unique_id
 

@@ -65,6 +65,11 @@ MIGRATIONS = [
         seconds DOUBLE PRECISION NOT NULL, sample_rate INTEGER NOT NULL, channels INTEGER NOT NULL
     );
     """,
+    # 2: what servers that do not run a job show of it and ask of it (a cluster's ingress replicas)
+    """
+    ALTER TABLE jobs ADD COLUMN progress_done INTEGER, ADD COLUMN progress_total INTEGER,
+        ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
+    """,
 ]
 UNREACHABLE = "the job store (PostgreSQL) cannot be reached: try again shortly"  # clients read it: no address
 MIGRATION_LOCK = 7_265_746  # pg_advisory_xact_lock key: servers starting together migrate one at a time
@@ -209,10 +214,40 @@ class PostgresStore:
 
     def recover(self) -> int:
         """Running jobs whose lease ran out (their worker died) are queued again: they rerun with their
-        seed. Jobs of live workers are left alone (SKIP LOCKED: one being claimed is not waited for)."""
-        return self._run("UPDATE jobs SET status='queued', started_at=NULL, lease_owner=NULL, lease_until=NULL "
-                         "WHERE n IN (SELECT n FROM jobs WHERE status='running' AND lease_until < "
-                         f"{NOW} FOR UPDATE SKIP LOCKED)").rowcount
+        seed (one someone asked to cancel is cancelled instead). Jobs of live workers are left alone
+        (SKIP LOCKED: one being claimed is not waited for)."""
+        return self._run("UPDATE jobs SET lease_owner=NULL, lease_until=NULL, started_at=CASE WHEN cancel_requested "
+                         "THEN started_at END, status=CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, "
+                         "error=CASE WHEN cancel_requested THEN 'cancelled' END, completed_at=CASE WHEN "
+                         "cancel_requested THEN %s END WHERE n IN (SELECT n FROM jobs WHERE status='running' AND "
+                         f"lease_until < {NOW} FOR UPDATE SKIP LOCKED)", (time.time(),)).rowcount
+
+    # ---- running jobs seen from other servers (progress, cancel requests)
+    def sync_running(self, progress: dict[str, tuple[int, int]]) -> list[str]:
+        """Record the progress of the jobs this store runs -> the ids among them someone asked to cancel."""
+        if progress:
+            ids = list(progress)
+            self._run("UPDATE jobs SET progress_done=p.done, progress_total=p.total FROM (SELECT UNNEST(%s::text[]) "
+                      "AS id, UNNEST(%s::int[]) AS done, UNNEST(%s::int[]) AS total) AS p "
+                      "WHERE jobs.id=p.id AND jobs.lease_owner=%s AND jobs.status='running'",
+                      (ids, [progress[i][0] for i in ids], [progress[i][1] for i in ids], self.owner))
+        return [r["id"] for r in self._run("SELECT id FROM jobs WHERE lease_owner=%s AND status='running' "
+                                           "AND cancel_requested", (self.owner,))]
+
+    def progress_of(self, job_id: str) -> tuple[int, int]:
+        """(done, total) of a running job as its server last said, (0, 0) before it said."""
+        row = self._run("SELECT progress_done, progress_total FROM jobs WHERE id=%s AND status='running'",
+                        (job_id,)).fetchone()
+        return (row["progress_done"] or 0, row["progress_total"] or 0) if row else (0, 0)
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask whichever server runs the job to stop it (it looks every second)."""
+        return self._run("UPDATE jobs SET cancel_requested=TRUE WHERE id=%s AND status='running'",
+                         (job_id,)).rowcount == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._run("SELECT cancel_requested FROM jobs WHERE id=%s AND status='running'", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
 
     # ---- jobs
     def add(self, job: Job) -> tuple[Job, bool]:
@@ -270,7 +305,7 @@ class PostgresStore:
                 rows += r["rows"]
             now = time.time()
             conn.execute(f"UPDATE jobs SET status='running', started_at=%s, runs=runs+1, lease_owner=%s, "
-                         f"lease_until={NOW} + %s WHERE id = ANY(%s)",
+                         f"lease_until={NOW} + %s, progress_done=NULL, progress_total=NULL WHERE id = ANY(%s)",
                          (now, self.owner, self.lease_s, [j.id for j in jobs]))
             for job in jobs:
                 job.status, job.started_at, job.runs = "running", now, job.runs + 1
