@@ -85,3 +85,66 @@ def test_replicas_share_jobs_and_a_killed_replicas_job_finishes_elsewhere(mono_c
         serve.proc.send_signal(signal.SIGINT)
         assert serve.proc.wait(180) == 0  # Ray shut down: no replica outlives the test
     assert "stopped" in serve.lines[-1]
+
+
+# ---- the parts that need no Ray head
+def test_replicas_are_n_or_min_max_and_bad_values_one_line():
+    from tunesmith.errors import TunesmithError
+    from tunesmith.server.cluster import Replicas
+
+    assert Replicas.parse("2") == Replicas(2, 2) and Replicas.parse("2").fixed
+    assert Replicas.parse("1:4") == Replicas(1, 4) and not Replicas.parse("1:4").fixed
+    for bad in ("0", "3:2", "two", "1:x", ""):
+        with pytest.raises(TunesmithError, match="--replicas"):
+            Replicas.parse(bad)
+
+
+def test_autoscaling_follows_the_shared_queue():
+    from types import SimpleNamespace
+
+    from tunesmith.server.cluster import JOBS_PER_REPLICA, queued_jobs_policy
+
+    def wanted(active, low=1, high=4):
+        reports = {"r1": active, "r2": active}  # every replica reads the same shared queue
+        ctx = SimpleNamespace(aggregated_metrics={"active_jobs": reports}, capacity_adjusted_min_replicas=low,
+                              capacity_adjusted_max_replicas=high)
+        return queued_jobs_policy(ctx)[0]
+
+    assert [wanted(n) for n in (0, 1, JOBS_PER_REPLICA, JOBS_PER_REPLICA + 1, 100)] == [1, 1, 1, 2, 4]
+    assert wanted(0, low=2) == 2
+
+
+def test_the_cluster_needs_a_postgresql_store(mono_ckpt, tmp_path, capsys):
+    from tunesmith.cli import main
+
+    assert main(["serve", "-m", str(mono_ckpt[0]), "--data", str(tmp_path), "--ray", "local"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("tunesmith: error: --ray needs --store postgresql://USER@HOST:PORT/DB: the replicas share their "
+                   "jobs there")
+    assert main(["serve", "-m", str(mono_ckpt[0]), "--ray", "local", "--replicas", "3:1",
+                 "--store", "postgresql://u@127.0.0.1:1/db"]) == 1
+    assert "--replicas needs 1 <= MIN <= MAX" in capsys.readouterr().err
+
+
+def test_the_serve_deploy_config_in_the_repo_builds(monkeypatch):
+    """deploy/ray-serve.yaml is a valid Serve config whose args the application builder takes."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.server.cluster import app
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "ray-serve.yaml").read_text())
+    ServeDeploySchema.model_validate(config)
+    (entry,) = config["applications"]
+    assert entry["import_path"] == "tunesmith.server.cluster:app"
+    monkeypatch.setenv("TUNESMITH_TOKEN", "a-long-enough-token")  # the config listens beyond this machine
+    built = app(entry["args"])
+    assert type(built).__name__ == "Application"
+    monkeypatch.delenv("TUNESMITH_TOKEN")
+    with pytest.raises(TunesmithError, match="opens the server to the network: give --token"):
+        app(entry["args"])
+    with pytest.raises(TunesmithError, match="unknown argument 'modle'"):
+        app({**entry["args"], "modle": "small"})

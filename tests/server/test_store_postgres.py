@@ -168,3 +168,21 @@ def test_progress_and_cancel_requests_reach_the_server_running_the_job(tmp_path,
     assert [j.id for j in ingress.claim(5)] == ["c"]
     runner.close()
     ingress.close()
+
+
+def test_every_listening_server_hears_of_a_new_job(tmp_path, url):
+    adder, listener = open_pg(tmp_path, url), open_pg(tmp_path, url)
+    heard = threading.Event()
+    listening = threading.Event()
+
+    def on_new_job():
+        if listening.is_set():
+            heard.set()
+        listening.set()  # the first call comes when it starts listening
+
+    listener.listen(on_new_job)
+    wait_for(listening.is_set, "the listener to start")
+    adder.add(job("a"))
+    wait_for(heard.is_set, "the notification")
+    adder.close()
+    listener.close()

@@ -151,6 +151,7 @@ class Generation:
         check_shared_folder(self.store.folder)
         self.worker = Worker(self.store, Registry.describe(settings.models), settings.worker)
         self.worker.start()
+        self.store.listen(self.worker.wake)  # a job added through any ingress replica starts at once
         self._stopping = threading.Event()
         self._sync = threading.Thread(target=self._sync_loop, name="tunesmith-sync", daemon=True)
         self._sync.start()
@@ -238,14 +239,17 @@ def queued_jobs_policy(ctx) -> tuple[int, dict]:
 
 def app(args: dict):
     """The application builder for Ray's own tools: `serve run tunesmith.server.cluster:app store=URL
-    models=NAME[,NAME] data=/shared [replicas=N|MIN:MAX] [device=cuda] [token=...] [lease_s=30]`."""
+    models=NAME[,NAME] data=/shared [replicas=N|MIN:MAX] [device=cuda] [host=NAME|0.0.0.0] [token=...]
+    [lease_s=30]`. `host` is the name clients reach the proxies by (0.0.0.0: any, which needs a token;
+    TUNESMITH_TOKEN and TUNESMITH_STORE in the nodes' environment keep secrets out of the config)."""
     from .worker import WorkerSettings
 
-    known = {"store", "models", "data", "replicas", "device", "dtype", "token", "lease_s", "ingress_replicas"}
+    known = {"store", "models", "data", "replicas", "device", "dtype", "host", "token", "lease_s", "ingress_replicas"}
     unknown = sorted(set(args) - known)
     if unknown:
         raise InvalidParameter(f"unknown argument {unknown[0]!r}: known are {', '.join(sorted(known))}")
     settings = ServerSettings(models=str(args.get("models", "small")).split(","), data=args.get("data"),
+                              host=args.get("host", "127.0.0.1"),
                               store=args.get("store") or os.environ.get("TUNESMITH_STORE"),
                               token=args.get("token") or os.environ.get("TUNESMITH_TOKEN"),
                               lease_s=float(args["lease_s"]) if "lease_s" in args else None,

@@ -72,6 +72,11 @@ MIGRATIONS = [
     """,
 ]
 UNREACHABLE = "the job store (PostgreSQL) cannot be reached: try again shortly"  # clients read it: no address
+NEW_JOB_CHANNEL = "tunesmith_new_job"
+# A server that vanishes from the network (no refusal, no reset) is given up on in seconds, not the
+# kernel's minutes: libpq's connect timeout, TCP keepalives and TCP_USER_TIMEOUT (ms).
+CONNECT_OPTIONS = dict(connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                       keepalives_count=3, tcp_user_timeout=10_000)
 MIGRATION_LOCK = 7_265_746  # pg_advisory_xact_lock key: servers starting together migrate one at a time
 
 
@@ -127,11 +132,16 @@ class PostgresStore:
         except StoreUnavailable as err:
             raise TunesmithError(f"cannot open the job store {self.shown}: {_first_line(err.__cause__ or err)}"
                                  ) from None
-        self._migrate()
-        self.recover()
+        try:
+            self._migrate()
+            self.recover()
+        except BaseException:
+            self._conn.close()
+            raise
         self._closed = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="tunesmith-leases", daemon=True)
         self._renewer.start()
+        self._listener: threading.Thread | None = None
 
     # ---- the connection
     def _connect(self):
@@ -139,7 +149,7 @@ class PostgresStore:
         from psycopg.rows import dict_row
 
         try:
-            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=5)
+            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **CONNECT_OPTIONS)
         except psycopg.OperationalError as err:
             self._conn = None
             raise StoreUnavailable(UNREACHABLE) from err
@@ -147,6 +157,8 @@ class PostgresStore:
     def close(self):
         self._closed.set()
         self._renewer.join(5)
+        if self._listener is not None:
+            self._listener.join(5)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -222,6 +234,29 @@ class PostgresStore:
                          "cancel_requested THEN %s END WHERE n IN (SELECT n FROM jobs WHERE status='running' AND "
                          f"lease_until < {NOW} FOR UPDATE SKIP LOCKED)", (time.time(),)).rowcount
 
+    # ---- new jobs, told to every server at once
+    def listen(self, on_new_job):
+        """Call on_new_job() whenever any server adds a job (LISTEN/NOTIFY on a connection of its own), so that
+        a worker in another process starts it at once instead of at its next look."""
+        self._listener = threading.Thread(target=self._listen_loop, args=(on_new_job,), name="tunesmith-listen",
+                                          daemon=True)
+        self._listener.start()
+
+    def _listen_loop(self, on_new_job):
+        import psycopg
+
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, **CONNECT_OPTIONS) as conn:
+                    conn.execute(f"LISTEN {NEW_JOB_CHANNEL}")
+                    on_new_job()  # what was added while not listening
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            on_new_job()
+            except psycopg.Error as err:
+                log.warning("job store: not listening for new jobs (%s)", _first_line(err))
+                self._closed.wait(1.0)
+
     # ---- running jobs seen from other servers (progress, cancel requests)
     def sync_running(self, progress: dict[str, tuple[int, int]]) -> list[str]:
         """Record the progress of the jobs this store runs -> the ids among them someone asked to cancel."""
@@ -260,6 +295,7 @@ class PostgresStore:
                       (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
                        clean_text(job.idempotency_key), job.created_at, job.fingerprint, clean_text(job.warning)),
                       what="store the job")
+            self._run(f"NOTIFY {NEW_JOB_CHANNEL}")
             return job, True
         except psycopg.errors.UniqueViolation:
             if job.idempotency_key is None:
