@@ -110,7 +110,7 @@ class SharedWorker:
         pass
 
     def wake(self):
-        pass  # generation replicas look for work every second
+        pass  # the store tells the generation replicas of each new job (LISTEN/NOTIFY)
 
     def cancel_running(self, job_id: str):
         self.store.request_cancel(job_id)
@@ -174,10 +174,6 @@ class Generation:
         """The queue as every replica sees it (the store is shared): what queued_jobs_policy scales on."""
         return {"active_jobs": float(self.store.count())}
 
-    def where(self) -> dict:
-        """This replica's process and lease owner (tests and operators read them)."""
-        return {"pid": os.getpid(), "owner": self.store.owner}
-
     def __del__(self):
         """A graceful stop: the running batch stops at its next step and is queued again."""
         worker, store = getattr(self, "worker", None), getattr(self, "store", None)
@@ -204,15 +200,26 @@ class Ingress:
 
         app = create_app(self.settings, make_worker=SharedWorker)
         check_shared_folder(app.state.store.folder)
-        replica = serve.get_replica_context().replica_id.unique_id
-
-        @app.middleware("http")
-        async def say_replica(request, call_next):
-            response = await call_next(request)
-            response.headers[REPLICA_HEADER] = replica
-            return response
-
+        app.add_middleware(ReplicaHeader, replica=serve.get_replica_context().replica_id.unique_id)
         return app
+
+
+class ReplicaHeader:
+    """ASGI middleware: every answer says which ingress replica gave it (streamed answers too)."""
+
+    def __init__(self, app, replica: str):
+        self.app, self.header = app, (REPLICA_HEADER.lower().encode(), replica.encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def build(settings: ServerSettings, replicas: Replicas, ingress_replicas: int = 2, gpus: bool = False):
