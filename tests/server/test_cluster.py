@@ -63,6 +63,17 @@ def test_replicas_share_jobs_and_a_killed_replicas_job_finishes_elsewhere(mono_c
         clean, = mono_model.generate(prompt, duration=duration, seed=seed)
         np.testing.assert_allclose(audio_of(serve, f"/api/jobs/{job_id}/audio"), clean.audio, atol=1e-4)
 
+        # Its events stream from any ingress replica; the security rules hold there too.
+        events = serve.client.get(f"/api/jobs/{job_id}/events")
+        assert events.status_code == 200 and "event: done" in events.text
+        res = serve.client.get("/api/jobs", headers={"Host": "evil.example"})
+        assert res.status_code == 400 and "evil.example" in res.json()["detail"]
+        # An Idempotency-Key gives back the first job whichever replica the second request reaches.
+        body, key = {"prompt": "calm piano", "duration": 1, "seed": 3}, {"Idempotency-Key": "cluster-key"}
+        again = [serve.client.post("/api/jobs", json=body, headers=key) for _ in range(4)]
+        assert [r.status_code for r in again] == [202, 200, 200, 200]
+        assert len({r.json()["id"] for r in again}) == 1
+
         # mlx-audiogen's routes work unchanged against the cluster.
         res = serve.client.post("/api/generate", json={"prompt": "calm piano", "seconds": 1, "seed": 3})
         assert res.status_code == 200, res.text
