@@ -28,7 +28,7 @@ from .routes.compat import compat_routes
 from .routes.jobs import job_routes
 from .schema import EVERY_ROUTE
 from .settings import ServerSettings
-from .store import Store
+from .stores import open_store
 from .uploads import UploadSlots, longest_upload
 from .views import Views
 from .worker import Worker
@@ -36,12 +36,14 @@ from .worker import Worker
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:
-    """The app for checked settings; the registry is described from settings.models when not given."""
+def create_app(settings: ServerSettings, registry: Registry | None = None, make_worker=Worker) -> FastAPI:
+    """The app for checked settings; the registry is described from settings.models when not given.
+    make_worker(store, registry, worker settings) gives what runs the jobs (a cluster's ingress: a view of
+    workers in other processes)."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
-    store = Store(settings.data, repair=settings.repair_store)
-    worker = Worker(store, registry, settings.worker)
+    store = open_store(settings.data, settings.store, settings.repair_store, settings.lease_s)
+    worker = make_worker(store, registry, settings.worker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -124,13 +124,9 @@ class Store:
         self.folder = Path(folder)
         self.audio = self.folder / "audio"
         self.uploads = self.folder / "uploads"
-        try:
-            for d in (self.folder, self.audio, self.uploads):
-                d.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise TunesmithError(f"cannot use data folder {self.folder}: {err.strerror or err}") from None
+        make_folders(self.folder)
         self._lock_file = _lock_folder(self.folder)
-        self._sweep()
+        sweep_leftovers(self.folder)  # the folder's lock says that no other server is writing them
         self._lock = threading.Lock()
         self._db = self._open(self.folder / "jobs.sqlite3", repair)
         self._add_columns()
@@ -156,17 +152,6 @@ class Store:
         log.warning("the job store %s was damaged (%s): kept as %s, starting a fresh one (its jobs are forgotten; "
                     "their audio stays in %s)", path, problem, kept, self.audio)
         return _connect(path)
-
-    def _sweep(self):
-        """What a crash (kill -9) left half made: everything in tmp/ (downloads being converted), and the
-        partial files of uploads and jobs (.NAME.partial.EXT: an upload being received, a clip or its
-        ffmpeg source being written). The folder's lock says that no other server is writing them."""
-        stale = [*(self.folder / "tmp").glob("*"), *self.uploads.glob(".*.partial*"), *self.audio.glob(".*.partial*")]
-        for path in stale:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
 
     def close(self):
         with self._lock:
@@ -306,10 +291,7 @@ class Store:
         return True
 
     def _remove_files(self, job_id: str, files: list[str]):
-        for name in files:
-            (self.audio / name).unlink(missing_ok=True)
-        for stray in self.audio.glob(f".{job_id}-*"):  # a partial file left by a crash
-            stray.unlink(missing_ok=True)
+        remove_job_files(self.audio, job_id, files)
 
     def prune(self, max_age_s: float, max_jobs: int, now: float | None = None) -> int:
         """Delete finished jobs older than max_age_s, and the oldest beyond max_jobs finished ones; a done
@@ -337,6 +319,43 @@ class Store:
     def get_upload(self, upload_id: str) -> Upload | None:
         row = self._run("SELECT * FROM uploads WHERE id=?", (upload_id,)).fetchone()
         return Upload(**dict(row)) if row else None
+
+
+def make_folders(folder: Path):
+    """The data folder and its audio/ and uploads/, or one line saying why not."""
+    try:
+        for d in (folder, folder / "audio", folder / "uploads"):
+            d.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TunesmithError(f"cannot use data folder {folder}: {err.strerror or err}") from None
+
+
+def sweep_leftovers(folder: Path, older_than_s: float | None = None):
+    """What a crash (kill -9) left half made: everything in tmp/ (downloads being converted), and the
+    partial files of uploads and jobs (.NAME.partial.EXT: an upload being received, a clip or its
+    ffmpeg source being written). With older_than_s, only what is that old: servers sharing the folder
+    may be writing the younger ones."""
+    stale = [*(folder / "tmp").glob("*"), *(folder / "uploads").glob(".*.partial*"),
+             *(folder / "audio").glob(".*.partial*")]
+    before = time.time() - older_than_s if older_than_s is not None else None
+    for path in stale:
+        try:
+            if before is not None and path.lstat().st_mtime > before:
+                continue
+        except OSError:  # gone meanwhile
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_job_files(audio: Path, job_id: str, files: list[str]):
+    """A job's files, and any partial file of it a crash left."""
+    for name in files:
+        (audio / name).unlink(missing_ok=True)
+    for stray in audio.glob(f".{job_id}-*"):
+        stray.unlink(missing_ok=True)
 
 
 def file_digest(path: Path) -> dict | None:
