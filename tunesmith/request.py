@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import math
 import numbers
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from .errors import InvalidParameter, TunesmithError
 from .family import FAMILIES
 from .musicgen.options import MAX_SEED, SamplingParams, Schedule
+from .threads import available_cores
 
 log = logging.getLogger("tunesmith")
 
@@ -487,12 +487,13 @@ def audio_input(value, param: str, role: str | None = None) -> tuple[np.ndarray,
 
 
 def check_threads(threads) -> int | None:
-    """CPU threads for torch: None (one per core) or a whole number >= 1; more than the cores is allowed
-    (containers can under-report them) but said once, since it usually slows generation down."""
+    """CPU threads for torch: None (one per available core, fewer while other processes keep cores busy)
+    or a whole number >= 1, used as given; more than the cores is allowed (containers can under-report
+    them) but said once, since it usually slows generation down."""
     if threads is None:
         return None
     threads = whole(threads, "threads", "a whole number >= 1", lambda v: v >= 1)
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     if threads > cores:
         log.warning("%d threads on %d cores: more threads than cores usually makes generation slower", threads, cores)
     return threads

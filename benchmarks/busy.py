@@ -1,0 +1,233 @@
+"""Each family's CPU path on a busy machine: idle, then beside 1 and 2 competing processes (each a plain
+Python loop spinning on one core, started and stopped here), for several thread settings, in one run.
+
+    python -m benchmarks.busy                                   # every family, the rows below
+    python -m benchmarks.busy --families musicgen,sao-int8 --repeats 2 --markdown BENCHMARKS.md
+    python -m benchmarks.busy --families musicgen --rows spin=0:2,spin=10000:2,libgomp:2   # OpenMP waits
+
+--size tiny runs the test suite's tiny models: a check that the benchmark runs, not a figure.
+
+A row is POLICY:THREADS. POLICY is how OpenMP threads wait, set in the environment of a fresh process
+(libgomp reads it when torch loads): "tunesmith" (tunesmith's own default), "libgomp" (libgomp's own:
+GOMP_SPINCOUNT=300000, what tunesmith ran with before), "passive", "active", "spin=N" (GOMP_SPINCOUNT=N).
+THREADS is 1, 2, ... (as threads= sets them: used as given) or "default" (tunesmith's default: one per
+available core, fewer while other processes keep cores busy). Each family's variants are built once per
+policy, with random weights at the real sizes, and run short (MusicGen: --seconds of audio; the diffusion
+families: --steps steps), a warm-up first. Times are end to end (text, generation, decoding); a share is
+the row's idle time over its time under load (100%: no slower than idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+FAMILIES = ("musicgen", "musicgen-int8", "sao", "sao-int8", "acestep", "acestep-int8")
+ROWS = "tunesmith:1,tunesmith:2,tunesmith:default,libgomp:2"
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# A competitor: one core kept busy; it stops by itself if the benchmark dies without stopping it.
+SPINNER = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(10 ** 6): pass\n"
+
+
+def policy_env(policy: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES and k != "OMP_NUM_THREADS"}
+    if policy == "libgomp":
+        env["GOMP_SPINCOUNT"] = "300000"  # libgomp's built-in default
+    elif policy in ("passive", "active"):
+        env["OMP_WAIT_POLICY"] = policy.upper()
+    elif policy.startswith("spin="):
+        env["GOMP_SPINCOUNT"] = policy[5:]
+    elif policy != "tunesmith":  # tunesmith: none set, so that tunesmith sets its own
+        raise SystemExit(f"unknown policy {policy!r}")
+    return env
+
+
+class Competitors:
+    """`n` spinning processes while inside the block."""
+
+    def __init__(self, n: int):
+        self.n, self.procs = n, []
+
+    def __enter__(self):
+        self.procs = [subprocess.Popen([sys.executable, "-c", SPINNER]) for _ in range(self.n)]
+        time.sleep(0.5 if self.n else 0)  # started and spinning before the first run
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+
+
+def build(variant: str, args):
+    """-> a callable running one short generation of `variant`."""
+    import torch
+
+    family, _, quantize = variant.partition("-")
+    quantize = quantize or None
+    if family == "musicgen":
+        from tunesmith import MusicGen
+
+        from .common import checkpoint_for
+
+        model = MusicGen.from_pretrained(checkpoint_for(args.size), device="cpu", quantize=quantize)
+        return lambda: model.generate("calm lofi piano, 80 bpm", duration=args.seconds, seed=1)
+    if family == "sao":
+        import tunesmith
+
+        from .stable_audio_e2e import PROMPT, small_checkpoint
+
+        model = tunesmith.load(small_checkpoint() if args.size == "small" else tiny_sao(), device="cpu",
+                               quantize=quantize)
+        seconds = min(args.sao_seconds, model.max_seconds)
+        return lambda: model.generate(PROMPT, duration=seconds, seed=0, steps=args.steps)
+    if family == "acestep":
+        from tunesmith.acestep.model import AceStep, for_cpu
+        from tunesmith.device import pick_dtype
+
+        from .acestep_cpu import LYRICS, PROMPT
+        from .acestep_cpu import build as build_acestep
+
+        parts, _ = build_acestep("turbo-2b" if args.size == "small" else "tiny")  # diffusers' float32 modules, as load() gives them here
+        dtype = pick_dtype(None, torch.device("cpu"))  # as from_pretrained picks it
+        if quantize or dtype != torch.float32:
+            parts = for_cpu(parts, dtype, quantize)  # as from_pretrained builds the CPU path
+        model = AceStep(parts, "random turbo-2b", torch.device("cpu"), dtype, quantize)
+        verse = LYRICS.split("[chorus]")[0]  # words a 10 s song can sing
+        return lambda: model.generate(PROMPT, lyrics=verse, duration=args.acestep_seconds, seed=0, steps=args.steps)
+    raise SystemExit(f"unknown family {variant!r}: {', '.join(FAMILIES)}")
+
+
+def tiny_sao():
+    from tests.stable_audio.tiny import save_tiny_tools_checkpoint
+
+    from .common import CACHE
+
+    folder = CACHE / "stable-audio-tiny"
+    if not (folder / "model.safetensors").exists():
+        save_tiny_tools_checkpoint(folder)
+    return folder
+
+
+def set_threads(threads: str):
+    """As from_pretrained(threads=n) sets them (pinned), or tunesmith's default (threads=None)."""
+    import torch
+
+    from tunesmith import generation
+    from tunesmith.threads import available_cores
+
+    pinned = threads != "default"
+    torch.set_num_threads(int(threads) if pinned else available_cores())
+    generation._pinned = pinned
+
+
+def child(args):
+    """One variant under one policy: every thread setting at every load -> JSON on stdout's last line."""
+    import torch
+
+    from tunesmith.threads import busy_elsewhere
+
+    run = build(args.child, args)
+    threads = args.child_threads.split(",")
+    set_threads(threads[0])
+    with torch.inference_mode():
+        run()  # warm-up: pages faulted in, kernels built, oneDNN's primitives made
+    times = {t: {} for t in threads}
+    foreign = []
+    for n in args.competitors:
+        if n == 0:
+            foreign.append(busy_elsewhere(seconds=1.0))  # what others used: the "idle" runs' own load
+        with Competitors(n):
+            for t in threads:
+                set_threads(t)
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    with torch.inference_mode():
+                        run()
+                    times[t].setdefault(n, []).append(time.perf_counter() - start)
+                print(f"{args.child} {t} threads, {n} competitors: "
+                      f"{', '.join(f'{s:.1f}' for s in times[t][n])} s", file=sys.stderr, flush=True)
+    print(json.dumps({"times": times, "foreign": foreign}))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small", choices=("small", "tiny"),
+                        help="small: MusicGen small, SAO small, ACE-Step 2B turbo; tiny: the tests' (no speed claims)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {', '.join(FAMILIES)}")
+    parser.add_argument("--rows", default=ROWS, help="comma list of POLICY:THREADS")
+    parser.add_argument("--competitors", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--seconds", type=float, default=1.0, help="MusicGen: seconds of audio a run")
+    parser.add_argument("--sao-seconds", type=float, default=4.0, help="Stable Audio: seconds of audio a run")
+    parser.add_argument("--acestep-seconds", type=float, default=10.0, help="ACE-Step: seconds of song a run")
+    parser.add_argument("--steps", type=int, default=2, help="the diffusion families' steps a run")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell (the median is shown)")
+    parser.add_argument("--markdown", help="append the table to this markdown file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-threads", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    started, load_before = time.perf_counter(), os.getloadavg()
+    rows = [tuple(r.split(":")) for r in args.rows.split(",")]
+    results, foreign = {}, []
+    for variant in args.families.split(","):
+        for policy in dict.fromkeys(p for p, _ in rows):
+            threads = [t for p, t in rows if p == policy]
+            command = [sys.executable, "-m", "benchmarks.busy", *child_argv(argv), "--child", variant,
+                       "--child-threads", ",".join(threads)]
+            out = subprocess.run(command, env=policy_env(policy), stdout=subprocess.PIPE, text=True, check=True)
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            foreign += [f for f in got["foreign"] if f is not None]
+            for t in threads:
+                results[(variant, policy, t)] = {int(n): v for n, v in got["times"][t].items()}
+    table = render(results, args, load_before, foreign, time.perf_counter() - started)
+    from .common import report
+
+    report(table, args.markdown)
+
+
+def child_argv(argv) -> list[str]:
+    """The run's own options, for the child processes (without --markdown)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--markdown" in argv:
+        i = argv.index("--markdown")
+        del argv[i:i + 2]
+    return [a for a in argv if not a.startswith("--markdown=")]
+
+
+def render(results: dict, args, load_before, foreign: list[float], wall: float) -> str:
+    from .common import hardware
+
+    loads = sorted(n for n in args.competitors if n)
+    lines = [f"### CPU on a busy machine ({datetime.date.today().isoformat()})", "",
+             f"Hardware: {hardware()}. Command: `python -m benchmarks.busy {' '.join(child_argv(None))}`. "
+             f"Load average before the run: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min); "
+             f"other processes' CPU use before the idle runs: at most {max(foreign, default=0):.2f} cores. "
+             f"Median of {args.repeats} run(s) a cell; the whole table took {wall / 60:.0f} min.", "",
+             "| family / variant | OpenMP waits | threads | idle (s) | "
+             + " | ".join(f"{n} busy (s) | share of idle | vs 1 thread" for n in loads) + " |",
+             "| --- | --- | --- | ---: |" + " ---: | ---: | ---: |" * len(loads)]
+    for (variant, policy, threads), times in results.items():
+        med = {n: statistics.median(v) for n, v in times.items()}
+        one = results.get((variant, "tunesmith", "1"))
+        cells = [f"{variant} | {policy} | {threads} | {med.get(0, float('nan')):.2f}"]
+        for n in loads:
+            vs_one = f"{statistics.median(one[n]) / med[n]:.2f}x" if one and n in one else ""
+            cells.append(f"{med[n]:.2f} | {100 * med[0] / med[n]:.0f}% | {vs_one}" if 0 in med else f"{med[n]:.2f} | |")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "share of idle: the row's idle time over its time under load; vs 1 thread: the time of "
+              "threads 1 (tunesmith's waits) under the same load over the row's (above 1x: faster)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
