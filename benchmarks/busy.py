@@ -189,7 +189,7 @@ def main(argv=None):
             foreign += [f for f in got["foreign"] if f is not None]
             for t in threads:
                 results[(variant, policy, t)] = {int(n): v for n, v in got["times"][t].items()}
-    table = render(results, args, load_before, foreign, time.perf_counter() - started)
+    table = render(results, args, child_argv(argv), load_before, foreign, time.perf_counter() - started)
     from .common import report
 
     report(table, args.markdown)
@@ -204,12 +204,12 @@ def child_argv(argv) -> list[str]:
     return [a for a in argv if not a.startswith("--markdown=")]
 
 
-def render(results: dict, args, load_before, foreign: list[float], wall: float) -> str:
+def render(results: dict, args, argv: list[str], load_before, foreign: list[float], wall: float) -> str:
     from .common import hardware
 
     loads = sorted(n for n in args.competitors if n)
     lines = [f"### CPU on a busy machine ({datetime.date.today().isoformat()})", "",
-             f"Hardware: {hardware()}. Command: `python -m benchmarks.busy {' '.join(child_argv(None))}`. "
+             f"Hardware: {hardware()}. Command: `python -m benchmarks.busy {' '.join(argv)}`. "
              f"Load average before the run: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min); "
              f"other processes' CPU use before the idle runs: at most {max(foreign, default=0):.2f} cores. "
              f"Median of {args.repeats} run(s) a cell; the whole table took {wall / 60:.0f} min.", "",
