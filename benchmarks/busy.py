@@ -32,6 +32,7 @@ FAMILIES = ("musicgen", "musicgen-int8", "sao", "sao-int8", "acestep", "acestep-
 ROWS = "tunesmith:1,tunesmith:2,tunesmith:default,libgomp:2"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # A competitor: one core kept busy; it stops by itself if the benchmark dies without stopping it.
+QUIET = 0.1  # cores other processes may use beside a run (system noise is about 0.01)
 SPINNER = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(10 ** 6): pass\n"
 
 
@@ -128,11 +129,59 @@ def set_threads(threads: str):
     generation._pinned = pinned
 
 
+def others_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by every process but this one and `pids` (its competitors), from
+    /proc/stat's total less their own: a difference over a run is what other people's work took."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = (sum(values) - values[3] - values[4]) / tick
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            busy -= (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except OSError:
+            pass
+    return busy - time.process_time()
+
+
+def quiet(pids: list[int], wait: float) -> float:
+    """Wait up to `wait` seconds for other processes' CPU use (cores, over 2 s) to drop below
+    QUIET; -> the last figure (0 without waiting)."""
+    deadline = time.monotonic() + wait
+    while wait > 0:
+        before, start = others_seconds(pids), time.monotonic()
+        time.sleep(2.0)
+        others = (others_seconds(pids) - before) / (time.monotonic() - start)
+        if others < QUIET or time.monotonic() > deadline:
+            return others
+        print(f"others use {others:.2f} cores: waiting", file=sys.stderr, flush=True)
+        time.sleep(10)
+    return 0.0
+
+
+def measure(run, pids: list[int], args) -> tuple[float, float]:
+    """One run's seconds and other processes' CPU use meanwhile (cores), run again (up to --retries
+    times, after waiting for quiet) while that use is above QUIET."""
+    import torch
+
+    for attempt in range(args.retries + 1):
+        quiet(pids, args.wait)
+        before, start = others_seconds(pids), time.perf_counter()
+        with torch.inference_mode():
+            run()
+        seconds = time.perf_counter() - start
+        others = (others_seconds(pids) - before) / seconds
+        if others < QUIET:
+            break
+        print(f"others used {others:.2f} cores during the run: again", file=sys.stderr, flush=True)
+    return seconds, others
+
+
 def child(args):
     """One variant under one policy: every thread setting at every load -> JSON on stdout's last line."""
     import torch
-
-    from tunesmith.threads import busy_elsewhere
 
     run = build(args.child, args)
     threads = args.child_threads.split(",")
@@ -142,16 +191,14 @@ def child(args):
     times = {t: {} for t in threads}
     foreign = []
     for n in args.competitors:
-        if n == 0:
-            foreign.append(busy_elsewhere(seconds=1.0))  # what others used: the "idle" runs' own load
-        with Competitors(n):
+        with Competitors(n) as competitors:
+            pids = [p.pid for p in competitors.procs]
             for t in threads:
                 set_threads(t)
                 for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    with torch.inference_mode():
-                        run()
-                    times[t].setdefault(n, []).append(time.perf_counter() - start)
+                    seconds, others = measure(run, pids, args)
+                    times[t].setdefault(n, []).append(seconds)
+                    foreign.append(others)
                 print(f"{args.child} {t} threads, {n} competitors: "
                       f"{', '.join(f'{s:.1f}' for s in times[t][n])} s", file=sys.stderr, flush=True)
     print(json.dumps({"times": times, "foreign": foreign}))
@@ -169,6 +216,10 @@ def main(argv=None):
     parser.add_argument("--acestep-seconds", type=float, default=10.0, help="ACE-Step: seconds of song a run")
     parser.add_argument("--steps", type=int, default=2, help="the diffusion families' steps a run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell (the median is shown)")
+    parser.add_argument("--wait", type=float, default=0.0,
+                        help="seconds to wait before each run for other processes to go quiet")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="runs again, up to this many times, a run beside which other processes were busy")
     parser.add_argument("--markdown", help="append the table to this markdown file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-threads", help=argparse.SUPPRESS)
@@ -186,7 +237,7 @@ def main(argv=None):
                        "--child-threads", ",".join(threads)]
             out = subprocess.run(command, env=policy_env(policy), stdout=subprocess.PIPE, text=True, check=True)
             got = json.loads(out.stdout.strip().splitlines()[-1])
-            foreign += [f for f in got["foreign"] if f is not None]
+            foreign += got["foreign"]
             for t in threads:
                 results[(variant, policy, t)] = {int(n): v for n, v in got["times"][t].items()}
     table = render(results, args, child_argv(argv), load_before, foreign, time.perf_counter() - started)
@@ -211,7 +262,7 @@ def render(results: dict, args, argv: list[str], load_before, foreign: list[floa
     lines = [f"### CPU on a busy machine ({datetime.date.today().isoformat()})", "",
              f"Hardware: {hardware()}. Command: `python -m benchmarks.busy {' '.join(argv)}`. "
              f"Load average before the run: {load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min); "
-             f"other processes' CPU use before the idle runs: at most {max(foreign, default=0):.2f} cores. "
+             f"other processes' CPU use during a run (besides the competitors): at most {max(foreign, default=0):.2f} cores. "
              f"Median of {args.repeats} run(s) a cell; the whole table took {wall / 60:.0f} min.", "",
              "| family / variant | OpenMP waits | threads | idle (s) | "
              + " | ".join(f"{n} busy (s) | share of idle | vs 1 thread" for n in loads) + " |",

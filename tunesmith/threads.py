@@ -19,9 +19,11 @@ SPINCOUNT = "10000"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-def set_openmp_defaults(environ=os.environ) -> bool:
-    """Short spinning for libgomp's waits unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT; True
-    if set. libgomp reads these when it loads (import torch), so a later call changes nothing."""
+def set_openmp_defaults(environ=None) -> bool:
+    """Short spinning for libgomp's waits (in `environ`, default os.environ) unless the user set
+    OMP_WAIT_POLICY or GOMP_SPINCOUNT; True if set. libgomp reads these when it loads (import torch),
+    so a later call changes nothing."""
+    environ = os.environ if environ is None else environ
     if any(name in environ for name in WAIT_VARIABLES):
         return False
     environ["GOMP_SPINCOUNT"] = SPINCOUNT
