@@ -11,10 +11,15 @@ A row is POLICY:THREADS. POLICY is how OpenMP threads wait, set in the environme
 (libgomp reads it when torch loads): "tunesmith" (tunesmith's own default), "libgomp" (libgomp's own:
 GOMP_SPINCOUNT=300000, what tunesmith ran with before), "passive", "active", "spin=N" (GOMP_SPINCOUNT=N).
 THREADS is 1, 2, ... (as threads= sets them: used as given) or "default" (tunesmith's default: one per
-available core, fewer while other processes keep cores busy). Each family's variants are built once per
-policy, with random weights at the real sizes, and run short (MusicGen: --seconds of audio; the diffusion
-families: --steps steps), a warm-up first. Times are end to end (text, generation, decoding); a share is
-the row's idle time over its time under load (100%: no slower than idle).
+available core, fewer while other processes keep cores busy).
+
+Each variant is built, with random weights at the real sizes, in one child process per policy; the
+children of a variant live side by side (as many as memory holds) and take turns, one run each in
+round-robin, so that the machine's own drift falls on every row alike. Runs are short (MusicGen:
+--seconds of audio; the diffusion families: --steps steps), after a warm-up at each thread setting.
+Times are end to end (text, generation, decoding). Other processes' CPU use during each run is
+measured (/proc/stat less this benchmark's processes) and reported; --wait and --retries hold runs
+back, or run them again, while it is above 0.1 cores.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ FAMILIES = ("musicgen", "musicgen-int8", "sao", "sao-int8", "acestep", "acestep-
 ROWS = "tunesmith:1,tunesmith:2,tunesmith:default,libgomp:2"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # A competitor: one core kept busy; it stops by itself if the benchmark dies without stopping it.
+MARK = "@busy "  # a child's answers on stdout, apart from what libraries print there
 QUIET = 0.1  # cores other processes may use beside a run (system noise is about 0.01)
 SPINNER = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(10 ** 6): pass\n"
 
@@ -166,6 +172,7 @@ def measure(run, pids: list[int], args) -> tuple[float, float]:
     times, after waiting for quiet) while that use is above QUIET."""
     import torch
 
+    pids = [p for p in pids if p != os.getpid()]  # this process's own time is counted apart
     for attempt in range(args.retries + 1):
         quiet(pids, args.wait)
         before, start = others_seconds(pids), time.perf_counter()
@@ -180,28 +187,76 @@ def measure(run, pids: list[int], args) -> tuple[float, float]:
 
 
 def child(args):
-    """One variant under one policy: every thread setting at every load -> JSON on stdout's last line."""
+    """One variant under one policy, a server: builds, warms up each thread setting, says it is ready,
+    then runs one generation per request on stdin (threads, pids to leave out of others' use)."""
     import torch
 
     run = build(args.child, args)
-    threads = args.child_threads.split(",")
-    set_threads(threads[0])
-    with torch.inference_mode():
-        run()  # warm-up: pages faulted in, kernels built, oneDNN's primitives made
-    times = {t: {} for t in threads}
-    foreign = []
-    for n in args.competitors:
-        with Competitors(n) as competitors:
-            pids = [p.pid for p in competitors.procs]
-            for t in threads:
-                set_threads(t)
-                for _ in range(args.repeats):
-                    seconds, others = measure(run, pids, args)
-                    times[t].setdefault(n, []).append(seconds)
-                    foreign.append(others)
-                print(f"{args.child} {t} threads, {n} competitors: "
-                      f"{', '.join(f'{s:.1f}' for s in times[t][n])} s", file=sys.stderr, flush=True)
-    print(json.dumps({"times": times, "foreign": foreign}))
+    for threads in dict.fromkeys(args.child_threads.split(",")):
+        set_threads(threads)
+        with torch.inference_mode():
+            run()  # warm-up: pages faulted in, kernels built, oneDNN's primitives made for this count
+    reply({"rss": resident_bytes()})
+    for line in sys.stdin:
+        ask = json.loads(line)
+        set_threads(ask["threads"])
+        seconds, others = measure(run, ask["pids"], args)
+        print(f"{args.child} {ask['policy']}:{ask['threads']}, {ask['competitors']} competitors: {seconds:.2f} s",
+              file=sys.stderr, flush=True)
+        reply({"seconds": seconds, "others": others})
+
+
+def reply(message: dict):
+    print(MARK + json.dumps(message), flush=True)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+
+class Child:
+    """A child process serving one variant under one policy."""
+
+    def __init__(self, variant: str, policy: str, threads: list[str], argv: list[str]):
+        self.policy = policy
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.busy", *argv, "--child", variant,
+                                      "--child-threads", ",".join(threads)], env=policy_env(policy),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.rss = self._answer()["rss"]
+
+    def _answer(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        raise SystemExit(f"a child process ({self.policy}) ended with status {self.proc.wait()}")
+
+    def run(self, threads: str, pids: list[int], competitors: int) -> dict:
+        ask = {"threads": threads, "pids": pids, "policy": self.policy, "competitors": competitors}
+        self.proc.stdin.write(json.dumps(ask) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def batches(variant: str, rows: list[tuple[str, str]], argv: list[str]):
+    """Children, one per policy, in batches that fit in memory together (each about as large as the
+    first): the runs of a batch interleave, so that the machine's drift falls on every row alike."""
+    pending = list(dict.fromkeys(p for p, _ in rows))
+    while pending:
+        batch = []
+        while pending and (not batch or available_bytes() > 1.3 * batch[0].rss):
+            policy = pending.pop(0)
+            batch.append(Child(variant, policy, [t for p, t in rows if p == policy], argv))
+        yield batch
 
 
 def main(argv=None):
@@ -211,7 +266,7 @@ def main(argv=None):
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {', '.join(FAMILIES)}")
     parser.add_argument("--rows", default=ROWS, help="comma list of POLICY:THREADS")
     parser.add_argument("--competitors", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
-    parser.add_argument("--seconds", type=float, default=1.0, help="MusicGen: seconds of audio a run")
+    parser.add_argument("--seconds", type=float, default=0.5, help="MusicGen: seconds of audio a run")
     parser.add_argument("--sao-seconds", type=float, default=4.0, help="Stable Audio: seconds of audio a run")
     parser.add_argument("--acestep-seconds", type=float, default=10.0, help="ACE-Step: seconds of song a run")
     parser.add_argument("--steps", type=int, default=2, help="the diffusion families' steps a run")
@@ -227,20 +282,27 @@ def main(argv=None):
     if args.child:
         return child(args)
 
-    started, load_before = time.perf_counter(), os.getloadavg()
+    started, load_before, own = time.perf_counter(), os.getloadavg(), child_argv(argv)
     rows = [tuple(r.split(":")) for r in args.rows.split(",")]
-    results, foreign = {}, []
+    results = {(v, p, t): {} for v in args.families.split(",") for p, t in rows}
+    foreign = []
     for variant in args.families.split(","):
-        for policy in dict.fromkeys(p for p, _ in rows):
-            threads = [t for p, t in rows if p == policy]
-            command = [sys.executable, "-m", "benchmarks.busy", *child_argv(argv), "--child", variant,
-                       "--child-threads", ",".join(threads)]
-            out = subprocess.run(command, env=policy_env(policy), stdout=subprocess.PIPE, text=True, check=True)
-            got = json.loads(out.stdout.strip().splitlines()[-1])
-            foreign += got["foreign"]
-            for t in threads:
-                results[(variant, policy, t)] = {int(n): v for n, v in got["times"][t].items()}
-    table = render(results, args, child_argv(argv), load_before, foreign, time.perf_counter() - started)
+        for batch in batches(variant, rows, own):
+            try:
+                for n in args.competitors:
+                    with Competitors(n) as competitors:
+                        pids = [p.pid for p in competitors.procs] + [c.proc.pid for c in batch] + [os.getpid()]
+                        for _ in range(args.repeats):  # round-robin over the batch's rows
+                            for c in batch:
+                                for p, t in rows:
+                                    if p == c.policy:
+                                        got = c.run(t, pids, n)
+                                        results[(variant, p, t)].setdefault(n, []).append(got["seconds"])
+                                        foreign.append(got["others"])
+            finally:
+                for c in batch:
+                    c.close()
+    table = render(results, args, own, load_before, foreign, time.perf_counter() - started)
     from .common import report
 
     report(table, args.markdown)
