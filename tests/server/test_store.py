@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tunesmith.errors import TunesmithError
-from tunesmith.server.store import UNREAD_GRACE_S, Job, Store
+from tunesmith.server.store import UNREAD_GRACE_S, Job, QueueFull, Store
 from tunesmith.server.stores import open_store
 
 from .conftest import wait_for
@@ -39,6 +39,20 @@ def test_running_jobs_are_queued_again_after_a_crash(tmp_path, store_url):
     wait_for(queued_again, "b to be queued again")
     assert [store.get(i).status for i in "abc"] == ["done", "queued", "queued"]
     assert [j.id for j in store.claim(10)] == ["b", "c"] and store.get("b").runs == 2
+    store.close()
+
+
+def test_a_full_queue_refuses_a_new_job_but_not_a_repeated_key(tmp_path, store_url):
+    store = open_store(tmp_path, store_url)
+    store.add(job("a", idem="key-a"), max_active=2)
+    store.add(job("b"), max_active=2)
+    with pytest.raises(QueueFull):
+        store.add(job("c"), max_active=2)
+    assert store.get("c") is None and store.count() == 2
+    assert store.add(job("a2", idem="key-a"))[0].id == "a"  # no limit given: the key's job comes back
+    assert [j.id for j in store.claim(1)] == ["a"]
+    store.finish("a", ["a-0.wav"], [1], {}, [], 32000)  # done jobs leave room
+    assert store.add(job("c"), max_active=2)[1]
     store.close()
 
 

@@ -49,6 +49,29 @@ def test_servers_sharing_a_store_never_claim_the_same_job(tmp_path, url):
         s.close()
 
 
+def test_servers_adding_at_once_never_overfill_the_queue(tmp_path, url):
+    from tunesmith.server.store import QueueFull
+
+    stores = [open_pg(tmp_path, url) for _ in range(4)]  # four ingress replicas
+    added, refused = [], []
+
+    def submit(k):
+        for i in range(10):
+            try:
+                added.append(stores[k].add(job(f"s{k}-{i}"), max_active=7)[0].id)
+            except QueueFull:
+                refused.append(k)
+
+    threads = [threading.Thread(target=submit, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(added) == 7 and len(refused) == 33 and stores[0].count() == 7
+    for s in stores:
+        s.close()
+
+
 def test_a_live_servers_lease_is_kept_and_renewed(tmp_path, url):
     alive, other = open_pg(tmp_path, url), open_pg(tmp_path, url)
     alive.add(job("a"))

@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS uploads (
 ADDED_COLUMNS = {"fingerprint": "TEXT", "digests": "TEXT", "warning": "TEXT"}
 
 
+class QueueFull(TunesmithError):
+    """add(max_active=n) found n jobs queued or running already."""
+
+
 class StoreDamaged(TunesmithError):
     """The store's file is damaged (SQLite finds it corrupt, or not a database); the server answers 503."""
 
@@ -191,13 +195,20 @@ class Store:
         return self._run("UPDATE jobs SET status='queued', started_at=NULL WHERE status='running'").rowcount
 
     # ---- jobs
-    def add(self, job: Job) -> tuple[Job, bool]:
-        """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False)."""
+    def add(self, job: Job, max_active: int | None = None) -> tuple[Job, bool]:
+        """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False);
+        QueueFull if max_active jobs are queued or running (counted and inserted in one statement, so that
+        requests at once cannot overfill the queue)."""
+        marks = ",".join("?" * len(ACTIVE))
         try:
-            self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at, "
-                      "fingerprint, warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
-                       job.idempotency_key, job.created_at, job.fingerprint, job.warning), what="store the job")
+            added = self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, "
+                              "created_at, fingerprint, warning) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                              f"WHERE ? IS NULL OR (SELECT COUNT(*) FROM jobs WHERE status IN ({marks})) < ?",
+                              (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
+                               job.idempotency_key, job.created_at, job.fingerprint, job.warning, max_active,
+                               *ACTIVE, max_active), what="store the job")
+            if added.rowcount == 0:
+                raise QueueFull(f"the queue is full ({max_active} jobs)")
             return job, True
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidParameter, NoSpace, TunesmithError
-from .store import (ACTIVE, UNREAD_GRACE_S, Job, StoreDamaged, Upload, _Result, file_digest, make_folders,
+from .store import (ACTIVE, UNREAD_GRACE_S, Job, QueueFull, StoreDamaged, Upload, _Result, file_digest, make_folders,
                     remove_job_files, sweep_leftovers)
 
 log = logging.getLogger("tunesmith.server")
@@ -77,6 +77,7 @@ NEW_JOB_CHANNEL = "tunesmith_new_job"
 # kernel's minutes: libpq's connect timeout, TCP keepalives and TCP_USER_TIMEOUT (ms).
 CONNECT_OPTIONS = dict(connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
                        keepalives_count=3, tcp_user_timeout=10_000)
+QUEUE_LOCK = 7_265_747  # held while a job is counted and added: ingress replicas at once cannot overfill the queue
 MIGRATION_LOCK = 7_265_746  # pg_advisory_xact_lock key: servers starting together migrate one at a time
 
 
@@ -285,16 +286,24 @@ class PostgresStore:
         return bool(row and row["cancel_requested"])
 
     # ---- jobs
-    def add(self, job: Job) -> tuple[Job, bool]:
-        """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False)."""
+    def add(self, job: Job, max_active: int | None = None) -> tuple[Job, bool]:
+        """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False);
+        QueueFull if max_active jobs are queued or running (counted under a lock every server takes)."""
         import psycopg
 
         try:
-            self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at, "
-                      "fingerprint, warning) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                      (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
-                       clean_text(job.idempotency_key), job.created_at, job.fingerprint, clean_text(job.warning)),
-                      what="store the job")
+            with self._using("store the job") as conn, conn.transaction():
+                if max_active is not None:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (QUEUE_LOCK,))
+                    active = conn.execute("SELECT COUNT(*) AS c FROM jobs WHERE status = ANY(%s)",
+                                          (list(ACTIVE),)).fetchone()["c"]
+                    if active >= max_active:
+                        raise QueueFull(f"the queue is full ({max_active} jobs)")
+                conn.execute("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, "
+                             "created_at, fingerprint, warning) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                             (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
+                              clean_text(job.idempotency_key), job.created_at, job.fingerprint,
+                              clean_text(job.warning)))
             self._run(f"NOTIFY {NEW_JOB_CHANNEL}")
             return job, True
         except psycopg.errors.UniqueViolation:
