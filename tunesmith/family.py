@@ -44,12 +44,14 @@ class FamilySpec:
 
 FAMILIES = {spec.name: spec for spec in (
     FamilySpec("musicgen", "MusicGen", ".musicgen.model:MusicGen", musicgen_options.OPTIONS,
-               layouts=("transformers", "audiocraft"), inputs="text", audio_input="audio to continue"),
+               layouts=("transformers", "audiocraft"), inputs="text", audio_input="audio to continue",
+               loading=("quantize", "threads", "lora")),
     FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.OPTIONS,
                layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input="an init audio to start from", pipeline="StableAudioPipeline",
                limits=".stable_audio.load:checkpoint_limits"),
     FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.OPTIONS,
                layouts=("diffusers",), inputs="text + lyrics + song", audio_input="a song to repaint",
-               pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST, limits=".acestep.layout:checkpoint_limits"),
+               pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST, limits=".acestep.layout:checkpoint_limits",
+               loading=("quantize", "threads", "lora")),
 )}

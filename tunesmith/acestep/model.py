@@ -16,6 +16,7 @@ from ..clip import Clip
 from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..lora import describe as describe_lora
 from ..request import Request, SongParams, check_guidance, check_request
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
@@ -34,18 +35,19 @@ class AceStep(Family):
     shortest, longest = SHORTEST, LONGEST
 
     def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype,
-                 quantize: str | None = None):
+                 quantize: str | None = None, lora: list | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.lora = lora or []  # the AdapterSpecs merged into the DiT, in order
         self._window = WINDOW_FRAMES  # latent frames the VAE decodes at once
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None) -> "AceStep":
+                        threads: int | None = None, lora=None) -> "AceStep":
         """Load an AceStepPipeline folder: an alias (acestep, acestep-sft, acestep-base, ...), a hub id or
         a local folder.
 
@@ -62,18 +64,32 @@ class AceStep(Family):
         quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (dynamic: weights a
             scale per row, activations per token or tile), faster again and further from float32
             (BENCHMARKS.md has both).
+        lora: LoRA adapters merged once into the DiT's weights, in order, before any CPU packing or
+            quantizing: a path (a PEFT folder, adapter_config.json + adapter_model.safetensors, or one
+            ComfyUI-style .safetensors file), "path@scale", (path, scale), or a list of them; scale from
+            -2 to 2 (default 1). Each adapter is read and checked against the DiT's shapes before the
+            model's weights are read.
         """
+        from ..lora import fit, merge, parse_specs, read_adapters
+        from .adapters import dit_shapes, dit_weights, locate
         from .layout import load_folder
 
+        specs = parse_specs(lora)
+        adapters = read_adapters(specs)
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
-        if dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None):
-            # the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory while
-            # loading), its norms and modulation computed in float32 from those values
+        patches = fit(adapters, locate, dit_shapes(folder), "this ACE-Step DiT") if adapters else []
+        cpu_path = dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None)
+        # the CPU path: the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory
+        # while loading), its norms and modulation computed in float32 from those values; with adapters,
+        # read in float32 so that each is added to the weights before one rounding to bfloat16 or int8
+        dit_dtype = (torch.float32 if patches else torch.bfloat16) if cpu_path else dt
+        parts = load_folder(folder, dev, torch.float32 if cpu_path else dt, torch.float32, dit_dtype)
+        merge(dit_weights(parts.transformer), patches)
+        if cpu_path:
             from .cpu import for_cpu
 
-            parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32, torch.bfloat16), dt, quantize)
-            return cls(parts, str(name_or_path), dev, dt, quantize)
-        return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
+            return cls(for_cpu(parts, dt, quantize), str(name_or_path), dev, dt, quantize, specs)
+        return cls(parts, str(name_or_path), dev, dt, lora=specs)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
@@ -201,6 +217,8 @@ class AceStep(Family):
                                   language=plan.language)
         if self.quantize:
             settings["quantize"] = self.quantize
+        if self.lora:
+            settings["lora"] = describe_lora(self.lora)
         if plan.repaint is not None:
             settings["repaint"] = list(plan.repaint)
         length = round((plan.seconds if plan.loop else plan.duration) * self.sample_rate)  # a repaint's is padded

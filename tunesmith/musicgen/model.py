@@ -17,6 +17,7 @@ from ..audio.prompt import fit_audio, keep_prompt_samples
 from ..clip import Clip
 from ..errors import CheckpointError, InvalidParameter
 from ..generation import Family, StageClock, generated_seconds
+from ..lora import describe as describe_lora
 from ..quiet import quiet_loading
 from ..request import DEFAULT_DURATION, WINDOW_SECONDS, Request, check_request, named
 from .codec import decode_codes, encode_audio
@@ -38,18 +39,19 @@ class MusicGen(Family):
     quantize_choices = ("int8", "int4")
 
     def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype,
-                 quantize: str | None = None):
+                 quantize: str | None = None, lora: list | None = None):
         self._model = model
         self.name = name
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.lora = lora or []  # the AdapterSpecs merged into the decoder, in order
         self._window_seconds = self.max_window  # long form's window: tests lower it, to cross windows quickly
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None) -> "MusicGen":
+                        threads: int | None = None, lora=None) -> "MusicGen":
         """Load a checkpoint: an alias (small, medium, large, stereo-small, melody, ...: `tunesmith
         models` lists them), a hub id (facebook/musicgen-small), or a local checkpoint folder.
 
@@ -59,11 +61,18 @@ class MusicGen(Family):
         quantize: "int8", weight-only int8 decoder linears (per-channel scales), about half the bytes
             of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 128, a quarter.
         threads: CPU threads for torch (default: torch's choice, one per core).
+        lora: LoRA adapters on the decoder LM's linears (PEFT form, over transformers' MusicGen), merged once
+            into its weights, in order, before they are packed or quantized: a path (a PEFT folder or one
+            .safetensors file), "path@scale", (path, scale) or a list of them; scale from -2 to 2 (default 1).
         """
+        from ..lora import parse_specs, read_adapters
+
+        specs = parse_specs(lora)
+        adapters = read_adapters(specs)
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
         with quiet_loading(diffusers=False):  # MusicGen's pad id warning, on every config
-            model = load_folder(folder, dev, dt, quantize)
-        return cls(model, str(name_or_path), dev, dt, quantize)
+            model = load_folder(folder, dev, dt, quantize, adapters)
+        return cls(model, str(name_or_path), dev, dt, quantize, specs)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
@@ -241,6 +250,8 @@ class MusicGen(Family):
         settings = self._settings(plan.duration, plan.loop, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
                                   cfg=p.cfg)
         settings["quantize"] = self.quantize
+        if self.lora:
+            settings["lora"] = describe_lora(self.lora)
         if plan.style is not None:
             settings.update(cfg_beta=p.cfg_beta, style_excerpt=plan.style.excerpt,
                             style_quantizers=plan.style.quantizers)
