@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .acestep import options as acestep_options
 from .musicgen import options as musicgen_options
@@ -29,6 +30,8 @@ class FamilySpec:
     loading: tuple[str, ...] = ("quantize", "threads")  # load()'s options besides device and dtype
     shortest: float | None = None  # seconds: it makes nothing shorter (None: one frame)
     limits: str | None = None  # "module:function" folder -> (longest seconds, turbo), read from config files
+    meter_prompt: Callable | None = None  # (text, Meter) -> the text with tempo and key written in, as the model
+    #                                       was trained on them; None: the model takes them as metadata
 
     def model_class(self) -> type:
         module, name = self.model.split(":")
@@ -45,11 +48,11 @@ class FamilySpec:
 FAMILIES = {spec.name: spec for spec in (
     FamilySpec("musicgen", "MusicGen", ".musicgen.model:MusicGen", musicgen_options.OPTIONS,
                layouts=("transformers", "audiocraft"), inputs="text", audio_input="audio to continue",
-               loading=("quantize", "threads", "lora")),
+               loading=("quantize", "threads", "lora"), meter_prompt=musicgen_options.meter_prompt),
     FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.OPTIONS,
                layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input="an init audio to start from", pipeline="StableAudioPipeline",
-               limits=".stable_audio.load:checkpoint_limits"),
+               limits=".stable_audio.load:checkpoint_limits", meter_prompt=stable_audio_options.meter_prompt),
     FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.OPTIONS,
                layouts=("diffusers",), inputs="text + lyrics + song", audio_input="a song to repaint",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST, limits=".acestep.layout:checkpoint_limits",

@@ -307,9 +307,11 @@ def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
     """Add each patch's delta to its weight's rows, in order (adapters stack: the second adds to the first's
     result). weights: name -> tensor or Parameter, changed in place; the sum is made in float32 and
     rounded once to the weight's dtype. keep: hold a copy of every touched weight, for Merged.revert."""
+    import time
+
     import torch
 
-    kept = {}
+    kept, start = {}, time.perf_counter()
     with torch.no_grad():
         for patch in patches:
             weight = weights[patch.target.weight]
@@ -319,6 +321,9 @@ def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
             part = weight.data[rows]
             delta = patch.layer.delta(patch.scale).to(part.device)
             part.copy_((part.float() + delta).to(part.dtype))
+    if patches:
+        log.info("merged %d LoRA layers into %d weights in %.2f s", len(patches),
+                 len({p.target.weight for p in patches}), time.perf_counter() - start)
     return Merged(patches, kept)
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio.meter import FLAGS as METER_FLAGS
+from .audio.meter import OPTIONS as METER_OPTIONS
+from .audio.meter import Meter, check_meter
 from .errors import InvalidParameter, TunesmithError
 from .family import FAMILIES
 from .musicgen.options import MAX_SEED, SamplingParams, Schedule
@@ -48,6 +51,7 @@ FLAGS = {
     "init_audio": "--init-audio", "shifts": "--shifts", "two_stems": "--two-stems", "lyrics": "--lyrics",
     "language": "--language", "style": "--style", "cfg_beta": "--cfg-beta", "style_excerpt": "--style-excerpt",
     "style_quantizers": "--style-quantizers", "style_start": "--style-start", "repaint": "--repaint",
+    **METER_FLAGS,
 }
 # Each family's own options and their defaults (None: the model's own default, read from its checkpoint).
 OPTIONS = {spec.name: spec.options for spec in FAMILIES.values()}
@@ -148,6 +152,7 @@ class Request:
     song: SongParams | None = None  # ACE-Step's
     seeds: tuple[int, ...] | None = None  # one per schedule, each its own first seed (batch_requests)
     style: StyleRequest | None = None  # MusicGen-Style's reference
+    meter: Meter | None = None  # tempo, key, meter, bars: ACE-Step's metadata; already in the others' prompts
 
     @property
     def rows(self) -> list[tuple[Schedule, int]]:
@@ -174,7 +179,7 @@ def batch_requests(requests: list[Request]) -> Request:
                                seeds=tuple(seed for _, seed in rows))
 
 
-def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed=None, num_variations=1, loop=False,
+def check_request(prompts, *, family="musicgen", duration=None, seed=None, num_variations=1, loop=False,
                   audio_prompt=None, longest=None, turbo=False, **options) -> Request:
     """Every value checked and normalised (numpy numbers become Python's, files are read); a random
     seed is drawn here when none is given, so that callers can name files after it.
@@ -191,11 +196,17 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
         raise InvalidParameter(f"{named(foreign[0])} is not an option of {FAMILY_NAMES[family]} models "
                                f"(theirs: {', '.join(OPTIONS[family])})")
     options = {**OPTIONS[family], **options}
+    meter_values = {name: options.pop(name) for name in METER_OPTIONS}
     source = None
     if family == "acestep" and (audio_prompt is not None or options["repaint"] is not None):
         source, duration = _repaint_source(audio_prompt, options["repaint"], duration, longest, loop)
-    elif duration is None:
-        duration = DEFAULT_DURATION
+        meter, _ = check_meter(**meter_values, repaint=True)
+    else:
+        # bars (with bpm) set the duration; a loop at a tempo is whole bars long
+        meter, duration = check_meter(**meter_values, duration=duration, default=DEFAULT_DURATION, loop=loop,
+                                      shortest=SHORTEST.get(family) or 0.0)
+        if duration is None:
+            duration = DEFAULT_DURATION
     duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
     limit = MAX_DURATION if longest is None else longest
     if duration > limit:
@@ -218,8 +229,14 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
     seed = whole(seed, "seed", f"a whole number from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
     if not isinstance(loop, (bool, np.bool_)):
         raise InvalidParameter(f"{named('loop')} must be True or False, got {loop!r}")
+    writes_meter = FAMILIES[family].meter_prompt
+    if meter is not None and writes_meter is not None:
+        schedules = [[(t, writes_meter(text, meter)) for t, text in schedule] for schedule in schedules]
+        if meter.time_signature is not None:
+            log.info("%s models were not trained on a meter: time_signature only sets the bars' length",
+                     FAMILY_NAMES[family])
     common = dict(schedules=schedules, duration=duration, seed=seed, num_variations=num_variations, loop=bool(loop),
-                  family=family)
+                  family=family, meter=meter)
     if family == "stable_audio":
         if any(len(s) > 1 for s in schedules):
             raise InvalidParameter("Stable Audio models take one text per clip, not a prompt schedule")

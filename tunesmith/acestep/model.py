@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..audio.meter import Meter
 from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..diffusion.noise import row_noise, seeded_generators
@@ -117,7 +118,8 @@ class AceStep(Family):
     def generate(self, prompts: str | Sequence[str], *, lyrics: str | None = None, language: str | None = None,
                  duration: float | None = None, seed: int | None = None, steps: int | None = None,
                  cfg: float | None = None, audio_prompt=None, repaint: tuple[float, float | None] | None = None,
-                 num_variations: int = 1, loop: bool = False,
+                 num_variations: int = 1, loop: bool = False, bpm: float | None = None, key: str | None = None,
+                 time_signature: int | None = None, bars: int | None = None,
                  progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip (48 kHz stereo) per prompt and variation, prompt-major.
 
@@ -137,12 +139,16 @@ class AceStep(Family):
             is resampled to 48 kHz stereo; each clip lasts as long as it. On the CPU in float32, the
             pipeline's task_type="repaint" for the same seed after torch.manual_seed(seed) (README).
         loop: each song is a seamless loop of exactly `duration` (a little more is generated).
+        bpm, key, time_signature: the caption's metadata, as the pipeline's bpm, keyscale and timesignature
+            (each "N/A", left to the model, when not given): bpm 30 to 300, key a tonic and a mode ("F# minor"),
+            time_signature 2, 3, 4 or 6 beats a bar. bars: with bpm, the song lasts exactly bars * beats * 60 /
+            bpm seconds (8 bars at 124 bpm in 4/4: 15.484 s); a loop with a bpm is snapped to whole bars.
         progress: True for a progress bar on stderr, or a callable (done, total).
         """
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
                                 num_variations=num_variations, loop=loop, audio_prompt=audio_prompt, longest=LONGEST,
                                 turbo=self.config.turbo, lyrics=lyrics, language=language, steps=steps, cfg=cfg,
-                                repaint=repaint)
+                                repaint=repaint, bpm=bpm, key=key, time_signature=time_signature, bars=bars)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":
@@ -154,7 +160,7 @@ class AceStep(Family):
         seconds = generated_seconds(request, LONGEST)
         frames = math.ceil(seconds * config.frames_per_second)  # latent frames, as the pipeline counts
         return _Plan(request.rows, request.duration, seconds, frames, p.lyrics, p.language,
-                     p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop)
+                     p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop, meter=request.meter)
 
     def _repaint_plan(self, request: Request, p: SongParams) -> "_Plan":
         """The source at the model's rate and channels, as long as the request's duration, padded with
@@ -169,7 +175,7 @@ class AceStep(Family):
         span = span_frames(frames, *p.repaint, config.frames_per_second)
         return _Plan(request.rows, request.duration, frames * config.hop / config.sample_rate, frames, p.lyrics,
                      p.language, p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, False,
-                     source=audio, span=span, repaint=p.repaint)
+                     source=audio, span=span, repaint=p.repaint, meter=request.meter)
 
     @torch.inference_mode()
     def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
@@ -195,7 +201,8 @@ class AceStep(Family):
         instruction = INSTRUCTION if plan.source is None else REPAINT
         states = {}
         for text in groups:
-            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds, instruction)
+            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds, instruction,
+                                             plan.meter)
         clock.lap("text")
         latents = [None] * len(plan.rows)
         for text, indices in groups.items():
@@ -245,6 +252,7 @@ class _Plan:
     source: np.ndarray | None = None  # repaint: the song (channels, frames * hop) at the model's rate
     span: tuple[int, int] | None = None  # repaint: [a, b) latent frames made anew
     repaint: tuple[float, float | None] | None = None  # repaint: the span as asked, in seconds
+    meter: Meter | None = None  # bpm, key, time signature: the caption's metadata
 
 
 def _groups(rows: list) -> dict[str, list[int]]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..audio.meter import OPTIONS as METER_OPTIONS
+from ..audio.meter import Meter
+
 MAX_SEED = 2**31 - 1
 CONTEXT = 12.0  # long pieces: seconds of the piece so far that condition each new window
 
@@ -31,4 +34,14 @@ class SamplingParams:
 # Its own generate options -> default (None: the checkpoint's own, or off).
 OPTIONS = dict(temperature=SamplingParams.temperature, top_k=SamplingParams.top_k, top_p=SamplingParams.top_p,
                cfg=SamplingParams.cfg, context=CONTEXT, melody=None, style=None, cfg_beta=None, style_excerpt=None,
-               style_quantizers=None, style_start=None)
+               style_quantizers=None, style_start=None, **METER_OPTIONS)
+
+
+def meter_prompt(text: str, meter: Meter) -> str:
+    """Tempo and key written into a prompt as MusicGen was trained on them: audiocraft's MusicDataset merges
+    a track's metadata into its description as "<description>. key: <key>. bpm: <bpm>" (fields joined by
+    ". ", bpm a float). The meter is no field of it: it only sets the bars' length."""
+    fields = [f"key: {meter.key}"] if meter.key else []
+    if meter.bpm is not None:
+        fields.append(f"bpm: {float(meter.bpm)}")
+    return ". ".join([text.rstrip().rstrip("."), *fields] if text.strip() else fields)
