@@ -119,3 +119,18 @@ def test_fit_names_the_first_layer_that_does_not_fit(tmp_path):
         fit([adapter], lambda name: Target(name + ".weight"), {"q.weight": (4, 4), "k.weight": (4, 4)}, "it")
     with pytest.raises(TunesmithError, match="its layer k is none of the model's"):
         fit([adapter], lambda name: Target(name + ".weight") if name == "q" else None, {"q.weight": (4, 4)}, "it")
+
+
+@pytest.mark.parametrize("lora, message", [
+    ("{tmp}/missing@0.5", "missing does not exist"),
+    ("{tmp}/a.safetensors@-2.5", "a scale must be a number from -2 to 2"),
+    ("{tmp}/pickled.pt", "is not a safetensors file"),
+])
+def test_load_refuses_a_bad_adapter_before_any_download(tmp_path, monkeypatch, lora, message):
+    import tunesmith
+
+    (tmp_path / "a.safetensors").touch()
+    torch.save({"w": torch.zeros(2)}, tmp_path / "pickled.pt")
+    monkeypatch.setattr("tunesmith.hub.resolve", lambda *a, **k: pytest.fail("the model was looked up"))
+    with pytest.raises(TunesmithError, match=message):
+        tunesmith.load("acestep", lora=lora.format(tmp=tmp_path))

@@ -121,6 +121,29 @@ def parse_specs(value, param: str = "lora (--lora)") -> list[AdapterSpec]:
     return specs
 
 
+def check_specs(value, param: str = "lora (--lora)") -> list[AdapterSpec]:
+    """parse_specs, and each adapter's weights file found and its header read as safetensors: what the CLI and
+    load() check before a model is downloaded or read (the layers' shapes are checked once the model's config
+    is at hand)."""
+    specs = parse_specs(value, param)
+    for spec in specs:
+        check_safetensors(_weights_file(spec.path))
+    return specs
+
+
+def _weights_file(path: Path) -> Path:
+    """The safetensors file of an adapter path (a PEFT folder's adapter_model.safetensors), or one line."""
+    if not path.is_dir():
+        return path
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        pickled = [p.name for p in (path / "adapter_model.bin", path / "adapter_model.pt") if p.is_file()]
+        why = (f"holds {pickled[0]}, a pickle: tunesmith reads adapters as safetensors only" if pickled
+               else f"has no {WEIGHTS}")
+        raise TunesmithError(f"LoRA folder {path} {why}")
+    return weights
+
+
 def _split_scale(text: str) -> tuple[str, object]:
     head, at, tail = text.rpartition("@")
     if at and head:
@@ -150,21 +173,9 @@ def read_adapters(specs: list[AdapterSpec]) -> list[Adapter]:
 def read_adapter(spec: AdapterSpec) -> Adapter:
     """The adapter's layers, from a PEFT folder or one safetensors file; every refusal one line."""
     path = spec.path
-    config_path = None
-    if path.is_dir():
-        weights = path / WEIGHTS
-        if not weights.is_file():
-            pickled = [p.name for p in (path / "adapter_model.bin", path / "adapter_model.pt") if p.is_file()]
-            why = (f"holds {pickled[0]}, a pickle: tunesmith reads adapters as safetensors only" if pickled
-                   else f"has no {WEIGHTS}")
-            raise TunesmithError(f"LoRA folder {path} {why}")
-        config_path = path / CONFIG
-        if not config_path.is_file():
-            config_path = None
-    else:
-        weights = path
-        beside = path.with_name(CONFIG)
-        config_path = beside if beside.is_file() else None
+    weights = _weights_file(path)
+    config_path = (path / CONFIG) if path.is_dir() else path.with_name(CONFIG)  # a PEFT folder's, or beside the file
+    config_path = config_path if config_path.is_file() else None
     check_safetensors(weights)
     config = _read_config(config_path) if config_path else {}
     if config.get("use_dora"):
