@@ -134,3 +134,16 @@ def test_load_refuses_a_bad_adapter_before_any_download(tmp_path, monkeypatch, l
     monkeypatch.setattr("tunesmith.hub.resolve", lambda *a, **k: pytest.fail("the model was looked up"))
     with pytest.raises(TunesmithError, match=message):
         tunesmith.load("acestep", lora=lora.format(tmp=tmp_path))
+
+
+def test_kohya_and_peft_adapter_name_forms_read_alike(tmp_path):
+    """lora_down/lora_up with .alpha (kohya, ComfyUI) and peft's lora_A.<adapter>.weight: the same layer."""
+    pair = lora_pair(4, 4, 2, seed=5)
+    save_file({"q.lora_down.weight": pair["lora_A.weight"], "q.lora_up.weight": pair["lora_B.weight"],
+               "q.alpha": torch.tensor(3.0)}, str(tmp_path / "kohya.safetensors"))
+    save_file({"q.lora_A.default.weight": pair["lora_A.weight"], "q.lora_B.default.weight": pair["lora_B.weight"],
+               "q.alpha": torch.tensor(3.0)}, str(tmp_path / "named.safetensors"))
+    kohya = read_adapter(AdapterSpec(tmp_path / "kohya.safetensors")).layers["q"]
+    named = read_adapter(AdapterSpec(tmp_path / "named.safetensors")).layers["q"]
+    assert torch.equal(kohya.delta(0.5), named.delta(0.5)) and kohya.scaling == 1.5
+    assert torch.allclose(kohya.delta(0.5), 0.75 * pair["lora_B.weight"] @ pair["lora_A.weight"])
