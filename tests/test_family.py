@@ -41,7 +41,7 @@ def test_each_option_is_a_flag_and_a_field_from_the_table():
     flags = {s for action in generate._actions for s in action.option_strings}
     for spec in FAMILIES.values():
         assert {o.flag for o in spec.params.values()} | {spec.audio_input.flag} <= flags, spec.name
-    assert {o.flag for o in METER.values()} == {"--bpm", "--key", "--time-signature", "--bars"}
+    assert {o.flag for o in METER.values()} == {"--bpm", "--key", "--time-signature", "--bars"} and "--lora" in flags
     assert {o.flag for o in METER.values()} <= flags
     pytest.importorskip("fastapi")
     from tunesmith.server.bodies import JobIn

@@ -97,7 +97,7 @@ class Patch:
 
 
 def parse_specs(value, param: str = "lora (--lora)") -> list[AdapterSpec]:
-    """None -> []; a path, "path@scale", (path, scale) or a list of them -> checked specs, in order.
+    """None -> []; a path, "path@scale", (path, scale), an AdapterSpec or a list of them -> checked specs, in order.
     "@" separates the scale because ":" is in Windows paths; a path holding "@" is taken whole unless
     what follows its last "@" is a number."""
     if value is None:
@@ -105,7 +105,9 @@ def parse_specs(value, param: str = "lora (--lora)") -> list[AdapterSpec]:
     items = value if isinstance(value, list) else [value]
     specs = []
     for item in items:
-        if isinstance(item, tuple) and len(item) == 2:
+        if isinstance(item, AdapterSpec):
+            path, scale = item.path, item.scale
+        elif isinstance(item, tuple) and len(item) == 2:
             path, scale = item
         elif isinstance(item, (str, Path)):
             path, scale = _split_scale(str(item))
