@@ -32,7 +32,8 @@ def cmd_serve(args) -> int:
     settings = ServerSettings(models=args.models or ["small"], host=args.host, port=args.port,
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
-                              cors=args.cors, worker=worker, repair_store=args.repair_store)
+                              cors=args.cors, worker=worker, repair_store=args.repair_store,
+                              lora_dir=Path(args.lora_dir) if args.lora_dir else None, lora=args.lora)
     try:
         serve(settings)
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes the signal on

@@ -46,6 +46,8 @@ class ServerSettings:
     max_head_bytes: int = 32 * 1024  # a longer request head is answered 400
     repair_store: bool = False  # a damaged job store is kept aside and a fresh one begun, instead of refusing
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    lora_dir: Path | None = None  # LoRA adapters clients may name (GET /api/loras); never a client's path
+    lora: list[str] = field(default_factory=list)  # NAME[@SCALE] in lora_dir: merged into the default model
 
     def checked(self) -> "ServerSettings":
         """Refuse a start that would be unsafe or cannot work, with one line; resolve the folders."""
@@ -69,6 +71,13 @@ class ServerSettings:
             raise InvalidParameter(f"upload_seconds must be a positive number of seconds, got {self.upload_seconds}")
         if self.worker.loaded < 1:
             raise InvalidParameter(f"--loaded must be at least 1, got {self.worker.loaded}")
+        if self.lora_dir is not None:
+            resolved = Path(self.lora_dir).expanduser().resolve()
+            if not resolved.is_dir():
+                raise InvalidParameter(f"--lora-dir {self.lora_dir} is not a folder")
+            self.lora_dir = resolved
+        if self.lora and self.lora_dir is None:
+            raise InvalidParameter("--lora NAME@SCALE names an adapter of --lora-dir DIR: give --lora-dir too")
         dirs = []
         for d in self.media_dirs:
             resolved = Path(d).expanduser().resolve()
