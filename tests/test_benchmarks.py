@@ -1,6 +1,7 @@
 """The benchmarks run end to end and print well-formed tables (on the tiny checkpoint: no speed claims)."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,37 @@ def test_style_step_times_melody_and_style_rows(tmp_path):
         assert near(vs_melody, style3, melody) and near(vs_two, style3, style2)
         # seconds per generated second: 50 steps a second
         assert abs(style_s - style3 * 50 / 1e3) <= 0.01 and abs(melody_s - melody * 50 / 1e3) <= 0.01
+
+
+def _spinners() -> list[int]:
+    """This machine's processes running benchmarks.busy's competitor loop."""
+    from benchmarks.busy import SPINNER
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and SPINNER.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_busy_times_each_row_idle_and_beside_competitors(tmp_path, monkeypatch):
+    from benchmarks import busy
+
+    monkeypatch.setenv("TUNESMITH_BENCH_CACHE", str(tmp_path / "checkpoints"))  # the child processes' too
+    out = tmp_path / "busy.md"
+    busy.main(["--size", "tiny", "--families", "musicgen", "--rows", "tunesmith:1,tunesmith:default,passive:2",
+               "--competitors", "0,1", "--seconds", "0.3", "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("### CPU on a busy machine") and "--rows tunesmith:1,tunesmith:default" in text
+    assert "--markdown" not in text
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| musicgen")]
+    assert [r[:3] for r in rows] == [["musicgen", "tunesmith", "1"], ["musicgen", "tunesmith", "default"],
+                                     ["musicgen", "passive", "2"]]
+    for _, _, _, idle, busy_s, share, vs_one in rows:
+        assert float(idle) > 0 and float(busy_s) > 0
+        assert abs(float(share.rstrip("%")) - 100 * float(idle) / float(busy_s)) <= 2  # from rounded times
+    assert rows[0][-1] == "1.00x"
+    assert not _spinners()  # every competitor stopped

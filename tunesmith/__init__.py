@@ -1,6 +1,11 @@
 """tunesmith: describe music in words, get a WAV, on your own machine."""
 
-# Process-wide settings that must precede torch's import (environment defaults) belong here, first.
+# Process-wide settings that must precede torch's import (environment defaults) belong here, first:
+# libgomp reads its variables once, when it loads. A program that imported torch before tunesmith keeps
+# libgomp's own waiting (the per-call thread back-off still works).
+from .threads import set_openmp_defaults
+
+set_openmp_defaults()
 
 import importlib
 from typing import TYPE_CHECKING

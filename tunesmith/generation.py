@@ -4,8 +4,10 @@ the output check of each clip and one retry on the CPU after a failed GPU run.""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -17,6 +19,7 @@ from .clip import Clip
 from .device import pick_device, pick_dtype
 from .errors import InvalidParameter
 from .request import FAMILY_NAMES, Request, check_threads, named
+from .threads import available_cores, busy_elsewhere, threads_for_load
 
 log = logging.getLogger("tunesmith")
 
@@ -26,13 +29,38 @@ def place(device, dtype, threads, default_dtype: Callable[[torch.device], torch.
     """What every family's from_pretrained starts with: the threads checked and set, the device picked,
     and the dtype: the one given, else default_dtype(device) where the family has its own, else
     pick_dtype's default."""
+    global _pinned
     threads = check_threads(threads)
     if threads is not None:
         torch.set_num_threads(threads)
+        _pinned = True  # torch's thread count is the process's: so is the user's choice of it
     dev = pick_device(device)
     if dtype is None and default_dtype is not None:
         return dev, default_dtype(dev)
     return dev, pick_dtype(dtype, dev)
+
+
+_pinned = False  # threads= given to a from_pretrained: used as given, never backed off
+
+
+@contextmanager
+def call_threads(device: torch.device):
+    """torch's threads for one call on the CPU: no more than the cores this process may use, one fewer
+    for each core other processes keep busy (sampled now), restored afterwards. A thread count the user
+    chose (threads=, --threads, OMP_NUM_THREADS) stands."""
+    if device.type != "cpu" or _pinned or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    before = torch.get_num_threads()
+    threads = threads_for_load(before, available_cores(), busy_elsewhere())
+    if threads != before:
+        log.info("other processes keep cores busy: %d CPU threads for this call instead of %d", threads, before)
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads != before:
+            torch.set_num_threads(before)
 
 
 class Family:
@@ -82,7 +110,8 @@ class Family:
             raise InvalidParameter("progress must be True, False or a callable (done, total)")
         report = progress_reporter(progress)
         try:
-            clips = self._clips(plan, self._run(plan, report))
+            with call_threads(self.device):
+                clips = self._clips(plan, self._run(plan, report))
             if self.device.type != "cpu" and not all(c.check.ok for c in clips):
                 problems = next(c.check.summary() for c in clips if not c.check.ok)
                 raise DeviceOutputError(problems)

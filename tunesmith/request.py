@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 import numbers
-import os
 import secrets
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from .musicgen.options import (CFG_BETA, MAX_SEED, WINDOW_SECONDS, SamplingParam
 from .params import (API_NAMES, FRAME_SECONDS, MAX_DURATION, MAX_STEPS, NOT_TEXT, Asked,  # noqa: F401
                      audio_input, check_text, real, refuse, text_problem, whole)
 from .stable_audio.options import DiffusionParams  # noqa: F401 (the model reads it here)
+from .threads import available_cores
 
 log = logging.getLogger("tunesmith")
 
@@ -215,12 +215,13 @@ def check_schedule(prompt, duration: float, may_be_empty: bool = False) -> Sched
 
 
 def check_threads(threads) -> int | None:
-    """CPU threads for torch: None (one per core) or a whole number >= 1; more than the cores is allowed
-    (containers can under-report them) but said once, since it usually slows generation down."""
+    """CPU threads for torch: None (one per available core, fewer while other processes keep cores busy)
+    or a whole number >= 1, used as given; more than the cores is allowed (containers can under-report
+    them) but said once, since it usually slows generation down."""
     if threads is None:
         return None
     threads = whole(threads, "threads", "a whole number >= 1", lambda v: v >= 1)
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     if threads > cores:
         log.warning("%d threads on %d cores: more threads than cores usually makes generation slower", threads, cores)
     return threads

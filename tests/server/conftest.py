@@ -12,6 +12,8 @@ import pytest
 if not (find_spec("fastapi") and find_spec("uvicorn") and find_spec("httpx")):
     collect_ignore_glob = ["test_*.py"]  # the server extra is not installed: nothing here can run
 
+from .postgres import postgres, store_url  # noqa: E402,F401  (fixtures: a PostgreSQL of the tests' own)
+
 
 class ThreadServer:
     """uvicorn serving `app` on a free port of 127.0.0.1 until stop()."""

@@ -134,11 +134,19 @@ def test_a_bad_value_is_shown_in_one_line(browser, start_server):
     page.goto(server.url)
     page.wait_for_selector("#model option", state="attached")
     page.fill("#prompt", "rain")
-    page.fill("#duration", "999")  # the form lets it through; the server's limit does not
+    page.fill("#duration", "999")  # past the model's longest here (the server's 300 s): the page says so itself
     page.click("#submit")
     page.wait_for_selector("#form-error:not(:empty)")
     message = page.inner_text("#form-error")
-    assert "duration" in message and "limit" in message and "\n" not in message
+    assert message.startswith("Seconds:") and "300" in message and "\n" not in message
+    assert page.evaluate("document.activeElement.id") == "duration"
+
+    page.fill("#duration", "2")
+    page.fill("#prompt", "   ")  # what only the server refuses: its one line, shown as it is
+    page.click("#submit")
+    page.wait_for_function("!document.querySelector('#form-error').textContent.startsWith('Seconds')")
+    message = page.inner_text("#form-error")
+    assert "prompt" in message and "\n" not in message
     assert job_card(page).count() == 0
 
 
@@ -154,9 +162,13 @@ def test_a_song_with_lyrics_from_the_page(browser, mono_ckpt, ace_ckpt, tmp_path
         page = browser.new_page()
         page.goto(server.url)
         page.wait_for_selector("#model option", state="attached")
+        assert "ACE-Step · 10 s to 300 s" in page.inner_text("#model-info")  # a song is 10 s at least
+        assert page.get_attribute("#duration", "min") == "10" and page.input_value("#duration") == "10"
+        page.click("#advanced summary")
+        page.click("button.example:text('ballad')")  # an example song fills the lyrics too
+        assert page.input_value("textarea[name=lyrics]").startswith("[verse]")
         page.fill("#prompt", "indie pop, female vocals")
         page.fill("#duration", "10")
-        page.click("#advanced summary")
         assert page.locator("textarea[name=lyrics]").is_visible() and page.locator("#repaint-start").is_visible()
         page.fill("textarea[name=lyrics]", "[verse]\nrain on the window")
         page.click("#submit")

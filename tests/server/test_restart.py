@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class ServeProcess:
     """`tunesmith serve` in a child process on a free port (--port 0: it prints the one it got)."""
 
-    def __init__(self, folder, data):
+    def __init__(self, folder, data, *options: str):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "serve", "-m", str(folder), "--port", "0",
-                                      "--data", str(data), "--device", "cpu", "--dtype", "float32"],
+                                      "--data", str(data), "--device", "cpu", "--dtype", "float32", *options],
                                      stderr=subprocess.PIPE, text=True, env=env)
         self.lines, self.port = [], None
         threading.Thread(target=self._read, daemon=True).start()

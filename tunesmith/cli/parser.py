@@ -159,6 +159,17 @@ def _other_commands(sub):
     serve.add_argument("--repair-store", action="store_true",
                        help="a damaged job store is kept as jobs.sqlite3.damaged-DATE and a fresh one begun "
                             "(without it the server refuses to start)")
+    serve.add_argument("--store", default=os.environ.get("TUNESMITH_STORE"), metavar="URL",
+                       help="postgresql://USER@HOST:PORT/DB: jobs in PostgreSQL, shared by servers on several "
+                            "machines (pip install 'tunesmith[cluster]'; default: SQLite in --data; env "
+                            "TUNESMITH_STORE keeps a password off the command line)")
+    serve.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="serve on Ray Serve: `local` starts a Ray head on 127.0.0.1, an address joins a cluster "
+                            "(needs --store postgresql://...; every node must see --data)")
+    serve.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
+                       help="with --ray: generation replicas, fixed or autoscaled on queued jobs (default: 1)")
+    serve.add_argument("--lease", type=float, default=None, metavar="SECONDS",
+                       help="with a postgresql:// store: a job whose server died runs again after this (default: 30)")
 
     stems = sub.add_parser("stems", help="split music into stems: drums, bass, other, vocals")
     stems.add_argument("input", metavar="FILE", help="the music to split (any audio file ffmpeg reads)")

@@ -33,9 +33,17 @@ def cmd_serve(args) -> int:
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
                               cors=args.cors, worker=worker, repair_store=args.repair_store,
+                              store=args.store or None, lease_s=args.lease,
                               lora_dir=Path(args.lora_dir) if args.lora_dir else None, lora=args.lora)
     try:
-        serve(settings)
+        if args.ray:
+            if not find_spec("ray"):
+                raise TunesmithError("tunesmith serve --ray needs Ray Serve: pip install 'tunesmith[cluster]'")
+            from ..server.cluster import Replicas, serve_on_ray
+
+            serve_on_ray(settings, args.ray, Replicas.parse(args.replicas))
+        else:
+            serve(settings)
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes the signal on
         pass
     log.info("stopped")

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..errors import InvalidParameter
+from .docs import router as offline_docs
 from .guard import Guard
 from .handlers import answer_unrouted, install_error_handlers
 from .jobs import Jobs
@@ -29,7 +30,7 @@ from .routes.compat import compat_routes
 from .routes.jobs import job_routes
 from .schema import EVERY_ROUTE
 from .settings import ServerSettings
-from .store import Store
+from .stores import open_store
 from .uploads import UploadSlots, longest_upload
 from .views import Views
 from .worker import Worker
@@ -53,13 +54,15 @@ def served_loras(settings: ServerSettings, registry: Registry) -> list:
     return running
 
 
-def create_app(settings: ServerSettings, registry: Registry | None = None) -> FastAPI:
-    """The app for checked settings; the registry is described from settings.models when not given."""
+def create_app(settings: ServerSettings, registry: Registry | None = None, make_worker=Worker) -> FastAPI:
+    """The app for checked settings; the registry is described from settings.models when not given.
+    make_worker(store, registry, worker settings) gives what runs the jobs (a cluster's ingress: a view of
+    workers in other processes)."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
     running = served_loras(settings, registry)
-    store = Store(settings.data, repair=settings.repair_store)
-    worker = Worker(store, registry, settings.worker)
+    store = open_store(settings.data, settings.store, settings.repair_store, settings.lease_s)
+    worker = make_worker(store, registry, settings.worker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -70,7 +73,7 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
             await asyncio.to_thread(worker.stop)
             store.close()
 
-    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE,
+    app = FastAPI(title="tunesmith", version=__version__, lifespan=lifespan, responses=EVERY_ROUTE, docs_url=None,
                   description="Local music generation: jobs survive restarts. mlx-audiogen's routes "
                               "(/api/generate, /api/status, /api/audio) and tunesmith's own (/api/jobs, "
                               "/api/uploads).")
@@ -81,7 +84,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None) -> Fa
                                               [e.spec.folder for e in registry.entries.values() if e.spec.folder])
     install_error_handlers(app)
     service, views = Jobs(store, worker, registry, settings), Views(worker, registry, places)
-    routers = [compat_routes(service, views), job_routes(service, views, slots, max_upload_seconds),
+    # /docs from the package (Swagger UI without a CDN)
+    routers = [compat_routes(service, views), job_routes(service, views, slots, max_upload_seconds), offline_docs,
                lora_routes(settings.lora_dir, running, registry.default.name)]
     for router in routers:
         app.include_router(router)

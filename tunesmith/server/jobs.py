@@ -19,7 +19,7 @@ from .media import audio_file
 from .registry import Entry, Registry
 from .settings import ServerSettings
 from .spec import DOWNLOAD_FORMATS, batch_key, media_file, prompt_text
-from .store import Job, Store, intact, new_id
+from .store import Job, QueueFull, Store, intact, new_id
 from .views import stem_of
 from .worker import Worker
 
@@ -50,13 +50,14 @@ class Jobs:
             old = store.by_key(key)
             if old is not None:
                 return self.same_request(old, fingerprint), False
-        if store.count() >= settings.max_queue:
-            raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
         job_id = new_id()
         job = Job(job_id, "queued", model, batch_key(spec, job_id), spec["variations"], spec, time.time(), key,
                   fingerprint=fingerprint, warning=warning)
-        job, created = store.add(job)
+        try:
+            job, created = store.add(job, max_active=settings.max_queue)
+        except QueueFull:
+            raise HTTPException(429, f"the queue is full ({settings.max_queue} jobs): try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         if not created:  # the same key, sent twice at once
             return self.same_request(job, fingerprint), False
         self.worker.wake()

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import InvalidParameter
 from ..paths import data_root
 from .spec import Limits
+from .stores import check_store_url
 from .worker import WorkerSettings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -45,6 +46,8 @@ class ServerSettings:
     keep_alive_s: float = 5.0  # an idle kept-open connection is closed after this
     max_head_bytes: int = 32 * 1024  # a longer request head is answered 400
     repair_store: bool = False  # a damaged job store is kept aside and a fresh one begun, instead of refusing
+    store: str | None = None  # None: SQLite in `data`; postgresql://USER@HOST:PORT/DB: shared by many servers
+    lease_s: float | None = None  # PostgreSQL: a dead server's job runs again this long after (default 30 s)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     lora_dir: Path | None = None  # LoRA adapters clients may name (GET /api/loras); never a client's path
     lora: list[str] = field(default_factory=list)  # NAME[@SCALE] in lora_dir: merged into the default model
@@ -88,5 +91,6 @@ class ServerSettings:
         self.limits = Limits(self.limits.max_prompt_chars, self.limits.max_duration, self.limits.max_variations,
                              tuple(dirs))
         self.data = Path(self.data).expanduser() if self.data else data_root() / "server"
+        check_store_url(self.store)
         self.cors = [o.rstrip("/") for o in self.cors]
         return self

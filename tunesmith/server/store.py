@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS uploads (
 ADDED_COLUMNS = {"fingerprint": "TEXT", "digests": "TEXT", "warning": "TEXT"}
 
 
+class QueueFull(TunesmithError):
+    """add(max_active=n) found n jobs queued or running already."""
+
+
 class StoreDamaged(TunesmithError):
     """The store's file is damaged (SQLite finds it corrupt, or not a database); the server answers 503."""
 
@@ -124,13 +128,9 @@ class Store:
         self.folder = Path(folder)
         self.audio = self.folder / "audio"
         self.uploads = self.folder / "uploads"
-        try:
-            for d in (self.folder, self.audio, self.uploads):
-                d.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise TunesmithError(f"cannot use data folder {self.folder}: {err.strerror or err}") from None
+        make_folders(self.folder)
         self._lock_file = _lock_folder(self.folder)
-        self._sweep()
+        sweep_leftovers(self.folder)  # the folder's lock says that no other server is writing them
         self._lock = threading.Lock()
         self._db = self._open(self.folder / "jobs.sqlite3", repair)
         self._add_columns()
@@ -156,17 +156,6 @@ class Store:
         log.warning("the job store %s was damaged (%s): kept as %s, starting a fresh one (its jobs are forgotten; "
                     "their audio stays in %s)", path, problem, kept, self.audio)
         return _connect(path)
-
-    def _sweep(self):
-        """What a crash (kill -9) left half made: everything in tmp/ (downloads being converted), and the
-        partial files of uploads and jobs (.NAME.partial.EXT: an upload being received, a clip or its
-        ffmpeg source being written). The folder's lock says that no other server is writing them."""
-        stale = [*(self.folder / "tmp").glob("*"), *self.uploads.glob(".*.partial*"), *self.audio.glob(".*.partial*")]
-        for path in stale:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
 
     def close(self):
         with self._lock:
@@ -206,13 +195,20 @@ class Store:
         return self._run("UPDATE jobs SET status='queued', started_at=NULL WHERE status='running'").rowcount
 
     # ---- jobs
-    def add(self, job: Job) -> tuple[Job, bool]:
-        """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False)."""
+    def add(self, job: Job, max_active: int | None = None) -> tuple[Job, bool]:
+        """Store a new job -> (job, True); a job with the same idempotency key -> (that job, False);
+        QueueFull if max_active jobs are queued or running (counted and inserted in one statement, so that
+        requests at once cannot overfill the queue)."""
+        marks = ",".join("?" * len(ACTIVE))
         try:
-            self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, created_at, "
-                      "fingerprint, warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
-                       job.idempotency_key, job.created_at, job.fingerprint, job.warning), what="store the job")
+            added = self._run("INSERT INTO jobs (id, status, model, batch_key, rows, spec, idempotency_key, "
+                              "created_at, fingerprint, warning) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                              f"WHERE ? IS NULL OR (SELECT COUNT(*) FROM jobs WHERE status IN ({marks})) < ?",
+                              (job.id, job.status, job.model, job.batch_key, job.rows, json.dumps(job.spec),
+                               job.idempotency_key, job.created_at, job.fingerprint, job.warning, max_active,
+                               *ACTIVE, max_active), what="store the job")
+            if added.rowcount == 0:
+                raise QueueFull(f"the queue is full ({max_active} jobs)")
             return job, True
         except sqlite3.IntegrityError:
             if job.idempotency_key is None:
@@ -306,10 +302,7 @@ class Store:
         return True
 
     def _remove_files(self, job_id: str, files: list[str]):
-        for name in files:
-            (self.audio / name).unlink(missing_ok=True)
-        for stray in self.audio.glob(f".{job_id}-*"):  # a partial file left by a crash
-            stray.unlink(missing_ok=True)
+        remove_job_files(self.audio, job_id, files)
 
     def prune(self, max_age_s: float, max_jobs: int, now: float | None = None) -> int:
         """Delete finished jobs older than max_age_s, and the oldest beyond max_jobs finished ones; a done
@@ -337,6 +330,43 @@ class Store:
     def get_upload(self, upload_id: str) -> Upload | None:
         row = self._run("SELECT * FROM uploads WHERE id=?", (upload_id,)).fetchone()
         return Upload(**dict(row)) if row else None
+
+
+def make_folders(folder: Path):
+    """The data folder and its audio/ and uploads/, or one line saying why not."""
+    try:
+        for d in (folder, folder / "audio", folder / "uploads"):
+            d.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TunesmithError(f"cannot use data folder {folder}: {err.strerror or err}") from None
+
+
+def sweep_leftovers(folder: Path, older_than_s: float | None = None):
+    """What a crash (kill -9) left half made: everything in tmp/ (downloads being converted), and the
+    partial files of uploads and jobs (.NAME.partial.EXT: an upload being received, a clip or its
+    ffmpeg source being written). With older_than_s, only what is that old: servers sharing the folder
+    may be writing the younger ones."""
+    stale = [*(folder / "tmp").glob("*"), *(folder / "uploads").glob(".*.partial*"),
+             *(folder / "audio").glob(".*.partial*")]
+    before = time.time() - older_than_s if older_than_s is not None else None
+    for path in stale:
+        try:
+            if before is not None and path.lstat().st_mtime > before:
+                continue
+        except OSError:  # gone meanwhile
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_job_files(audio: Path, job_id: str, files: list[str]):
+    """A job's files, and any partial file of it a crash left."""
+    for name in files:
+        (audio / name).unlink(missing_ok=True)
+    for stray in audio.glob(f".{job_id}-*"):
+        stray.unlink(missing_ok=True)
 
 
 def file_digest(path: Path) -> dict | None:

@@ -12,6 +12,7 @@ from ...family import FAMILIES
 from ..bodies import GenerateIn, compat_names
 from ..handlers import plain
 from ..jobs import Jobs
+from ..model_facts import model_facts
 from ..registry import FAMILY_ALIASES
 from ..schema import AUDIO, errors
 from ..spec import plan_job
@@ -36,10 +37,13 @@ def compat_routes(service: Jobs, views: Views) -> APIRouter:
 
     @router.get("/api/models")
     def models():
-        """Registered models (-m); the first is the default."""
+        """Registered models (-m); the first is the default. Beside mlx-audiogen's fields: family_name, the
+        clip lengths this server takes (shortest, max_duration; seconds) and the weights' licence (licence,
+        licence_terms; null for a local folder, whose model card says)."""
         loaded = set(worker.loaded_names())
         return [dict(name=e.name, model_type=e.family, is_loaded=e.name in loaded, default=e is registry.default,
-                     longest=e.spec.longest, style=e.spec.style, melody=e.spec.melody)
+                     longest=e.spec.longest, style=e.spec.style, melody=e.spec.melody,
+                     **model_facts(e, settings.limits))  # the page's picker: family, lengths, licence
                 for e in registry.entries.values()]
 
     @router.post("/api/generate", responses=errors(413, 429, 507))

@@ -50,9 +50,47 @@ async function api(path, options = {}) {
 
 // ---- the form
 
+// A few prompts per family, one click away: what each family is good at, written as it likes to be asked.
+const EXAMPLES = {
+  musicgen: [
+    { label: "lofi beat", prompt: "lofi hip hop beat, dusty vinyl, mellow rhodes, relaxed drums, 80 bpm" },
+    { label: "synthwave", prompt: "80s synthwave, driving bassline, gated drums, bright analog leads, 110 bpm" },
+    { label: "folk guitar", prompt: "warm acoustic folk guitar, fingerpicked, intimate, soft room sound" },
+    { label: "trailer", prompt: "epic orchestral trailer music, big brass, taiko drums, rising strings" },
+  ],
+  stable_audio: [
+    { label: "drum loop", prompt: "128 BPM tech house drum loop, punchy kick, crisp hats", loop: true, seconds: 7.5 },
+    { label: "ambient pad", prompt: "warm ambient pad, slowly evolving, C minor, lush reverb" },
+    { label: "rain", prompt: "gentle rain on a window, distant thunder, field recording" },
+    { label: "bass loop", prompt: "deep house bassline loop, 124 BPM, A minor, analog synth", loop: true, seconds: 7.74 },
+  ],
+  acestep: [
+    {
+      label: "indie pop song", prompt: "indie pop, female vocals, bright guitars, upbeat, 110 bpm", seconds: 30,
+      lyrics: "[verse]\nStreetlights hum a song I know\nFootsteps echo, soft and slow\n\n[chorus]\n" +
+        "Stay, stay, the night is young\nEvery word is on my tongue",
+    },
+    {
+      label: "ballad", prompt: "piano ballad, male vocals, heartfelt, slow, 70 bpm", seconds: 30,
+      lyrics: "[verse]\nOld photographs across the floor\nI don't live here anymore\n\n[chorus]\n" +
+        "But I still hear you call my name\nNothing's ever quite the same",
+    },
+    { label: "instrumental", prompt: "cinematic post-rock instrumental, swelling guitars, building drums", seconds: 30 },
+  ],
+};
+
+function currentModel() {
+  return models.get($("#model").value);
+}
+
 function family() {
-  const model = models.get($("#model").value);
+  const model = currentModel();
   return model ? model.model_type : "musicgen";
+}
+
+function seconds(value) {
+  // for people: 11.9 s, 300 s, 7.5 s
+  return `${Number(value.toFixed(1))} s`;
 }
 
 function showFamilyFields() {
@@ -60,10 +98,60 @@ function showFamilyFields() {
   for (const element of document.querySelectorAll("[data-family]")) {
     element.hidden = element.dataset.family !== current;
   }
-  const model = models.get($("#model").value);
+  const model = currentModel();
   for (const element of document.querySelectorAll("[data-style]")) element.hidden = !(model && model.style);
   for (const element of document.querySelectorAll("[data-melody]")) element.hidden = !(model && model.melody);
-  $("#duration").max = model && model.longest ? model.longest.toFixed(2) : "";
+  showModelInfo(model);
+  showExamples(current);
+}
+
+function showModelInfo(model) {
+  // the family, the clip lengths this server takes, the licence; the Seconds field follows the lengths
+  const duration = $("#duration");
+  const info = $("#model-info");
+  info.replaceChildren();
+  if (!model) return;
+  const longest = model.max_duration ?? model.longest;
+  duration.max = longest ? String(Math.floor(longest * 100) / 100) : "";
+  duration.min = model.shortest ? String(model.shortest) : "0.1";
+  if (longest && Number(duration.value) > longest) duration.value = duration.max;
+  if (model.shortest && Number(duration.value) < model.shortest) duration.value = duration.min;
+  const range = model.shortest ? `${seconds(model.shortest)} to ${seconds(longest)}` : `up to ${seconds(longest)}`;
+  const family = document.createElement("strong");
+  family.textContent = model.family_name || model.model_type;
+  const licence = document.createElement("span");
+  licence.className = "licence";
+  licence.textContent = model.licence ? `licence ${model.licence}` : "licence: see its model card";
+  licence.title = model.licence_terms || "a local checkpoint: its model card says how its music may be used";
+  info.append(family, ` · ${range} · `, licence);
+  if (model.is_loaded) info.append(" · loaded");
+}
+
+function showExamples(current) {
+  const box = $("#examples");
+  for (const old of box.querySelectorAll("button")) old.remove();
+  for (const example of EXAMPLES[current] || []) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "example";
+    button.textContent = example.label;
+    button.title = example.prompt;
+    button.addEventListener("click", () => useExample(example));
+    box.append(button);
+  }
+}
+
+function useExample(example) {
+  const form = $("#make");
+  $("#prompt").value = example.prompt;
+  if (example.lyrics !== undefined || family() === "acestep") form.elements.lyrics.value = example.lyrics || "";
+  form.elements.loop.checked = Boolean(example.loop);
+  if (example.seconds) {
+    const duration = $("#duration");
+    const longest = Number(duration.max) || Infinity;
+    duration.value = String(Math.min(example.seconds, longest));
+  }
+  $("#prompt").focus();
 }
 
 async function loadModels() {
@@ -72,11 +160,26 @@ async function loadModels() {
   select.replaceChildren();
   for (const model of list) {
     models.set(model.name, model);
-    const option = new Option(`${model.name}${model.is_loaded ? " (loaded)" : ""}`, model.name);
+    const option = new Option(`${model.name} · ${model.family_name || model.model_type}`, model.name);
     option.selected = Boolean(model.default);
     select.append(option);
   }
   showFamilyFields();
+}
+
+function problem() {
+  // the first field the browser finds wrong, said in one line with its label ("Seconds: Value must be ...")
+  const form = $("#make");
+  for (const input of form.elements) {
+    if (!input.willValidate || input.closest("[hidden]") || input.checkValidity()) continue;
+    const details = input.closest("details");
+    if (details) details.open = true;
+    input.focus();
+    const label = input.labels && input.labels[0];
+    const name = label ? label.firstChild.textContent.trim() : input.name;
+    return `${name || "this field"}: ${input.validationMessage}`;
+  }
+  return null;
 }
 
 async function uploadFile(input) {
@@ -125,7 +228,8 @@ async function jobBody() {
 async function submit(event) {
   event.preventDefault();
   const button = $("#submit");
-  $("#form-error").textContent = "";
+  $("#form-error").textContent = problem() || "";
+  if ($("#form-error").textContent) return;
   button.disabled = true;
   try {
     const body = await jobBody();
@@ -134,7 +238,7 @@ async function submit(event) {
       headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
       body: JSON.stringify(body),
     });
-    showJob(job, true);
+    showJob(job, true, true);
   } catch (error) {
     $("#form-error").textContent = error.message;
   } finally {
@@ -178,10 +282,11 @@ function render(card) {
   $(".job-prompt", element).textContent = job.prompt;
   $(".job-status", element).textContent = statusText(job);
   const seeds = job.seeds && job.seeds.length > 1 ? `seeds ${job.seeds.join(", ")}` : `seed ${job.seed}`;
-  $(".job-meta", element).textContent = `${job.model} · ${Number(job.duration).toFixed(1)} s · ${seeds}`;
+  const loop = job.request && job.request.loop ? " · loop" : "";
+  $(".job-meta", element).textContent = `${job.model} · ${Number(job.duration).toFixed(1)} s${loop} · ${seeds}`;
   const bar = $("progress", element);
   bar.value = job.status === "done" ? 1 : job.total ? job.done / job.total : 0;
-  bar.hidden = FINISHED.includes(job.status) && job.status !== "done";
+  bar.hidden = FINISHED.includes(job.status); // done: the player says it
   $(".job-error", element).textContent = job.status === "error" || job.status === "cancelled" ? job.error || job.status : "";
   $(".cancel", element).hidden = FINISHED.includes(job.status);
   $(".delete", element).hidden = !FINISHED.includes(job.status);
@@ -210,46 +315,185 @@ function fileView(job, file) {
   }
   if (file.check && file.check.ok === false) {
     const warning = document.createElement("span");
-    warning.className = "error";
-    warning.textContent = "failed the output check";
+    warning.className = "error check";
+    warning.textContent = `failed the output check${file.check.summary ? ": " + file.check.summary : ""}`;
+    warning.title = "the file was kept: listen to it, or try another seed";
     links.append(warning);
   }
-  drawWave($("canvas", view), withToken(file.url), audio);
+  player(view, audio, file, Boolean(job.request && job.request.loop), job.duration);
   return view;
 }
 
-async function drawWave(canvas, url, audio) {
-  // the peaks of each pixel column, mirrored; a click seeks the player there
-  try {
-    const bytes = await (await fetch(url)).arrayBuffer();
-    const context = new (window.OfflineAudioContext || window.webkitOfflineAudioContext)(1, 1, 44100);
-    const buffer = await context.decodeAudioData(bytes);
-    const width = (canvas.width = canvas.clientWidth * (window.devicePixelRatio || 1) || 600);
-    const height = canvas.height;
-    const data = buffer.getChannelData(0);
-    const step = Math.max(1, Math.floor(data.length / width));
-    const peaks = new Float32Array(width);
-    for (let x = 0; x < width; x++) {
-      for (let i = x * step; i < Math.min(data.length, (x + 1) * step); i++) peaks[x] = Math.max(peaks[x], Math.abs(data[i]));
-    }
-    const loudest = Math.max(...peaks) || 1; // drawn to the clip's own peak: quiet clips still show their shape
-    const draw = canvas.getContext("2d");
-    draw.fillStyle = getComputedStyle(canvas).color;
-    for (let x = 0; x < width; x++) {
-      const h = Math.max(1, (peaks[x] / loudest) * height);
-      draw.fillRect(x, (height - h) / 2, 1, h);
-    }
-    canvas.dataset.drawn = "true";
-    canvas.addEventListener("click", (event) => {
-      audio.currentTime = (event.offsetX / canvas.clientWidth) * buffer.duration;
-      audio.play();
-    });
-  } catch (_) {
-    canvas.hidden = true; // the player still works without the picture
+// ---- the player: play/pause, the time, a waveform with a playhead (click to seek), loop
+
+const PEAKS = 2000; // columns of the waveform kept per clip, drawn to whatever width the canvas has
+const shown = new IntersectionObserver((entries) => {
+  // a clip is fetched and decoded for its waveform once it comes near the screen, not for all jobs at once
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    shown.unobserve(entry.target);
+    entry.target.dispatchEvent(new Event("tunesmith:visible"));
   }
+}, { rootMargin: "400px" });
+
+function clock(value) {
+  // 0:07.5 for a short clip, 2:05 for a song
+  if (!Number.isFinite(value)) return "–:––";
+  const short = value < 9.95;
+  const whole = Math.max(0, short ? Math.round(value * 10) / 10 : Math.round(value));
+  const minutes = Math.floor(whole / 60);
+  const rest = whole - 60 * minutes;
+  return `${minutes}:${rest < 10 ? "0" : ""}${rest.toFixed(short ? 1 : 0)}`;
 }
 
-function showJob(job, atTop = false) {
+let speaker = null; // the one AudioContext that plays loops, made at the first loop played
+
+function player(view, audio, file, isLoop, expected) {
+  // The <audio> element plays a clip once. A loop, once decoded, plays through Web Audio instead: an
+  // AudioBufferSourceNode with loop=true goes round without the gap that <audio loop> leaves at the seam.
+  const canvas = $("canvas", view);
+  const play = $(".play", view);
+  const time = $(".time", view);
+  const loop = $(".loop", view);
+  const state = { peaks: null, buffer: null, duration: Number(expected) || NaN, web: null };
+
+  const length = () => (Number.isFinite(audio.duration) ? audio.duration : state.duration);
+  const now = () => {
+    if (!state.web) return audio.currentTime;
+    return (speaker.currentTime - state.web.startedAt) % state.buffer.duration;
+  };
+  const playing = () => Boolean(state.web) || !audio.paused;
+  const showTime = () => {
+    time.textContent = `${clock(now())} / ${clock(length())}`;
+    time.dataset.duration = Number.isFinite(length()) ? length().toFixed(2) : "";
+  };
+  const draw = () => drawWave(canvas, state.peaks, now() / length());
+  const tick = () => {
+    showTime();
+    draw();
+    view.dataset.playing = String(playing());
+    if (playing()) requestAnimationFrame(tick);
+  };
+  const showPlaying = () => {
+    document.dispatchEvent(new CustomEvent("tunesmith:play", { detail: view })); // one clip at a time
+    play.textContent = "\u275A\u275A";
+    play.setAttribute("aria-label", "pause");
+    requestAnimationFrame(tick);
+  };
+  const showPaused = () => {
+    if (playing()) return;
+    play.textContent = "\u25B6";
+    play.setAttribute("aria-label", "play");
+    tick();
+  };
+
+  function startLoop(at) {
+    speaker = speaker || new (window.AudioContext || window.webkitAudioContext)();
+    const source = speaker.createBufferSource();
+    source.buffer = state.buffer;
+    source.loop = true;
+    source.connect(speaker.destination);
+    source.start(0, at % state.buffer.duration);
+    state.web = { source, startedAt: speaker.currentTime - at };
+    speaker.resume();
+    showPlaying();
+  }
+  function stopLoop() {
+    const at = now();
+    state.web.source.stop();
+    state.web = null;
+    audio.currentTime = at;
+    showPaused();
+  }
+  // play() is refused when a pause (or another clip) interrupts it: nothing to say then
+  const start = () => (audio.loop && state.buffer ? startLoop(audio.currentTime) : audio.play().catch(() => {}));
+  const pause = () => (state.web ? stopLoop() : audio.pause());
+
+  audio.loop = isLoop; // a seamless loop is heard as one, over and over
+  loop.setAttribute("aria-pressed", String(isLoop));
+  loop.addEventListener("click", () => {
+    const was = playing();
+    pause();
+    audio.loop = !audio.loop;
+    loop.setAttribute("aria-pressed", String(audio.loop));
+    if (was) start();
+  });
+  play.addEventListener("click", () => (playing() ? pause() : start()));
+  audio.addEventListener("play", showPlaying);
+  audio.addEventListener("pause", showPaused);
+  document.addEventListener("tunesmith:play", (event) => {
+    if (event.detail !== view && playing()) pause();
+  });
+  for (const event of ["loadedmetadata", "seeked", "ended"]) audio.addEventListener(event, tick);
+  canvas.addEventListener("click", (event) => {
+    if (!Number.isFinite(length())) return;
+    if (state.web) stopLoop();
+    audio.currentTime = Math.min(1, Math.max(0, event.offsetX / canvas.clientWidth)) * length();
+    start();
+    tick();
+  });
+  new ResizeObserver(draw).observe(canvas);
+  canvas.addEventListener("tunesmith:visible", async () => {
+    try {
+      state.buffer = await decode(withToken(file.url));
+      state.peaks = peaksOf(state.buffer);
+      state.duration = state.buffer.duration;
+      canvas.dataset.drawn = "true";
+      tick();
+    } catch (_) {
+      canvas.dataset.drawn = "false"; // the player still works without the picture
+    }
+  });
+  shown.observe(canvas);
+  showTime();
+}
+
+async function decode(url) {
+  const bytes = await (await fetch(url)).arrayBuffer();
+  const context = new (window.OfflineAudioContext || window.webkitOfflineAudioContext)(1, 1, 44100);
+  return context.decodeAudioData(bytes);
+}
+
+function peaksOf(buffer) {
+  // the loudest sample of each column, over all channels, scaled to the clip's own peak: quiet clips still
+  // show their shape
+  const columns = Math.min(PEAKS, buffer.length);
+  const peaks = new Float32Array(columns);
+  for (let c = 0; c < buffer.numberOfChannels; c++) {
+    const data = buffer.getChannelData(c);
+    for (let x = 0; x < columns; x++) {
+      const end = Math.floor(((x + 1) * data.length) / columns);
+      for (let i = Math.floor((x * data.length) / columns); i < end; i++) peaks[x] = Math.max(peaks[x], Math.abs(data[i]));
+    }
+  }
+  const loudest = peaks.reduce((a, b) => Math.max(a, b), 0) || 1;
+  return peaks.map((p) => p / loudest);
+}
+
+function drawWave(canvas, peaks, played) {
+  // mirrored bars; what has been played in the accent colour, the rest faint; the playhead a line
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  if (canvas.width !== width || canvas.height !== height) Object.assign(canvas, { width, height });
+  const draw = canvas.getContext("2d");
+  draw.clearRect(0, 0, width, height);
+  const at = Number.isFinite(played) ? Math.min(1, Math.max(0, played)) : 0;
+  canvas.dataset.playhead = at.toFixed(3);
+  if (!peaks) return;
+  draw.fillStyle = getComputedStyle(canvas).color;
+  const bar = Math.max(1, Math.round(2 * ratio));
+  for (let x = 0; x < width; x += bar + 1) {
+    const peak = peaks[Math.min(peaks.length - 1, Math.floor((x / width) * peaks.length))];
+    const h = Math.max(ratio, peak * height * 0.9);
+    draw.globalAlpha = x / width < at ? 1 : 0.35;
+    draw.fillRect(x, (height - h) / 2, bar, h);
+  }
+  draw.globalAlpha = 1;
+  draw.fillRect(Math.min(width - bar, Math.round(at * width)), 0, bar, height);
+}
+
+function showJob(job, atTop = false, reveal = false) {
   let card = cards.get(job.id);
   if (!card) {
     const element = $("#job-template").content.firstElementChild.cloneNode(true);
@@ -267,6 +511,7 @@ function showJob(job, atTop = false) {
   render(card);
   $("#empty").hidden = cards.size > 0;
   if (!FINISHED.includes(card.job.status) && !card.events) follow(card);
+  if (reveal) card.element.scrollIntoView({ behavior: "smooth", block: "center" }); // the job just asked for
   return card;
 }
 
@@ -306,7 +551,7 @@ async function splitStems(card) {
       headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
       body: JSON.stringify({ index: 0 }),
     });
-    showJob(job, true);
+    showJob(job, true, true);
   } catch (error) {
     $(".job-error", card.element).textContent = error.message;
   }
