@@ -20,16 +20,17 @@ def test_musicgen_generate_defaults_are_the_requests():
     assert {k: params[k].default for k in ("temperature", "top_k", "top_p", "cfg")} == {
         "temperature": SamplingParams.temperature, "top_k": SamplingParams.top_k, "top_p": SamplingParams.top_p,
         "cfg": SamplingParams.cfg}
-    assert params["duration"].default == request.duration == DEFAULT_DURATION
+    # None: DEFAULT_DURATION, unless bars (with bpm) set the length
+    assert params["duration"].default is None and request.duration == DEFAULT_DURATION
 
 
 @pytest.mark.parametrize("family", ["musicgen", "stable_audio", "acestep"])
 def test_every_family_defaults_to_one_duration(family):
-    """ACE-Step's songs too: the API leaves duration None, as the CLI and the server do."""
-    from tunesmith import AceStep, StableAudio
+    """Every API leaves duration None, as the CLI and the server do: DEFAULT_DURATION, unless bars set it."""
+    from tunesmith import AceStep, MusicGen, StableAudio
 
-    assert inspect.signature(AceStep.generate).parameters["duration"].default is None
-    assert inspect.signature(StableAudio.generate).parameters["duration"].default == DEFAULT_DURATION
+    for model in (AceStep, MusicGen, StableAudio):
+        assert inspect.signature(model.generate).parameters["duration"].default is None
     assert check_request("song", family=family, duration=None, longest=600.0).duration == DEFAULT_DURATION
 
 

@@ -7,9 +7,11 @@ import inspect
 
 from tunesmith.family import FAMILIES
 from tunesmith.hub import ALIASES
+from tunesmith.params import METER
 from tunesmith.request import FAMILY_NAMES, OPTIONS
 
-COMMON = {"self", "prompts", "duration", "seed", "num_variations", "audio_prompt", "loop", "progress"}
+# what every family's generate takes besides its own options: tempo, key, meter and bars too
+COMMON = {"self", "prompts", "duration", "seed", "num_variations", "audio_prompt", "loop", "progress", *METER}
 
 
 def test_each_row_names_its_model_class_options_and_loading_options():
@@ -39,7 +41,10 @@ def test_each_option_is_a_flag_and_a_field_from_the_table():
     flags = {s for action in generate._actions for s in action.option_strings}
     for spec in FAMILIES.values():
         assert {o.flag for o in spec.params.values()} | {spec.audio_input.flag} <= flags, spec.name
+    assert {o.flag for o in METER.values()} == {"--bpm", "--key", "--time-signature", "--bars"} and "--lora" in flags
+    assert {o.flag for o in METER.values()} <= flags
     pytest.importorskip("fastapi")
     from tunesmith.server.bodies import JobIn
 
     assert {o.field or name for spec in FAMILIES.values() for name, o in spec.params.items()} <= set(JobIn.model_fields)
+    assert set(METER) <= set(JobIn.model_fields)

@@ -50,4 +50,4 @@ class Clip:
         else:
             audio = limit(audio, self.sample_rate, ceiling)
         finishing = dict(fade_in=fade_in, fade_out=fade_out, loudness=loudness, ceiling=ceiling, length=length)
-        return replace(self, audio=audio, params={**self.params, "finishing": finishing}, check=check_audio(audio))
+        return replace(self, audio=audio, params={**self.params, "finishing": finishing}, check=check_audio(audio, self.sample_rate))

@@ -42,6 +42,9 @@ class FamilySpec:
     # length(audio_prompt, duration, longest, loop, options) -> (audio_prompt, duration): where the family
     # takes the duration from its audio input (an ACE-Step repaint lasts as long as its song); None: as given
     length: Callable[..., tuple] | None = None
+    # meter_prompt(text, Meter) -> the text with tempo and key written in, as the model was trained on them;
+    # None: the model takes them as metadata (ACE-Step's caption)
+    meter_prompt: Callable | None = None
 
     @property
     def options(self) -> dict:
@@ -89,7 +92,8 @@ FAMILIES = {spec.name: spec for spec in (
                                        "total"),
                other_audio="--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues audio "
                            "with --continue FILE",
-               quantize=("int8", "int4"), quantize_cpu=False),
+               quantize=("int8", "int4"), quantize_cpu=False, loading=("quantize", "threads", "lora"),
+               meter_prompt=musicgen_options.meter_prompt),
     FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.PARAMS,
                stable_audio_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",
@@ -98,7 +102,7 @@ FAMILIES = {spec.name: spec for spec in (
                other_audio="Stable Audio models do not continue audio: start from it with --init-audio FILE (and "
                            "--strength)",
                pipeline="StableAudioPipeline", limits=".stable_audio.load:checkpoint_limits",
-               also_needed=".stable_audio.load:also_needed"),
+               also_needed=".stable_audio.load:also_needed", meter_prompt=stable_audio_options.meter_prompt),
     FamilySpec("acestep", "ACE-Step", ".acestep.model:AceStep", acestep_options.PARAMS, acestep_options.check,
                layouts=("diffusers",), inputs="text + lyrics + song",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", about="repaints it",
@@ -106,7 +110,8 @@ FAMILIES = {spec.name: spec for spec in (
                other_audio="ACE-Step models do not continue audio: make a span of a song anew with --init-audio "
                            "FILE --repaint START:END",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
-               limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length),
+               limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length,
+               loading=("quantize", "threads", "lora")),
     FamilySpec("stable_audio3", "Stable Audio 3", ".stable_audio3.model:StableAudio3", stable_audio3_options.PARAMS,
                stable_audio3_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",
@@ -117,6 +122,7 @@ FAMILIES = {spec.name: spec for spec in (
                            "--continue FILE -d TOTAL",
                pipeline="StableAudio3Pipeline", loading=("threads",), quantize=(),
                limits=".stable_audio3.load:checkpoint_limits", length=stable_audio3_options.clip_length,
-               claims=".stable_audio3.stability_layout:is_stable_audio3", also_needed=".stable_audio3.load:also_needed"),
+               claims=".stable_audio3.stability_layout:is_stable_audio3", also_needed=".stable_audio3.load:also_needed",
+               meter_prompt=stable_audio_options.meter_prompt),  # tempo and key as Stable Audio Open's captions
 )}
 API_NAMES.update(shown_names(*(spec.params for spec in FAMILIES.values())))

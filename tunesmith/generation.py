@@ -123,6 +123,9 @@ class Family:
         finally:
             if hasattr(report, "close"):
                 report.close()
+        if request.meter is not None:  # as asked: the prompt of a text family already carries them
+            for clip in clips:
+                clip.params.update(request.meter.params())
         return clips
 
     def _retry_on_cpu(self, plan, report) -> list:
@@ -238,5 +241,6 @@ def clips_of_rows(rows: list, audio, sample_rate: int, settings: dict, seconds: 
         a = np.ascontiguousarray(a, dtype=np.float32)
         if loop_duration is not None:
             a = make_loop(a, sample_rate, loop_duration)
-        clips.append(Clip(a, sample_rate, schedule[0][1], seed, dict(settings), check_audio(a), dict(seconds)))
+        clips.append(Clip(a, sample_rate, schedule[0][1], seed, dict(settings), check_audio(a, sample_rate),
+                          dict(seconds)))
     return clips

@@ -90,9 +90,13 @@ def load(name_or_path: str | Path = "small", device: str = "auto", dtype=None, *
 
     device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda" or "mps"; dtype: the precision
     of the generating network (default: the family's choice for the device). options: the family's
-    loading options (quantize, threads)."""
+    loading options (quantize, threads, lora: LoRA adapters merged at load, README)."""
     from .hub import resolve
 
+    if options.get("lora") is not None:  # a missing or unreadable adapter, or a bad scale, before any download
+        from .lora import check_specs
+
+        check_specs(options["lora"])
     folder = resolve(name_or_path)
     spec = FAMILIES[family_of(folder)]
     foreign = sorted(set(options) - set(spec.loading))

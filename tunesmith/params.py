@@ -69,6 +69,23 @@ COMMON = {
     "audio_prompt": Option(kind="audio", field="continuation"),  # its flag is the family's (FamilySpec.audio_flag)
     "threads": Option(flag="--threads", kind="whole"),
 }
+# Tempo, key and meter, which every family takes too (checked by tunesmith.audio.meter.check_meter): ACE-Step
+# as its caption's metadata, the text families written into the prompt (FamilySpec.meter_prompt).
+METER = {
+    "bpm": Option(flag="--bpm", metavar="BPM", help="tempo, 30 to 300 beats a minute (ACE-Step: its metadata; "
+                  "MusicGen and Stable Audio: written into the prompt); with --loop, a loop of whole bars",
+                  about="tempo, 30 to 300 beats a minute"),
+    "key": Option(flag="--key", kind="text", metavar="KEY", max_length=20,
+                  help='key: a tonic and a mode, "C major", "F# minor", "Bb major"',
+                  about='a tonic and a mode: "C major", "F# minor"'),
+    "time_signature": Option(flag="--time-signature", kind="whole", metavar="BEATS",
+                             help="beats a bar: 2, 3, 4 or 6 (2/4, 3/4, 4/4, 6/8; default 4)",
+                             about="beats a bar: 2, 3, 4 or 6 (6/8)"),
+    "bars": Option(flag="--bars", kind="whole", metavar="N",
+                   help="with --bpm: the length in whole bars (instead of -d): 8 bars at 124 bpm are 15.484 s",
+                   about="with bpm: the length in whole bars (leave duration out)"),
+}
+COMMON.update(METER)
 
 
 # Stems' options, as tunesmith.separate and `tunesmith stems` take them.

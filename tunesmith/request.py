@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .acestep.options import SongParams, check_guidance, read_lyrics  # noqa: F401 (read here by the model)
+from .audio.meter import Meter, check_meter
 from .errors import InvalidParameter
 from .family import FAMILIES
 from .musicgen.options import (CFG_BETA, MAX_SEED, WINDOW_SECONDS, SamplingParams, Schedule,  # noqa: F401
@@ -64,6 +65,7 @@ class Request:
     song: SongParams | None = None  # ACE-Step's
     seeds: tuple[int, ...] | None = None  # one per schedule, each its own first seed (batch_requests)
     style: StyleRequest | None = None  # MusicGen-Style's reference
+    meter: Meter | None = None  # tempo, key, meter, bars: ACE-Step's metadata; already in the others' prompts
 
     @property
     def rows(self) -> list[tuple[Schedule, int]]:
@@ -95,8 +97,9 @@ def batch_requests(requests: list[Request]) -> Request:
                                seeds=tuple(seed for _, seed in rows))
 
 
-def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed=None, num_variations=1, loop=False,
-                  audio_prompt=None, longest=None, turbo=False, **options) -> Request:
+def check_request(prompts, *, family="musicgen", duration=None, seed=None, num_variations=1, loop=False,
+                  audio_prompt=None, longest=None, turbo=False, bpm=None, key=None, time_signature=None, bars=None,
+                  **options) -> Request:
     """Every value checked and normalised (numpy numbers become Python's, files are read); a random
     seed is drawn here when none is given, so that callers can name files after it.
 
@@ -104,18 +107,24 @@ def check_request(prompts, *, family="musicgen", duration=DEFAULT_DURATION, seed
     own (OPTIONS lists them), and an option of another family is refused. duration None: DEFAULT_DURATION,
     or the source's length for an ACE-Step repaint. longest: the model's longest clip in seconds, when it
     has one (Stable Audio, ACE-Step); MusicGen makes long pieces window by window, up to MAX_DURATION.
-    turbo: the model has its guidance distilled in (a turbo ACE-Step), so a cfg is refused before it loads."""
+    turbo: the model has its guidance distilled in (a turbo ACE-Step), so a cfg is refused before it loads.
+    bpm, key, time_signature, bars: every family's (tunesmith.params.METER, checked by audio.meter.check_meter):
+    bars (with bpm) set the duration exactly, a loop at a tempo is whole bars long; the family's meter_prompt
+    writes tempo and key into the prompt, where it has one."""
     spec = FAMILIES.get(family) if isinstance(family, str) else None
     if spec is None:
         raise refuse("family must be one of {families}, got {family!r}", families=", ".join(FAMILIES), family=family)
     try:
-        return _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, longest, turbo, options)
+        meter = dict(bpm=bpm, key=key, time_signature=time_signature, bars=bars)
+        return _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, longest, turbo, meter,
+                        options)
     except InvalidParameter as err:  # named as this family's requests name them (its audio input's flag)
         err.names = spec.names
         raise
 
 
-def _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, longest, turbo, options) -> Request:
+def _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, longest, turbo, meter_values,
+             options) -> Request:
     foreign = sorted(set(options) - set(spec.params))
     if foreign:
         name = foreign[0]
@@ -123,8 +132,13 @@ def _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, 
         raise refuse(field + " is not an option of {display} models (theirs: {theirs})", name, display=spec.display,
                      theirs=", ".join(spec.params))
     options = {**spec.options, **options}
+    from_source = False  # the duration is the audio input's (a repaint's song): bars cannot set it
     if spec.length is not None:
+        given = audio_prompt
         audio_prompt, duration = spec.length(audio_prompt, duration, longest, loop, options)
+        from_source = audio_prompt is not given
+    meter, duration = check_meter(**meter_values, duration=duration, default=DEFAULT_DURATION, loop=loop,
+                                  repaint=from_source, shortest=spec.shortest or 0.0)
     if duration is None:
         duration = DEFAULT_DURATION
     duration = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
@@ -150,9 +164,13 @@ def _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, 
     seed = whole(seed, "seed", f"a whole number from 0 to {MAX_SEED}", lambda v: 0 <= v <= MAX_SEED)
     if not isinstance(loop, (bool, np.bool_)):
         raise refuse("{loop} must be True or False, got {value!r}", "loop", value=loop)
+    if meter is not None and spec.meter_prompt is not None:
+        schedules = [[(t, spec.meter_prompt(text, meter)) for t, text in schedule] for schedule in schedules]
+        if meter.time_signature is not None:
+            log.info("%s models were not trained on a meter: time_signature only sets the bars' length", spec.display)
     own = spec.check(Asked(schedules, duration, bool(loop), audio_prompt, turbo), **options)
     return Request(schedules=schedules, duration=duration, seed=seed, num_variations=num_variations, loop=bool(loop),
-                   family=spec.name, **own)
+                   family=spec.name, meter=meter, **own)
 
 
 def _prompt_list(prompts) -> list:

@@ -11,11 +11,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..audio.meter import Meter
 from ..audio.prompt import fit_audio
 from ..clip import Clip
 from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..lora import describe as describe_lora
 from ..request import Request, SongParams, check_guidance, check_request
 from .decode import WINDOW_FRAMES, decode, normalize, windows
 from .parts import LONGEST, SHORTEST, AceStepConfig, AceStepParts
@@ -34,18 +36,19 @@ class AceStep(Family):
     shortest, longest = SHORTEST, LONGEST
 
     def __init__(self, parts: AceStepParts, name: str, device: torch.device, dtype: torch.dtype,
-                 quantize: str | None = None):
+                 quantize: str | None = None, lora: list | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.lora = lora or []  # the AdapterSpecs merged into the DiT, in order
         self._window = WINDOW_FRAMES  # latent frames the VAE decodes at once
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None) -> "AceStep":
+                        threads: int | None = None, lora=None) -> "AceStep":
         """Load an AceStepPipeline folder: an alias (acestep, acestep-sft, acestep-base, ...), a hub id or
         a local folder.
 
@@ -62,18 +65,32 @@ class AceStep(Family):
         quantize: "int8" on the CPU: the DiT's and the VAE decoder's products in int8 (dynamic: weights a
             scale per row, activations per token or tile), faster again and further from float32
             (BENCHMARKS.md has both).
+        lora: LoRA adapters merged once into the DiT's weights, in order, before any CPU packing or
+            quantizing: a path (a PEFT folder, adapter_config.json + adapter_model.safetensors, or one
+            ComfyUI-style .safetensors file), "path@scale", (path, scale), or a list of them; scale from
+            -2 to 2 (default 1). Each adapter is read and checked against the DiT's shapes before the
+            model's weights are read.
         """
+        from ..lora import fit, merge, parse_specs, read_adapters
+        from .adapters import dit_shapes, dit_weights, locate
         from .layout import load_folder
 
+        specs = parse_specs(lora)
+        adapters = read_adapters(specs)
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
-        if dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None):
-            # the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory while
-            # loading), its norms and modulation computed in float32 from those values
+        patches = fit(adapters, locate, dit_shapes(folder), "this ACE-Step DiT") if adapters else []
+        cpu_path = dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None)
+        # the CPU path: the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory
+        # while loading), its norms and modulation computed in float32 from those values; with adapters,
+        # read in float32 so that each is added to the weights before one rounding to bfloat16 or int8
+        dit_dtype = (torch.float32 if patches else torch.bfloat16) if cpu_path else dt
+        parts = load_folder(folder, dev, torch.float32 if cpu_path else dt, torch.float32, dit_dtype)
+        merge(dit_weights(parts.transformer), patches)
+        if cpu_path:
             from .cpu import for_cpu
 
-            parts = for_cpu(load_folder(folder, dev, torch.float32, torch.float32, torch.bfloat16), dt, quantize)
-            return cls(parts, str(name_or_path), dev, dt, quantize)
-        return cls(load_folder(folder, dev, dt, torch.float32), str(name_or_path), dev, dt)
+            return cls(for_cpu(parts, dt, quantize), str(name_or_path), dev, dt, quantize, specs)
+        return cls(parts, str(name_or_path), dev, dt, lora=specs)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
@@ -101,7 +118,8 @@ class AceStep(Family):
     def generate(self, prompts: str | Sequence[str], *, lyrics: str | None = None, language: str | None = None,
                  duration: float | None = None, seed: int | None = None, steps: int | None = None,
                  cfg: float | None = None, audio_prompt=None, repaint: tuple[float, float | None] | None = None,
-                 num_variations: int = 1, loop: bool = False,
+                 num_variations: int = 1, loop: bool = False, bpm: float | None = None, key: str | None = None,
+                 time_signature: int | None = None, bars: int | None = None,
                  progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
         """One Clip (48 kHz stereo) per prompt and variation, prompt-major.
 
@@ -121,12 +139,16 @@ class AceStep(Family):
             is resampled to 48 kHz stereo; each clip lasts as long as it. On the CPU in float32, the
             pipeline's task_type="repaint" for the same seed after torch.manual_seed(seed) (README).
         loop: each song is a seamless loop of exactly `duration` (a little more is generated).
+        bpm, key, time_signature: the caption's metadata, as the pipeline's bpm, keyscale and timesignature
+            (each "N/A", left to the model, when not given): bpm 30 to 300, key a tonic and a mode ("F# minor"),
+            time_signature 2, 3, 4 or 6 beats a bar. bars: with bpm, the song lasts exactly bars * beats * 60 /
+            bpm seconds (8 bars at 124 bpm in 4/4: 15.484 s); a loop with a bpm is snapped to whole bars.
         progress: True for a progress bar on stderr, or a callable (done, total).
         """
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
                                 num_variations=num_variations, loop=loop, audio_prompt=audio_prompt, longest=LONGEST,
                                 turbo=self.config.turbo, lyrics=lyrics, language=language, steps=steps, cfg=cfg,
-                                repaint=repaint)
+                                repaint=repaint, bpm=bpm, key=key, time_signature=time_signature, bars=bars)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":
@@ -138,7 +160,7 @@ class AceStep(Family):
         seconds = generated_seconds(request, LONGEST)
         frames = math.ceil(seconds * config.frames_per_second)  # latent frames, as the pipeline counts
         return _Plan(request.rows, request.duration, seconds, frames, p.lyrics, p.language,
-                     p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop)
+                     p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, request.loop, meter=request.meter)
 
     def _repaint_plan(self, request: Request, p: SongParams) -> "_Plan":
         """The source at the model's rate and channels, as long as the request's duration, padded with
@@ -153,7 +175,7 @@ class AceStep(Family):
         span = span_frames(frames, *p.repaint, config.frames_per_second)
         return _Plan(request.rows, request.duration, frames * config.hop / config.sample_rate, frames, p.lyrics,
                      p.language, p.steps or config.steps, config.cfg if p.cfg is None else p.cfg, False,
-                     source=audio, span=span, repaint=p.repaint)
+                     source=audio, span=span, repaint=p.repaint, meter=request.meter)
 
     @torch.inference_mode()
     def _run(self, plan: "_Plan", report) -> tuple[torch.Tensor, dict]:
@@ -179,7 +201,8 @@ class AceStep(Family):
         instruction = INSTRUCTION if plan.source is None else REPAINT
         states = {}
         for text in groups:
-            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds, instruction)
+            states[text] = encode_conditions(parts, text, plan.lyrics, plan.language, plan.seconds, instruction,
+                                             plan.meter)
         clock.lap("text")
         latents = [None] * len(plan.rows)
         for text, indices in groups.items():
@@ -201,6 +224,8 @@ class AceStep(Family):
                                   language=plan.language)
         if self.quantize:
             settings["quantize"] = self.quantize
+        if self.lora:
+            settings["lora"] = describe_lora(self.lora)
         if plan.repaint is not None:
             settings["repaint"] = list(plan.repaint)
         length = round((plan.seconds if plan.loop else plan.duration) * self.sample_rate)  # a repaint's is padded
@@ -227,6 +252,7 @@ class _Plan:
     source: np.ndarray | None = None  # repaint: the song (channels, frames * hop) at the model's rate
     span: tuple[int, int] | None = None  # repaint: [a, b) latent frames made anew
     repaint: tuple[float, float | None] | None = None  # repaint: the span as asked, in seconds
+    meter: Meter | None = None  # bpm, key, time signature: the caption's metadata
 
 
 def _groups(rows: list) -> dict[str, list[int]]:

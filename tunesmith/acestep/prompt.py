@@ -6,15 +6,21 @@ header. The text encoder was trained on exactly these layouts, newlines included
 
 from __future__ import annotations
 
+from ..audio.meter import Meter
+
 INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"  # text2music
 REPAINT = "Repaint the mask area based on the given conditions:"
 END = "<|endoftext|>"
 
 
-def caption_text(caption: str, duration: float, instruction: str = INSTRUCTION) -> str:
-    """The text encoder's input: bpm, time signature and key left to the model ("N/A"); the duration
-    in whole seconds, as the pipeline writes it."""
-    metas = f"- bpm: N/A\n- timesignature: N/A\n- keyscale: N/A\n- duration: {int(duration)} seconds\n"
+def caption_text(caption: str, duration: float, instruction: str = INSTRUCTION, meter: Meter | None = None) -> str:
+    """The text encoder's input: bpm, time signature (beats a bar: "4") and key ("F# minor") from the meter,
+    each "N/A" (left to the model) when not given; the duration in whole seconds, as the pipeline writes it."""
+    meter = meter or Meter()
+    bpm = "N/A" if meter.bpm is None else f"{meter.bpm:g}"
+    signature = "N/A" if meter.time_signature is None else str(meter.time_signature)
+    key = meter.key or "N/A"
+    metas = f"- bpm: {bpm}\n- timesignature: {signature}\n- keyscale: {key}\n- duration: {int(duration)} seconds\n"
     return f"# Instruction\n{instruction}\n\n# Caption\n{caption}\n\n# Metas\n{metas}{END}\n"
 
 

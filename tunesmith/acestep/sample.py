@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from ..audio.meter import Meter
 from .parts import LYRIC_TOKENS, SHIFT, TEXT_TOKENS, AceStepParts
 from .prompt import INSTRUCTION, caption_text, lyrics_text
 
@@ -22,14 +23,14 @@ TIMBRE_SECONDS = 30  # the timbre encoder reads 30 s of reference latents (learn
 
 
 def encode_conditions(parts: AceStepParts, caption: str, lyrics: str, language: str, seconds: float,
-                      instruction: str = INSTRUCTION) -> torch.Tensor:
+                      instruction: str = INSTRUCTION, meter: Meter | None = None) -> torch.Tensor:
     """One caption and its lyrics -> the DiT's cross-attention states [1, S, D]: the caption through
     the whole text encoder, the lyrics through its token embeddings only (the condition encoder's
     lyric encoder gives them context), the learned silence for timbre, all packed by the condition
     encoder. One row alone has no padding, so its states do not depend on other rows."""
     tokenizer, encoder = parts.tokenizer, parts.text_encoder
     device = next(encoder.parameters()).device
-    text, lyric = caption_text(caption, seconds, instruction), lyrics_text(lyrics, language)
+    text, lyric = caption_text(caption, seconds, instruction, meter), lyrics_text(lyrics, language)
     for what, value, limit in (("the prompt", text, TEXT_TOKENS), ("the lyrics", lyric, LYRIC_TOKENS)):
         n = len(tokenizer(value).input_ids)
         if n > limit:

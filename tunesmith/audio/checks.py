@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tempo import estimate_tempo
+
 SILENCE_DBFS = -60.0  # RMS below this is silence
 CLIPPED_FRACTION = 0.001  # share of samples in flat tops (4+ samples in a row at the peak) that means clipping
 DC_LIMIT = 0.05  # absolute mean of a channel
@@ -26,6 +28,7 @@ class CheckResult:
     dc_offset: float = 0.0
     clipped_fraction: float = 0.0
     flatness: float = 0.0
+    tempo: float | None = None  # beats a minute as measured (audio/tempo.py); None: no steady beat, or not measured
 
     def summary(self) -> str:
         return "ok" if self.ok else "; ".join(self.problems)
@@ -52,8 +55,9 @@ def spectral_flatness(mono: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def check_audio(audio: np.ndarray) -> CheckResult:
-    """audio (channels, samples) float -> CheckResult with every problem found."""
+def check_audio(audio: np.ndarray, sample_rate: int | None = None) -> CheckResult:
+    """audio (channels, samples) float -> CheckResult with every problem found; with the sample rate, its
+    tempo measured too (reported, never a problem: whether a model kept the tempo asked is for the caller)."""
     problems = []
     if audio.size == 0:
         return CheckResult(False, ["no samples"])
@@ -90,4 +94,5 @@ def check_audio(audio: np.ndarray) -> CheckResult:
             problems.append(f"sounds like broadband static (spectral flatness {flatness:.2f})")
     if dc > DC_LIMIT:
         problems.append(f"DC offset {dc:.3f}")
-    return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness)
+    tempo = None if sample_rate is None or rms_dbfs < SILENCE_DBFS else estimate_tempo(x, sample_rate)
+    return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness, tempo)

@@ -108,12 +108,36 @@ def _and(names) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def meter_of(args) -> dict:
+    """--bpm, --key, --time-signature, --bars as check_request takes them (tunesmith.params.METER)."""
+    from ..params import METER
+
+    return {name: getattr(args, name, None) for name in METER}
+
+
+def check_lora(args, family: str | None = None):
+    """--lora PATH[@SCALE]... checked before any model loads (tunesmith.lora.check_specs: a missing path, a scale
+    outside -2..2, a file that is not safetensors, one line each), and refused for a family that takes none."""
+    if not args.lora:
+        return None
+    from ..family import FAMILIES
+    from ..lora import check_specs
+
+    specs = check_specs(args.lora, "--lora")
+    if family is not None and "lora" not in FAMILIES[family].loading:
+        takers = [s.display for s in FAMILIES.values() if "lora" in s.loading]
+        raise InvalidParameter(f"--lora applies to {_and(takers)} models, not {FAMILIES[family].display}")
+    return specs
+
+
 def load_model(args, spec):
     from ..models import load
 
     options = {"threads": getattr(args, "threads", None)}
     if args.quantize is not None:
         options["quantize"] = args.quantize
+    if getattr(args, "lora", None):
+        options["lora"] = check_lora(args, spec.family)
     return load(spec.folder or args.model, device=args.device, dtype=args.dtype, **options)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from ..errors import InvalidParameter, TunesmithError
-from .flags import (audio_prompt_of, check_quantize, describe_model, finishing_of, finishing_requested, load_model,
-                    options_of)
+from .flags import (audio_prompt_of, check_lora, check_quantize, describe_model, finishing_of, finishing_requested,
+                    load_model, meter_of, options_of)
 from .outputs import plan_outputs, plan_stems, say_ignored_wav_format, write_stems
 from .parser import EXIT_CHECK_FAILED
 
@@ -36,11 +36,13 @@ def cmd_generate(args) -> int:
     def check(family: str, longest: float | None, turbo: bool = False):
         return check_request(prompts_of(args), family=family, longest=longest, duration=args.duration, seed=args.seed,
                              num_variations=args.variations, audio_prompt=audio_prompt_of(args, family),
-                             loop=args.loop, turbo=turbo, **options_of(args, family))
+                             loop=args.loop, turbo=turbo, **meter_of(args), **options_of(args, family))
 
+    check_lora(args)  # its files, before the model is looked up
     spec = describe_model(args, check)
     request = check(spec.family, spec.longest, spec.turbo)
     check_quantize(args, spec.family)
+    check_lora(args, spec.family)
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
     paths = plan_outputs(args.output, [(s[0][1], seed) for s, seed in request.rows], args.overwrite)
@@ -72,8 +74,9 @@ def cmd_generate(args) -> int:
         if not clip.check.ok:
             failed += 1
             log.warning("%s failed the output check: %s", path, clip.check.summary())
+        tempo = "" if clip.check.tempo is None else f", tempo {clip.check.tempo:.1f} bpm (detected)"
         if len(clips) > 1:
-            log.info("%s: seed %d, %r", path, clip.seed, clip.prompt)
+            log.info("%s: seed %d, %r%s", path, clip.seed, clip.prompt, tempo)
         else:
-            log.info("seed %d", clip.seed)
+            log.info("seed %d%s", clip.seed, tempo)
     return EXIT_CHECK_FAILED if failed and args.strict else 0

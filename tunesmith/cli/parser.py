@@ -92,6 +92,7 @@ def _generate_arguments(gen):
                         help="seconds of audio (default: 10; ACE-Step: 10 to 600; with --repaint: the song's length)")
     common.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
     common.add_argument("--loop", action="store_true", help="a seamless loop of exactly the duration")
+    _add_meter(gen)
     add_family_options(gen, common, "generate")
     _add_finishing(gen, fade_out=0.0, loudness=None)
     output = gen.add_argument_group("output")
@@ -151,6 +152,10 @@ def _other_commands(sub):
     serve.add_argument("--keep-days", type=float, default=7.0,
                        help="finished jobs are deleted after this many days (unread ones live a day at least)")
     serve.add_argument("--keep-jobs", type=int, default=1000, help="finished jobs kept at most (default: 1000)")
+    serve.add_argument("--lora-dir", default=None, metavar="DIR",
+                       help="LoRA adapters clients may name (GET /api/loras): PEFT folders and .safetensors files")
+    serve.add_argument("--lora", action="append", default=[], metavar="NAME[@SCALE]",
+                       help="an adapter of --lora-dir merged into the default model (the first -m); repeat to stack")
     serve.add_argument("--repair-store", action="store_true",
                        help="a damaged job store is kept as jobs.sqlite3.damaged-DATE and a fresh one begun "
                             "(without it the server refuses to start)")
@@ -201,7 +206,20 @@ def _add_model(group):
     group.add_argument("--quantize", choices=quantize_choices(), default=None,
                        help="MusicGen: weight-only int8, or int4 (CPU only), decoder weights; Stable Audio and "
                             "ACE-Step: int8 DiT and VAE decoder products (CPU only): faster, slightly less faithful")
+    group.add_argument("--lora", action="append", default=None, metavar="PATH[@SCALE]",
+                       help="MusicGen and ACE-Step: a LoRA adapter merged into the model as it loads (a PEFT folder or "
+                            "a .safetensors file), SCALE from -2 to 2 (default 1); repeat to stack, in order")
     group.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
+
+
+def _add_meter(parser):
+    """Tempo, key, meter and bars, which every family takes: from tunesmith.params.METER."""
+    from ..params import METER
+
+    group = parser.add_argument_group("tempo, key and meter (every family)")
+    for dest, option in METER.items():
+        group.add_argument(option.flag, dest=dest, type=KIND_TYPES[option.kind], default=None,
+                           metavar=option.metavar or KIND_METAVARS.get(option.kind), help=option.help)
 
 
 def _add_output_policy(group):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidParameter
-from .flags import check_quantize, describe_model, finishing_of, load_model, options_of
+from .flags import check_lora, check_quantize, describe_model, finishing_of, load_model, options_of
 
 log = logging.getLogger("tunesmith")
 
@@ -38,8 +38,10 @@ def cmd_score(args) -> int:
             return [check_request(prompt, family=family, longest=longest, duration=job.video.duration, seed=args.seed,
                                   turbo=turbo, **options_of(args, family)) for job in jobs]
 
+        check_lora(args)
         spec = describe_model(args, check)
         check_quantize(args, spec.family)
+        check_lora(args, spec.family)
         for job in jobs:
             if spec.longest is not None and job.video.duration > spec.longest:
                 raise InvalidParameter(f"{job.video.path} lasts {job.video.duration:.1f} s, longer than the "

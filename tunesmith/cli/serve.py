@@ -33,7 +33,8 @@ def cmd_serve(args) -> int:
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
                               cors=args.cors, worker=worker, repair_store=args.repair_store,
-                              store=args.store or None, lease_s=args.lease)
+                              store=args.store or None, lease_s=args.lease,
+                              lora_dir=Path(args.lora_dir) if args.lora_dir else None, lora=args.lora)
     try:
         if args.ray:
             if not find_spec("ray"):

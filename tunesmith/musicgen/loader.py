@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..lora import fit, merge
+from .adapters import lm_weights, locator
 from .conditioning import TextConditioner
 from .config import MusicGenConfig
 from .linear import specialise_linears
@@ -64,13 +66,26 @@ def _check_materialised(module: torch.nn.Module, what: str):
             raise CheckpointError(f"{what} tensor {name} was not filled from the checkpoint")
 
 
-def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None) -> LoadedModel:
+def _fit_adapters(adapters: list, lm: MusicGenLM, cfg) -> list:
+    """The adapters' patches on this LM's weights, every shape checked (the LM may be on the meta device)."""
+    if not adapters:
+        return []
+    shapes = {name: tuple(w.shape) for name, w in lm_weights(lm).items()}
+    return fit(adapters, locator(cfg), shapes, "this MusicGen decoder")
+
+
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None,
+                adapters: list | None = None) -> LoadedModel:
+    """adapters: read LoRA adapters (tunesmith.lora.Adapter), checked against the decoder's shapes before its
+    weights are read (transformers layout) and merged into them, in order, before the linears are packed or
+    quantized; with adapters the decoder is read in float32 and rounded to `dtype` once, after the merge."""
     from transformers import AutoTokenizer, EncodecConfig, EncodecModel, T5Config, T5EncoderModel
 
     from .audiocraft import LM_FILE, load_style_checkpoint
 
     if (folder / LM_FILE).is_file() and not (folder / "config.json").is_file():  # audiocraft's layout
         config, lm, tokenizer, t5, codec, style = load_style_checkpoint(folder, dtype)
+        merge(lm_weights(lm), _fit_adapters(adapters, lm, config.decoder))
         model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec, style).to(device, dtype)
         specialise_linears(model.lm, device, quantize)
         return model
@@ -80,7 +95,9 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize
     ckpt = Checkpoint(folder)
 
     lm = _build_on_meta(lambda: MusicGenLM(config.decoder))
-    used = load_decoder(lm, ckpt, config.decoder, dtype)
+    patches = _fit_adapters(adapters, lm, config.decoder)
+    used = load_decoder(lm, ckpt, config.decoder, torch.float32 if patches else dtype)
+    merge(lm_weights(lm), patches)
     # The position table is derived from the config, not stored: rebuild it off the meta device.
     lm.positions = sinusoidal_positions(config.decoder.max_positions, config.decoder.dim)
 

@@ -17,8 +17,9 @@ from ..audio.prompt import fit_audio, keep_prompt_samples
 from ..clip import Clip
 from ..errors import CheckpointError, InvalidParameter
 from ..generation import Family, StageClock, generated_seconds
+from ..lora import describe as describe_lora
 from ..quiet import quiet_loading
-from ..request import DEFAULT_DURATION, WINDOW_SECONDS, Request, check_request, named
+from ..request import WINDOW_SECONDS, Request, check_request, named
 from .codec import decode_codes, encode_audio
 from .conditioning import CHROMA_HOP, chroma_features
 from .loader import LoadedModel, load_folder
@@ -38,18 +39,19 @@ class MusicGen(Family):
     quantize_choices = ("int8", "int4")
 
     def __init__(self, model: LoadedModel, name: str, device: torch.device, dtype: torch.dtype,
-                 quantize: str | None = None):
+                 quantize: str | None = None, lora: list | None = None):
         self._model = model
         self.name = name
         self.device = device
         self.dtype = dtype
         self.quantize = quantize
+        self.lora = lora or []  # the AdapterSpecs merged into the decoder, in order
         self._window_seconds = self.max_window  # long form's window: tests lower it, to cross windows quickly
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None) -> "MusicGen":
+                        threads: int | None = None, lora=None) -> "MusicGen":
         """Load a checkpoint: an alias (small, medium, large, stereo-small, melody, ...: `tunesmith
         models` lists them), a hub id (facebook/musicgen-small), or a local checkpoint folder.
 
@@ -59,11 +61,18 @@ class MusicGen(Family):
         quantize: "int8", weight-only int8 decoder linears (per-channel scales), about half the bytes
             of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 128, a quarter.
         threads: CPU threads for torch (default: torch's choice, one per core).
+        lora: LoRA adapters on the decoder LM's linears (PEFT form, over transformers' MusicGen), merged once
+            into its weights, in order, before they are packed or quantized: a path (a PEFT folder or one
+            .safetensors file), "path@scale", (path, scale) or a list of them; scale from -2 to 2 (default 1).
         """
+        from ..lora import parse_specs, read_adapters
+
+        specs = parse_specs(lora)
+        adapters = read_adapters(specs)
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
         with quiet_loading(diffusers=False):  # MusicGen's pad id warning, on every config
-            model = load_folder(folder, dev, dt, quantize)
-        return cls(model, str(name_or_path), dev, dt, quantize)
+            model = load_folder(folder, dev, dt, quantize, adapters)
+        return cls(model, str(name_or_path), dev, dt, quantize, specs)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
@@ -96,18 +105,19 @@ class MusicGen(Family):
         delay = max(delay_offsets(dec.n_codebooks, dec.audio_channels))
         return min(WINDOW_SECONDS, (dec.max_positions - 1 - delay) / self.frame_rate)
 
-    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float = DEFAULT_DURATION,
+    def generate(self, prompts: str | Sequence[str | Schedule], *, duration: float | None = None,
                  seed: int | None = None, temperature: float = SamplingParams.temperature,
                  top_k: int = SamplingParams.top_k, top_p: float = SamplingParams.top_p,
                  cfg: float = SamplingParams.cfg, num_variations: int = 1, audio_prompt=None, melody=None, context: float = CONTEXT,
                  loop: bool = False, progress: bool | Callable[[int, int], None] = False, style=None,
                  cfg_beta: float | None = None, style_excerpt: float | None = None,
-                 style_quantizers: int | None = None, style_start: float | None = None) -> list[Clip]:
+                 style_quantizers: int | None = None, style_start: float | None = None, bpm: float | None = None,
+                 key: str | None = None, time_signature: int | None = None, bars: int | None = None) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         prompts: a text, a schedule [(start_second, text), ...] whose text changes over time, or a list
             of them. An empty text is refused.
-        duration: seconds, from 0.02 (one frame) up to 3600; past the model's 30 s window the piece is
+        duration: seconds (default 10), from 0.02 (one frame) up to 3600; past the model's 30 s window the piece is
             made window by window, each conditioned on the last `context` seconds already made.
         seed: makes the output reproducible (same device and dtype); random when None. Variation v of
             every prompt uses seed + v, and each clip reports the seed that reproduces it on its own.
@@ -127,12 +137,16 @@ class MusicGen(Family):
         style_excerpt: seconds of the reference the model hears (1.5 to 4.5, default 3).
         style_quantizers: style codebooks used (1 to 6, default 3): fewer copy the reference less closely.
         style_start: where the excerpt starts, in seconds; by default each clip's seed draws it.
+        bpm, key: written into each prompt as MusicGen was trained on them ("<prompt>. key: C major. bpm: 124.0");
+            key is a tonic and a mode ("F# minor"). time_signature (2, 3, 4 or 6 beats a bar, default 4) and
+            bars: with bpm, bars sets the duration to exactly bars * beats * 60 / bpm seconds; a loop with a
+            bpm is snapped to whole bars.
         """
         request = check_request(prompts, duration=duration, seed=seed, temperature=temperature, top_k=top_k,
                                 top_p=top_p, cfg=cfg, num_variations=num_variations, audio_prompt=audio_prompt,
                                 melody=melody, context=context, loop=loop, style=style, cfg_beta=cfg_beta,
                                 style_excerpt=style_excerpt, style_quantizers=style_quantizers,
-                                style_start=style_start)
+                                style_start=style_start, bpm=bpm, key=key, time_signature=time_signature, bars=bars)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":
@@ -241,6 +255,8 @@ class MusicGen(Family):
         settings = self._settings(plan.duration, plan.loop, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
                                   cfg=p.cfg)
         settings["quantize"] = self.quantize
+        if self.lora:
+            settings["lora"] = describe_lora(self.lora)
         if plan.style is not None:
             settings.update(cfg_beta=p.cfg_beta, style_excerpt=plan.style.excerpt,
                             style_quantizers=plan.style.quantizers)
@@ -253,8 +269,8 @@ class MusicGen(Family):
             row = dict(settings, schedule=schedule) if len(schedule) > 1 else settings
             if plan.style is not None:
                 row = dict(row, style_start=plan.style.starts[row_index])
-            clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row), check_audio(a),
-                              dict(seconds)))
+            clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row),
+                              check_audio(a, self.sample_rate), dict(seconds)))
         return clips
 
     def _move(self, device: torch.device, dtype: torch.dtype):

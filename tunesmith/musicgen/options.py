@@ -11,6 +11,8 @@ from ..params import Asked, Option, audio_input, real, refuse, whole
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..audio.meter import Meter
+
 MAX_SEED = 2**31 - 1
 CONTEXT = 12.0  # long pieces: seconds of the piece so far that condition each new window
 WINDOW_SECONDS = 30.0  # MusicGen was trained on 30 s windows
@@ -126,3 +128,13 @@ def _style_request(style, cfg_beta, style_excerpt, style_quantizers, style_start
         style_start = real(style_start, "style_start", "a number of seconds >= 0", lambda v: v >= 0)
     beta = CFG_BETA if cfg_beta is None else real(cfg_beta, "cfg_beta", "between 1 and 100", lambda v: 1 <= v <= 100)
     return StyleRequest(audio_input(style, "style"), beta, style_excerpt, style_quantizers, style_start)
+
+
+def meter_prompt(text: str, meter: Meter) -> str:
+    """Tempo and key written into a prompt as MusicGen was trained on them: audiocraft's MusicDataset merges
+    a track's metadata into its description as "<description>. key: <key>. bpm: <bpm>" (fields joined by
+    ". ", bpm a float). The meter is no field of it: it only sets the bars' length."""
+    fields = [f"key: {meter.key}"] if meter.key else []
+    if meter.bpm is not None:
+        fields.append(f"bpm: {float(meter.bpm)}")
+    return ". ".join([text.rstrip().rstrip("."), *fields] if text.strip() else fields)

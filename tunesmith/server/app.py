@@ -18,10 +18,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..errors import InvalidParameter
 from .docs import router as offline_docs
 from .guard import Guard
 from .handlers import answer_unrouted, install_error_handlers
 from .jobs import Jobs
+from .loras import lora_routes
 from .redact import server_places
 from .registry import Registry
 from .routes.compat import compat_routes
@@ -36,12 +38,29 @@ from .worker import Worker
 STATIC = Path(__file__).parent / "static"
 
 
+def served_loras(settings: ServerSettings, registry: Registry) -> list:
+    """serve --lora NAME@SCALE...: found in --lora-dir and checked, for the default model (whose family must
+    take adapters); recorded in the worker's settings, which merges them as the model loads."""
+    from ..family import FAMILIES
+    from .loras import parse_named
+
+    running = parse_named(settings.lora, settings.lora_dir)
+    default = registry.default
+    if running and "lora" not in FAMILIES[default.family].loading:
+        takers = " and ".join(s.display for s in FAMILIES.values() if "lora" in s.loading)
+        raise InvalidParameter(f"--lora applies to {takers} models: the default model {default.name} is "
+                               f"{FAMILIES[default.family].display}")
+    settings.worker.lora = {default.name: running} if running else {}
+    return running
+
+
 def create_app(settings: ServerSettings, registry: Registry | None = None, make_worker=Worker) -> FastAPI:
     """The app for checked settings; the registry is described from settings.models when not given.
     make_worker(store, registry, worker settings) gives what runs the jobs (a cluster's ingress: a view of
     workers in other processes)."""
     settings.checked()
     registry = registry or Registry.describe(settings.models)
+    running = served_loras(settings, registry)
     store = open_store(settings.data, settings.store, settings.repair_store, settings.lease_s)
     worker = make_worker(store, registry, settings.worker)
 
@@ -66,7 +85,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None, make_
     install_error_handlers(app)
     service, views = Jobs(store, worker, registry, settings), Views(worker, registry, places)
     # /docs from the package (Swagger UI without a CDN)
-    routers = [compat_routes(service, views), job_routes(service, views, slots, max_upload_seconds), offline_docs]
+    routers = [compat_routes(service, views), job_routes(service, views, slots, max_upload_seconds), offline_docs,
+               lora_routes(settings.lora_dir, running, registry.default.name)]
     for router in routers:
         app.include_router(router)
     answer_unrouted(app, routers)

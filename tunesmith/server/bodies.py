@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from ..audio.formats import FORMATS, WAV_FORMATS
 from ..family import FAMILIES, FamilySpec
-from ..params import COMMON, Option, text_problem
+from ..params import COMMON, METER, Option, text_problem
 from .schema import mark_texts
 
 # Numbers are JSON numbers: true, "10" are refused (pydantic's lax mode took them); an int is a float too,
@@ -125,7 +125,10 @@ _AUDIO = ", ".join(f"{spec.display} {spec.audio_input.about}" for spec in FAMILI
 JobIn = create_model(
     "JobIn", __base__=_JobCommon, __doc__="POST /api/jobs: everything `tunesmith generate` takes. Options of "
                                           "another family are refused.",
+    **{name: _option_field(name, option) for name, option in METER.items()},
     **{field_of(name, option): _option_field(name, option) for name, option in family_options().items()},
+    lora=(Optional[Union[str, list[str]]], Field(None, description="NAME or NAME@SCALE from GET /api/loras: the "
+                                                 "adapters the model runs with (they are not swapped per job)")),
     continuation=(Optional[str], Field(None, max_length=UPLOAD_ID, description=f"an upload id: {_AUDIO}")),
     fade_in=(Optional[Number], None),
     fade_out=(Optional[Number], None),

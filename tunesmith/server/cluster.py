@@ -142,6 +142,7 @@ class Generation:
     jobs from the shared store."""
 
     def __init__(self, settings: ServerSettings):
+        from .app import served_loras
         from .registry import Registry
         from .stores import open_store
         from .worker import Worker
@@ -149,7 +150,9 @@ class Generation:
         settings = checked_for_cluster(settings)
         self.store = open_store(settings.data, settings.store, lease_s=settings.lease_s)
         check_shared_folder(self.store.folder)
-        self.worker = Worker(self.store, Registry.describe(settings.models), settings.worker)
+        registry = Registry.describe(settings.models)
+        served_loras(settings, registry)  # --lora: merged into the default model here too
+        self.worker = Worker(self.store, registry, settings.worker)
         self.worker.start()
         self.store.listen(self.worker.wake)  # a job added through any ingress replica starts at once
         self._stopping = threading.Event()

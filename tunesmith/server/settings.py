@@ -49,6 +49,8 @@ class ServerSettings:
     store: str | None = None  # None: SQLite in `data`; postgresql://USER@HOST:PORT/DB: shared by many servers
     lease_s: float | None = None  # PostgreSQL: a dead server's job runs again this long after (default 30 s)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    lora_dir: Path | None = None  # LoRA adapters clients may name (GET /api/loras); never a client's path
+    lora: list[str] = field(default_factory=list)  # NAME[@SCALE] in lora_dir: merged into the default model
 
     def checked(self) -> "ServerSettings":
         """Refuse a start that would be unsafe or cannot work, with one line; resolve the folders."""
@@ -72,6 +74,13 @@ class ServerSettings:
             raise InvalidParameter(f"upload_seconds must be a positive number of seconds, got {self.upload_seconds}")
         if self.worker.loaded < 1:
             raise InvalidParameter(f"--loaded must be at least 1, got {self.worker.loaded}")
+        if self.lora_dir is not None:
+            resolved = Path(self.lora_dir).expanduser().resolve()
+            if not resolved.is_dir():
+                raise InvalidParameter(f"--lora-dir {self.lora_dir} is not a folder")
+            self.lora_dir = resolved
+        if self.lora and self.lora_dir is None:
+            raise InvalidParameter("--lora NAME@SCALE names an adapter of --lora-dir DIR: give --lora-dir too")
         dirs = []
         for d in self.media_dirs:
             resolved = Path(d).expanduser().resolve()

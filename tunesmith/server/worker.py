@@ -47,6 +47,8 @@ class WorkerSettings:
     # first is the default.
     stems_models: dict = field(default_factory=lambda: {"htdemucs": "htdemucs", "htdemucs_ft": "htdemucs_ft",
                                                         "htdemucs_6s": "htdemucs_6s"})
+    # A model's public name -> [(adapter name, AdapterSpec)] merged into it as it loads (serve --lora)
+    lora: dict = field(default_factory=dict)
 
 
 class Worker:
@@ -330,7 +332,9 @@ class Worker:
         from .. import load
 
         def load_entry():
-            model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype)
+            adapters = [spec for _, spec in self.settings.lora.get(entry.name, [])]
+            model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype,
+                         **({"lora": adapters} if adapters else {}))
             model.name = entry.name
             return model
 

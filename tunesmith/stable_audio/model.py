@@ -16,7 +16,7 @@ from ..device import pick_dtype
 from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
-from ..request import DEFAULT_DURATION, DiffusionParams, Request, check_request, named
+from ..request import DiffusionParams, Request, check_request, named
 from .parts import StableAudioConfig, StableAudioParts
 from .sample import decode, encode_audio, encode_conditions, sample_dpmpp, sample_flow
 
@@ -92,10 +92,11 @@ class StableAudio(Family):
         """The longest clip the model makes at once (its DiT's sample size)."""
         return self.config.max_seconds
 
-    def generate(self, prompts: str | Sequence[str], *, duration: float = DEFAULT_DURATION, seed: int | None = None,
+    def generate(self, prompts: str | Sequence[str], *, duration: float | None = None, seed: int | None = None,
                  steps: int | None = None, cfg: float | None = None, negative_prompt: str | None = None,
                  sampler: str | None = None, num_variations: int = 1, audio_prompt=None, strength: float | None = None,
-                 loop: bool = False, progress: bool | Callable[[int, int], None] = False) -> list[Clip]:
+                 loop: bool = False, progress: bool | Callable[[int, int], None] = False, bpm: float | None = None,
+                 key: str | None = None, time_signature: int | None = None, bars: int | None = None) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         duration: seconds, up to the model's longest clip (max_seconds: 47.5 s for 1.0, 11.9 s for small).
@@ -110,10 +111,13 @@ class StableAudio(Family):
             strength in [0, 1] says how far to move from it (0 keeps it, 1 ignores it; default 0.7).
         loop: each clip is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
+        bpm, key: written into each prompt ("<prompt>, 124 BPM, C major"); time_signature (2, 3, 4 or 6
+            beats a bar) and bars: with bpm, bars sets the duration to exactly bars * beats * 60 / bpm seconds.
         """
         request = check_request(prompts, family=self.family, duration=duration, seed=seed, num_variations=num_variations,
                                 loop=loop, audio_prompt=audio_prompt, steps=steps, cfg=cfg,
-                                negative_prompt=negative_prompt, sampler=sampler, strength=strength)
+                                negative_prompt=negative_prompt, sampler=sampler, strength=strength, bpm=bpm, key=key,
+                                time_signature=time_signature, bars=bars)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":

@@ -66,3 +66,10 @@ def check(asked: Asked, *, steps, cfg, negative_prompt, sampler, strength) -> di
                                    "strength")
     return dict(sampling=None, context=0.0, audio_prompt=init,
                 diffusion=DiffusionParams(steps, cfg, negative_prompt, sampler, strength))
+
+
+def meter_prompt(text: str, meter) -> str:
+    """Tempo and key written into a prompt as Stable Audio Open's captions carry them (Freesound's texts and
+    Stability's own examples: "128 BPM tech house drum loop"): "<prompt>, 124 BPM, C major"."""
+    return ", ".join([text.rstrip().rstrip(","), *([f"{meter.bpm:g} BPM"] if meter.bpm is not None else []),
+                      *([meter.key] if meter.key else [])])

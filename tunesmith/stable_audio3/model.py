@@ -79,8 +79,9 @@ class StableAudio3(Family):
     def generate(self, prompts: str | Sequence[str], *, duration: float | None = None, seed: int | None = None,
                  steps: int | None = None, cfg: float | None = None, negative_prompt: str | None = None,
                  num_variations: int = 1, audio_prompt=None, strength: float | None = None, repaint=None,
-                 continuation=None, loop: bool = False, progress: bool | Callable[[int, int], None] = False
-                 ) -> list[Clip]:
+                 continuation=None, loop: bool = False, progress: bool | Callable[[int, int], None] = False,
+                 bpm: float | None = None, key: str | None = None, time_signature: int | None = None,
+                 bars: int | None = None) -> list[Clip]:
         """One Clip per prompt and variation (prompt-major order), all in one batch.
 
         duration: seconds, up to the model's longest clip (default 10 s, or audio_prompt's length).
@@ -97,11 +98,14 @@ class StableAudio3(Family):
             it is made up to `duration`, the total length (a repaint of the span after it).
         loop: each clip is a seamless loop of exactly `duration` (a little more is generated).
         progress: True for a progress bar on stderr, or a callable (done, total).
+        bpm, key: written into each prompt as Stable Audio Open's captions have them ("<prompt>, 124 BPM,
+            C major"); time_signature and bars: with bpm, bars sets the duration to exactly bars * beats * 60 / bpm.
         """
         request = check_request(prompts, family=self.family, duration=duration, seed=seed,
                                 num_variations=num_variations, loop=loop, audio_prompt=audio_prompt,
                                 longest=self.max_seconds, steps=steps, cfg=cfg, negative_prompt=negative_prompt,
-                                strength=strength, repaint=repaint, continuation=continuation)
+                                strength=strength, repaint=repaint, continuation=continuation, bpm=bpm, key=key,
+                                time_signature=time_signature, bars=bars)
         return self.generate_request(request, progress=progress)
 
     def _plan(self, request: Request) -> "_Plan":

@@ -17,9 +17,11 @@ from starlette.exceptions import HTTPException
 
 from ...errors import InvalidParameter
 from ...family import FAMILIES
+from ...params import METER
 from ..bodies import JobIn, StemsIn, family_options, field_of
 from ..handlers import check_header_text
 from ..jobs import Jobs
+from ..loras import check_job_lora
 from ..schema import AUDIO, EVENTS, REPEATED, TEXT_PATTERN, errors
 from ..spec import plan_job, prompt_text
 from ..store import FINISHED
@@ -62,8 +64,10 @@ def job_routes(service: Jobs, views: Views, slots: UploadSlots, max_upload_secon
             asked = [name for name in given if every[name].needs == capability]
             if asked:
                 service.check_capability(entry, capability, asked[0])
+        check_job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry.name)
         options = {name: service.upload_path(getattr(body, field_of(name, option)), field_of(name, option))
                    if option.kind == "audio" else getattr(body, field_of(name, option)) for name, option in own.items()}
+        options.update({name: getattr(body, name) for name in METER if getattr(body, name) is not None})
         prompt = body.prompt if isinstance(body.prompt, str) else [list(e) for e in body.prompt]
         finishing = dict(fade_in=body.fade_in, fade_out=body.fade_out, loudness=body.loudness, ceiling=body.ceiling)
         spec, _ = plan_job(entry, settings.limits, prompt=prompt, duration=body.duration, seed=body.seed,

@@ -1,0 +1,96 @@
+"""LoRA adapters on the server: the names found in `tunesmith serve --lora-dir DIR` (never a client's path),
+the set the default model was started with (`--lora NAME@SCALE`), and GET /api/loras listing them.
+
+An adapter's name is a sub-folder of DIR holding adapter_model.safetensors (a PEFT folder), or a .safetensors
+file in DIR without its suffix. Adapters are merged once as the model loads (tunesmith.load(lora=...)); a job
+cannot swap them (per-request adapters are not wired): a job's `lora` field must name the set the model runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+
+from ..errors import InvalidParameter
+from ..lora import SCALE_LIMIT, WEIGHTS, AdapterSpec, check_scale, check_specs
+
+NAME_LIMIT = 200  # characters of an adapter's name
+
+
+def adapter_names(folder: Path | None) -> dict[str, Path]:
+    """name -> path of every adapter in `folder` (sorted by name); {} when there is no folder."""
+    if folder is None:
+        return {}
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir() and (path / WEIGHTS).is_file():
+            found[path.name] = path
+        elif path.is_file() and path.suffix == ".safetensors":
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_adapter(folder: Path | None, name, what: str = "lora") -> Path:
+    """The path of adapter `name` in `folder`, refused in one line when the name is no adapter's there (a path,
+    "..", a name not found, or a server started without --lora-dir)."""
+    if folder is None:
+        raise InvalidParameter(f"{what}: this server offers no LoRA adapters (start it with --lora-dir DIR)")
+    if not isinstance(name, str) or not name or len(name) > NAME_LIMIT:
+        raise InvalidParameter(f"{what} must be an adapter's name from GET /api/loras")
+    found = adapter_names(folder)
+    if name not in found:  # a path, "..", or a name not there: never looked up outside the folder
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise InvalidParameter(f"{what} {shown!r} is not an adapter of this server (GET /api/loras lists "
+                               f"{len(found)})")
+    return found[name]
+
+
+def parse_named(values: list[str], folder: Path | None, what: str = "--lora") -> list[tuple[str, AdapterSpec]]:
+    """NAME[@SCALE] entries -> [(name, AdapterSpec)], each name found in the folder and its file checked."""
+    named = []
+    for value in values:
+        name, at, scale = value.rpartition("@") if "@" in value else (value, "", "")
+        if at:
+            try:
+                number = float(scale)
+            except ValueError:
+                raise InvalidParameter(f"{what} {value}: the scale after @ must be a number from "
+                                       f"-{SCALE_LIMIT:g} to {SCALE_LIMIT:g}") from None
+        else:
+            number = 1.0
+        path = find_adapter(folder, name, f"{what} {name}" if at else what)
+        spec, = check_specs([(path, check_scale(number, what))], what)
+        named.append((name, spec))
+    return named
+
+
+def describe_named(named: list[tuple[str, AdapterSpec]]) -> list[dict]:
+    return [dict(name=name, scale=spec.scale) for name, spec in named]
+
+
+def check_job_lora(value, folder: Path | None, running: list[tuple[str, AdapterSpec]], model: str):
+    """A job's `lora` field: the names (NAME or NAME@SCALE) of the set the model already runs, or refused in one
+    line (a name outside the folder, or another set: per-request swapping is not wired)."""
+    if value is None:
+        return
+    items = [value] if isinstance(value, str) else list(value)
+    asked = parse_named([str(v) for v in items], folder, "lora")
+    if [(n, s.scale) for n, s in asked] != [(n, s.scale) for n, s in running]:
+        runs = ", ".join(f"{n}@{s.scale:g}" for n, s in running) or "no adapter"
+        raise InvalidParameter(f"lora: this server does not swap adapters per job; {model} runs with {runs} "
+                               "(start it with --lora NAME@SCALE)")
+
+
+def lora_routes(folder: Path | None, running: list[tuple[str, AdapterSpec]], model: str) -> APIRouter:
+    router = APIRouter(tags=["loras"])
+
+    @router.get("/api/loras")
+    def loras():
+        """The LoRA adapters in the server's --lora-dir, by name, and those the default model runs with."""
+        return dict(loras=[dict(name=name, form="peft folder" if path.is_dir() else "file")
+                           for name, path in adapter_names(folder).items()],
+                    active=dict(model=model, loras=describe_named(running)))
+
+    return router
