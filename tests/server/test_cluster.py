@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 from importlib.util import find_spec
 
 import numpy as np
@@ -159,3 +160,31 @@ def test_the_serve_deploy_config_in_the_repo_builds(monkeypatch):
         app(entry["args"])
     with pytest.raises(TunesmithError, match="unknown argument 'modle'"):
         app({**entry["args"], "modle": "small"})
+
+
+def test_a_replica_that_cannot_see_anothers_probe_stops_with_one_line(postgres, tmp_path):
+    """Each replica writes a probe named after itself and reads every other's; one on a node that does not
+    see the same folder (here: the other's probe is gone from it) refuses to start, saying why."""
+    from tunesmith.errors import TunesmithError
+    from tunesmith.server.shared_folder import PROBES, SharedFolder
+    from tunesmith.server.store_postgres import PostgresStore
+
+    url = postgres.new_database("probes")
+    stores = [PostgresStore(url, tmp_path / "data") for _ in range(3)]
+    try:
+        first, second, third = (SharedFolder(s, f"Ingress-{i}") for i, s in enumerate(stores))
+        assert first.check() == 0 and second.check() == 1  # the second read the first's probe
+        assert sorted(p.name for p in (tmp_path / "data" / PROBES).iterdir()) == ["Ingress-0", "Ingress-1"]
+        first.path.unlink()  # what a node with a folder of its own would see
+        with pytest.raises(TunesmithError) as err:
+            third.check()
+        line = str(err.value)
+        assert line == (f"the data folder {tmp_path / 'data'} is not shared: on {socket.gethostname()} it lacks "
+                        "the probe file that replica Ingress-0 wrote there on " f"{socket.gethostname()}; every node "
+                        "must mount the same folder (NFS, or an object store mounted there)")
+        assert not third.path.exists() and [p["replica"] for p in stores[0].probes(60)] == ["Ingress-0", "Ingress-1"]
+        first.remove()  # a clean stop: no longer looked for
+        assert third.check() == 1 and [p["replica"] for p in stores[0].probes(60)] == ["Ingress-1", "Ingress-2"]
+    finally:
+        for s in stores:
+            s.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import signal
 import threading
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from ray import serve
 
 from ..errors import InvalidParameter, TunesmithError
 from .settings import ServerSettings
+from .shared_folder import SharedFolder
 from .stores import POSTGRES_SCHEMES
 
 log = logging.getLogger("tunesmith.server")
@@ -62,24 +62,40 @@ class Replicas:
         return self.min == self.max
 
 
-def check_shared_folder(folder: Path):
-    """This replica can write a file to the data folder and read it back (written to a temporary name and
-    renamed, as every file); one line when it cannot."""
-    token = secrets.token_hex(8)
-    probe = folder / f".probe-{token}"
-    partial = folder / f".probe-{token}.partial"
-    try:
-        partial.write_text(token)
-        partial.replace(probe)
-        seen = probe.read_text()
-    except OSError as err:
-        raise TunesmithError(f"cannot write and read the data folder {folder} on this node "
-                             f"({err.strerror or err}): every node must see the same shared folder") from None
-    finally:
-        partial.unlink(missing_ok=True)
-        probe.unlink(missing_ok=True)
-    if seen != token:
-        raise TunesmithError(f"the data folder {folder} did not give back what this node wrote to it")
+def local_only_ray():
+    """`--ray local`: Ray's own servers (GCS, raylet, workers, agents) listen on 127.0.0.1 only. On Linux Ray
+    takes the machine for a cluster node and gives it the address other machines reach it by, binding its
+    servers there; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it a local-only Ray, as on a laptop: the node's
+    address is 127.0.0.1, and every process Ray starts inherits the setting."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray was imported, here already
+
+
+def replica_grpc_on_loopback():
+    """Ray Serve binds each replica's inter-deployment gRPC server to [::] (every interface) whatever the node's
+    address; on a local-only Ray (see local_only_ray) it is bound to 127.0.0.1, where its callers reach it.
+    Runs as this module is imported in a replica's process, before the replica starts that server."""
+    from ray._private import ray_constants
+    from ray.serve._private import replica
+
+    bind = replica.add_port_to_grpc_server
+    if ray_constants.ENABLE_RAY_CLUSTER or getattr(bind, "loopback", False):
+        return
+
+    def on_loopback(server, address: str):
+        return bind(server, address.replace("[::]:", "127.0.0.1:", 1))
+
+    on_loopback.loopback = True
+    replica.add_port_to_grpc_server = on_loopback
+
+
+replica_grpc_on_loopback()
+
+
+def replica_id(deployment: str) -> str:
+    return f"{deployment}-{serve.get_replica_context().replica_id.unique_id}"
 
 
 def checked_for_cluster(settings: ServerSettings) -> ServerSettings:
@@ -149,7 +165,9 @@ class Generation:
 
         settings = checked_for_cluster(settings)
         self.store = open_store(settings.data, settings.store, lease_s=settings.lease_s)
-        check_shared_folder(self.store.folder)
+        self.probe = SharedFolder(self.store, replica_id("Generation"))
+        seen = self.probe.check()
+        log.info("data folder %s: shared (%d other replicas' probes read)", self.store.folder, seen)
         registry = Registry.describe(settings.models)
         served_loras(settings, registry)  # --lora: merged into the default model here too
         self.worker = Worker(self.store, registry, settings.worker)
@@ -185,6 +203,8 @@ class Generation:
             self._sync.join(5)
         if worker is not None:
             worker.stop()
+        if getattr(self, "probe", None) is not None:
+            self.probe.remove()
         if store is not None:
             store.close()
 
@@ -202,9 +222,14 @@ class Ingress:
         from .app import create_app
 
         app = create_app(self.settings, make_worker=SharedWorker)
-        check_shared_folder(app.state.store.folder)
+        self.probe = SharedFolder(app.state.store, replica_id("Ingress"))
+        self.probe.check()
         app.add_middleware(ReplicaHeader, replica=serve.get_replica_context().replica_id.unique_id)
         return app
+
+    def __del__(self):
+        if getattr(self, "probe", None) is not None:
+            self.probe.remove()
 
 
 class ReplicaHeader:
@@ -235,7 +260,23 @@ def build(settings: ServerSettings, replicas: Replicas, ingress_replicas: int = 
         generation = Generation.options(ray_actor_options=resources, autoscaling_config=dict(
             min_replicas=replicas.min, max_replicas=replicas.max, upscale_delay_s=10, downscale_delay_s=300,
             policy=dict(policy_function="tunesmith.server.cluster:queued_jobs_policy")))
-    return Ingress.options(num_replicas=ingress_replicas).bind(settings, generation.bind(settings))
+    return Ingress.options(num_replicas=ingress_replicas, **ingress_limits(settings)).bind(
+        settings, generation.bind(settings))
+
+
+def ingress_limits(settings: ServerSettings) -> dict:
+    """The single-machine server's connection cap, as near as Ray Serve has it: requests each ingress replica
+    takes at once (an SSE stream holds one for its whole life), and past those as many wait; more are answered
+    503 by Ray's proxy (its own text, with Retry-After). Ray's proxy has no deadline for a request's head, no
+    cap on idle connections and no setting for the head's size (uvicorn's default, 16 KiB, holds): put a
+    reverse proxy (nginx, a cloud load balancer) in front for those."""
+    return dict(max_ongoing_requests=settings.max_connections, max_queued_requests=settings.max_connections)
+
+
+def http_options(settings: ServerSettings, port: int) -> dict:
+    """Ray's HTTP proxies: the address, and the single-machine server's keep-alive. No request_timeout_s: it
+    would cut SSE streams and long downloads (the single-machine server has no such deadline either)."""
+    return {"host": settings.host, "port": port, "keep_alive_timeout_s": settings.keep_alive_s}
 
 
 def queued_jobs_policy(ctx) -> tuple[int, dict]:
@@ -279,6 +320,7 @@ def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     settings = checked_for_cluster(settings)
     if address == "local":
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
+        local_only_ray()
         ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, replicas.max),
                  _node_ip_address="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False)
     else:
@@ -293,7 +335,7 @@ def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": settings.host, "port": port})
+        serve.start(http_options=http_options(settings, port))
         serve.run(build(settings, replicas, gpus=gpus), name=APP_NAME, route_prefix="/")
         shown = f"[{settings.host}]" if ":" in settings.host else settings.host
         log.info("serving http://%s:%d on Ray (%s generation replicas%s); jobs in %s; data in %s", shown, port,

@@ -70,6 +70,16 @@ MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN progress_done INTEGER, ADD COLUMN progress_total INTEGER,
         ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
     """,
+    # 3: the probe file each cluster replica wrote in the shared data folder (shared_folder.py)
+    """
+    CREATE TABLE probes (
+        replica TEXT PRIMARY KEY,
+        folder TEXT NOT NULL,                  -- the data folder, as the replicas were told it
+        token TEXT NOT NULL,                   -- what the file holds
+        host TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL           -- seconds since the epoch, the database's clock
+    );
+    """,
 ]
 UNREACHABLE = "the job store (PostgreSQL) cannot be reached: try again shortly"  # clients read it: no address
 NEW_JOB_CHANNEL = "tunesmith_new_job"
@@ -257,6 +267,20 @@ class PostgresStore:
             except psycopg.Error as err:
                 log.warning("job store: not listening for new jobs (%s)", _first_line(err))
                 self._closed.wait(1.0)
+
+    # ---- the shared folder's probes (shared_folder.py)
+    def add_probe(self, replica: str, token: str, host: str):
+        self._run(f"INSERT INTO probes (replica, folder, token, host, at) VALUES (%s, %s, %s, %s, {NOW}) "
+                  f"ON CONFLICT (replica) DO UPDATE SET folder=EXCLUDED.folder, token=EXCLUDED.token, "
+                  f"host=EXCLUDED.host, at=EXCLUDED.at", (replica, str(self.folder), token, host))
+
+    def probes(self, max_age_s: float) -> list[dict]:
+        """The probes written in this data folder in the last max_age_s -> [{replica, token, host}]."""
+        return self._run(f"SELECT replica, token, host FROM probes WHERE folder=%s AND at > {NOW} - %s "
+                         "ORDER BY at", (str(self.folder), max_age_s), "read the job store").rows
+
+    def remove_probe(self, replica: str):
+        self._run("DELETE FROM probes WHERE replica=%s", (replica,))
 
     # ---- running jobs seen from other servers (progress, cancel requests)
     def sync_running(self, progress: dict[str, tuple[int, int]]) -> list[str]:
