@@ -5,6 +5,7 @@ heavy: one test walks through what the cluster must do."""
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import signal
 import socket
@@ -97,6 +98,147 @@ def test_replicas_share_jobs_and_a_killed_replicas_job_finishes_elsewhere(mono_c
         serve.proc.send_signal(signal.SIGINT)
         assert serve.proc.wait(180) == 0  # Ray shut down: no replica outlives the test
     assert "stopped" in serve.lines[-1]
+
+
+TOKEN = "s3cret-token-for-tests"
+WARM = ["q_proj", "v_proj", "fc1"]
+
+
+def loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback or address == "::ffff:127.0.0.1"
+
+
+def security_cases(port: int) -> list[tuple[str, str, str, dict]]:
+    """test_bad_input's Host, Origin, token and media-folder checks (and what must pass), with the token."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    own = {"Origin": f"http://127.0.0.1:{port}", **auth}
+    return [
+        ("foreign Host", "GET", "/api/jobs", dict(headers={"Host": f"evil.example:{port}", **auth})),
+        ("foreign Origin", "POST", "/api/generate", dict(json={"prompt": "x"},
+                                                          headers={"Origin": "https://evil.example", **auth})),
+        ("null Origin", "POST", "/api/generate", dict(json={"prompt": "x"}, headers={"Origin": "null", **auth})),
+        ("no token", "POST", "/api/generate", dict(json={"prompt": "x"})),
+        ("wrong token", "GET", "/api/jobs", dict(headers={"Authorization": "Bearer nope"})),
+        ("token in the query", "GET", "/api/jobs", dict(params={"access_token": TOKEN})),
+        ("health needs none", "GET", "/api/health", {}),
+        ("melody_path ../../etc/passwd", "POST", "/api/generate",
+         dict(json={"prompt": "x", "melody_path": "../../etc/passwd"}, headers=auth)),
+        ("melody_path outside", "POST", "/api/generate", dict(json={"prompt": "x", "melody_path": "/etc/passwd"},
+                                                             headers=auth)),
+        ("melody_path symlink out", "POST", "/api/generate", dict(json={"prompt": "x", "melody_path": "link.wav"},
+                                                                 headers=auth)),
+        ("lora outside its folder", "POST", "/api/jobs", dict(json={"prompt": "x", "lora": "../outside"},
+                                                             headers=auth)),
+        ("same origin", "POST", "/api/jobs", dict(json={"prompt": "x", "duration": 0.2}, headers=own)),
+    ]
+
+
+def test_a_local_cluster_listens_on_loopback_keeps_the_rules_and_merges_the_lora(mono_ckpt, postgres, tmp_path):
+    """`--ray local`: every listening socket of the Ray processes is on 127.0.0.1; the Host, Origin, token and
+    media-folder rules answer through the cluster exactly as the single-machine server does; each replica's
+    probe is in the shared folder; the generation replica merges --lora into the default model."""
+    import psutil
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from tunesmith import MusicGen
+    from tunesmith.server.app import create_app
+    from tunesmith.server.shared_folder import PROBES
+
+    from ..checkpoints import save_checkpoint
+    from ..lora_adapters import peft_layers, write_peft_folder
+    from .conftest import make_settings
+
+    media, outside, loras = tmp_path / "media", tmp_path / "outside", tmp_path / "loras"
+    media.mkdir()
+    outside.mkdir()
+    sf.write(outside / "secret.wav", np.full((3200, 1), 0.1, np.float32), 32000)
+    os.symlink(outside / "secret.wav", media / "link.wav")
+    write_peft_folder(loras / "warm", peft_layers(mono_ckpt[1], WARM, 4, 8, seed=3, size=0.5), 4, 8, WARM)
+    save_checkpoint(tmp_path / "melody", melody=True, seed=3)  # mlx-audiogen's melody_path goes to it
+    url = postgres.new_database("rules")
+    options = dict(token=TOKEN, media_dirs=[media], lora_dir=loras, lora=["warm@1.5"])
+    serve = ServeProcess(mono_ckpt[0], tmp_path / "data", "-m", str(tmp_path / "melody"), "--store", url, "--ray",
+                         "local", "--replicas", "1", "--token", TOKEN, "--media-dir", str(media), "--lora-dir",
+                         str(loras), "--lora", "warm@1.5")
+    single_settings = make_settings(mono_ckpt[0], tmp_path / "single", **options)
+    single_settings.models.append(str(tmp_path / "melody"))
+    single = create_app(single_settings)
+    try:
+        tree = [psutil.Process(serve.proc.pid), *psutil.Process(serve.proc.pid).children(recursive=True)]
+        names = {p.name() for p in tree}
+        assert {"gcs_server", "raylet"} <= names, names
+        listening = [(p.name(), c.laddr) for p in tree for c in p.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN]
+        assert ("ray::ProxyActor", ("127.0.0.1", serve.port)) in [(n, tuple(a)) for n, a in listening]
+        assert [(n, a) for n, a in listening if not loopback(a.ip)] == []
+
+        # The security rules: the same status and detail through the cluster as on one machine.
+        alone = TestClient(single, base_url=f"http://127.0.0.1:{serve.port}")
+        for name, method, path, kwargs in security_cases(serve.port):
+            there, here = serve.client.request(method, path, **kwargs), alone.request(method, path, **kwargs)
+            assert there.status_code == here.status_code, (name, there.text, here.text)
+            if there.status_code >= 400:
+                assert there.json() == here.json(), name
+        assert [serve.client.request(m, p, **k).status_code for _, m, p, k in security_cases(serve.port)] == [
+            400, 403, 403, 401, 401, 200, 200, 400, 400, 400, 400, 202]
+
+        # Each replica (two ingress, one generation) left its probe in the shared folder and read the others'.
+        with psycopg.connect(url) as conn:
+            probes = conn.execute("SELECT replica, token FROM probes").fetchall()
+        assert sorted(r.split("-")[0] for r, _ in probes) == ["Generation", "Ingress", "Ingress"]
+        assert all((tmp_path / "data" / PROBES / r).read_text() == t for r, t in probes)
+
+        # The generation replica's default model has --lora merged in.
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        body = {"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0}
+        job_id = serve.client.post("/api/jobs", json=body, headers=auth).json()["id"]
+        job = wait_for(lambda: (j := serve.client.get(f"/api/jobs/{job_id}", headers=auth).json())["status"]
+                       in ("done", "error") and j, "the job")
+        assert job["status"] == "done", job
+        res = serve.client.get(f"/api/jobs/{job_id}/audio", headers=auth)
+        audio, _ = sf.read(io.BytesIO(res.content), dtype="float32", always_2d=True)
+        merged, = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32",
+                                           lora=(loras / "warm", 1.5)).generate("jazz", duration=0.4, seed=3,
+                                                                                temperature=0)
+        np.testing.assert_allclose(audio.T, merged.audio, atol=1e-4)
+    finally:
+        single.state.store.close()
+        serve.client.close()
+        serve.proc.send_signal(signal.SIGINT)
+        assert serve.proc.wait(180) == 0
+    with psycopg.connect(url) as conn:  # a clean stop takes the probes away
+        assert conn.execute("SELECT replica FROM probes").fetchall() == []
+
+
+def test_replicas_min_max_scale_up_when_jobs_queue(mono_ckpt, postgres, tmp_path):
+    """`--replicas 1:2`: one generation replica while idle; more queued jobs than JOBS_PER_REPLICA bring the
+    second, which takes jobs from the same queue."""
+    import psycopg
+
+    from tunesmith.server.cluster import JOBS_PER_REPLICA
+
+    url = postgres.new_database("scale")
+    serve = ServeProcess(mono_ckpt[0], tmp_path / "data", "--store", url, "--ray", "local", "--replicas", "1:2")
+
+    def owners() -> set[str]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT DISTINCT lease_owner FROM jobs WHERE status='running'").fetchall()
+        return {r[0] for r in rows}
+
+    ids = []
+    try:
+        # Durations apart, so that no two batch together: each waits its turn in one replica.
+        ids += [serve.client.post("/api/jobs", json={"prompt": "slow pads", "duration": 50 + i, "seed": i}).json()["id"]
+               for i in range(2 * JOBS_PER_REPLICA)]
+        assert len(wait_for(owners, "the first replica to run a job")) == 1
+        wait_for(lambda: len(owners()) == 2, "a second generation replica to take a job", limit_s=400)
+    finally:
+        for job_id in ids:
+            serve.client.post(f"/api/jobs/{job_id}/cancel")
+        serve.client.close()
+        serve.proc.send_signal(signal.SIGINT)
+        assert serve.proc.wait(180) == 0
 
 
 # ---- the parts that need no Ray head
