@@ -133,16 +133,19 @@ def security_cases(port: int) -> list[tuple[str, str, str, dict]]:
     ]
 
 
-def test_a_local_cluster_listens_on_loopback_keeps_the_rules_and_merges_the_lora(mono_ckpt, postgres, tmp_path):
-    """`--ray local`: every listening socket of the Ray processes is on 127.0.0.1; the Host, Origin, token and
-    media-folder rules answer through the cluster exactly as the single-machine server does; each replica's
-    probe is in the shared folder; the generation replica merges --lora into the default model."""
+def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(mono_ckpt, postgres, tmp_path):
+    """`--ray local --replicas 1:2`: every listening socket of the Ray processes is on 127.0.0.1; the Host,
+    Origin, token and media-folder rules answer through the cluster exactly as the single-machine server does;
+    each replica's probe is in the shared folder; the generation replica merges --lora into the default model;
+    more queued jobs than JOBS_PER_REPLICA bring a second generation replica, which reads the others' probes
+    and takes jobs from the same queue."""
     import psutil
     import psycopg
     from fastapi.testclient import TestClient
 
     from tunesmith import MusicGen
     from tunesmith.server.app import create_app
+    from tunesmith.server.cluster import JOBS_PER_REPLICA
     from tunesmith.server.shared_folder import PROBES
 
     from ..checkpoints import save_checkpoint
@@ -159,11 +162,24 @@ def test_a_local_cluster_listens_on_loopback_keeps_the_rules_and_merges_the_lora
     url = postgres.new_database("rules")
     options = dict(token=TOKEN, media_dirs=[media], lora_dir=loras, lora=["warm@1.5"])
     serve = ServeProcess(mono_ckpt[0], tmp_path / "data", "-m", str(tmp_path / "melody"), "--store", url, "--ray",
-                         "local", "--replicas", "1", "--token", TOKEN, "--media-dir", str(media), "--lora-dir",
+                         "local", "--replicas", "1:2", "--token", TOKEN, "--media-dir", str(media), "--lora-dir",
                          str(loras), "--lora", "warm@1.5")
     single_settings = make_settings(mono_ckpt[0], tmp_path / "single", **options)
     single_settings.models.append(str(tmp_path / "melody"))
     single = create_app(single_settings)
+    auth, ids = {"Authorization": f"Bearer {TOKEN}"}, []
+
+    def probes():
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT replica, token FROM probes").fetchall()
+        assert all((tmp_path / "data" / PROBES / r).read_text() == t for r, t in rows)
+        return sorted(r.split("-")[0] for r, _ in rows)
+
+    def owners() -> set[str]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT DISTINCT lease_owner FROM jobs WHERE status='running'").fetchall()
+        return {r[0] for r in rows}
+
     try:
         tree = [psutil.Process(serve.proc.pid), *psutil.Process(serve.proc.pid).children(recursive=True)]
         names = {p.name() for p in tree}
@@ -183,14 +199,10 @@ def test_a_local_cluster_listens_on_loopback_keeps_the_rules_and_merges_the_lora
         assert [serve.client.request(m, p, **k).status_code for _, m, p, k in security_cases(serve.port)] == [
             400, 403, 403, 401, 401, 200, 200, 400, 400, 400, 400, 202]
 
-        # Each replica (two ingress, one generation) left its probe in the shared folder and read the others'.
-        with psycopg.connect(url) as conn:
-            probes = conn.execute("SELECT replica, token FROM probes").fetchall()
-        assert sorted(r.split("-")[0] for r, _ in probes) == ["Generation", "Ingress", "Ingress"]
-        assert all((tmp_path / "data" / PROBES / r).read_text() == t for r, t in probes)
+        # Each replica (two ingress, one generation) left its probe in the shared folder.
+        assert probes() == ["Generation", "Ingress", "Ingress"]
 
         # The generation replica's default model has --lora merged in.
-        auth = {"Authorization": f"Bearer {TOKEN}"}
         body = {"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0}
         job_id = serve.client.post("/api/jobs", json=body, headers=auth).json()["id"]
         job = wait_for(lambda: (j := serve.client.get(f"/api/jobs/{job_id}", headers=auth).json())["status"]
@@ -202,43 +214,23 @@ def test_a_local_cluster_listens_on_loopback_keeps_the_rules_and_merges_the_lora
                                            lora=(loras / "warm", 1.5)).generate("jazz", duration=0.4, seed=3,
                                                                                 temperature=0)
         np.testing.assert_allclose(audio.T, merged.audio, atol=1e-4)
+
+        # Jobs queue (durations apart, so that no two batch together): a second generation replica comes,
+        # having read the other replicas' probes, and takes jobs from the same queue.
+        ids += [serve.client.post("/api/jobs", json={"prompt": "slow pads", "duration": 50 + i, "seed": i},
+                                  headers=auth).json()["id"] for i in range(2 * JOBS_PER_REPLICA)]
+        assert len(wait_for(owners, "the first replica to run a job")) == 1
+        wait_for(lambda: len(owners()) == 2, "a second generation replica to take a job", limit_s=400)
+        assert probes() == ["Generation", "Generation", "Ingress", "Ingress"]
     finally:
+        for job_id in ids:
+            serve.client.post(f"/api/jobs/{job_id}/cancel", headers=auth)
         single.state.store.close()
         serve.client.close()
         serve.proc.send_signal(signal.SIGINT)
         assert serve.proc.wait(180) == 0
     with psycopg.connect(url) as conn:  # a clean stop takes the probes away
         assert conn.execute("SELECT replica FROM probes").fetchall() == []
-
-
-def test_replicas_min_max_scale_up_when_jobs_queue(mono_ckpt, postgres, tmp_path):
-    """`--replicas 1:2`: one generation replica while idle; more queued jobs than JOBS_PER_REPLICA bring the
-    second, which takes jobs from the same queue."""
-    import psycopg
-
-    from tunesmith.server.cluster import JOBS_PER_REPLICA
-
-    url = postgres.new_database("scale")
-    serve = ServeProcess(mono_ckpt[0], tmp_path / "data", "--store", url, "--ray", "local", "--replicas", "1:2")
-
-    def owners() -> set[str]:
-        with psycopg.connect(url) as conn:
-            rows = conn.execute("SELECT DISTINCT lease_owner FROM jobs WHERE status='running'").fetchall()
-        return {r[0] for r in rows}
-
-    ids = []
-    try:
-        # Durations apart, so that no two batch together: each waits its turn in one replica.
-        ids += [serve.client.post("/api/jobs", json={"prompt": "slow pads", "duration": 50 + i, "seed": i}).json()["id"]
-               for i in range(2 * JOBS_PER_REPLICA)]
-        assert len(wait_for(owners, "the first replica to run a job")) == 1
-        wait_for(lambda: len(owners()) == 2, "a second generation replica to take a job", limit_s=400)
-    finally:
-        for job_id in ids:
-            serve.client.post(f"/api/jobs/{job_id}/cancel")
-        serve.client.close()
-        serve.proc.send_signal(signal.SIGINT)
-        assert serve.proc.wait(180) == 0
 
 
 # ---- the parts that need no Ray head
@@ -330,3 +322,20 @@ def test_a_replica_that_cannot_see_anothers_probe_stops_with_one_line(postgres, 
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_proxy_and_ingress_replicas_take_the_servers_connection_limits(tmp_path):
+    """What Ray Serve has of the single-machine server's limits: the keep-alive on its HTTP proxies, the
+    connection cap as each ingress replica's requests at once and queued (more: 503); no request deadline."""
+    from ray.serve.config import HTTPOptions
+
+    from tunesmith.server.cluster import Replicas, build, http_options
+    from tunesmith.server.settings import ServerSettings
+
+    settings = ServerSettings(data=tmp_path, store="postgresql://u@127.0.0.1:1/db", keep_alive_s=7,
+                              max_connections=50)
+    proxy = HTTPOptions(**http_options(settings, 8420))
+    assert (proxy.host, proxy.port, proxy.keep_alive_timeout_s, proxy.request_timeout_s) == ("127.0.0.1", 8420, 7,
+                                                                                              None)
+    ingress = build(settings, Replicas(1, 2))._bound_deployment
+    assert (ingress.name, ingress.max_ongoing_requests, ingress.max_queued_requests) == ("Ingress", 50, 50)

@@ -9,7 +9,7 @@ Two ways to deploy:
   (or a `serve deploy` config naming `tunesmith.server.cluster:app` as its import_path, with these args).
 
 Every node must see the same --data folder (the audio files live there): a shared mount. Each replica
-checks at start that it can write and read a file there.
+proves it at start (shared_folder.py: its probe file, read by the replicas that start after it).
 
 This module imports Ray at its top: it is only imported where Ray is wanted.
 """
