@@ -233,6 +233,31 @@ def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(
         assert conn.execute("SELECT replica FROM probes").fetchall() == []
 
 
+def test_a_cluster_whose_folder_is_not_shared_refuses_to_start_in_one_line(mono_ckpt, postgres, tmp_path):
+    """A replica that cannot read another's probe (here: one listed in the store whose file is not in this
+    machine's folder, as a node of its own would have) stops the start; `serve --ray` says why in one line."""
+    import subprocess
+    import sys
+
+    from tunesmith.server.store_postgres import PostgresStore
+
+    from .test_restart import ROOT
+
+    url = postgres.new_database("unshared")
+    store = PostgresStore(url, tmp_path / "data")
+    store.add_probe("Generation-elsewhere", "a1b2", "node-2")  # its file is on node-2's own folder
+    store.close()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "tunesmith", "serve", "-m", str(mono_ckpt[0]), "--port", "0",
+                           "--data", str(tmp_path / "data"), "--device", "cpu", "--store", url, "--ray", "local"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"tunesmith: error: the data folder {tmp_path / 'data'} is not shared: on {socket.gethostname()} it lacks "
+        "the probe file that replica Generation-elsewhere wrote there on node-2; every node must mount the same "
+        "folder (NFS, or an object store mounted there)")
+
+
 # ---- the parts that need no Ray head
 def test_replicas_are_n_or_min_max_and_bad_values_one_line():
     from tunesmith.errors import TunesmithError

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -78,10 +79,13 @@ def replica_grpc_on_loopback():
     address; on a local-only Ray (see local_only_ray) it is bound to 127.0.0.1, where its callers reach it.
     Runs as this module is imported in a replica's process, before the replica starts that server."""
     from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        return
     from ray.serve._private import replica
 
     bind = replica.add_port_to_grpc_server
-    if ray_constants.ENABLE_RAY_CLUSTER or getattr(bind, "loopback", False):
+    if getattr(bind, "loopback", False):
         return
 
     def on_loopback(server, address: str):
@@ -309,6 +313,16 @@ def app(args: dict):
                  gpus=settings.worker.device == "cuda")
 
 
+def replica_refusal(report: str) -> str | None:
+    """The one line a replica refused to start with (a TunesmithError: the folder not shared, a bad model), out
+    of Ray's report of the failed deployment (the replicas' tracebacks); None if there is none."""
+    from .. import errors
+
+    names = "|".join(n for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, TunesmithError))
+    found = re.findall(rf"\b(?:{names}): (.+)", report)
+    return found[-1].strip() if found else None
+
+
 def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     """`tunesmith serve --ray`: start Ray locally (`local`: a head on 127.0.0.1 for a one-machine trial) or
     join the cluster at `address`, run the application, and stop it on Ctrl-C or SIGTERM."""
@@ -336,7 +350,13 @@ def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         serve.start(http_options=http_options(settings, port))
-        serve.run(build(settings, replicas, gpus=gpus), name=APP_NAME, route_prefix="/")
+        try:
+            serve.run(build(settings, replicas, gpus=gpus), name=APP_NAME, route_prefix="/")
+        except RuntimeError as err:  # a replica refused to start: its one line, not Ray's report
+            line = replica_refusal(str(err))
+            if line is None:
+                raise
+            raise TunesmithError(line) from None
         shown = f"[{settings.host}]" if ":" in settings.host else settings.host
         log.info("serving http://%s:%d on Ray (%s generation replicas%s); jobs in %s; data in %s", shown, port,
                  replicas.min if replicas.fixed else f"{replicas.min} to {replicas.max}", ", GPU each" if gpus else "",
