@@ -323,6 +323,15 @@ def replica_refusal(report: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+def deployment_reports() -> str:
+    """What Ray says of each deployment of the application (a failed one: its replicas' last traceback)."""
+    try:
+        status = serve.status().applications.get(APP_NAME)
+        return "\n".join(d.message for d in status.deployments.values()) if status else ""
+    except Exception:  # Ray itself in trouble: its own report stands
+        return ""
+
+
 def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     """`tunesmith serve --ray`: start Ray locally (`local`: a head on 127.0.0.1 for a one-machine trial) or
     join the cluster at `address`, run the application, and stop it on Ctrl-C or SIGTERM."""
@@ -353,7 +362,7 @@ def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
         try:
             serve.run(build(settings, replicas, gpus=gpus), name=APP_NAME, route_prefix="/")
         except RuntimeError as err:  # a replica refused to start: its one line, not Ray's report
-            line = replica_refusal(str(err))
+            line = replica_refusal(f"{err}\n{deployment_reports()}")
             if line is None:
                 raise
             raise TunesmithError(line) from None
