@@ -107,18 +107,19 @@ def read_adapter(spec: AdapterSpec) -> Sa3Adapter:
     if not layers:
         raise TunesmithError(f"LoRA {path} holds no tensors")
     kind = _kind(str(config.get("adapter_type", "lora")), layers, path)
-    rank = config.get("rank", _first_rank(layers))
-    alpha = config.get("alpha", rank)
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1 or not isinstance(alpha, (int, float)):
-        raise TunesmithError(f"LoRA {path}: its config's rank ({rank!r}) and alpha ({alpha!r}) must be numbers")
-    names, rows, cols = KINDS[kind]
     for name, parts in layers.items():
-        missing = [n for n in names if n not in parts]
+        missing = [n for n in KINDS[kind][0] if n not in parts]
         if missing:
             raise TunesmithError(f"LoRA {path}: layer {name} has no {missing[0]} (a {kind} adapter)")
         for n in ("magnitude", "magnitude_r", "magnitude_c"):
             if n in parts:
                 parts[n] = parts[n].reshape(-1)  # Stability squeezes [out, 1] and [1, in] before loading
+    first = next(iter(layers.values()))
+    rank = config.get("rank", (first["lora_A"] if "lora_A" in first else first["M_xs"]).shape[0])
+    alpha = config.get("alpha", rank)
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1 or not isinstance(alpha, (int, float)):
+        raise TunesmithError(f"LoRA {path}: its config's rank ({rank!r}) and alpha ({alpha!r}) must be numbers")
+    for name, parts in layers.items():
         own = parts["lora_A"].shape[0] if "lora_A" in parts else parts["M_xs"].shape[0]
         if own != rank:
             raise TunesmithError(f"LoRA {path}: layer {name} has rank {own}, its config says {rank}")
@@ -157,15 +158,6 @@ def _kind(kind: str, layers: dict, path: Path) -> str:
     if kind not in KINDS:
         raise TunesmithError(f"LoRA {path} is a {kind!r} adapter: Stable Audio 3's are {', '.join(KINDS)}")
     return kind
-
-
-def _first_rank(layers: dict) -> int:
-    parts = next(iter(layers.values()))
-    if "lora_A" in parts:
-        return parts["lora_A"].shape[0]
-    if "M_xs" in parts:
-        return parts["M_xs"].shape[0]
-    return 0
 
 
 def _expand(pattern: str) -> list[str]:
