@@ -339,8 +339,13 @@ def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
                 kept[patch.target.weight] = weight.detach().clone()
             rows = slice(*patch.target.rows) if patch.target.rows else slice(None)
             part = weight.data[rows]
-            delta = patch.layer.delta(patch.scale).to(part.device)
-            part.copy_((part.float() + delta).to(part.dtype))
+            if part.dtype == torch.float32:  # in place, B @ A never held whole: the merge's cost is this product
+                layer = patch.layer
+                part.addmm_(layer.up.float().to(part.device), layer.down.float().to(part.device),
+                            alpha=patch.scale * layer.scaling)
+            else:
+                delta = patch.layer.delta(patch.scale).to(part.device)
+                part.copy_((part.float() + delta).to(part.dtype))
     if patches:
         log.info("merged %d LoRA layers into %d weights in %.2f s", len(patches),
                  len({p.target.weight for p in patches}), time.perf_counter() - start)
