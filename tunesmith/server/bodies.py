@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, create_model
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints,
+                      create_model)
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
@@ -33,7 +34,7 @@ def _meter(value):
     return value
 
 
-Meter = Annotated[Union[int, str], BeforeValidator(_meter)]
+Meter = Annotated[Union[int, Annotated[str, StringConstraints(max_length=10)]], BeforeValidator(_meter)]
 Flag = StrictBool
 
 UPLOAD_ID = 100  # characters of an upload's id, at most
