@@ -162,3 +162,33 @@ def test_busy_times_each_row_idle_and_beside_competitors(tmp_path, monkeypatch):
         assert low - 0.5 <= float(share.rstrip("%")) <= high + 0.5
     assert rows[0][-1] == "1.00x"
     assert not _spinners()  # every competitor stopped
+
+
+def test_lora_merge_times_the_merge_and_both_steps(bench_cache):
+    from benchmarks import lora_merge
+
+    out = bench_cache / "lora.md"
+    lora_merge.main(["--size", "tiny", "--rank", "4", "--position", "8", "--repeats", "1", "--rounds", "1",
+                     "--variants", "default", "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("### A rank-4 LoRA on musicgen-tiny's decoder")
+    facts = re.search(r"The adapter: (\d+) layers \(10 linears in each of (\d+) decoder layers\)\. Read and checked: "
+                      r"(\d+\.\d\d) s; merged into float32 weights: (\d+\.\d\d) s\.", text)
+    assert facts and int(facts[1]) == 10 * int(facts[2])
+    rows = _rows(text)
+    assert list(rows) == [next(iter(rows))] and next(iter(rows)).startswith("default (")
+    base_s, lora_s, base_ms, lora_ms, difference = next(iter(rows.values()))
+    assert float(base_s) > 0 and float(lora_s) > 0 and float(base_ms) > 0 and float(lora_ms) > 0
+    implied = 100 * (float(lora_ms) / float(base_ms) - 1)
+    assert abs(float(difference.rstrip("%")) - implied) < 0.2 + 100 * 0.1 / float(base_ms)  # the cells' rounding
+
+
+def test_lora_merge_adapter_fits_every_layer(tmp_path):
+    """The benchmark's adapter is one tunesmith reads: every layer of it placed on the decoder, shapes checked."""
+    from benchmarks import lora_merge
+    from tunesmith.musicgen.config import DecoderConfig
+
+    cfg = DecoderConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64, vocab_size=16, pad_token=16, text_dim=16)
+    adapter = lora_merge.write_adapter(tmp_path / "a", cfg, rank=2)
+    read, merged, layers = lora_merge.merge_seconds(adapter, cfg)
+    assert layers == 2 * 10 and read >= 0 and merged >= 0

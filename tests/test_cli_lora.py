@@ -34,7 +34,7 @@ def test_lora_changes_the_file_and_scale_zero_is_the_base(mono_ckpt, adapter, tm
 def test_bars_set_the_file_length_and_the_line_says_the_seed(mono_ckpt, tmp_path):
     out = tmp_path / "bars.wav"
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "--bpm", "300", "--bars", "1", "--key", "c minor",
-               "--time-signature", "2", "--seed", "2", "--quiet", "-o", out)
+               "--time-signature", "2/4", "--seed", "2", "--quiet", "-o", out)
     assert proc.returncode == 0, proc.stderr
     audio, rate = sf.read(out)
     assert len(audio) == round(bars_seconds(1, 300, 2) * rate)  # 0.4 s
@@ -70,6 +70,8 @@ def test_the_clip_line_shows_a_detected_tempo(mono_ckpt, tmp_path, monkeypatch):
     (["--bpm", "500"], "bpm (--bpm) must be a tempo from 30 to 300 beats a minute"),
     (["--key", "H major"], "key (--key) must be a tonic and a mode"),
     (["--time-signature", "5"], "time_signature (--time-signature) must be 2, 3, 4 or 6 beats per bar"),
+    (["--time-signature", "7/8"], "time_signature (--time-signature) must be 2, 3, 4 or 6 beats per bar (2/4, 3/4, "
+                                  "4/4, 6/8), got '7/8'"),
     (["--bars", "4"], "bars (--bars) needs bpm (--bpm)"),
     (["--bpm", "120", "--bars", "4", "-d", "3"], "disagree: give one of them"),
     (["--bpm", "fast"], "argument --bpm: invalid float value"),

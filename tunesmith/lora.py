@@ -192,6 +192,12 @@ def read_adapter(spec: AdapterSpec) -> Adapter:
 def check_safetensors(path: Path):
     """Refuse a file that is not safetensors from its first bytes (a u64 header length, then a JSON
     object), before any library reads it: an adapter is never unpickled."""
+    safetensors_header(path)
+
+
+def safetensors_header(path: Path, what: str = "LoRA") -> dict:
+    """A safetensors file's header (tensor name -> dtype, shape, offsets; "__metadata__"), read without its
+    tensors; a file that is not one, or cannot be read, is one line."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -201,12 +207,13 @@ def check_safetensors(path: Path):
             ok = 2 <= n <= min(HEADER_LIMIT, size - 8)
             header = json.loads(f.read(n)) if ok else None
     except OSError as err:
-        raise TunesmithError(f"LoRA {path} cannot be read ({err.strerror or err})") from None
+        raise TunesmithError(f"{what} {path} cannot be read ({err.strerror or err})") from None
     except ValueError:
         header = None
     if not isinstance(header, dict):
-        raise TunesmithError(f"LoRA {path} is not a safetensors file: tunesmith reads adapters as safetensors only "
+        raise TunesmithError(f"{what} {path} is not a safetensors file: tunesmith reads adapters as safetensors only "
                              "(never pickles: convert a .bin/.pt adapter with safetensors' own tools)")
+    return header
 
 
 def _read_config(path: Path) -> dict:
@@ -332,8 +339,13 @@ def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
                 kept[patch.target.weight] = weight.detach().clone()
             rows = slice(*patch.target.rows) if patch.target.rows else slice(None)
             part = weight.data[rows]
-            delta = patch.layer.delta(patch.scale).to(part.device)
-            part.copy_((part.float() + delta).to(part.dtype))
+            if part.dtype == torch.float32:  # in place, B @ A never held whole: the merge's cost is this product
+                layer = patch.layer
+                part.addmm_(layer.up.float().to(part.device), layer.down.float().to(part.device),
+                            alpha=patch.scale * layer.scaling)
+            else:
+                delta = patch.layer.delta(patch.scale).to(part.device)
+                part.copy_((part.float() + delta).to(part.dtype))
     if patches:
         log.info("merged %d LoRA layers into %d weights in %.2f s", len(patches),
                  len({p.target.weight for p in patches}), time.perf_counter() - start)

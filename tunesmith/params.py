@@ -28,7 +28,7 @@ MAX_STEPS = 1000  # sampler steps, for the families that take them
 NOT_TEXT = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 # What a value of each kind is, to each shell: the CLI's converter and metavar, the server's JSON type.
-KINDS = ("number", "seconds", "whole", "text", "audio", "span", "spans", "textfile")
+KINDS = ("number", "seconds", "whole", "text", "audio", "span", "spans", "textfile", "meter")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class Option:
     flag: str | None = None  # the CLI's flag, "--top-k"; None: none
     kind: str = "number"  # one of KINDS: a number, seconds, a whole number, a text, an audio input (a file, a
     #   Clip or an array; the server takes an upload's id), START:END seconds (spans: one or several, the CLI's
-    #   flag repeated), or a text the CLI reads from a
-    #   file (FLAG FILE, or FLAG-text TEXT)
+    #   flag repeated), a text the CLI reads from a file (FLAG FILE, or FLAG-text TEXT), or a meter (beats
+    #   a bar, 3, or as written, "3/4": a whole number or a text to the server)
     help: str = ""  # the CLI's help
     about: str = ""  # the server field's description (default: the families that take it)
     metavar: str | None = None  # the CLI's
@@ -78,9 +78,9 @@ METER = {
     "key": Option(flag="--key", kind="text", metavar="KEY", max_length=20,
                   help='key: a tonic and a mode, "C major", "F# minor", "Bb major"',
                   about='a tonic and a mode: "C major", "F# minor"'),
-    "time_signature": Option(flag="--time-signature", kind="whole", metavar="BEATS",
-                             help="beats a bar: 2, 3, 4 or 6 (2/4, 3/4, 4/4, 6/8; default 4)",
-                             about="beats a bar: 2, 3, 4 or 6 (6/8)"),
+    "time_signature": Option(flag="--time-signature", kind="meter", metavar="METER",
+                             help="the meter: 2/4, 3/4, 4/4 or 6/8, or its beats a bar, 2, 3, 4 or 6 (default 4/4)",
+                             about='the meter: "2/4", "3/4", "4/4", "6/8", or its beats a bar: 2, 3, 4 or 6'),
     "bars": Option(flag="--bars", kind="whole", metavar="N",
                    help="with --bpm: the length in whole bars (instead of -d): 8 bars at 124 bpm are 15.484 s",
                    about="with bpm: the length in whole bars (leave duration out)"),

@@ -25,6 +25,17 @@ def test_keys(given, key):
 
 def test_time_signatures():
     assert [check_time_signature(v) for v in (2, 3, 4, 6, "3/4", "6/8", "4")] == [2, 3, 4, 6, 3, 6, 4]
+    # the written form maps to its numerator (6/8 counts its eighths, as ACE-Step's metadata does)
+    assert [check_time_signature(v) for v in ("2/4", "4/4", " 6 / 8 ", "3 /4")] == [2, 4, 6, 3]
+    assert check_request("techno", seed=1, bpm=120, time_signature="6/8", bars=2).duration == 6.0
+
+
+@pytest.mark.parametrize("nonsense", ["3/8", "6/4", "12/8", "4/", "/4", "3//4", "three", "", "3.0", 2.5, True, [3]])
+def test_nonsense_meters_are_one_line(nonsense):
+    with pytest.raises(InvalidParameter, match=r"time_signature \(--time-signature\) must be 2, 3, 4 or 6 beats per "
+                                               r"bar \(2/4, 3/4, 4/4, 6/8\), got") as err:
+        check_time_signature(nonsense)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -106,6 +106,13 @@ def test_meter_fields_come_from_the_table_and_set_the_length(client_for):
     assert job["status"] == "done", job
     audio, rate = audio_of(client, job["id"])
     assert audio.shape[1] == round(bars_seconds(1, 300, 2) * rate)
+    # the meter as written: "3/4" is 3 beats a bar
+    res = client.post("/api/jobs", json={"prompt": "jazz", "bpm": 300, "bars": 1, "time_signature": "3/4", "seed": 2})
+    assert res.status_code == 202, res.text
+    job = done(client, res.json()["id"])
+    assert job["status"] == "done", job
+    audio, rate = audio_of(client, job["id"])
+    assert audio.shape[1] == round(bars_seconds(1, 300, 3) * rate)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -113,9 +120,18 @@ def test_meter_fields_come_from_the_table_and_set_the_length(client_for):
     ({"bars": 4}, "bars needs bpm"),
     ({"key": "H major"}, "key must be a tonic and a mode"),
     ({"time_signature": 5}, "time_signature must be 2, 3, 4 or 6 beats per bar"),
+    ({"time_signature": "7/8"}, "time_signature must be 2, 3, 4 or 6 beats per bar (2/4, 3/4, 4/4, 6/8), got '7/8'"),
 ])
 def test_bad_meter_fields_are_one_line_400(client_for, body, message):
     client, _ = client_for(start_worker=False)
     res = client.post("/api/jobs", json={"prompt": "jazz", **body})
     assert res.status_code == 400, res.text
     assert res.json()["detail"].startswith(message)
+
+
+@pytest.mark.parametrize("value, shown", [("4/4 but longer", '"4/4 but longer"'), ([3, 4], "[3, 4]"), (True, "true")])
+def test_a_meter_of_the_wrong_type_is_one_line_422(client_for, value, shown):
+    client, _ = client_for(start_worker=False)
+    res = client.post("/api/jobs", json={"prompt": "jazz", "time_signature": value})
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"] == f'time_signature must be a meter as written, "3/4", or its beats a bar, 3, got {shown}'

@@ -69,10 +69,10 @@ def check_key(key) -> str:
 
 
 def check_time_signature(value) -> int:
-    """2, 3, 4, 6 or "3/4", "6/8"... -> beats per bar."""
+    """2, 3, 4, 6 or "2/4", "3/4", "4/4", "6/8" (the numerator: 6/8 counts its eighths) -> beats per bar."""
     written = {text: beats for beats, text in METERS.items()}
-    if isinstance(value, str) and value.strip() in written:
-        return written[value.strip()]
+    if isinstance(value, str) and re.sub(r"\s*/\s*", "/", value.strip()) in written:
+        return written[re.sub(r"\s*/\s*", "/", value.strip())]
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) in METERS:

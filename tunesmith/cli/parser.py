@@ -50,7 +50,7 @@ def _schedule_entry(text: str) -> tuple[float, str]:
 
 
 KIND_TYPES = {"number": float, "seconds": _seconds, "whole": int, "text": None, "audio": None, "span": _span,
-              "spans": _span, "textfile": None}
+              "spans": _span, "textfile": None, "meter": None}
 KIND_METAVARS = {"audio": "FILE", "textfile": "FILE", "span": "START:END", "spans": "START:END", "text": "TEXT"}
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, create_model
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StringConstraints,
+                      create_model)
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 
@@ -22,6 +23,18 @@ from .schema import mark_texts
 # and 175.0 an integer, as JSON Schema counts them.
 Number = StrictFloat
 Whole = Annotated[StrictInt, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
+
+
+def _meter(value):
+    """3 or "3/4" (audio.meter checks which, with the rest of the request); anything else one line."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and len(value) > 10):
+        raise PydanticCustomError("meter_type", "a meter as written, \"3/4\", or its beats a bar, 3")
+    return value
+
+
+Meter = Annotated[Union[int, Annotated[str, StringConstraints(max_length=10)]], BeforeValidator(_meter)]
 Flag = StrictBool
 
 UPLOAD_ID = 100  # characters of an upload's id, at most
@@ -89,7 +102,8 @@ def family_options() -> dict[str, Option]:
 # Each kind of option value (tunesmith.params.KINDS) as a JSON field: an audio input is an upload's id.
 KIND_TYPES = {"number": Number, "seconds": Number, "whole": Whole, "text": str, "textfile": str, "audio": str,
               "span": tuple[Number, Optional[Number]],
-              "spans": Union[tuple[Number, Optional[Number]], list[tuple[Number, Optional[Number]]]]}
+              "spans": Union[tuple[Number, Optional[Number]], list[tuple[Number, Optional[Number]]]],
+              "meter": Meter}
 
 
 def field_of(name: str, option: Option) -> str:

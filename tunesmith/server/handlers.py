@@ -23,7 +23,7 @@ from .store import StoreDamaged
 log = logging.getLogger("tunesmith.server")
 
 TYPE_WORDS = {"float_type": "a number", "int_type": "a whole number", "bool_type": "true or false",
-              "string_type": "a text"}
+              "string_type": "a text", "meter_type": 'a meter as written, "3/4", or its beats a bar, 3'}
 
 
 def plain(message: str) -> str:

@@ -17,6 +17,7 @@ from ..device import pick_dtype
 from ..diffusion.noise import row_noise, seeded_generators
 from ..errors import InvalidParameter
 from ..generation import Family, StageClock, clips_of_rows, generated_seconds
+from ..lora import describe as describe_lora
 from ..request import DiffusionParams, Request, check_request, named
 from .parts import StableAudio3Config, StableAudio3Parts
 from .decode import decode, window_count
@@ -32,26 +33,43 @@ class StableAudio3(Family):
 
     family = "stable_audio3"
 
-    def __init__(self, parts: StableAudio3Parts, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, parts: StableAudio3Parts, name: str, device: torch.device, dtype: torch.dtype,
+                 lora: list | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.lora = lora or []  # the AdapterSpecs merged into the DiT and the duration embedder, in order
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "sa3-small", device: str = "auto",
-                        dtype: str | torch.dtype | None = None, threads: int | None = None) -> "StableAudio3":
+                        dtype: str | torch.dtype | None = None, threads: int | None = None,
+                        lora=None) -> "StableAudio3":
         """Load a checkpoint: an alias (sa3-small, sa3-medium, ...), a hub id or a local folder in diffusers'
         layout (what StableAudio3Pipeline.save_pretrained writes).
 
         device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
         dtype: the DiT's precision; half precision on CUDA and MPS, float32 on the CPU (diffusers' own
             modules: the pipeline's exact audio). The text encoder and the autoencoder run in float32.
+        lora: Stability's LoRA/DoRA adapters (one .safetensors file each, the config in its metadata), merged
+            once, in order, into the DiT's and the duration embedder's weights as Stability's stacked
+            adapters compute them: a path, "path@scale", (path, scale) or a list of them; scale (Stability's
+            strength) from -2 to 2, default 1. Each is checked against the checkpoint's shapes before any
+            weight is read.
         """
+        from ..lora import parse_specs
+        from .adapters import checkpoint_sites, fit, merge, read_adapters
         from .load import load_folder
 
+        specs = parse_specs(lora)
+        adapters = read_adapters(specs)
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, None, default_dtype)
-        return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt)
+        placed = fit(adapters, checkpoint_sites(folder), "this Stable Audio 3 model") if adapters else []
+        if not placed:
+            return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt, specs)
+        parts = load_folder(folder, dev, torch.float32)  # merged in float32, rounded once to dt
+        merge(parts, placed)
+        return cls(parts.to(dev, dt), str(name_or_path), dev, dt, specs)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
@@ -170,6 +188,8 @@ class StableAudio3(Family):
         audio, seconds = run
         settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg,
                                   negative_prompt=plan.negative)
+        if self.lora:
+            settings["lora"] = describe_lora(self.lora)
         if plan.repaint:
             settings["repaint"] = [list(span) for span in plan.repaint]
         elif plan.init is not None:

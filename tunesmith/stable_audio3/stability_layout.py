@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..diffusion.folder import load_part
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TunesmithError
 from ..hub import beside_or_hub
 from .parts import StableAudio3Config, StableAudio3Parts
 from .same_s import AutoencoderSAMES, SAMESConfig
@@ -111,6 +111,19 @@ def read_config(folder: Path) -> tuple[StableAudio3Config, dict]:
 
 def checkpoint_limits(folder: Path) -> tuple[float, bool]:
     return read_config(folder)[0].longest, False
+
+
+def checkpoint_shapes(folder: Path) -> dict[str, tuple]:
+    """Every tensor's shape from model.safetensors' header alone (no weight read): what adapters are checked
+    against before the model loads."""
+    from ..lora import safetensors_header
+
+    try:
+        header = safetensors_header(folder / WEIGHTS, "checkpoint")
+    except TunesmithError as err:
+        raise CheckpointError(str(err)) from None
+    return {name: tuple(entry["shape"]) for name, entry in header.items()
+            if isinstance(entry, dict) and "shape" in entry}
 
 
 class _Weights:
@@ -214,14 +227,13 @@ def same_source(target: str, levels: int = 1) -> str:
     return f"{AE}{side}.layers.{layer}.{rest}"
 
 
-def _dit_config(weights: _Weights) -> dict:
-    """StableAudio3DiTModel's sizes from the shapes of the checkpoint's tensors."""
-    t = weights.tensors
+def dit_config(t: dict[str, tuple], folder: Path) -> dict:
+    """StableAudio3DiTModel's sizes from the shapes of the checkpoint's tensors (name -> shape)."""
 
     def shape(name: str) -> tuple:
         if name not in t:
-            raise CheckpointError(f"{weights.folder / WEIGHTS} lacks {name}")
-        return tuple(t[name].shape)
+            raise CheckpointError(f"{folder / WEIGHTS} lacks {name}")
+        return tuple(t[name])
 
     embed_dim, features = shape(DIT + "to_timestep_embed.0.weight")
     head_dim = shape(DIT + "transformer.layers.0.self_attn.q_norm.gamma")[0]
@@ -242,7 +254,7 @@ def _dit_config(weights: _Weights) -> dict:
 def _load_dit(weights: _Weights) -> nn.Module:
     from diffusers import StableAudio3DiTModel
 
-    sizes = _dit_config(weights)
+    sizes = dit_config({name: tuple(t.shape) for name, t in weights.tensors.items()}, weights.folder)
     dit = StableAudio3DiTModel(**sizes)
     differential = sizes["use_differential_attention"]
 
