@@ -31,33 +31,48 @@ class StableAudio3(Family):
     """A loaded Stable Audio 3 checkpoint: `tunesmith.load("sa3-small")`, then `generate(...)`."""
 
     family = "stable_audio3"
+    quantize_choices = ("int8",)
 
-    def __init__(self, parts: StableAudio3Parts, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, parts: StableAudio3Parts, name: str, device: torch.device, dtype: torch.dtype,
+                 quantize: str | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.quantize = quantize
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "sa3-small", device: str = "auto",
-                        dtype: str | torch.dtype | None = None, threads: int | None = None) -> "StableAudio3":
+                        dtype: str | torch.dtype | None = None, quantize: str | None = None,
+                        threads: int | None = None) -> "StableAudio3":
         """Load a checkpoint: an alias (sa3-small, sa3-medium, ...), a hub id or a local folder in diffusers'
         layout (what StableAudio3Pipeline.save_pretrained writes).
 
         device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
-        dtype: the DiT's precision; half precision on CUDA and MPS, float32 on the CPU (diffusers' own
-            modules: the pipeline's exact audio). The text encoder and the autoencoder run in float32.
+        dtype: the DiT's precision; half precision on CUDA and MPS. On the CPU bfloat16 where the CPU
+            computes it natively (tunesmith's CPU path, cpu.py: the DiT's and the SAME decoder's products
+            in bfloat16, float32 around them), else float32: diffusers' own modules, the pipeline's exact
+            audio. The text encoder and the autoencoder's encoder run in float32.
+        quantize: "int8" on the CPU: the DiT's products in int8 (per-row weights); the fastest CPU form on
+            CPUs without native bfloat16 (BENCHMARKS.md has its speed and its distance from float32).
         """
         from .load import load_folder
 
-        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, None, default_dtype)
-        return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt)
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize, default_dtype)
+        if not (dev.type == "cpu" and (dt != torch.float32 or quantize is not None)):
+            return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt)
+        from .cpu import for_cpu
+
+        # loaded in float32, so that what the CPU path keeps in float32 is not rounded first
+        parts = for_cpu(load_folder(folder, dev, torch.float32), dt, quantize)
+        return cls(parts, str(name_or_path), dev, dt, quantize)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
-        if device.type == "cpu" and dtype != torch.float32:  # diffusers' modules in half precision: slow, no gain
-            raise InvalidParameter(f"Stable Audio 3 runs in float32 on the CPU (a faster CPU path is to come), "
-                                   f"got {str(dtype)[6:]}")
+        if quantize is not None and device.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, half precision is faster")
+        if device.type == "cpu" and dtype == torch.float16:  # float32 is diffusers' path, bfloat16 and int8 ours
+            raise InvalidParameter("float16 does not suit the CPU: use bfloat16 or float32")
 
     @property
     def config(self) -> StableAudio3Config:
@@ -170,6 +185,8 @@ class StableAudio3(Family):
         audio, seconds = run
         settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg,
                                   negative_prompt=plan.negative)
+        if self.quantize:
+            settings["quantize"] = self.quantize
         if plan.repaint:
             settings["repaint"] = [list(span) for span in plan.repaint]
         elif plan.init is not None:
@@ -196,9 +213,8 @@ class _Plan:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """float32 on the CPU (no faster CPU path yet); half precision on CUDA and MPS."""
-    if device.type == "cpu":
-        return torch.float32
+    """Half precision on CUDA and MPS; on the CPU bfloat16 where it is native (AVX512-BF16, AMX), else
+    float32 (on AVX2 bfloat16 products run at a fraction of float32's speed: BENCHMARKS.md)."""
     if device.type == "mps":
         return torch.float16
     return pick_dtype(None, device)
