@@ -320,6 +320,7 @@ class PackedInt8Linear:
             warnings.simplefilter("ignore")
             q = torch.quantize_per_channel(weight, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
+        self.nbytes = weight.numel() + 12 * weight.shape[0]  # int8 weights, a scale, zero point and bias a row
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
