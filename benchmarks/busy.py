@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-FAMILIES = ("musicgen", "musicgen-int8", "sao", "sao-int8", "acestep", "acestep-int8")
+FAMILIES = ("musicgen", "musicgen-int8", "sao", "sao-int8", "acestep", "acestep-int8", "sa3", "sa3-int8")
 ROWS = "tunesmith:1,tunesmith:2,tunesmith:default,libgomp:2"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # A competitor: one core kept busy; it stops by itself if the benchmark dies without stopping it.
@@ -109,7 +109,50 @@ def build(variant: str, args):
         model = AceStep(parts, "random turbo-2b", torch.device("cpu"), dtype, quantize)
         verse = LYRICS.split("[chorus]")[0]  # words a 10 s song can sing
         return lambda: model.generate(PROMPT, lyrics=verse, duration=args.acestep_seconds, seed=0, steps=args.steps)
+    if family == "sa3":
+        from .stable_audio_e2e import PROMPT
+
+        model = sa3_model(args.size, quantize)
+        return lambda: model.generate(PROMPT, duration=args.sao_seconds, seed=0, steps=args.steps)
     raise SystemExit(f"unknown family {variant!r}: {', '.join(FAMILIES)}")
+
+
+def sa3_model(size: str, quantize: str | None):
+    """Stable Audio 3 as load() gives it on this CPU: random weights at Small's sizes (benchmarks.stable_audio3_cpu),
+    or the test suite's tiny pipeline."""
+    import torch
+
+    import tunesmith
+    from tunesmith.device import pick_dtype
+    from tunesmith.stable_audio3.cpu import for_cpu
+    from tunesmith.stable_audio3.model import StableAudio3
+    from tunesmith.stable_audio3.parts import StableAudio3Config, StableAudio3Parts
+
+    from .common import CACHE
+
+    if size != "small":
+        from tests.stable_audio3.tiny import save_tiny_pipeline
+
+        folder = CACHE / "sa3-tiny"
+        if not (folder / "model_index.json").exists():
+            save_tiny_pipeline(folder)
+        return tunesmith.load(folder, device="cpu", quantize=quantize)
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import StableAudio3DurationEmbedder
+
+    from tests.stable_audio3.tiny import tiny_tokenizer
+
+    from .stable_audio3_cpu import build as build_sa3
+
+    t5, dit, vae = build_sa3("small")
+    config = StableAudio3Config(sample_rate=44100, hop=4096, latent_dim=256, audio_channels=2, longest=120.0,
+                                sampler="pingpong", steps=8, latent_multiple=2)
+    seconds = StableAudio3DurationEmbedder(output_dim=768, fourier_dim=256).eval()
+    parts = StableAudio3Parts(config, tiny_tokenizer(), t5, seconds, dit, vae)
+    cpu = torch.device("cpu")
+    dtype = pick_dtype(None, cpu)  # as from_pretrained picks it
+    if quantize or dtype != torch.float32:
+        parts = for_cpu(parts, dtype, quantize)  # as from_pretrained builds the CPU path
+    return StableAudio3(parts, "random sa3-small", cpu, dtype, quantize)
 
 
 def tiny_sao():
@@ -267,7 +310,7 @@ def main(argv=None):
     parser.add_argument("--rows", default=ROWS, help="comma list of POLICY:THREADS")
     parser.add_argument("--competitors", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--seconds", type=float, default=0.5, help="MusicGen: seconds of audio a run")
-    parser.add_argument("--sao-seconds", type=float, default=4.0, help="Stable Audio: seconds of audio a run")
+    parser.add_argument("--sao-seconds", type=float, default=4.0, help="Stable Audio (Open and 3): seconds of audio a run")
     parser.add_argument("--acestep-seconds", type=float, default=10.0, help="ACE-Step: seconds of song a run")
     parser.add_argument("--steps", type=int, default=2, help="the diffusion families' steps a run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell (the median is shown)")

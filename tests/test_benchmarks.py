@@ -77,6 +77,26 @@ def test_fidelity_reports_each_variant(bench_cache):
     assert float(rows["bfloat16 (the CPU default)"][0].rstrip("%")) > 50  # a close variant mostly agrees
 
 
+def test_stable_audio3_cpu_compares_each_form_with_the_float32_modules(tmp_path):
+    from benchmarks import stable_audio3_cpu
+
+    out = tmp_path / "sa3.md"
+    stable_audio3_cpu.main(["--size", "tiny", "--seconds", "0.5", "--variants", "float32,int8,bf16",
+                            "--warmup", "0.1", "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("### tiny, 0.5 s (64 latents), 8 ping-pong steps, cfg 1, batch 1")
+    rows = _rows(text)
+    for col in range(4):
+        parts = sum(float(rows[name][col]) for name in ("text (T5Gemma, 16 tokens, once)", "DiT, all 8 steps",
+                                                         "SAME-S decode (1 windows)"))
+        assert abs(float(rows["end to end"][col]) - parts) < 0.02  # the stages add up (rounding)
+    assert rows["speed-up over the float32 modules"][0] == "1.0x"
+    dit, same, final = (float(v) for v in rows["tunesmith float32 (CPU forms)"])  # the SNR table's row
+    assert dit > 100 and same > 100 and final > 100  # the same function to float32 rounding
+    dit, same, final = (float(v) for v in rows["tunesmith bf16 DiT, bf16 SAME"])
+    assert 35 < dit < 100 and 35 < same < 100 and 30 < final < 100
+
+
 def test_stable_audio_cpu_compares_each_stage_with_diffusers(tmp_path):
     from benchmarks import stable_audio_cpu
 

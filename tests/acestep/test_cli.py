@@ -25,7 +25,8 @@ def test_generate_a_song_with_lyrics_from_a_file(ace_ckpt, tmp_path):
     (["--cfg", "3"], "cfg (--cfg) does not apply to turbo"),
     (["--init-audio", "x.wav"], "is a song to repaint for ACE-Step models: add repaint (--repaint) START:END"),
     (["--continue", "x.wav"], "ACE-Step models do not continue audio"),
-    (["--quantize", "int4"], "--quantize int4 applies to MusicGen models (Stable Audio and ACE-Step: int8"),
+    (["--quantize", "int4"], "--quantize int4 applies to MusicGen models (Stable Audio, ACE-Step and Stable Audio 3: "
+                             "int8"),
     (["--quantize", "int8", "--device", "cuda"], "--quantize int8 is for the CPU with ACE-Step models"),
 ])
 def test_bad_values_are_one_line(ace_ckpt, tmp_path, args, words):

@@ -76,7 +76,9 @@ def test_generate_repaint_and_continue(sa3_ckpt, source, tmp_path):
     (["-d", "121"], "duration (-d) 121 s is longer than the 120 s this model makes at once"),
     (["--sampler", "euler"], "sampler (--sampler) is not an option of Stable Audio 3 models"),
     (["--lyrics-text", "la"], "lyrics (--lyrics) is not an option of Stable Audio 3 models"),
-    (["--quantize", "int8"], "Stable Audio 3 models run unquantized"),
+    (["--quantize", "int4"], "--quantize int4 applies to MusicGen models (Stable Audio, ACE-Step and Stable Audio 3: "
+                             "int8, on the CPU)"),
+    (["--quantize", "int8", "--device", "cuda"], "--quantize int8 is for the CPU with Stable Audio 3 models"),
 ])
 def test_bad_input_is_one_line_before_loading(source, tmp_path, args, words):
     """sa3-small is not in the (empty, offline) cache: a refusal that names the value came before any load."""

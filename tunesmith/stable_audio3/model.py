@@ -32,30 +32,36 @@ class StableAudio3(Family):
     """A loaded Stable Audio 3 checkpoint: `tunesmith.load("sa3-small")`, then `generate(...)`."""
 
     family = "stable_audio3"
+    quantize_choices = ("int8",)
 
     def __init__(self, parts: StableAudio3Parts, name: str, device: torch.device, dtype: torch.dtype,
-                 lora: list | None = None):
+                 quantize: str | None = None, lora: list | None = None):
         self._parts = parts
         self.name = name
         self.device = device
         self.dtype = dtype
+        self.quantize = quantize
         self.lora = lora or []  # the AdapterSpecs merged into the DiT and the duration embedder, in order
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "sa3-small", device: str = "auto",
-                        dtype: str | torch.dtype | None = None, threads: int | None = None,
-                        lora=None) -> "StableAudio3":
+                        dtype: str | torch.dtype | None = None, quantize: str | None = None,
+                        threads: int | None = None, lora=None) -> "StableAudio3":
         """Load a checkpoint: an alias (sa3-small, sa3-medium, ...), a hub id or a local folder in diffusers'
         layout (what StableAudio3Pipeline.save_pretrained writes).
 
         device: "auto" (CUDA, then Apple MPS, then the CPU), "cpu", "cuda", "cuda:1" or "mps".
-        dtype: the DiT's precision; half precision on CUDA and MPS, float32 on the CPU (diffusers' own
-            modules: the pipeline's exact audio). The text encoder and the autoencoder run in float32.
+        dtype: the DiT's precision; half precision on CUDA and MPS. On the CPU bfloat16 where the CPU
+            computes it natively (tunesmith's CPU path, cpu.py: the DiT's and the SAME decoder's products
+            in bfloat16, float32 around them), else float32: diffusers' own modules, the pipeline's exact
+            audio. The text encoder and the autoencoder's encoder run in float32.
+        quantize: "int8" on the CPU: the DiT's products in int8 (per-row weights); the fastest CPU form on
+            CPUs without native bfloat16 (BENCHMARKS.md has its speed and its distance from float32).
         lora: Stability's LoRA/DoRA adapters (one .safetensors file each, the config in its metadata), merged
             once, in order, into the DiT's and the duration embedder's weights as Stability's stacked
             adapters compute them: a path, "path@scale", (path, scale) or a list of them; scale (Stability's
             strength) from -2 to 2, default 1. Each is checked against the checkpoint's shapes before any
-            weight is read.
+            weight is read. Merged in float32 before the CPU path rounds or quantizes.
         """
         from ..lora import parse_specs
         from .adapters import checkpoint_sites, fit, merge, read_adapters
@@ -63,19 +69,29 @@ class StableAudio3(Family):
 
         specs = parse_specs(lora)
         adapters = read_adapters(specs)
-        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, None, default_dtype)
+        dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize, default_dtype)
         placed = fit(adapters, checkpoint_sites(folder), "this Stable Audio 3 model") if adapters else []
-        if not placed:
-            return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt, specs)
-        parts = load_folder(folder, dev, torch.float32)  # merged in float32, rounded once to dt
-        merge(parts, placed)
-        return cls(parts.to(dev, dt), str(name_or_path), dev, dt, specs)
+        cpu_path = dev.type == "cpu" and (dt != torch.float32 or quantize is not None)
+        if not placed and not cpu_path:
+            return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt, quantize, specs)
+        # loaded in float32: adapters merge there, and what the CPU path keeps in float32 is not rounded first
+        parts = load_folder(folder, dev, torch.float32)
+        if placed:
+            merge(parts, placed)
+        if cpu_path:
+            from .cpu import for_cpu
+
+            parts = for_cpu(parts, dt, quantize)
+        else:
+            parts = parts.to(dev, dt)
+        return cls(parts, str(name_or_path), dev, dt, quantize, specs)
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
-        if device.type == "cpu" and dtype != torch.float32:  # diffusers' modules in half precision: slow, no gain
-            raise InvalidParameter(f"Stable Audio 3 runs in float32 on the CPU (a faster CPU path is to come), "
-                                   f"got {str(dtype)[6:]}")
+        if quantize is not None and device.type != "cpu":
+            raise InvalidParameter("quantize='int8' is for the CPU: on a GPU, half precision is faster")
+        if device.type == "cpu" and dtype == torch.float16:  # float32 is diffusers' path, bfloat16 and int8 ours
+            raise InvalidParameter("float16 does not suit the CPU: use bfloat16 or float32")
 
     @property
     def config(self) -> StableAudio3Config:
@@ -188,6 +204,8 @@ class StableAudio3(Family):
         audio, seconds = run
         settings = self._settings(plan.duration, plan.loop, steps=plan.steps, cfg=plan.cfg,
                                   negative_prompt=plan.negative)
+        if self.quantize:
+            settings["quantize"] = self.quantize
         if self.lora:
             settings["lora"] = describe_lora(self.lora)
         if plan.repaint:
@@ -216,9 +234,8 @@ class _Plan:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """float32 on the CPU (no faster CPU path yet); half precision on CUDA and MPS."""
-    if device.type == "cpu":
-        return torch.float32
+    """Half precision on CUDA and MPS; on the CPU bfloat16 where it is native (AVX512-BF16, AMX), else
+    float32 (on AVX2 bfloat16 products run at a fraction of float32's speed: BENCHMARKS.md)."""
     if device.type == "mps":
         return torch.float16
     return pick_dtype(None, device)

@@ -3,7 +3,7 @@ the seconds embedder, the DiT (diffusers' StableAudio3DiTModel) and the SAME aut
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -42,10 +42,12 @@ class StableAudio3Parts:
     seconds: nn.Module  # StableAudio3DurationEmbedder: seconds [B] -> [B, D_text]
     transformer: nn.Module  # diffusers StableAudio3DiTModel
     vae: nn.Module  # diffusers AutoencoderSAME (SAME-L; SAME-S comes with the Stability layout)
+    text_cache: dict = field(default_factory=dict)  # (prompts, device) -> T5Gemma (states, mask): sample.text_states
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "StableAudio3Parts":
         """The DiT in `dtype`; the text encoder, the embedder and the autoencoder in float32 (SAME's
         differential attention cancels in half precision, and the others run once per clip)."""
+        self.text_cache.clear()
         with quiet_loading():
             for module in (self.text_encoder, self.seconds, self.vae):
                 module.to(device, torch.float32)

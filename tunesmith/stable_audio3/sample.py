@@ -23,6 +23,8 @@ from .parts import LOGSNR_RANGE, StableAudio3Parts
 
 log = logging.getLogger("tunesmith")
 
+TEXT_CACHE = 8  # sets of prompts whose T5Gemma states are kept
+
 
 @dataclass
 class Conditions:
@@ -43,14 +45,22 @@ def latent_length(parts: StableAudio3Parts, seconds: float) -> int:
 
 def text_states(parts: StableAudio3Parts, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
     """T5Gemma states of each text, padded to 256 tokens -> (states [B, 256, D] float32, mask [B, 256]);
-    each distinct text encoded once (a prompt's variations share it, as the pipeline repeats its states)."""
+    each distinct text encoded once (a prompt's variations share it, as the pipeline repeats its states),
+    and the states of the last few sets of prompts kept (encoded as one batch, so reused exactly)."""
     length = min(getattr(parts.tokenizer, "model_max_length", parts.config.text_tokens), parts.config.text_tokens)
     distinct = list(dict.fromkeys(texts))
     batch = parts.tokenizer(distinct, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     if any(len(ids) > length for ids in parts.tokenizer(distinct, verbose=False).input_ids):
         log.warning("a prompt is longer than the %d tokens the text encoder reads: its end is ignored", length)
-    ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-    states = parts.text_encoder(ids, attention_mask=mask)[0].float()  # [distinct, 256, D]
+    key = (tuple(distinct), str(device))
+    if key in parts.text_cache:  # the same prompts again (another seed, length or strength): not encoded again
+        states, mask = parts.text_cache[key]
+    else:
+        ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+        states = parts.text_encoder(ids, attention_mask=mask)[0].float()  # [distinct, 256, D]
+        if len(parts.text_cache) >= TEXT_CACHE:
+            parts.text_cache.pop(next(iter(parts.text_cache)))
+        parts.text_cache[key] = (states, mask)
     rows = torch.tensor([distinct.index(t) for t in texts], device=device)
     return states[rows], mask[rows]
 

@@ -1,0 +1,266 @@
+"""Stable Audio 3 on the CPU: the speed levers, applied to the loaded diffusers / tunesmith modules.
+
+for_cpu(parts, dtype, quantize) swaps the DiT for DiTCPU and the SAME decoder's transformer layers for
+SameLayerCPU; the text encoder, the seconds embedder and the SAME encoder stay as loaded (float32).
+
+    DiT     products in `dtype` (bfloat16 where the CPU computes it natively) or int8 (quantize="int8":
+            weights per output row, plain round-to-nearest, as Stability found best for this DiT), around
+            a float32 residual stream; RMSNorms, AdaLN modulation, gates, the time and global embeddings
+            and RoPE angles in float32 (bfloat16 angles break every token past about 20 s); q/k/v in
+            one product; cross-attention keys and values once per prompt, the repaint condition's
+            per-block embedding once per clip.
+    SAME    decoded in windows (decode.py) as before; each transformer layer's products in `dtype`,
+            with float32 islands around attention: DyT norms, q/k norms, RoPE, both softmaxes of the
+            differential attention and their difference (in half precision the two nearly equal maps
+            cancel: Stability measured 12 dB lost in SAME-S with int8 attention).
+
+Which dtype and quantize pay depends on the CPU (BENCHMARKS.md, benchmarks/stable_audio3_cpu.py): on
+AVX512-BF16 CPUs bfloat16 products run at 5x float32; on AVX2 CPUs bfloat16 runs far below float32 and
+int8 goes through torch's x86 quantized engine (diffusion/ops.PackedInt8Linear).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..diffusion import ops
+from ..diffusion.dit import CPUTransformer
+from .parts import ROPE_BASE, StableAudio3Parts
+
+
+# ------------------------------------------------------------------------------------------------- DiT
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    B, S, W = x.shape
+    return x.view(B, S, heads, W // heads).transpose(1, 2)  # (B, heads, S, head_dim)
+
+
+def rotate(x: torch.Tensor, rotary: tuple) -> torch.Tensor:
+    """diffusers' partial RoPE on the first rot channels of each head of x (B, heads, S, head_dim), in
+    float32: rot = cat(-x2, x1) of the halves, x * cos + rot * sin."""
+    cos, sin = rotary  # [S, rot] float32
+    rot = cos.shape[-1]
+    head, tail = x[..., :rot].float(), x[..., rot:]
+    first, second = head.unflatten(-1, (2, -1)).unbind(-2)
+    turned = torch.cat([-second, first], dim=-1)
+    return torch.cat([(head * cos + turned * sin).to(x.dtype), tail], dim=-1)
+
+
+def rotary_angles(length: int, rot: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [length, rot] float32 of StableAudio3RotaryEmbedding(rot): positions and angles in float32."""
+    inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, rot, 2).float() / rot))
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+class _Block:
+    """One StableAudio3DiTBlock: AdaLN self-attention (RMS q/k norm, partial RoPE), plain-RMS
+    cross-attention, the repaint condition added, AdaLN SwiGLU feed-forward; plain or differential."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype, quantize: str | None):
+        a, c = block.self_attn, block.cross_attn
+        self.heads, self.dtype, self.differential = a.heads, dtype, a.use_differential
+        self.eps = block.pre_norm.eps
+        self.pre, self.cross_norm, self.ff_norm = (n.gamma.detach().float() for n in
+                                                   (block.pre_norm, block.cross_attend_norm, block.ff_norm))
+        self.q1, self.k1 = a.q_norm.gamma.detach().float(), a.k_norm.gamma.detach().float()
+        self.q2, self.k2 = c.q_norm.gamma.detach().float(), c.k_norm.gamma.detach().float()
+        self.qkv = ops.int8_or(a.to_qkv.weight, None, dtype, quantize)
+        self.out1 = ops.int8_or(a.to_out.weight, None, dtype, quantize)
+        self.q_cross = ops.int8_or(c.to_q.weight, None, dtype, quantize)
+        self.kv_cross = ops.Linear(c.to_kv.weight, None, dtype, None)  # once per prompt
+        self.out2 = ops.int8_or(c.to_out.weight, None, dtype, quantize)
+        self.ff_in = ops.int8_or(block.ff.proj_in.weight, block.ff.proj_in.bias, dtype, quantize)
+        self.ff_out = ops.int8_or(block.ff.proj_out.weight, block.ff.proj_out.bias, dtype, quantize)
+        self.modulation = block.to_scale_shift_gate.detach().float()  # [6 D]
+        self.local = block.to_local_embed.float()
+
+    def _norm(self, x: torch.Tensor, gamma: torch.Tensor, rotary: tuple | None) -> torch.Tensor:
+        """Per-head RMSNorm (float32 inside), then RoPE, on q or k (B, heads, S, head_dim)."""
+        if ops.norm_rotate(x, "rms", gamma, None, self.eps, rotary):  # bfloat16: one pass in C, in place
+            return x
+        y = F.rms_norm(x.float(), gamma.shape, gamma, self.eps)
+        return (y if rotary is None else rotate(y, rotary)).to(self.dtype)
+
+    def _attend(self, qs, ks, v) -> torch.Tensor:
+        """softmax(q k^T) v, or the differential difference of two maps -> [B, S, H * D]."""
+        out = ops.attention(qs[0], ks[0], v)
+        return out - ops.attention(qs[1], ks[1], v) if self.differential else out
+
+    def context(self, projected: torch.Tensor) -> tuple:
+        """Cross-attention keys (normed) and values of the projected context [B, T, D]."""
+        parts = self.kv_cross(projected.to(self.dtype)).chunk(3 if self.differential else 2, dim=-1)
+        ks = tuple(self._norm(_heads(k, self.heads).contiguous(), self.k2, None).contiguous() for k in parts[:-1])
+        return ks, _heads(parts[-1], self.heads).contiguous()
+
+    def __call__(self, x: torch.Tensor, modulation: torch.Tensor, rotary: tuple, kv: tuple,
+                 local: torch.Tensor | None, memory: int) -> torch.Tensor:
+        # x [B, S, D] float32, modulation [B, 6 D] float32
+        mod = (self.modulation + modulation).unsqueeze(1)  # [B, 1, 6 D]
+        scale1, shift1, gate1, scale2, shift2, gate2 = (m.contiguous() for m in mod.chunk(6, dim=-1))
+        h = ops.modulated_rms(x, self.pre, self.eps, scale1, shift1, self.dtype)
+        parts = [_heads(p, self.heads) for p in self.qkv(h).to(self.dtype).chunk(5 if self.differential else 3, -1)]
+        n = 2 if self.differential else 1
+        qs = [self._norm(q, self.q1, rotary) for q in parts[:n]]
+        ks = [self._norm(k, self.k1, rotary) for k in parts[n:2 * n]]
+        ops.gated_add(x, self.out1(self._attend(qs, ks, parts[-1]).to(self.dtype)), torch.sigmoid(1 - gate1))
+
+        ks, v = kv
+        h = ops.modulated_rms(x, self.cross_norm, self.eps, dtype=self.dtype)
+        qs = [self._norm(_heads(q, self.heads), self.q2, None) for q in self.q_cross(h).to(self.dtype).chunk(n, -1)]
+        ops.gated_add(x, self.out2(self._attend(qs, ks, v).to(self.dtype)).contiguous())
+        if local is not None:
+            x[:, memory:] += local  # the repaint condition, on the audio positions
+
+        h = ops.modulated_rms(x, self.ff_norm, self.eps, scale2, shift2, self.dtype)
+        hidden, gate = self.ff_in(h).chunk(2, dim=-1)
+        return ops.gated_add(x, self.ff_out((hidden * F.silu(gate)).to(self.dtype)).contiguous(),
+                             torch.sigmoid(1 - gate2))
+
+
+class DiTCPU(CPUTransformer):
+    """diffusers' StableAudio3DiTModel for the CPU, called as it is called (same arguments, same output)
+    and computing the same function, its products in `dtype` or int8 (see the module's docstring)."""
+
+    def __init__(self, transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None):
+        super().__init__()
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
+        t = transformer
+        if t.config.patch_size != 1:
+            raise ValueError("the CPU DiT takes Stable Audio 3's patch size 1 only")
+        self.config, self.compute_dtype, self.quantize = t.config, dtype, quantize
+        for name in ("timestep_features", "to_timestep_embed", "to_cond_embed", "to_global_embed",
+                     "global_cond_embedder", "preprocess_conv", "postprocess_conv", "proj_in", "proj_out"):
+            setattr(self, name, getattr(t, name).float())
+        self.padding = t.prompt_padding_embedding.detach().float()
+        self.memory = t.memory_tokens.detach().float() if t.config.num_memory_tokens > 0 else None
+        self.rot = 2 * t.rotary_pos_emb.inv_freq.numel()
+        self.blocks = [_Block(b, dtype, quantize) for b in t.transformer_blocks]
+        self._rotary = None  # (length, (cos, sin))
+        self._local_of = None  # (local condition, [its embedding per block])
+
+    def project_context(self, states: torch.Tensor) -> torch.Tensor:
+        return self.to_cond_embed(states)  # [B, T, D]
+
+    def rotary(self, length: int) -> tuple:
+        if self._rotary is None or self._rotary[0] != length:
+            self._rotary = (length, rotary_angles(length, self.rot))
+        return self._rotary[1]
+
+    def local(self, local_add_cond: torch.Tensor | None) -> list:
+        """Each block's embedding of the repaint condition [B, 1 + C, L] (the same every step: kept)."""
+        if local_add_cond is None:
+            return [None] * len(self.blocks)
+        cond = local_add_cond.float()
+        cached = self._local_of
+        if cached is not None and cached[0].shape == cond.shape and torch.equal(cached[0], cond):
+            return cached[1]
+        seq = cond.transpose(1, 2)  # [B, L, 1 + C]
+        embedded = [block.local(seq) for block in self.blocks]
+        self._local_of = (cond.clone(), embedded)
+        return embedded
+
+    @torch.inference_mode()
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                global_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None = None,
+                local_add_cond: torch.Tensor | None = None, return_dict: bool = True):
+        from diffusers.models.transformers.transformer_stable_audio3 import StableAudio3DiTModelOutput
+
+        states = encoder_hidden_states.float()
+        if encoder_attention_mask is not None:  # padded tokens read the learned padding embedding
+            states = torch.where(encoder_attention_mask.bool().unsqueeze(-1), states, self.padding)
+        kv = self.context(states)
+        B = hidden_states.shape[0]
+        time = self.to_timestep_embed(self.timestep_features(timestep.float()[:, None]))  # [B, D]
+        modulation = self.global_cond_embedder(self.to_global_embed(global_hidden_states.float()) + time)  # [B, 6 D]
+        x = hidden_states.float()  # [B, C, L]
+        x = self.proj_in((self.preprocess_conv(x) + x).transpose(1, 2))  # [B, L, D]
+        memory = 0
+        if self.memory is not None:
+            memory = self.memory.shape[0]
+            x = torch.cat([self.memory.expand(B, -1, -1), x], dim=1)  # [B, M + L, D]
+        x = x.contiguous()
+        rotary = self.rotary(x.shape[1])
+        for block, pair, local in zip(self.blocks, kv, self.local(local_add_cond)):
+            x = block(x, modulation, rotary, pair, local, memory)
+        out = self.proj_out(x[:, memory:]).transpose(1, 2)  # [B, C, L]
+        sample = self.postprocess_conv(out) + out
+        return StableAudio3DiTModelOutput(sample=sample) if return_dict else (sample,)
+
+
+# ------------------------------------------------------------------------------------------------ SAME
+
+def _dyt(norm: nn.Module) -> tuple:
+    return norm.alpha.detach().float(), norm.gamma.detach().float(), norm.beta.detach().float()
+
+
+def _apply_dyt(x: torch.Tensor, dyt: tuple) -> torch.Tensor:
+    alpha, gamma, beta = dyt
+    return gamma * torch.tanh(alpha * x) + beta  # float32
+
+
+class SameLayerCPU(nn.Module):
+    """diffusers' SAME TransformerBlock (DyT norms, differential attention with DyT q/k norms and RoPE,
+    a GLU feed-forward): its four products in `dtype`, everything around attention in float32."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        a = block.attn
+        self.dtype, self.heads, self.differential = dtype, a.heads, a.use_differential
+        self.norm_attn, self.norm_ff = _dyt(block.norm_attn), _dyt(block.norm_ff)
+        self.q_norm, self.k_norm = _dyt(a.q_norm), _dyt(a.k_norm)
+        self.rot = 2 * a.rope.inv_freq.numel()
+        self.qkv = ops.Linear(a.to_qkv.weight, None, dtype, None)
+        self.out = ops.Linear(a.to_out.weight, None, dtype, None)
+        self.ff_in = ops.Linear(block.ff.proj_in.weight, block.ff.proj_in.bias, dtype, None)
+        self.ff_out = ops.Linear(block.ff.proj_out.weight, block.ff.proj_out.bias, dtype, None)
+        self.sinusoidal = block.ff.sinusoidal
+        self._rotary = None
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x [N, T, D] float32 (N chunks of T tokens, or whole sequences with a band mask)
+        N, T, _ = x.shape
+        if self._rotary is None or self._rotary[0] != T:
+            self._rotary = (T, rotary_angles(T, self.rot))
+        rotary = self._rotary[1]
+        h = _apply_dyt(x, self.norm_attn).to(self.dtype)
+        parts = [_heads(p.float(), self.heads) for p in self.qkv(h).chunk(5 if self.differential else 3, dim=-1)]
+        n = 2 if self.differential else 1
+        qs = [rotate(_apply_dyt(q, self.q_norm), rotary) for q in parts[:n]]
+        ks = [rotate(_apply_dyt(k, self.k_norm), rotary) for k in parts[n:2 * n]]
+        v = parts[-1]
+        mask = None if attn_mask is None else attn_mask.float()
+        out = F.scaled_dot_product_attention(qs[0], ks[0], v, attn_mask=mask)  # float32: the island
+        if self.differential:
+            out = out - F.scaled_dot_product_attention(qs[1], ks[1], v, attn_mask=mask)
+        x = x + self.out(out.transpose(1, 2).reshape(N, T, -1).to(self.dtype)).float()
+        hidden, gate = self.ff_in(_apply_dyt(x, self.norm_ff).to(self.dtype)).float().chunk(2, dim=-1)
+        gate = torch.sin(math.pi * gate) if self.sinusoidal else F.silu(gate)
+        return x + self.ff_out((hidden * gate).to(self.dtype)).float()
+
+
+def decoder_blocks(vae: nn.Module) -> list[nn.Module]:
+    """The decoder's resampling blocks (each with .transformers): tunesmith's SAME-S or diffusers' SAME-L."""
+    block = getattr(vae, "decoder_block", None)
+    return [block] if block is not None else list(vae.decoder.blocks)
+
+
+def prepare_decoder(vae: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The SAME decoder's transformer layers swapped, in place, for SameLayerCPU in `dtype`."""
+    for block in decoder_blocks(vae):
+        block.transformers = nn.ModuleList([SameLayerCPU(layer, dtype) for layer in block.transformers])
+    return vae
+
+
+def for_cpu(parts: StableAudio3Parts, dtype: torch.dtype, quantize: str | None = None) -> StableAudio3Parts:
+    """Parts loaded in float32 on the CPU, with the DiT and the SAME decoder in their CPU forms (the
+    original DiT can be dropped: the CPU form holds copies of what it needs)."""
+    parts.transformer = DiTCPU(parts.transformer, dtype, quantize).eval()
+    prepare_decoder(parts.vae, dtype)
+    return parts
