@@ -150,7 +150,7 @@ class DiTCPU(CPUTransformer):
         self.norm_out = _rms(t.norm_out, width)
         self.table = t.scale_shift_table.detach().float()  # [1, 2, W]
         windows = [t.config.sliding_window if kind == "sliding_attention" else None for kind in t.layer_types]
-        self.blocks = []
+        self.blocks, self.windows = [], windows
         for i, window in enumerate(windows):
             self.blocks.append(_Block(t.layers[i], window, dtype, quantize))
             if consume:  # drop the layer's weights now: the peak is the module + one layer, not + all
@@ -159,6 +159,25 @@ class DiTCPU(CPUTransformer):
 
     def project_context(self, states: torch.Tensor) -> torch.Tensor:
         return self.condition_embedder(states)  # [B, S_c, W]
+
+    def rebuild(self, base: nn.Module, values: dict[str, torch.Tensor]):
+        """The blocks of the layers `values` names made again from the diffusers DiT `base` (float32, kept
+        unchanged) with those weights (name -> float32 [out, in], e.g. "layers.3.self_attn.to_q.weight"): a
+        LoRA set swapped (lora_swap.py), each block from float weights, never from its own rounded ones."""
+        layers: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in values.items():
+            head, index, rest = name.split(".", 2)
+            if head != "layers":
+                raise ValueError(f"ACE-Step DiT weight {name} is no block's")
+            layers.setdefault(int(index), {})[rest] = value
+        for i, weights in layers.items():
+            layer = copy.deepcopy(base.layers[i])  # one layer's float32 copy at a time
+            own = layer.state_dict(keep_vars=True)
+            with torch.no_grad():
+                for rest, value in weights.items():
+                    own[rest].copy_(value)
+            self.blocks[i] = _Block(layer, self.windows[i], self.compute_dtype, self.quantize)
+        self._context_of = None  # cross-attention keys and values of the old weights
 
     def _rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) [length, head_dim] float32: Qwen3's layout (two equal halves), as diffusers."""
@@ -206,13 +225,14 @@ def prepare_dit(transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, qua
     return DiTCPU(transformer, dtype, quantize, consume).eval()
 
 
-def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> AceStepParts:
+def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None,
+            consume: bool = True) -> AceStepParts:
     """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
     path: the DiT as DiTCPU (products in `dtype`, the residual stream, norms and modulation
     float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
     OobleckDecoderCPU of diffusion/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
     quantize="int8": both with int8 products instead. The diffusers DiT's layers are dropped as they are
-    copied (the peak is the module and one layer)."""
-    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=True)
+    copied (the peak is the module and one layer); consume=False keeps them (a LoRA swap rebuilds from them)."""
+    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=consume)
     parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
     return parts
