@@ -162,8 +162,9 @@ class DiTCPU(CPUTransformer):
 
     def rebuild(self, base: nn.Module, values: dict[str, torch.Tensor]):
         """The blocks of the layers `values` names made again from the diffusers DiT `base` (float32, kept
-        unchanged) with those weights (name -> float32 [out, in], e.g. "layers.3.self_attn.to_q.weight"): a
-        LoRA set swapped (lora_swap.py), each block from float weights, never from its own rounded ones."""
+        unchanged) with those weights (name -> float32 [out, in], e.g. "layers.3.self_attn.to_q.weight"),
+        rounded to bfloat16 as the CPU path reads its DiT: a LoRA set swapped (lora_swap.py), each block from
+        the float32 weights, never from its own rounded ones."""
         layers: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in values.items():
             head, index, rest = name.split(".", 2)
@@ -176,6 +177,7 @@ class DiTCPU(CPUTransformer):
             with torch.no_grad():
                 for rest, value in weights.items():
                     own[rest].copy_(value)
+            layer.to(torch.bfloat16)
             self.blocks[i] = _Block(layer, self.windows[i], self.compute_dtype, self.quantize)
         self._context_of = None  # cross-attention keys and values of the old weights
 
@@ -225,14 +227,13 @@ def prepare_dit(transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, qua
     return DiTCPU(transformer, dtype, quantize, consume).eval()
 
 
-def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None,
-            consume: bool = True) -> AceStepParts:
+def for_cpu(parts: AceStepParts, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> AceStepParts:
     """Parts loaded on the CPU (the encoders and the VAE float32, the DiT float32 or bfloat16) -> the CPU
     path: the DiT as DiTCPU (products in `dtype`, the residual stream, norms and modulation
     float32), the text and condition encoders float32 (they run once a song), the VAE decoder as the
     OobleckDecoderCPU of diffusion/oobleck.py in `dtype` (the VAE module stays, for its receptive field);
     quantize="int8": both with int8 products instead. The diffusers DiT's layers are dropped as they are
-    copied (the peak is the module and one layer); consume=False keeps them (a LoRA swap rebuilds from them)."""
-    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=consume)
+    copied (the peak is the module and one layer)."""
+    parts.transformer = prepare_dit(parts.transformer, dtype, quantize, consume=True)
     parts.decoder = OobleckDecoderCPU(parts.vae.decoder, dtype, quantize=quantize)
     return parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class AceStep(Family):
         cpu_path = dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None)
         # the CPU path: the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory
         # while loading), its norms and modulation computed in float32 from those values; with adapters,
-        # read in float32 so that each is added to the weights before one rounding to bfloat16 or int8
+        # read in float32 so that each is added to the weights before one rounding to bfloat16 (then int8)
         dit_dtype = (torch.float32 if patches or swap_lora else torch.bfloat16) if cpu_path else dt
         from .layout import load_folder
 
@@ -97,6 +98,7 @@ class AceStep(Family):
         if cpu_path:
             from .cpu import for_cpu
 
+            parts.transformer.to(torch.bfloat16)  # merged: rounded as a DiT read without adapters is
             return cls(for_cpu(parts, dt, quantize), str(name_or_path), dev, dt, quantize, specs)
         return cls(parts, str(name_or_path), dev, dt, lora=specs)
 
@@ -115,7 +117,8 @@ class AceStep(Family):
         from .cpu import for_cpu
 
         base = parts.transformer  # float32, kept whole: every block is rebuilt from it
-        cpu = for_cpu(parts, dt, quantize, consume=False)
+        parts.transformer = copy.deepcopy(base).to(torch.bfloat16)  # the DiT as the CPU path reads it
+        cpu = for_cpu(parts, dt, quantize)
         model = cls(cpu, name, dev, dt, quantize)
         model._swap = AdapterSwap(locate, shapes, what, base=dit_weights(base),
                                   install=lambda values: cpu.transformer.rebuild(base, values))
