@@ -51,6 +51,7 @@ def served_loras(settings: ServerSettings, registry: Registry) -> list:
         raise InvalidParameter(f"--lora applies to {takers} models: the default model {default.name} is "
                                f"{FAMILIES[default.family].display}")
     settings.worker.lora = {default.name: running} if running else {}
+    settings.worker.lora_dir = settings.lora_dir
     return running
 
 
