@@ -151,7 +151,7 @@ class Generation:
         self.store = open_store(settings.data, settings.store, lease_s=settings.lease_s)
         check_shared_folder(self.store.folder)
         registry = Registry.describe(settings.models)
-        served_loras(settings, registry)  # --lora: merged into the default model here too
+        served_loras(settings, registry)  # --lora and --lora-dir: each job's adapter set swapped in here too
         self.worker = Worker(self.store, registry, settings.worker)
         self.worker.start()
         self.store.listen(self.worker.wake)  # a job added through any ingress replica starts at once
