@@ -208,3 +208,16 @@ def test_bad_meter_fields_are_one_line_400(client_for, body, message):
     res = client.post("/api/jobs", json={"prompt": "jazz", **body})
     assert res.status_code == 400, res.text
     assert res.json()["detail"].startswith(message)
+
+
+def test_lora_for_a_family_without_adapters_is_one_line(lora_dir):
+    from types import SimpleNamespace
+
+    from tunesmith.server.loras import job_lora
+
+    entry = SimpleNamespace(name="sao-small", family="stable_audio")
+    with pytest.raises(InvalidParameter) as err:
+        job_lora("warm", lora_dir, [], entry)
+    assert str(err.value) == ("lora: sao-small is a Stable Audio model; LoRA adapters apply to MusicGen and ACE-Step "
+                              "models")
+    assert job_lora(None, lora_dir, [], entry) is None  # nothing stored: its jobs batch as before

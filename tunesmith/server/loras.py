@@ -101,7 +101,8 @@ def lora_routes(folder: Path | None, running: list[tuple[str, AdapterSpec]], mod
 
     @router.get("/api/loras")
     def loras():
-        """The LoRA adapters in the server's --lora-dir, by name, and those the default model runs with."""
+        """The LoRA adapters in the server's --lora-dir, by name (a job's `lora` names them), and the default
+        model's --lora set: what its jobs that name none run with."""
         return dict(loras=[dict(name=name, form="peft folder" if path.is_dir() else "file")
                            for name, path in adapter_names(folder).items()],
                     active=dict(model=model, loras=describe_named(running)))
