@@ -62,8 +62,11 @@ def test_each_set_is_the_model_loaded_with_it(mono_ckpt, two, form):
     for lora in [(a, 0.8), None, [f"{b}@-1.2", (a, 0.5)], (a, 0.8)]:
         model.use_lora(lora)
         got = audio(model)
-        want = audio(MusicGen.from_pretrained(mono_ckpt[0], lora=lora, **form))
+        loaded = MusicGen.from_pretrained(mono_ckpt[0], lora=lora, **form)
+        want = audio(loaded)
         np.testing.assert_array_equal(got.audio, want.audio)
+        # the same kinds of linears as a load-time merge (packed, int8, ...): each step costs what it costs there
+        assert [type(m) for m in model._model.lm.modules()] == [type(m) for m in loaded._model.lm.modules()]
         assert got.params.get("lora") == want.params.get("lora")
     model.use_lora([])
     after = state(model)
