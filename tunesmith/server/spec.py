@@ -115,7 +115,7 @@ def batch_key(spec: dict, job_id: str) -> str:
             spec["options"].get(k) is not None for k in audio):
         return f"alone:{job_id}"
     shared = {k: spec[k] for k in ("family", "duration", "loop", "options")}
-    if spec.get("lora"):  # an adapter set: merged for the whole batch, so never beside another set
+    if "lora" in spec:  # an adapter set ([]: none): merged for the whole batch, so never beside another set
         shared["lora"] = spec["lora"]
     return json.dumps(shared, sort_keys=True)
 
