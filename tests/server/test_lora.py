@@ -221,3 +221,23 @@ def test_lora_for_a_family_without_adapters_is_one_line(lora_dir):
     assert str(err.value) == ("lora: sao-small is a Stable Audio model; LoRA adapters apply to MusicGen and ACE-Step "
                               "models")
     assert job_lora(None, lora_dir, [], entry) is None  # nothing stored: its jobs batch as before
+
+
+def test_an_adapter_that_does_not_fit_fails_its_job_in_one_line(client_for, lora_dir, loaded):
+    """An adapter for another family sits in the folder: its job fails with the line load() gives, and the model
+    keeps running the sets of the jobs after it."""
+    import torch
+
+    write_single_file(lora_dir / "acestep-style.safetensors",
+                      {"layers.0.self_attn.to_q.lora_A.weight": torch.zeros(2, 16),
+                       "layers.0.self_attn.to_q.lora_B.weight": torch.zeros(16, 2)}, 2.0, prefix="")
+    client, _ = client_for(lora_dir=lora_dir)
+    bad = done(client, client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4,
+                                                      "lora": "acestep-style"}).json()["id"])
+    assert bad["status"] == "error" and "\n" not in bad["error"], bad
+    assert "does not fit this MusicGen decoder: its layer layers.0.self_attn.to_q is none of" in bad["error"]
+    assert bad["error"].startswith("LoRA acestep-style.safetensors does not fit"), bad  # the folder is not told
+    good = done(client, client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0,
+                                                       "lora": "warm@1.5"}).json()["id"])
+    assert good["status"] == "done", good
+    np.testing.assert_allclose(audio_of(client, good["id"])[0], loaded((lora_dir / "warm", 1.5)), atol=1e-4)

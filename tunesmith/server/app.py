@@ -82,7 +82,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None, make_
     slots = app.state.upload_slots = UploadSlots(settings.max_uploads)
     max_upload_seconds = settings.upload_seconds or longest_upload(registry, settings.limits)
     places = app.state.places = server_places(store.folder, settings.limits.media_dirs,
-                                              [e.spec.folder for e in registry.entries.values() if e.spec.folder])
+                                              [e.spec.folder for e in registry.entries.values() if e.spec.folder],
+                                              settings.lora_dir)
     install_error_handlers(app)
     service, views = Jobs(store, worker, registry, settings), Views(worker, registry, places)
     # /docs from the package (Swagger UI without a CDN)
