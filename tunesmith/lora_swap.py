@@ -18,14 +18,25 @@ set leaves the model running the set it had.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
-from .lora import AdapterSpec, Merged, Target, fit, merge, parse_specs, read_adapters
+from .lora import WEIGHTS, AdapterSpec, Merged, Target, fit, merge, parse_specs, read_adapters
 
 
 def key_of(specs: list[AdapterSpec]) -> tuple:
-    """What makes two adapter sets the same: the files and scales, in order."""
-    return tuple((str(spec.path), spec.scale) for spec in specs)
+    """What makes two adapter sets the same: the files, as they are on disk now (an adapter file replaced in
+    place is merged again), and the scales, in order."""
+    return tuple((str(spec.path), spec.scale, _stamp(spec.path)) for spec in specs)
+
+
+def _stamp(path: Path) -> tuple:
+    weights = path / WEIGHTS if path.is_dir() else path
+    try:
+        stat = weights.stat()
+    except OSError:  # gone: read_adapter says so in one line
+        return ()
+    return stat.st_mtime_ns, stat.st_size
 
 
 class AdapterSwap:
@@ -42,6 +53,7 @@ class AdapterSwap:
         self.locate, self.shapes, self.model = locate, shapes, model
         self.weights, self.base, self.install = weights, base, install
         self.specs: list[AdapterSpec] = []
+        self._key: tuple = ()  # key_of(self.specs) when they were merged
         self._merged: Merged | None = None  # live form: what to revert
         self._touched: set[str] = set()  # derived form: the weights installed from a merge
         self.merges = 0  # sets merged so far (the tests and logs read it: a same set is not merged again)
@@ -54,7 +66,8 @@ class AdapterSwap:
         """Run with this adapter set from now on (lora.parse_specs' forms; None or []: the base model).
         Returns whether anything changed (the same set again: nothing is merged)."""
         specs = parse_specs(lora)
-        if key_of(specs) == key_of(self.specs):
+        key = key_of(specs)
+        if key == self._key:
             return False
         patches = fit(read_adapters(specs), self.locate, self.shapes, self.model) if specs else []
         if self.derived:
@@ -69,6 +82,6 @@ class AdapterSwap:
                 self._merged.revert(self.weights)
                 self._merged = None
             self._merged = merge(self.weights, patches, keep=True)
-        self.specs = specs
+        self.specs, self._key = specs, key
         self.merges += bool(specs)
         return True

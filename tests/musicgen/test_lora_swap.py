@@ -103,3 +103,20 @@ def test_use_lora_needs_swap_lora(mono_ckpt, two):
     model = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32")
     with pytest.raises(InvalidParameter, match="swap_lora=True"):
         model.use_lora(two[0])
+
+
+def test_an_adapter_file_replaced_in_place_is_merged_again(mono_ckpt, two, tmp_path):
+    import os
+    import shutil
+
+    a, b = two
+    path = tmp_path / "style.safetensors"
+    shutil.copy(b, path)
+    model = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32", swap_lora=True, lora=path)
+    first = audio(model).audio
+    write_single_file(path, peft_layers(mono_ckpt[1], OTHER, 2, 2, seed=7, size=0.5), 2.0, dtype=torch.float32)
+    os.utime(path, ns=(1, 1))  # another stamp, whatever the clock's resolution
+    assert model.use_lora(path) is True
+    assert not np.array_equal(audio(model).audio, first)
+    np.testing.assert_array_equal(audio(model).audio, audio(MusicGen.from_pretrained(
+        mono_ckpt[0], device="cpu", dtype="float32", lora=path)).audio)
