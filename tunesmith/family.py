@@ -92,7 +92,7 @@ FAMILIES = {spec.name: spec for spec in (
                                        "total"),
                other_audio="--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues audio "
                            "with --continue FILE",
-               quantize=("int8", "int4"), quantize_cpu=False, loading=("quantize", "threads", "lora"),
+               quantize=("int8", "int4"), quantize_cpu=False, loading=("quantize", "threads", "lora", "swap_lora"),
                meter_prompt=musicgen_options.meter_prompt),
     FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.PARAMS,
                stable_audio_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
@@ -111,7 +111,7 @@ FAMILIES = {spec.name: spec for spec in (
                            "FILE --repaint START:END",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
                limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length,
-               loading=("quantize", "threads", "lora")),
+               loading=("quantize", "threads", "lora", "swap_lora")),
     FamilySpec("stable_audio3", "Stable Audio 3", ".stable_audio3.model:StableAudio3", stable_audio3_options.PARAMS,
                stable_audio3_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",

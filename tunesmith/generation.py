@@ -128,6 +128,19 @@ class Family:
                 clip.params.update(request.meter.params())
         return clips
 
+    def use_lora(self, lora=None) -> bool:
+        """Generate with this LoRA adapter set from now on, swapped into the loaded weights without reloading
+        (the server's per-job adapters): lora as load(lora=...) takes it; None or []: the base model. The
+        previous set is reverted exactly first; the same set again changes nothing (returns False). Needs a
+        model loaded with swap_lora=True."""
+        swap = getattr(self, "_swap", None)
+        if swap is None:
+            raise InvalidParameter(f"use_lora: load this {FAMILY_NAMES[self.family]} model with swap_lora=True "
+                                   "to swap adapters")
+        changed = swap.use(lora)
+        self.lora = swap.specs
+        return changed
+
     def _retry_on_cpu(self, plan, report) -> list:
         home, home_dtype = self.device, self.dtype
         cpu = torch.device("cpu")

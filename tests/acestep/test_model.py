@@ -151,7 +151,7 @@ def test_load_and_describe_pick_the_family_from_the_files(ace_ckpt, ace_model, t
     assert (alias.family, alias.longest, alias.folder, alias.turbo) == ("acestep", 600.0, None, True)
     assert not describe("acestep-sft").turbo and spec.turbo
     with pytest.raises(InvalidParameter, match=r"compile is not a loading option of ACE-Step models \(theirs: "
-                                                r"quantize, threads, lora\)"):
+                                                r"quantize, threads, lora, swap_lora\)"):
         tunesmith.load(ace_ckpt[0], device="cpu", compile=True)
 
 

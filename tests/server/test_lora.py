@@ -39,14 +39,14 @@ def test_a_server_without_lora_dir_lists_none(client_for):
     assert client.get("/api/loras").json()["loras"] == []
 
 
-def test_a_served_adapter_changes_the_audio(client_for, lora_dir, mono_ckpt):
+def test_the_served_set_is_a_jobs_default(client_for, lora_dir, mono_ckpt):
     from tunesmith import MusicGen
 
     client, _ = client_for(lora_dir=lora_dir, lora=["warm@1.5"])
-    res = client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0,
-                                         "lora": "warm@1.5"})
+    res = client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0})
     assert res.status_code == 202, res.text
     job = done(client, res.json()["id"])
+    assert job["request"]["lora"] == [["warm", 1.5]]
     assert job["status"] == "done", job
     audio, _ = audio_of(client, job["id"])
     base, = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32").generate(
@@ -58,21 +58,110 @@ def test_a_served_adapter_changes_the_audio(client_for, lora_dir, mono_ckpt):
     assert np.abs(audio - base.audio).max() > 1e-3
 
 
+@pytest.fixture(scope="module")
+def loaded(mono_ckpt):
+    """clip(lora) -> the 16-bit WAV of a model loaded with that set merged at load (load(lora=...)), as the jobs
+    below ask for it: 0.4 s of "jazz", seed 3, greedy."""
+    from tunesmith import MusicGen
+
+    made = {}
+
+    def clip(*lora):
+        if lora not in made:
+            model = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32", lora=list(lora))
+            made[lora] = model.generate("jazz", duration=0.4, seed=3, temperature=0)[0].audio
+        return made[lora]
+
+    return clip
+
+
+def test_each_job_runs_its_own_set_and_the_base_comes_back(client_for, lora_dir, loaded, mono_ckpt):
+    """A, then none, then B, then A and B stacked: each job's audio is the model loaded with that set; the
+    base weights are bit-identical after the swaps."""
+    import torch
+
+    from tunesmith import MusicGen
+
+    client, app = client_for(start_worker=False, lora_dir=lora_dir)
+    sets = ["warm@1.5", None, "bright@-0.8", ["bright@0.5", "warm"]]
+    ids = []
+    for lora in sets:
+        res = client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0,
+                                             **({"lora": lora} if lora is not None else {})})
+        assert res.status_code == 202, res.text
+        ids.append(res.json()["id"])
+    worker = app.state.worker
+    worker.start()
+    jobs = [done(client, i) for i in ids]
+    assert [j["status"] for j in jobs] == ["done"] * 4, jobs
+    assert [j["request"]["lora"] for j in jobs] == [[["warm", 1.5]], [], [["bright", -0.8]],
+                                                    [["bright", 0.5], ["warm", 1.0]]]
+    expected = [loaded((lora_dir / "warm", 1.5)), loaded(), loaded((lora_dir / "bright.safetensors", -0.8)),
+                loaded((lora_dir / "bright.safetensors", 0.5), (lora_dir / "warm", 1.0))]
+    for job, want in zip(jobs, expected):
+        np.testing.assert_allclose(audio_of(client, job["id"])[0], want, atol=1e-4)  # 16-bit WAV
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3 and np.abs(expected[2] - expected[1]).max() > 1e-3
+    assert worker._batches == 4
+    model = worker.models[app.state.registry.default.name]
+    assert model._swap.merges == 3 and [s.scale for s in model.lora] == [0.5, 1.0]
+    model.use_lora(None)
+    base = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32")._model.lm.state_dict()
+    mine = model._model.lm.state_dict()
+    for name, tensor in base.items():  # the packed weights, against a model that never had an adapter
+        if ".cache." not in name:
+            assert torch.equal(*(t.to_dense() if t.is_mkldnn else t for t in (mine[name], tensor))), name
+
+
+def test_jobs_of_one_set_batch_together_and_never_with_another(client_for, lora_dir):
+    client, app = client_for(start_worker=False, lora_dir=lora_dir, lora=["warm@0.5"])
+    bodies = [{"lora": "bright"}, {}, {"lora": "bright@1"}, {"lora": "warm@0.5"}, {"lora": []}, {"lora": "warm"}]
+    ids = [client.post("/api/jobs", json={"prompt": f"jazz {i}", "duration": 0.4, **b}).json()["id"]
+           for i, b in enumerate(bodies)]
+    store = app.state.store
+    batches = []
+    while jobs := store.claim(16):
+        batches.append([ids.index(j.id) for j in jobs])
+    # bright = bright@1; no field = the --lora set (warm@0.5); [] = none; warm = warm@1
+    assert sorted(batches) == [[0, 2], [1, 3], [4], [5]]
+
+
+def test_the_same_set_is_merged_once(client_for, lora_dir):
+    client, app = client_for(lora_dir=lora_dir, lora=["warm@0.5"])
+    for body in [{}, {"lora": "warm@0.5"}, {}]:  # one after another: each waits for the one before
+        job = done(client, client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, **body}).json()["id"])
+        assert job["status"] == "done", job
+    assert app.state.worker.models[app.state.registry.default.name]._swap.merges == 1
+
+
 @pytest.mark.parametrize("lora, message", [
     ("../outside", "lora '../outside' is not an adapter of this server"),
     ("/etc/passwd", "lora '/etc/passwd' is not an adapter of this server"),
+    (str("{dir}/warm"), "is not an adapter of this server"),
     ("missing", "lora 'missing' is not an adapter of this server"),
     ("notes", "lora 'notes' is not an adapter of this server"),
-    ("bright", "does not swap adapters per job; "),
-    ("warm@0.7", "does not swap adapters per job; "),
     ("warm@9", "a scale must be a number from -2 to 2"),
+    ("warm@loud", "the scale after @ must be a number"),
+    (["warm"] * 9, "lora: at most 8 adapters a job, got 9"),
 ])
-def test_a_bad_lora_field_is_one_line_4xx(client_for, lora_dir, lora, message):
+@pytest.mark.parametrize("route", ["/api/jobs", "/api/generate"])
+def test_a_bad_lora_field_is_one_line_4xx(client_for, lora_dir, lora, message, route):
     client, _ = client_for(start_worker=False, lora_dir=lora_dir, lora=["warm@0.5"])
-    res = client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, "lora": lora})
+    lora = lora.format(dir=lora_dir) if isinstance(lora, str) else lora
+    res = client.post(route, json={"prompt": "jazz", "lora": lora})
     assert res.status_code == 400, res.text
     detail = res.json()["detail"]
     assert message in detail and "\n" not in detail and str(lora_dir) not in detail
+
+
+def test_compat_generate_takes_a_lora_name(client_for, lora_dir, loaded):
+    client, _ = client_for(lora_dir=lora_dir)
+    res = client.post("/api/generate", json={"prompt": "jazz", "seconds": 0.4, "seed": 3, "temperature": 0,
+                                             "lora": "bright@-0.8"})
+    assert res.status_code == 200, res.text
+    job = done(client, res.json()["id"])
+    assert job["status"] == "done" and job["request"]["lora"] == [["bright", -0.8]], job
+    np.testing.assert_allclose(audio_of(client, job["id"])[0], loaded((lora_dir / "bright.safetensors", -0.8)),
+                               atol=1e-4)
 
 
 def test_lora_field_without_lora_dir_is_refused(client_for):
@@ -135,3 +224,54 @@ def test_a_meter_of_the_wrong_type_is_one_line_422(client_for, value, shown):
     res = client.post("/api/jobs", json={"prompt": "jazz", "time_signature": value})
     assert res.status_code == 422, res.text
     assert res.json()["detail"] == f'time_signature must be a meter as written, "3/4", or its beats a bar, 3, got {shown}'
+
+
+def test_lora_for_a_family_without_adapters_is_one_line(lora_dir):
+    from types import SimpleNamespace
+
+    from tunesmith.server.loras import job_lora
+
+    entry = SimpleNamespace(name="sao-small", family="stable_audio")
+    with pytest.raises(InvalidParameter) as err:
+        job_lora("warm", lora_dir, [], entry)
+    assert str(err.value) == ("lora: sao-small is a Stable Audio model; LoRA adapters apply to MusicGen, ACE-Step and "
+                              "Stable Audio 3 models")
+    assert job_lora(None, lora_dir, [], entry) is None  # nothing stored: its jobs batch as before
+
+
+def test_a_stable_audio_3_job_may_name_the_set_merged_at_start_and_no_other(lora_dir):
+    """Stable Audio 3 merges its adapters once at load (serve --lora): no per-job swap."""
+    from types import SimpleNamespace
+
+    from tunesmith.server.loras import job_lora, parse_named
+
+    entry = SimpleNamespace(name="sa3-small", family="stable_audio3")
+    running = parse_named(["warm@1.5"], lora_dir)
+    assert job_lora("warm@1.5", lora_dir, running, entry) is None  # the set it runs: nothing to swap
+    assert job_lora(None, lora_dir, running, entry) is None
+    with pytest.raises(InvalidParameter) as err:
+        job_lora("warm@0.5", lora_dir, running, entry)
+    assert str(err.value) == ("lora: Stable Audio 3 models do not swap adapters per job; sa3-small runs with "
+                              "warm@1.5 (serve --lora sets it)")
+    with pytest.raises(InvalidParameter, match="runs with no adapter"):
+        job_lora("warm", lora_dir, [], entry)
+
+
+def test_an_adapter_that_does_not_fit_fails_its_job_in_one_line(client_for, lora_dir, loaded):
+    """An adapter for another family sits in the folder: its job fails with the line load() gives, and the model
+    keeps running the sets of the jobs after it."""
+    import torch
+
+    write_single_file(lora_dir / "acestep-style.safetensors",
+                      {"layers.0.self_attn.to_q.lora_A.weight": torch.zeros(2, 16),
+                       "layers.0.self_attn.to_q.lora_B.weight": torch.zeros(16, 2)}, 2.0, prefix="")
+    client, _ = client_for(lora_dir=lora_dir)
+    bad = done(client, client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4,
+                                                      "lora": "acestep-style"}).json()["id"])
+    assert bad["status"] == "error" and "\n" not in bad["error"], bad
+    assert "does not fit this MusicGen decoder: its layer layers.0.self_attn.to_q is none of" in bad["error"]
+    assert bad["error"].startswith("LoRA acestep-style.safetensors does not fit"), bad  # the folder is not told
+    good = done(client, client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0,
+                                                       "lora": "warm@1.5"}).json()["id"])
+    assert good["status"] == "done", good
+    np.testing.assert_allclose(audio_of(client, good["id"])[0], loaded((lora_dir / "warm", 1.5)), atol=1e-4)

@@ -150,7 +150,7 @@ class DiTCPU(CPUTransformer):
         self.norm_out = _rms(t.norm_out, width)
         self.table = t.scale_shift_table.detach().float()  # [1, 2, W]
         windows = [t.config.sliding_window if kind == "sliding_attention" else None for kind in t.layer_types]
-        self.blocks = []
+        self.blocks, self.windows = [], windows
         for i, window in enumerate(windows):
             self.blocks.append(_Block(t.layers[i], window, dtype, quantize))
             if consume:  # drop the layer's weights now: the peak is the module + one layer, not + all
@@ -159,6 +159,27 @@ class DiTCPU(CPUTransformer):
 
     def project_context(self, states: torch.Tensor) -> torch.Tensor:
         return self.condition_embedder(states)  # [B, S_c, W]
+
+    def rebuild(self, base: nn.Module, values: dict[str, torch.Tensor]):
+        """The blocks of the layers `values` names made again from the diffusers DiT `base` (float32, kept
+        unchanged) with those weights (name -> float32 [out, in], e.g. "layers.3.self_attn.to_q.weight"),
+        rounded to bfloat16 as the CPU path reads its DiT: a LoRA set swapped (lora_swap.py), each block from
+        the float32 weights, never from its own rounded ones."""
+        layers: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in values.items():
+            head, index, rest = name.split(".", 2)
+            if head != "layers":
+                raise ValueError(f"ACE-Step DiT weight {name} is no block's")
+            layers.setdefault(int(index), {})[rest] = value
+        for i, weights in layers.items():
+            layer = copy.deepcopy(base.layers[i])  # one layer's float32 copy at a time
+            own = layer.state_dict(keep_vars=True)
+            with torch.no_grad():
+                for rest, value in weights.items():
+                    own[rest].copy_(value)
+            layer.to(torch.bfloat16)
+            self.blocks[i] = _Block(layer, self.windows[i], self.compute_dtype, self.quantize)
+        self._context_of = None  # cross-attention keys and values of the old weights
 
     def _rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) [length, head_dim] float32: Qwen3's layout (two equal halves), as diffusers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class AceStep(Family):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "acestep", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None, lora=None) -> "AceStep":
+                        threads: int | None = None, lora=None, swap_lora: bool = False) -> "AceStep":
         """Load an AceStepPipeline folder: an alias (acestep, acestep-sft, acestep-base, ...), a hub id or
         a local folder.
 
@@ -70,10 +71,12 @@ class AceStep(Family):
             ComfyUI-style .safetensors file), "path@scale", (path, scale), or a list of them; scale from
             -2 to 2 (default 1). Each adapter is read and checked against the DiT's shapes before the
             model's weights are read.
+        swap_lora: keep what use_lora(...) needs to swap adapter sets later (the server's per-job adapters):
+            on the CPU's bfloat16/int8 path the DiT's float32 weights as loaded (memory: the DiT in float32
+            beside its CPU form); elsewhere the weights a set touches, while it is merged.
         """
         from ..lora import fit, merge, parse_specs, read_adapters
         from .adapters import dit_shapes, dit_weights, locate
-        from .layout import load_folder
 
         specs = parse_specs(lora)
         adapters = read_adapters(specs)
@@ -82,15 +85,44 @@ class AceStep(Family):
         cpu_path = dev.type == "cpu" and (dt == torch.bfloat16 or quantize is not None)
         # the CPU path: the encoders and VAE float32, as they run; the DiT read in bfloat16 (half the memory
         # while loading), its norms and modulation computed in float32 from those values; with adapters,
-        # read in float32 so that each is added to the weights before one rounding to bfloat16 or int8
-        dit_dtype = (torch.float32 if patches else torch.bfloat16) if cpu_path else dt
+        # read in float32 so that each is added to the weights before one rounding to bfloat16 (then int8)
+        dit_dtype = (torch.float32 if patches or swap_lora else torch.bfloat16) if cpu_path else dt
+        from .layout import load_folder
+
         parts = load_folder(folder, dev, torch.float32 if cpu_path else dt, torch.float32, dit_dtype)
+        if swap_lora:
+            model = cls._swappable(parts, str(name_or_path), dev, dt, quantize if cpu_path else None, cpu_path)
+            model.use_lora(specs)
+            return model
         merge(dit_weights(parts.transformer), patches)
         if cpu_path:
             from .cpu import for_cpu
 
+            parts.transformer.to(torch.bfloat16)  # merged: rounded as a DiT read without adapters is
             return cls(for_cpu(parts, dt, quantize), str(name_or_path), dev, dt, quantize, specs)
         return cls(parts, str(name_or_path), dev, dt, lora=specs)
+
+    @classmethod
+    def _swappable(cls, parts: AceStepParts, name: str, dev, dt, quantize, cpu_path: bool) -> "AceStep":
+        """A model whose adapter set use_lora swaps (lora_swap.py): the DiT's weights live on the diffusers
+        path; on the CPU path derived, each touched layer's block rebuilt from the kept float32 DiT."""
+        from ..lora_swap import AdapterSwap
+        from .adapters import dit_weights, linear_shapes, locate
+
+        shapes, what = linear_shapes(parts.transformer), "this ACE-Step DiT"
+        if not cpu_path:
+            model = cls(parts, name, dev, dt)
+            model._swap = AdapterSwap(locate, shapes, what, weights=dit_weights(parts.transformer))
+            return model
+        from .cpu import for_cpu
+
+        base = parts.transformer  # float32, kept whole: every block is rebuilt from it
+        parts.transformer = copy.deepcopy(base).to(torch.bfloat16)  # the DiT as the CPU path reads it
+        cpu = for_cpu(parts, dt, quantize)
+        model = cls(cpu, name, dev, dt, quantize)
+        model._swap = AdapterSwap(locate, shapes, what, base=dit_weights(base),
+                                  install=lambda values: cpu.transformer.rebuild(base, values))
+        return model
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):

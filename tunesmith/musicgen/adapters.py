@@ -66,3 +66,18 @@ def locator(cfg: DecoderConfig):
 def lm_weights(lm: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The LM's 2-D weights by name (on the meta device: their shapes, before any is read)."""
     return {name: p for name, p in lm.named_parameters() if p.dim() == 2 and name != "embed"}
+
+
+def swap_of(model, device: torch.device, quantize: str | None):
+    """A loaded model's (loader.LoadedModel) AdapterSwap: derived from its float32 base when load_folder kept
+    one (packed or quantized step linears), else on its live weights."""
+    from ..lora_swap import AdapterSwap
+    from .linear import install_weights, specialiser
+
+    locate, what = locator(model.config.decoder), "this MusicGen decoder"
+    if model.base is None:
+        weights = lm_weights(model.lm)
+        return AdapterSwap(locate, {n: tuple(w.shape) for n, w in weights.items()}, what, weights=weights)
+    make = specialiser(model.lm, device, quantize)
+    return AdapterSwap(locate, {n: tuple(w.shape) for n, w in model.base.items()}, what, base=model.base,
+                       install=lambda values: install_weights(model.lm, values, make))

@@ -129,16 +129,47 @@ def replace_step_linears(lm: nn.Module, make) -> None:
         setattr(parent, name, make(getattr(parent, name)))
 
 
-def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None) -> None:
-    """int8 / int4 when asked; otherwise on the CPU bfloat16 weights for the one-stream kernel, or
-    oneDNN-packed float32 / bfloat16 weights; plain nn.Linear elsewhere (float16 on the CPU too)."""
+def specialiser(lm: nn.Module, device: torch.device, quantize: str | None):
+    """What specialise_linears makes of each step linear here: int8 / int4 when asked; otherwise on the CPU
+    bfloat16 weights for the one-stream kernel, or oneDNN-packed float32 / bfloat16 weights; None: plain
+    nn.Linear (elsewhere, and float16 on the CPU)."""
     kernels = cpu_kernels.library() if device.type == "cpu" else None
     if quantize == "int8":
-        replace_step_linears(lm, lambda linear: Int8Linear(linear, linear.weight.dtype, kernels))
-    elif quantize == "int4":
-        replace_step_linears(lm, lambda linear: Int4Linear(linear, linear.weight.dtype))
-    elif kernels is not None and kernels.bf16 and lm.embed.dtype == torch.bfloat16:
-        replace_step_linears(lm, lambda linear: StreamLinear(linear, kernels) if cpu_kernels.packable(linear.weight)
-                             else PackedLinear(linear))
-    elif device.type == "cpu" and lm.embed.dtype != torch.float16 and cpu_packing_available(lm.embed.dtype):
-        replace_step_linears(lm, PackedLinear)  # oneDNN packs float16 only on CPUs with AVX512-FP16
+        return lambda linear: Int8Linear(linear, linear.weight.dtype, kernels)
+    if quantize == "int4":
+        return lambda linear: Int4Linear(linear, linear.weight.dtype)
+    if kernels is not None and kernels.bf16 and lm.embed.dtype == torch.bfloat16:
+        return lambda linear: StreamLinear(linear, kernels) if cpu_kernels.packable(linear.weight) \
+            else PackedLinear(linear)
+    if device.type == "cpu" and lm.embed.dtype != torch.float16 and cpu_packing_available(lm.embed.dtype):
+        return PackedLinear  # oneDNN packs float16 only on CPUs with AVX512-FP16
+    return None
+
+
+def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None) -> bool:
+    """The step linears in their faster forms (specialiser); False when they stay plain nn.Linear."""
+    make = specialiser(lm, device, quantize)
+    if make is not None:
+        replace_step_linears(lm, make)
+    return make is not None
+
+
+def install_weights(lm: nn.Module, values: dict[str, torch.Tensor], make) -> None:
+    """Weights of the LM (name -> float32 [out, in], as adapters.lm_weights names them) put in place: a step
+    linear made again by `make` from a plain nn.Linear of that weight (rounded once to the LM's dtype, as at
+    load), any other weight copied into its tensor. A LoRA swap (lora_swap.py) on packed or quantized linears."""
+    dtype = lm.embed.dtype
+    for name, value in values.items():
+        path, _, kind = name.rpartition(".")
+        parent_path, _, attr = path.rpartition(".")
+        parent = lm.get_submodule(parent_path) if parent_path else lm
+        module = getattr(parent, attr)
+        if isinstance(module, nn.Linear) or kind != "weight":
+            with torch.no_grad():
+                getattr(module, kind).copy_(value)
+            continue
+        linear = nn.Linear(value.shape[1], value.shape[0], bias=False, device="meta")
+        linear.weight = nn.Parameter(value.to(lm.embed.device, dtype), requires_grad=False)
+        linear.bias = module.bias
+        setattr(parent, attr, make(linear))
+    lm.step_graphs.clear()  # captured graphs read the replaced linears' tensors

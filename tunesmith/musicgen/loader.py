@@ -31,6 +31,9 @@ class LoadedModel:
     text: TextConditioner
     codec: torch.nn.Module  # transformers EncodecModel, float32
     style: StyleModel | None = None  # MusicGen-Style's conditioner and MERT, float32
+    # load_folder(keep_base=True) on packed or quantized step linears: the LM's 2-D weights in float32 as
+    # read (adapters.lm_weights' names), on the CPU: what a LoRA swap derives the linears from again
+    base: dict | None = None
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "LoadedModel":
         self.lm.release()
@@ -75,10 +78,11 @@ def _fit_adapters(adapters: list, lm: MusicGenLM, cfg) -> list:
 
 
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize: str | None = None,
-                adapters: list | None = None) -> LoadedModel:
+                adapters: list | None = None, keep_base: bool = False) -> LoadedModel:
     """adapters: read LoRA adapters (tunesmith.lora.Adapter), checked against the decoder's shapes before its
     weights are read (transformers layout) and merged into them, in order, before the linears are packed or
-    quantized; with adapters the decoder is read in float32 and rounded to `dtype` once, after the merge."""
+    quantized; with adapters the decoder is read in float32 and rounded to `dtype` once, after the merge.
+    keep_base: keep the LM's float32 weights (LoadedModel.base) when the step linears are specialised."""
     from transformers import AutoTokenizer, EncodecConfig, EncodecModel, T5Config, T5EncoderModel
 
     from .audiocraft import LM_FILE, load_style_checkpoint
@@ -86,9 +90,9 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize
     if (folder / LM_FILE).is_file() and not (folder / "config.json").is_file():  # audiocraft's layout
         config, lm, tokenizer, t5, codec, style = load_style_checkpoint(folder, dtype)
         merge(lm_weights(lm), _fit_adapters(adapters, lm, config.decoder))
+        base = _float_base(lm) if keep_base else None
         model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec, style).to(device, dtype)
-        specialise_linears(model.lm, device, quantize)
-        return model
+        return _specialised(model, device, quantize, base)
     config = read_config(folder)
     if not any((folder / name).exists() for name in TOKENIZER_FILES):
         raise CheckpointError(f"no tokenizer (tokenizer.json or spiece.model) in {folder}")
@@ -96,8 +100,9 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize
 
     lm = _build_on_meta(lambda: MusicGenLM(config.decoder))
     patches = _fit_adapters(adapters, lm, config.decoder)
-    used = load_decoder(lm, ckpt, config.decoder, torch.float32 if patches else dtype)
+    used = load_decoder(lm, ckpt, config.decoder, torch.float32 if patches or keep_base else dtype)
     merge(lm_weights(lm), patches)
+    base = _float_base(lm) if keep_base else None
     # The position table is derived from the config, not stored: rebuild it off the meta device.
     lm.positions = sinusoidal_positions(config.decoder.max_positions, config.decoder.dim)
 
@@ -122,5 +127,16 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, quantize
     except Exception as err:
         raise CheckpointError(f"cannot load the tokenizer in {folder} ({type(err).__name__}: {err})") from None
     model = LoadedModel(config, lm, TextConditioner(tokenizer, t5), codec).to(device, dtype)
-    specialise_linears(model.lm, device, quantize)
+    return _specialised(model, device, quantize, base)
+
+
+def _float_base(lm: MusicGenLM) -> dict[str, torch.Tensor]:
+    """The LM's 2-D weights as float32 copies on the CPU (the live ones are rounded, packed or quantized next)."""
+    return {name: w.detach().to("cpu", torch.float32, copy=True) for name, w in lm_weights(lm).items()}
+
+
+def _specialised(model: LoadedModel, device: torch.device, quantize: str | None, base) -> LoadedModel:
+    """The step linears specialised; the float32 base kept only if they were (plain linears are swapped live)."""
+    if specialise_linears(model.lm, device, quantize):
+        model.base = base
     return model

@@ -22,6 +22,7 @@ from ..quiet import quiet_loading
 from ..request import WINDOW_SECONDS, Request, check_request, named
 from .codec import decode_codes, encode_audio
 from .conditioning import CHROMA_HOP, chroma_features
+from .adapters import swap_of
 from .loader import LoadedModel, load_folder
 from .longform import generate_long
 from .patterns import delay_offsets
@@ -51,7 +52,7 @@ class MusicGen(Family):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "small", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None, lora=None) -> "MusicGen":
+                        threads: int | None = None, lora=None, swap_lora: bool = False) -> "MusicGen":
         """Load a checkpoint: an alias (small, medium, large, stereo-small, melody, ...: `tunesmith
         models` lists them), a hub id (facebook/musicgen-small), or a local checkpoint folder.
 
@@ -64,6 +65,9 @@ class MusicGen(Family):
         lora: LoRA adapters on the decoder LM's linears (PEFT form, over transformers' MusicGen), merged once
             into its weights, in order, before they are packed or quantized: a path (a PEFT folder or one
             .safetensors file), "path@scale", (path, scale) or a list of them; scale from -2 to 2 (default 1).
+        swap_lora: keep what use_lora(...) needs to swap adapter sets later (the server's per-job adapters): with
+            packed or quantized CPU linears (and int8 anywhere) the decoder's float32 weights as read (memory:
+            the decoder in float32 beside its packed form); plain linears keep the weights a set touches.
         """
         from ..lora import parse_specs, read_adapters
 
@@ -71,8 +75,13 @@ class MusicGen(Family):
         adapters = read_adapters(specs)
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize)
         with quiet_loading(diffusers=False):  # MusicGen's pad id warning, on every config
-            model = load_folder(folder, dev, dt, quantize, adapters)
-        return cls(model, str(name_or_path), dev, dt, quantize, specs)
+            model = load_folder(folder, dev, dt, quantize, [] if swap_lora else adapters, keep_base=swap_lora)
+        if not swap_lora:
+            return cls(model, str(name_or_path), dev, dt, quantize, specs)
+        made = cls(model, str(name_or_path), dev, dt, quantize)
+        made._swap = swap_of(model, dev, quantize)
+        made.use_lora(specs)
+        return made
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):

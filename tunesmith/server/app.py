@@ -51,6 +51,7 @@ def served_loras(settings: ServerSettings, registry: Registry) -> list:
         raise InvalidParameter(f"--lora applies to {takers} models: the default model {default.name} is "
                                f"{FAMILIES[default.family].display}")
     settings.worker.lora = {default.name: running} if running else {}
+    settings.worker.lora_dir = settings.lora_dir
     return running
 
 
@@ -81,7 +82,8 @@ def create_app(settings: ServerSettings, registry: Registry | None = None, make_
     slots = app.state.upload_slots = UploadSlots(settings.max_uploads)
     max_upload_seconds = settings.upload_seconds or longest_upload(registry, settings.limits)
     places = app.state.places = server_places(store.folder, settings.limits.media_dirs,
-                                              [e.spec.folder for e in registry.entries.values() if e.spec.folder])
+                                              [e.spec.folder for e in registry.entries.values() if e.spec.folder],
+                                              settings.lora_dir)
     install_error_handlers(app)
     service, views = Jobs(store, worker, registry, settings), Views(worker, registry, places)
     # /docs from the package (Swagger UI without a CDN)

@@ -86,7 +86,8 @@ class GenerateIn(Body):
     sampler: Optional[str] = Field(None, max_length=100)
     reference_audio_path: Optional[str] = Field(None, max_length=4096, description="Stable Audio: init audio")
     reference_strength: Optional[Number] = None
-    lora: Optional[str] = Field(None, max_length=500, description="not supported")
+    lora: Optional[Union[Annotated[str, Field(max_length=500)], list[Annotated[str, Field(max_length=500)]]]] = Field(
+        None, description="NAME or NAME@SCALE of GET /api/loras, or a list of them (stacked in order); never a path")
     output_mode: Optional[str] = Field(None, max_length=100, description='"audio" only')
 
 
@@ -141,8 +142,9 @@ JobIn = create_model(
                                           "another family are refused.",
     **{name: _option_field(name, option) for name, option in METER.items()},
     **{field_of(name, option): _option_field(name, option) for name, option in family_options().items()},
-    lora=(Optional[Union[str, list[str]]], Field(None, description="NAME or NAME@SCALE from GET /api/loras: the "
-                                                 "adapters the model runs with (they are not swapped per job)")),
+    lora=(Optional[Union[str, list[str]]], Field(None, description="NAME or NAME@SCALE from GET /api/loras, or a list "
+                                                 "of them stacked in order ([]: none); none given: the server's "
+                                                 "--lora set. Jobs of one set batch together")),
     continuation=(Optional[str], Field(None, max_length=UPLOAD_ID, description=f"an upload id: {_AUDIO}")),
     fade_in=(Optional[Number], None),
     fade_out=(Optional[Number], None),

@@ -173,7 +173,7 @@ class Generation:
         seen = self.probe.check()
         log.info("data folder %s: shared (%d other replicas' probes read)", self.store.folder, seen)
         registry = Registry.describe(settings.models)
-        served_loras(settings, registry)  # --lora: merged into the default model here too
+        served_loras(settings, registry)  # --lora and --lora-dir: each job's adapter set swapped in here too
         self.worker = Worker(self.store, registry, settings.worker)
         self.worker.start()
         self.store.listen(self.worker.wake)  # a job added through any ingress replica starts at once

@@ -2,8 +2,9 @@
 the set the default model was started with (`--lora NAME@SCALE`), and GET /api/loras listing them.
 
 An adapter's name is a sub-folder of DIR holding adapter_model.safetensors (a PEFT folder), or a .safetensors
-file in DIR without its suffix. Adapters are merged once as the model loads (tunesmith.load(lora=...)); a job
-cannot swap them (per-request adapters are not wired): a job's `lora` field must name the set the model runs."""
+file in DIR without its suffix. A job's `lora` field names its set (NAME or NAME@SCALE, or a list); the job stores
+the names and scales (none given: the model's --lora set), and the worker swaps that set into the loaded model
+(Family.use_lora) for the job's batch: jobs of one set batch together (spec.batch_key)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..errors import InvalidParameter
 from ..lora import SCALE_LIMIT, WEIGHTS, AdapterSpec, check_scale, check_specs
 
 NAME_LIMIT = 200  # characters of an adapter's name
+STACK_LIMIT = 8  # adapters stacked in one job
 
 
 def adapter_names(folder: Path | None) -> dict[str, Path]:
@@ -70,17 +72,37 @@ def describe_named(named: list[tuple[str, AdapterSpec]]) -> list[dict]:
     return [dict(name=name, scale=spec.scale) for name, spec in named]
 
 
-def check_job_lora(value, folder: Path | None, running: list[tuple[str, AdapterSpec]], model: str):
-    """A job's `lora` field: the names (NAME or NAME@SCALE) of the set the model already runs, or refused in one
-    line (a name outside the folder, or another set: per-request swapping is not wired)."""
+def job_lora(value, folder: Path | None, default: list[tuple[str, AdapterSpec]], entry) -> list | None:
+    """A job's `lora` field (NAME, NAME@SCALE or a list of them) -> [[name, scale], ...] as the job stores it, each
+    name found in the folder; none given: the model's --lora set. None when nothing is stored (no --lora-dir, or
+    a family without adapters). Refused in one line: a name outside the folder, a bad scale, another family."""
+    from ..family import FAMILIES
+
+    spec = FAMILIES[entry.family]
+    if value is not None and "lora" not in spec.loading:
+        *others, last = [s.display for s in FAMILIES.values() if "lora" in s.loading]
+        takers = f"{', '.join(others)} and {last}" if others else last
+        raise InvalidParameter(f"lora: {entry.name} is a {spec.display} model; LoRA adapters apply to {takers} models")
+    swaps = "swap_lora" in spec.loading
     if value is None:
-        return
+        return None if folder is None or not swaps else [[n, s.scale] for n, s in default]
     items = [value] if isinstance(value, str) else list(value)
-    asked = parse_named([str(v) for v in items], folder, "lora")
-    if [(n, s.scale) for n, s in asked] != [(n, s.scale) for n, s in running]:
-        runs = ", ".join(f"{n}@{s.scale:g}" for n, s in running) or "no adapter"
-        raise InvalidParameter(f"lora: this server does not swap adapters per job; {model} runs with {runs} "
-                               "(start it with --lora NAME@SCALE)")
+    if len(items) > STACK_LIMIT:
+        raise InvalidParameter(f"lora: at most {STACK_LIMIT} adapters a job, got {len(items)}")
+    wanted = [[n, s.scale] for n, s in parse_named([str(v) for v in items], folder, "lora")]
+    if not swaps:  # merged once at start (serve --lora): a job may name that set, not another
+        if wanted != [[n, s.scale] for n, s in default]:
+            running = ", ".join(f"{n}@{a.scale:g}" for n, a in default) or "no adapter"
+            raise InvalidParameter(f"lora: {spec.display} models do not swap adapters per job; {entry.name} runs "
+                                   f"with {running} (serve --lora sets it)")
+        return None
+    return wanted
+
+
+def adapters_of(stored: list, folder: Path | None) -> list[AdapterSpec]:
+    """A job's stored [[name, scale], ...] -> the AdapterSpecs the worker merges (each looked up again: an
+    adapter removed from the folder since fails the job in one line)."""
+    return [spec for _, spec in parse_named([f"{name}@{scale!r}" for name, scale in stored], folder, "lora")]
 
 
 def lora_routes(folder: Path | None, running: list[tuple[str, AdapterSpec]], model: str) -> APIRouter:
@@ -88,7 +110,8 @@ def lora_routes(folder: Path | None, running: list[tuple[str, AdapterSpec]], mod
 
     @router.get("/api/loras")
     def loras():
-        """The LoRA adapters in the server's --lora-dir, by name, and those the default model runs with."""
+        """The LoRA adapters in the server's --lora-dir, by name (a job's `lora` names them), and the default
+        model's --lora set: what its jobs that name none run with."""
         return dict(loras=[dict(name=name, form="peft folder" if path.is_dir() else "file")
                            for name, path in adapter_names(folder).items()],
                     active=dict(model=model, loras=describe_named(running)))

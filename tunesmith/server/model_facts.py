@@ -1,5 +1,6 @@
 """What the page's model picker shows of a served model beyond GET /api/models' mlx-audiogen fields: the
-family as people write it, the clip lengths this server takes, and the licence of the weights."""
+family as people write it, the clip lengths this server takes, the licence of the weights, and whether it takes
+LoRA adapters (GET /api/loras lists them)."""
 
 from __future__ import annotations
 
@@ -14,4 +15,4 @@ def model_facts(entry: Entry, limits: Limits) -> dict:
     longest = min(entry.spec.longest or limits.max_duration, limits.max_duration)
     licence = licence_of(entry.given or entry.name)  # None for a local folder: its own model card says
     return dict(family_name=family.display, shortest=family.shortest, max_duration=longest, licence=licence,
-                licence_terms=LICENCES.get(licence) if licence else None)
+                licence_terms=LICENCES.get(licence) if licence else None, lora="swap_lora" in family.loading)

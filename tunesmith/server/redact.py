@@ -10,9 +10,11 @@ from pathlib import Path
 _TAIL = r"[^\s'\":,;()\[\]]*"  # the rest of a path: our own file names are ids, never holding these
 
 
-def server_places(data: Path, media_dirs=(), model_folders=()) -> list[tuple[re.Pattern, str]]:
+def server_places(data: Path, media_dirs=(), model_folders=(), lora_dir: Path | None = None
+                  ) -> list[tuple[re.Pattern, str]]:
     """(pattern, replacement) for each server folder a message may name, the deepest first. A file of a
-    media folder keeps its name there (the client named it); anything else is said in words."""
+    media folder or of the LoRA folder keeps its name there (the client named it); anything else is said
+    in words."""
     data = Path(data)
     named = [(data / "audio", "the job's audio"), (data / "uploads", "the upload"), (data / "tmp", "a temporary file"),
              (data, "the server's data folder"), (Path(tempfile.gettempdir()), "a temporary file"),
@@ -20,9 +22,11 @@ def server_places(data: Path, media_dirs=(), model_folders=()) -> list[tuple[re.
     places = []  # (length of the folder's spelling, pattern, words)
     for folder, words in named:
         places += [(len(form), _pattern(form, tail=True), words) for form in _forms(folder)]
-    for folder in media_dirs:
+    kept = [(folder, "the media folder") for folder in media_dirs]
+    kept += [(Path(lora_dir), "the LoRA folder")] if lora_dir is not None else []
+    for folder, words in kept:
         places += [(len(form) + 1, _pattern(form + "/", tail=False), "") for form in _forms(folder)]
-        places += [(len(form), _pattern(form, tail=False), "the media folder") for form in _forms(folder)]
+        places += [(len(form), _pattern(form, tail=False), words) for form in _forms(folder)]
     return [(pattern, words) for _, pattern, words in sorted(places, key=lambda p: -p[0])]
 
 

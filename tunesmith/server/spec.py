@@ -105,7 +105,8 @@ def check_finishing(finishing: dict, duration: float, loop: bool) -> dict | None
 
 def batch_key(spec: dict, job_id: str) -> str:
     """Jobs of one model with equal keys are generated in one batch: everything but the prompt, the
-    seed and the variations agrees (finishing and format are applied per job afterwards). Jobs with
+    seed and the variations agrees (finishing and format are applied per job afterwards; the LoRA set is
+    the same: the worker merges one set per batch). Jobs with
     audio inputs (continuation, and each family's options of audio: melody, style, Stable Audio 3's extension)
     and stems jobs run alone."""
     audio = [name for name, option in FAMILIES[spec["family"]].params.items() if option.kind == "audio"] \
@@ -114,6 +115,8 @@ def batch_key(spec: dict, job_id: str) -> str:
             spec["options"].get(k) is not None for k in audio):
         return f"alone:{job_id}"
     shared = {k: spec[k] for k in ("family", "duration", "loop", "options")}
+    if "lora" in spec:  # an adapter set ([]: none): merged for the whole batch, so never beside another set
+        shared["lora"] = spec["lora"]
     return json.dumps(shared, sort_keys=True)
 
 

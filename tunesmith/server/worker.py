@@ -47,8 +47,11 @@ class WorkerSettings:
     # first is the default.
     stems_models: dict = field(default_factory=lambda: {"htdemucs": "htdemucs", "htdemucs_ft": "htdemucs_ft",
                                                         "htdemucs_6s": "htdemucs_6s"})
-    # A model's public name -> [(adapter name, AdapterSpec)] merged into it as it loads (serve --lora)
+    # A model's public name -> [(adapter name, AdapterSpec)]: its set when a job names none (serve --lora)
     lora: dict = field(default_factory=dict)
+    # serve --lora-dir: the adapters jobs name; with it, models of families that take adapters load with
+    # swap_lora=True and each batch runs its jobs' set (Family.use_lora), kept merged until another set comes
+    lora_dir: Path | None = None
 
 
 class Worker:
@@ -171,7 +174,8 @@ class Worker:
         jobs = [j for j, _ in pairs]
         try:
             model = self._model(entry)
-        except Exception as err:  # no job's fault: all fail alike
+            self._use_lora(model, entry, jobs[0].spec)  # one set a batch (spec.batch_key)
+        except Exception as err:  # no job's fault (or the set they share): all fail alike
             for job in jobs:
                 self._fail(job, err)
             return
@@ -327,18 +331,40 @@ class Worker:
         self.models[name] = load()
         return self.models[name]
 
+    def _swaps(self, entry) -> bool:
+        """Whether this model swaps adapter sets per job: the server has a --lora-dir and its family swaps them."""
+        from ..family import FAMILIES
+
+        return self.settings.lora_dir is not None and "swap_lora" in FAMILIES[entry.family].loading
+
     def _model(self, entry):
         """The generation model of a registry entry, loaded when needed."""
         from .. import load
 
         def load_entry():
             adapters = [spec for _, spec in self.settings.lora.get(entry.name, [])]
-            model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype,
-                         **({"lora": adapters} if adapters else {}))
+            options = {"swap_lora": True} if self._swaps(entry) else {}
+            if adapters:
+                options["lora"] = adapters
+            model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype, **options)
             model.name = entry.name
             return model
 
         return self._cached(entry.name, load_entry)
+
+    def _use_lora(self, model, entry, spec: dict):
+        """The batch's adapter set merged into the model (the set it runs already: nothing to do). A job stored
+        without one (an older version's) runs the model's --lora set."""
+        if not self._swaps(entry):
+            return
+        from .loras import adapters_of
+
+        if "lora" in spec:
+            wanted = adapters_of(spec["lora"], self.settings.lora_dir)
+        else:
+            wanted = [s for _, s in self.settings.lora.get(entry.name, [])]
+        if model.use_lora(wanted):
+            log.info("%s runs with LoRA %s", entry.name, ", ".join(str(s) for s in wanted) or "none")
 
 
 def check_view(clip) -> dict:

@@ -12,6 +12,7 @@ from ...family import FAMILIES
 from ..bodies import GenerateIn, compat_names
 from ..handlers import plain
 from ..jobs import Jobs
+from ..loras import job_lora
 from ..model_facts import model_facts
 from ..registry import FAMILY_ALIASES
 from ..schema import AUDIO, errors
@@ -57,8 +58,7 @@ def compat_routes(service: Jobs, views: Views) -> APIRouter:
         warning = None
         if body.melody_path and not entry.spec.melody:  # DAW clients send one whatever the model (a sidechain)
             warning = f"melody_path was ignored: {entry.name} cannot follow a melody"
-        if body.lora:
-            raise InvalidParameter("lora: LoRA adapters are not supported by tunesmith")
+        lora = job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry)
         if body.output_mode not in (None, "audio"):
             raise InvalidParameter(f"output_mode {body.output_mode[:20]!r}: tunesmith makes audio only")
         options, audio_prompt = service.compat_options(body, entry)
@@ -68,6 +68,8 @@ def compat_routes(service: Jobs, views: Views) -> APIRouter:
                                options=options, audio_prompt=audio_prompt)
         except InvalidParameter as err:  # named as this body names them
             raise type(err)(err.render(compat_names(FAMILIES[entry.family]))) from None
+        if lora is not None:
+            spec["lora"] = lora  # as /api/jobs stores it: names and scales
         job, _ = service.submit(entry.stored, spec, None, warning=warning)
         return {"id": job.id, "status": "queued"}
 

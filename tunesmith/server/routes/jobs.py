@@ -21,7 +21,7 @@ from ...params import METER
 from ..bodies import JobIn, StemsIn, family_options, field_of
 from ..handlers import check_header_text
 from ..jobs import Jobs
-from ..loras import check_job_lora
+from ..loras import job_lora
 from ..schema import AUDIO, EVENTS, REPEATED, TEXT_PATTERN, errors
 from ..spec import plan_job, prompt_text
 from ..store import FINISHED
@@ -64,7 +64,7 @@ def job_routes(service: Jobs, views: Views, slots: UploadSlots, max_upload_secon
             asked = [name for name in given if every[name].needs == capability]
             if asked:
                 service.check_capability(entry, capability, asked[0])
-        check_job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry.name)
+        lora = job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry)
         options = {name: service.upload_path(getattr(body, field_of(name, option)), field_of(name, option))
                    if option.kind == "audio" else getattr(body, field_of(name, option)) for name, option in own.items()}
         options.update({name: getattr(body, name) for name in METER if getattr(body, name) is not None})
@@ -74,6 +74,8 @@ def job_routes(service: Jobs, views: Views, slots: UploadSlots, max_upload_secon
                            variations=body.variations, loop=body.loop, options=options,
                            audio_prompt=service.upload_path(body.continuation, "continuation"), finishing=finishing,
                            fmt=body.format, wav_format=body.wav_format)
+        if lora is not None:
+            spec["lora"] = lora  # names and scales, never paths; jobs of one set batch together
         job, created = service.submit(entry.stored, spec, idempotency_key, fingerprint_of("POST /api/jobs", body))
         return JSONResponse(own_view(job), status_code=202 if created else 200)
 

@@ -10,6 +10,7 @@ const DOWNLOADS = ["wav", "flac", "mp3"];
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const models = new Map(); // name -> {name, model_type, longest, ...}
+const loras = { names: [], active: { model: null, loras: [] } }; // GET /api/loras
 const cards = new Map(); // job id -> {element, job, events}
 
 // ---- talking to the server
@@ -96,11 +97,12 @@ function seconds(value) {
 function showFamilyFields() {
   const current = family();
   for (const element of document.querySelectorAll("[data-family]")) {
-    element.hidden = element.dataset.family !== current;
+    element.hidden = !element.dataset.family.split(" ").includes(current); // "stable_audio stable_audio3"
   }
   const model = currentModel();
   for (const element of document.querySelectorAll("[data-style]")) element.hidden = !(model && model.style);
   for (const element of document.querySelectorAll("[data-melody]")) element.hidden = !(model && model.melody);
+  showLoras(model);
   showModelInfo(model);
   showExamples(current);
 }
@@ -152,6 +154,51 @@ function useExample(example) {
     duration.value = String(Math.min(example.seconds, longest));
   }
   $("#prompt").focus();
+}
+
+// ---- LoRA adapters: the server's --lora-dir, by name (GET /api/loras); one picked, with its strength
+
+function showLoras(model) {
+  // shown for models that take adapters when the server offers some; the first choice is what a job without
+  // the field runs (the server's --lora set for its default model, else none)
+  const fields = $("#lora-fields");
+  fields.hidden = !(model && model.lora && loras.names.length);
+  const select = $("#lora");
+  const kept = select.value;
+  select.replaceChildren();
+  const served = model && loras.active.model === model.name ? loras.active.loras : [];
+  const running = served.map((l) => `${l.name}@${l.scale}`).join(" + ");
+  select.append(new Option(running ? `server's: ${running}` : "none", ""));
+  if (running) select.append(new Option("none", "-"));
+  for (const name of loras.names) select.append(new Option(name, name));
+  select.value = [...select.options].some((o) => o.value === kept) ? kept : "";
+  showScale();
+}
+
+function showScale() {
+  const picked = !["", "-"].includes($("#lora").value);
+  $("#lora-scale").disabled = !picked;
+  $("#lora-scale-shown").textContent = Number($("#lora-scale").value).toFixed(2);
+}
+
+function loraField() {
+  // the job's lora: undefined (the server's set), [] (none) or ["name@scale"]
+  if ($("#lora-fields").hidden) return undefined;
+  const value = $("#lora").value;
+  if (value === "") return undefined;
+  if (value === "-") return [];
+  return [`${value}@${Number($("#lora-scale").value)}`];
+}
+
+async function loadLoras() {
+  try {
+    const listed = await api("/api/loras");
+    loras.names = listed.loras.map((l) => l.name);
+    loras.active = listed.active;
+  } catch (_) {
+    loras.names = []; // an older server: no picker
+  }
+  showLoras(currentModel());
 }
 
 async function loadModels() {
@@ -212,7 +259,17 @@ async function jobBody() {
       body[input.name] = input.value;
     }
   }
+  const lora = loraField();
+  if (lora !== undefined) body.lora = lora;
   body.continuation = await uploadFile($("#continuation"));
+  if (family() === "stable_audio3") {
+    // repaint spans of the init audio ("4:8, 12:" -> [[4, 8], [12, null]]), or audio to extend, kept whole
+    const spans = $("#repaint-spans").value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (spans.length) {
+      body.repaint = spans.map((span) => span.split(":").map((v) => (v.trim() === "" ? null : Number(v))));
+    }
+    body.extend = await uploadFile($("#extend"));
+  }
   if (body.continuation && family() === "acestep") {
     // a repaint: the song's own length, and the span to make anew (no end: to the song's end)
     const end = $("#repaint-end").value;
@@ -264,8 +321,29 @@ function again(job) {
     if ((owner && owner.hidden) || input.type === "checkbox") continue;
     input.value = values[input.name] ?? "";
   }
+  const repaint = values.repaint;
+  if (family() === "stable_audio3") {
+    const spans = repaint ? (Array.isArray(repaint[0]) ? repaint : [repaint]) : [];
+    $("#repaint-spans").value = spans.map(([start, end]) => `${start}:${end ?? ""}`).join(", ");
+  }
+  againLora(request.lora);
   $("#prompt").focus();
   window.scrollTo({ top: 0, behavior: "smooth" });
+}
+
+function againLora(stored) {
+  // a job's [[name, scale], ...]: one adapter back in the picker; none -> "none"; a stack the picker cannot
+  // show -> the server's choice
+  const select = $("#lora");
+  if (!stored || stored.length > 1 || (stored.length === 1 && !loras.names.includes(stored[0][0]))) {
+    select.value = "";
+  } else if (stored.length === 0) {
+    select.value = [...select.options].some((o) => o.value === "-") ? "-" : "";
+  } else {
+    select.value = stored[0][0];
+    $("#lora-scale").value = String(stored[0][1]);
+  }
+  showScale();
 }
 
 // ---- the job list
@@ -572,10 +650,13 @@ async function remove(card) {
 async function start() {
   $("#make").addEventListener("submit", submit);
   $("#model").addEventListener("change", showFamilyFields);
+  $("#lora").addEventListener("change", showScale);
+  $("#lora-scale").addEventListener("input", showScale);
   try {
     const health = await api("/api/health");
     $("#health").textContent = `v${health.version}`;
     await loadModels();
+    await loadLoras();
     for (const job of await api("/api/jobs")) showJob(job); // newest first, as the server lists them
   } catch (error) {
     $("#form-error").textContent = error.message;
