@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ModelNotFound
+from .errors import ModelNotFound, did_you_mean
 
 
 # The licences of the weights behind the aliases, as their model cards state them: whether a clip may go into
@@ -155,7 +155,7 @@ def repo_for(name: str) -> str:
     if len(parts) == 2 and all(parts) and " " not in name:
         return name
     raise ModelNotFound(
-        f"unknown model '{name}': use an alias ({', '.join(ALIASES)}), a hub id such as "
+        f"unknown model '{name}'{did_you_mean(name, [*ALIASES, *STEM_MODELS])}: use an alias ({', '.join(ALIASES)}), a hub id such as "
         "facebook/musicgen-small, or the path of a checkpoint folder")
 
 

@@ -8,14 +8,38 @@ import os
 import sys
 
 from ..audio.formats import FORMATS, WAV_FORMATS
+from ..errors import did_you_mean
 
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: dict = {}  # the subcommands' parsers, by name (the top-level parser's)
+
     def error(self, message):  # one line, not argparse's usage block
         self.exit(EXIT_USAGE, f"tunesmith: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag no command has is refused by the command's own parser (its help named),
+        with the closest flag it has: `--temprature (did you mean --temperature?)`."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self.commands.get(getattr(parsed, "command", None), self)
+            flag = next((e for e in extras if e.startswith("-")), None)
+            if flag is None:
+                command.error(f"unrecognized arguments: {' '.join(extras)}")
+            name = flag.partition("=")[0]
+            command.error(f"unrecognized argument {name}{did_you_mean(name, command._option_string_actions)}")
+        return parsed
+
+    def _check_value(self, action, value):  # a mistyped choice (a command, --device) gets the closest one
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as err:
+            if action.choices is None or not isinstance(value, str):
+                raise
+            raise argparse.ArgumentError(action, f"{err.message}{did_you_mean(value, action.choices)}") from None
 
 
 def _seconds(text: str) -> float:
@@ -75,6 +99,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         _generate_arguments(gen)
         _score_arguments(score)
     _other_commands(sub)
+    parser.commands = sub.choices
     return parser
 
 
