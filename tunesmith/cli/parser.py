@@ -94,7 +94,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     asked = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     full = asked is not None and asked not in LIGHT
     gen = sub.add_parser("generate", help="generate music from a text prompt")
-    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
+    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched",
+                           usage="tunesmith score [options] VIDEO [VIDEO ...] PROMPT ...\n"
+                                 "       tunesmith score [options] VIDEO [VIDEO ...] --audio TRACK")
     if full:
         _generate_arguments(gen)
         _score_arguments(score)
@@ -135,8 +137,9 @@ def _generate_arguments(gen):
 
 
 def _score_arguments(score):
-    score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT",
-                       help="one or more videos, then the prompt (no prompt with --audio)")
+    score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT...",
+                       help="one or more videos (the arguments that are files), then the prompt: words without "
+                            "quotes form one prompt (no prompt with --audio)")
     common = score.add_argument_group("common options")
     score.add_argument("--audio", default=None, metavar="TRACK", help="score with this audio file instead")
     _add_model(common)

@@ -19,16 +19,9 @@ def cmd_score(args) -> int:
     from ..audio.io import read_audio, resample
     from ..clip import Clip
     from ..request import check_request
-    from ..video.score import AUDIO_CODECS, VIDEO_RATE, check_original_gain, mux, plan_jobs
+    from ..video.score import VIDEO_RATE, check_original_gain, mux, plan_jobs
 
-    if args.audio is None:
-        if len(args.inputs) < 2:
-            raise InvalidParameter("give the video(s) and then a prompt, or --audio TRACK")
-        videos, prompt = args.inputs[:-1], args.inputs[-1]
-        if Path(prompt).suffix.lower() in AUDIO_CODECS and Path(prompt).exists():  # a video container
-            raise InvalidParameter(f"the last argument must be the prompt, not a video ({prompt})")
-    else:
-        videos, prompt = args.inputs, None
+    videos, prompt = videos_and_prompt(args.inputs, args.audio is not None)
     check_original_gain(args.original_gain, "--original-gain")
     jobs = plan_jobs(videos, args.output, args.overwrite)
     finishing = [finishing_of(args, job.video.duration) for job in jobs]
@@ -83,6 +76,30 @@ def cmd_score(args) -> int:
                         done - done_finishing))
     _print_timings(timings, "loading + generation" if track is None else "reading the track")
     return 0
+
+
+def videos_and_prompt(inputs: list[str], track: bool) -> tuple[list[str], str | None]:
+    """score's arguments as generate takes its words: the leading arguments that exist as files are the videos,
+    the remaining words form the prompt (none with --audio). A first argument that is no file is a video
+    still (plan_jobs says it does not exist)."""
+    from ..video.score import AUDIO_CODECS
+
+    count = next((i for i, word in enumerate(inputs) if not Path(word).is_file()), len(inputs)) or 1
+    videos, words = inputs[:count], inputs[count:]
+    if track:
+        if words:
+            raise InvalidParameter(f"with --audio TRACK, give only videos: {words[0]} is not a file")
+        return videos, None
+    if not words:
+        last = Path(videos[-1])
+        if len(videos) > 1 and last.suffix.lower() in AUDIO_CODECS:
+            raise InvalidParameter(f"the last argument must be the prompt, not a video ({last})")
+        raise InvalidParameter('give the video(s) and then a prompt, e.g. tunesmith score reel.mp4 calm pads, '
+                               'or --audio TRACK')
+    stray = next((w for w in words if Path(w).suffix.lower() in AUDIO_CODECS and Path(w).is_file()), None)
+    if stray is not None:
+        raise InvalidParameter(f"the videos come first, then the prompt: {stray} follows the prompt's words")
+    return videos, " ".join(words)
 
 
 def _print_timings(rows, first_stage: str):
