@@ -63,3 +63,61 @@ def test_score_of_unquoted_words_end_to_end(mono_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "reel-scored.mp4") and (tmp_path / "reel-scored.mp4").exists()
     assert "pads does not exist" not in proc.stderr
+
+
+def test_an_output_folder_is_made_for_generate_and_score(mono_ckpt, tmp_path):
+    from .video.test_score import make_video
+
+    proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.3", "--seed", "4", "--quiet", "-o", "new/",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "new/jazz-4.wav" and (tmp_path / "new" / "jazz-4.wav").is_file()
+    line = one_error_line(run("generate", "jazz", "-m", mono_ckpt[0], "-o", "a/b/", cwd=tmp_path))
+    assert "output folder a/b does not exist, nor does its parent" in line and not (tmp_path / "a").exists()
+
+    reel = make_video(tmp_path / "reel.mp4", 1.0)
+    proc = run("score", reel, "calm", "pads", "-m", mono_ckpt[0], "--seed", "3", "--quiet", "--threads", "1",
+               "--bpm", "90", "--key", "C minor", "-o", f"{tmp_path}/scored/")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "scored" / "reel-scored.mp4").is_file()
+
+
+def test_score_takes_generates_model_flags():
+    out = run("score", "--help").stdout
+    for flag in ("--threads", "--bpm", "--key", "--time-signature", "--context", "--lyrics", "--language",
+                 "--temperature", "--steps", "--quantize", "--lora"):
+        assert flag in out, flag
+    assert "--bars" not in out  # the video sets the length
+
+
+def _without_weights(ckpt, tmp_path):
+    """The checkpoint's folder with its weights cut short: what loads fails, what only reads config works."""
+    import shutil
+
+    folder = tmp_path / "cut"
+    shutil.copytree(ckpt, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    return folder
+
+
+def test_a_melody_for_a_model_without_melodies_is_refused_before_loading(mono_ckpt, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    tune = tmp_path / "tune.wav"
+    sf.write(str(tune), 0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 440), 16000)
+    line = one_error_line(run("generate", "jazz", "-m", _without_weights(mono_ckpt[0], tmp_path), "--melody", tune))
+    assert "--melody: " in line and "cannot follow a melody" in line and "-m melody" in line
+    line = one_error_line(run("generate", "jazz", "-m", "small", "--melody", tune, env={"HF_HUB_CACHE": str(tmp_path)}))
+    assert "small cannot follow a melody" in line  # an alias is known without its download
+    line = one_error_line(run("generate", "jazz", "-m", "small", "--style", tune, env={"HF_HUB_CACHE": str(tmp_path)}))
+    assert "cannot take a style reference" in line and "-m style" in line
+
+
+def test_an_unwritable_output_folder_is_refused_before_generating(mono_ckpt, tmp_path):
+    """/proc takes no files, even from root (os.access says it may): refused before the model loads."""
+    line = one_error_line(run("generate", "jazz", "-m", _without_weights(mono_ckpt[0], tmp_path), "-o",
+                              "/proc/out.wav"))
+    assert line.startswith("tunesmith: error: cannot write /proc/out.wav: /proc takes no new files"), line
+    assert not list(tmp_path.glob("*.probe")) and not list(tmp_path.glob(".tunesmith-*"))

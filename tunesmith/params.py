@@ -45,7 +45,7 @@ class Option:
     help: str = ""  # the CLI's help
     about: str = ""  # the server field's description (default: the families that take it)
     metavar: str | None = None  # the CLI's
-    score: bool = False  # `tunesmith score` takes it too (sampling, not inputs)
+    score: bool = False  # `tunesmith score` takes it too (sampling, words, not audio inputs)
     steers: bool = False  # a value of it steers the music alone: the prompt may then be left out
     needs: str | None = None  # what the model must offer for it: "style" or "melody" (ModelSpec's flags)
     modifies: str | None = None  # the input it tunes, which it needs ("style", "audio_prompt")

@@ -56,11 +56,11 @@ def read_lyrics(path: str | Path) -> str:
 # Its own generate options (None: the checkpoint's own default, read when it loads) and how each shell
 # offers them.
 PARAMS = {
-    "lyrics": Option(None, "--lyrics", "textfile", metavar="FILE", max_length=20_000, read=read_lyrics,
+    "lyrics": Option(None, "--lyrics", "textfile", metavar="FILE", max_length=20_000, read=read_lyrics, score=True,
                      about="ACE-Step: the words to sing ([verse], [chorus] tags allowed)",
                      help="a text file of the words to sing ([verse], [chorus], ... mark sections); without "
                           "lyrics, an instrumental"),
-    "language": Option(None, "--language", "text", metavar="CODE", max_length=20,
+    "language": Option(None, "--language", "text", metavar="CODE", max_length=20, score=True,
                        about="ACE-Step: the lyrics' language (en, zh, ...)",
                        help="the lyrics' language code, e.g. en (default), zh, ja, es"),
     "steps": Option(None, "--steps", "whole", score=True, compat="steps",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from ..errors import InvalidParameter, TunesmithError
-from .flags import (audio_prompt_of, check_lora, check_quantize, describe_model, finishing_of, finishing_requested,
-                    load_model, meter_of, options_of)
-from .outputs import plan_outputs, plan_stems, say_ignored_wav_format, write_stems
+from .flags import (audio_prompt_of, check_capabilities, check_lora, check_quantize, describe_model, finishing_of,
+                    finishing_requested, load_model, meter_of, options_of)
+from .outputs import make_folder, plan_outputs, plan_stems, say_ignored_wav_format, write_stems
 from .parser import EXIT_CHECK_FAILED
 
 log = logging.getLogger("tunesmith")
@@ -42,6 +42,7 @@ def cmd_generate(args) -> int:
     spec = describe_model(args, check)
     request = check(spec.family, spec.longest, spec.turbo)
     check_quantize(args, spec.family)
+    check_capabilities(args, spec)
     check_lora(args, spec.family)
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
@@ -62,6 +63,7 @@ def cmd_generate(args) -> int:
     for clip, path, stem_files in zip(clips, paths, stem_paths):
         if finishing_requested(finishing):
             clip = clip.finish(**finishing)
+        make_folder(path.parent)
         clip.save(path, wav_format=args.wav_format)
         print(path)
         if stem_model is not None:

@@ -114,7 +114,7 @@ def _generate_arguments(gen):
     common.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
                         help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
     _add_model(common)
-    common.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    _add_threads(common)
     common.add_argument("-d", "--duration", type=_seconds, default=None,
                         help="seconds of audio (default: 10; ACE-Step: 10 to 600; with --repaint: the song's length)")
     common.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
@@ -143,6 +143,8 @@ def _score_arguments(score):
     common = score.add_argument_group("common options")
     score.add_argument("--audio", default=None, metavar="TRACK", help="score with this audio file instead")
     _add_model(common)
+    _add_threads(common)
+    _add_meter(score, bars=False)  # the video sets the length
     add_family_options(score, common, "score")
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
     output = score.add_argument_group("output")
@@ -240,12 +242,18 @@ def _add_model(group):
     group.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
 
 
-def _add_meter(parser):
+def _add_threads(group):
+    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+
+
+def _add_meter(parser, bars: bool = True):
     """Tempo, key, meter and bars, which every family takes: from tunesmith.params.METER."""
     from ..params import METER
 
     group = parser.add_argument_group("tempo, key and meter (every family)")
     for dest, option in METER.items():
+        if dest == "bars" and not bars:
+            continue
         group.add_argument(option.flag, dest=dest, type=KIND_TYPES[option.kind], default=None,
                            metavar=option.metavar or KIND_METAVARS.get(option.kind), help=option.help)
 

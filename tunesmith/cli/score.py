@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidParameter
-from .flags import check_lora, check_quantize, describe_model, finishing_of, load_model, options_of
+from .flags import (check_capabilities, check_lora, check_quantize, describe_model, finishing_of, load_model,
+                    meter_of, options_of)
+from .outputs import make_folder
 
 log = logging.getLogger("tunesmith")
 
@@ -29,11 +31,13 @@ def cmd_score(args) -> int:
     if args.audio is None:  # every value checked before the model loads, as for generate
         def check(family: str, longest: float | None, turbo: bool = False):
             return [check_request(prompt, family=family, longest=longest, duration=job.video.duration, seed=args.seed,
-                                  turbo=turbo, **options_of(args, family)) for job in jobs]
+                                  turbo=turbo, **meter_of(args), **options_of(args, family))
+                    for job in jobs]
 
         check_lora(args)
         spec = describe_model(args, check)
         check_quantize(args, spec.family)
+        check_capabilities(args, spec)
         check_lora(args, spec.family)
         for job in jobs:
             if spec.longest is not None and job.video.duration > spec.longest:
@@ -67,6 +71,7 @@ def cmd_score(args) -> int:
         finished = clip.finish(**finish, length=seconds)
         audio = resample(finished.audio, finished.sample_rate, VIDEO_RATE)
         done_finishing = time.perf_counter()
+        make_folder(job.output.parent)
         mux(job, audio, VIDEO_RATE, args.original, args.original_gain, finish["ceiling"], finish["loudness"])
         done = time.perf_counter()
         print(job.output)
