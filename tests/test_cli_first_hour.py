@@ -121,3 +121,33 @@ def test_an_unwritable_output_folder_is_refused_before_generating(mono_ckpt, tmp
                               "/proc/out.wav"))
     assert line.startswith("tunesmith: error: cannot write /proc/out.wav: /proc takes no new files"), line
     assert not list(tmp_path.glob("*.probe")) and not list(tmp_path.glob(".tunesmith-*"))
+
+
+def _dc_offset(monkeypatch):
+    """Every clip the tiny MusicGen makes fails its check with a DC offset of 0.12."""
+    import numpy as np
+
+    import tunesmith.musicgen.model as musicgen
+    from tunesmith.audio.checks import check_audio
+
+    def offset(audio, rate):  # a tone on 0.12 in the clip's shape: only its offset is wrong
+        tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(audio.shape[-1]) / rate)
+        return check_audio(np.broadcast_to(tone + 0.12, audio.shape).astype(np.float32), rate)
+
+    monkeypatch.setattr(musicgen, "check_audio", offset)
+
+
+@pytest.mark.parametrize("strict, tail, status", [(False, ", or --strict to make this an error", 0),
+                                                  (True, " (--strict: exit status 3)", 3)])
+def test_a_failed_output_check_says_why_and_what_to_do(mono_ckpt, tmp_path, monkeypatch, capsys, strict, tail,
+                                                       status):
+    import tunesmith.cli as cli
+
+    _dc_offset(monkeypatch)
+    out = tmp_path / "x.wav"
+    args = ["generate", "jazz", "-m", str(mono_ckpt[0]), "-d", "0.3", "--seed", "1", "--quiet", "-o", str(out)]
+    assert cli.main(args + ["--strict"] * strict) == status and out.exists()
+    lines = capsys.readouterr().err.splitlines()
+    expected = (f"tunesmith: {out} failed the output check: DC offset 0.12: the file was kept; try another "
+                f"seed{tail}")
+    assert expected in lines, lines

@@ -7,7 +7,7 @@ import logging
 from ..errors import InvalidParameter, TunesmithError
 from .flags import (audio_prompt_of, check_capabilities, check_lora, check_quantize, describe_model, finishing_of,
                     finishing_requested, load_model, meter_of, options_of)
-from .outputs import make_folder, plan_outputs, plan_stems, say_ignored_wav_format, write_stems
+from .outputs import make_folder, plan_outputs, plan_stems, say_failed_check, say_ignored_wav_format, write_stems
 from .parser import EXIT_CHECK_FAILED
 
 log = logging.getLogger("tunesmith")
@@ -75,7 +75,7 @@ def cmd_generate(args) -> int:
                 write_stems(stems, stem_files, args.wav_format)
         if not clip.check.ok:
             failed += 1
-            log.warning("%s failed the output check: %s", path, clip.check.summary())
+            say_failed_check(path, clip.check, args.strict)
         tempo = "" if clip.check.tempo is None else f", tempo {clip.check.tempo:.1f} bpm (detected)"
         if len(clips) > 1:
             log.info("%s: seed %d, %r%s", path, clip.seed, clip.prompt, tempo)

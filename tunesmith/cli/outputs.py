@@ -94,6 +94,13 @@ def write_stems(stems: dict, paths: dict[str, Path], wav_format: str):
         print(paths[name])
 
 
+def say_failed_check(name, check, strict: bool | None = None):
+    """One line: what the output check found, that the file was kept and what to do (CheckResult.advice);
+    strict: whether --strict was given (None: the command has no --strict)."""
+    tail = "" if strict is None else " (--strict: exit status 3)" if strict else ", or --strict to make this an error"
+    log.warning("%s failed the output check: %s: %s%s", name, check.summary(), check.advice(), tail)
+
+
 def say_ignored_wav_format(wav_format: str, paths: list[Path]):
     """--wav-format sets WAV's samples; say so once where an output cannot take it."""
     if wav_format == "pcm16":

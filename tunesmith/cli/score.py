@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import InvalidParameter
 from .flags import (check_capabilities, check_lora, check_quantize, describe_model, finishing_of, load_model,
                     meter_of, options_of)
-from .outputs import make_folder
+from .outputs import make_folder, say_failed_check
 
 log = logging.getLogger("tunesmith")
 
@@ -49,7 +49,8 @@ def cmd_score(args) -> int:
     if track is not None:
         track_check = check_audio(track[0])  # a given track is judged as a generated one is
         if not track_check.ok:
-            log.warning("%s failed the output check: %s", args.audio, track_check.summary())
+            log.warning("%s failed the output check: %s: it is scored as given (finishing removes a DC offset)",
+                        args.audio, track_check.summary())
 
     model = None
     timings = []
@@ -61,7 +62,7 @@ def cmd_score(args) -> int:
                 model = load_model(args, spec)
             clip, = model.generate_request(request, progress=not args.quiet)
             if not clip.check.ok:  # the raw clip, as generate judges it; finishing could hide a fault
-                log.warning("%s failed the output check: %s", job.output, clip.check.summary())
+                say_failed_check(job.output, clip.check)
         else:
             audio, rate = track
             if audio.shape[1] < round(seconds * rate):

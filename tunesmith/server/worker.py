@@ -342,8 +342,9 @@ class Worker:
 
 
 def check_view(clip) -> dict:
-    """A clip's output check as the job store keeps it."""
-    return dict(ok=clip.check.ok, summary=clip.check.summary(), peak=clip.check.peak, rms_dbfs=clip.check.rms_dbfs)
+    """A clip's output check as the job store keeps it: advice says what to do about a failed one."""
+    return dict(ok=clip.check.ok, summary=clip.check.summary(), advice=clip.check.advice(), peak=clip.check.peak,
+                rms_dbfs=clip.check.rms_dbfs)
 
 
 def _free_memory():
