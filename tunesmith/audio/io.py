@@ -73,6 +73,8 @@ def unwritable(folder: Path) -> str | None:
     to root for /proc or a read-only mount. A full disk is left to the write itself, which says so."""
     import tempfile
 
+    if not os.access(folder, os.W_OK):
+        return "permission denied"
     try:
         fd, name = tempfile.mkstemp(prefix=".tunesmith-", suffix=".probe", dir=folder)
     except OSError as err:
