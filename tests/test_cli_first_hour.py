@@ -151,3 +151,15 @@ def test_a_failed_output_check_says_why_and_what_to_do(mono_ckpt, tmp_path, monk
     expected = (f"tunesmith: {out} failed the output check: DC offset 0.12: the file was kept; try another "
                 f"seed{tail}")
     assert expected in lines, lines
+
+
+def test_the_offline_stems_hint_names_the_stems_flag(mono_ckpt, tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty")}
+    line = one_error_line(run("generate", "jazz", "-m", mono_ckpt[0], "--stems", cwd=tmp_path, env=env))
+    assert "tunesmith download htdemucs" in line and line.endswith("(--stems-model FOLDER)"), line
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(str(tmp_path / "song.wav"), 0.3 * np.sin(np.arange(16000) / 10), 16000)
+    line = one_error_line(run("stems", tmp_path / "song.wav", cwd=tmp_path, env=env))
+    assert line.endswith("(-m FOLDER)"), line  # stems' own model flag

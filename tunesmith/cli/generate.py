@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import InvalidParameter, TunesmithError
+from ..errors import InvalidParameter, ModelNotFound, TunesmithError
 from .flags import (audio_prompt_of, check_capabilities, check_lora, check_quantize, describe_model, finishing_of,
                     finishing_requested, load_model, meter_of, options_of)
 from .outputs import make_folder, plan_outputs, plan_stems, say_failed_check, say_ignored_wav_format, write_stems
@@ -53,9 +53,13 @@ def cmd_generate(args) -> int:
     if args.stems_model is not None and not args.stems:
         raise InvalidParameter("--stems-model chooses the model of --stems: add --stems")
     if args.stems:  # the stems model is loaded, and every stem's file checked, before any generation
+        from ..hub import naming_folder_flag
         from ..stems import load_stem_model, separate
 
-        stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
+        try:
+            stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
+        except ModelNotFound as err:  # its hint names --stems-model, not generate's -m
+            raise naming_folder_flag(err, "--stems-model") from None
         stem_paths = [plan_stems(path, stem_model.sources, args.overwrite, taken=set(paths)) for path in paths]
     model = load_model(args, spec)
     clips = model.generate_request(request, progress=not args.quiet)

@@ -186,6 +186,10 @@ def _other_commands(sub):
                        help="LoRA adapters clients may name (GET /api/loras): PEFT folders and .safetensors files")
     serve.add_argument("--lora", action="append", default=[], metavar="NAME[@SCALE]",
                        help="an adapter of --lora-dir merged into the default model (the first -m); repeat to stack")
+    serve.add_argument("--stems-model", action="append", default=None, metavar="MODEL",
+                       help="a stems model to offer: htdemucs, htdemucs_ft, htdemucs_6s or a local Demucs folder (its "
+                            "bag's NAME.yaml names it); repeat for several, the first is the default (default: the "
+                            "three)")
     serve.add_argument("--repair-store", action="store_true",
                        help="a damaged job store is kept as jobs.sqlite3.damaged-DATE and a fresh one begun "
                             "(without it the server refuses to start)")

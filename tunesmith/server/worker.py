@@ -20,8 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NoSpace, TunesmithError
+from ..errors import ModelNotFound, NoSpace, TunesmithError
 from ..generation import one_line
+from ..hub import naming_folder_flag
 from ..request import batch_requests
 from .registry import Registry
 from .spec import request_of
@@ -279,6 +280,8 @@ class Worker:
                              progress=self._progress_hook([job.id]))
         except Cancelled:
             return self._settle_cancelled(job)
+        except ModelNotFound as err:  # the server's stems models are chosen where it starts
+            return self._end(job, one_line(naming_folder_flag(err, "tunesmith serve --stems-model")))
         except TunesmithError as err:
             return self._end(job, one_line(err))
         except Exception as err:  # a bug of ours: the job fails with one line, the log has the rest
