@@ -163,3 +163,42 @@ def test_the_offline_stems_hint_names_the_stems_flag(mono_ckpt, tmp_path):
     sf.write(str(tmp_path / "song.wav"), 0.3 * np.sin(np.arange(16000) / 10), 16000)
     line = one_error_line(run("stems", tmp_path / "song.wav", cwd=tmp_path, env=env))
     assert line.endswith("(-m FOLDER)"), line  # stems' own model flag
+
+
+def test_limits_are_rounded_for_people():
+    from tunesmith.errors import InvalidParameter
+    from tunesmith.params import shown_seconds
+    from tunesmith.request import check_request
+
+    assert [shown_seconds(s) for s in (2.97215, 2.999, 0.512, 600.0, 11.88)] == ["2.97", "2.99", "0.51", "600", "11.88"]
+    assert [shown_seconds(s, "least") for s in (2.97215, 10.0, 9.991)] == ["2.98", "10", "10"]
+    with pytest.raises(InvalidParameter, match=r"^duration \(-d\) 3 s is longer than the 2.97 s this model makes at "
+                                               r"once$"):
+        check_request("pads", family="stable_audio", duration=3, longest=2.97215)
+
+
+def test_progress_in_a_log_is_a_line_per_tenth(mono_ckpt, tmp_path):
+    """stderr a pipe (a log): no bar redrawn with carriage returns, a line each tenth done."""
+    proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "1", "--seed", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("generating: ")]
+    percents = [int(line.split()[1].rstrip("%")) for line in lines]
+    assert percents == sorted(set(percents)) and percents[-1] == 100 and len(percents) <= 11, lines
+    done, total = lines[-1].split("(")[1].split()[0].split("/")
+    assert done == total and int(total) >= 50, lines  # 1 s: 50 frames of 20 ms, and the delay pattern's tail
+
+
+def test_log_lines_count_tenths_and_start_again_on_a_retry():
+    import io
+
+    from tunesmith.generation import LogLines
+
+    out = io.StringIO()
+    report = LogLines("separating", "segment", out)
+    for done in (0, 1, 2, 3, 5, 6, 7, 1, 7):  # a retry from the start after 7
+        report(done, 7)
+    assert out.getvalue().splitlines() == [
+        "separating: 0% (0/7 segments)", "separating: 10% (1/7 segments)", "separating: 20% (2/7 segments)",
+        "separating: 40% (3/7 segments)", "separating: 70% (5/7 segments)", "separating: 80% (6/7 segments)",
+        "separating: 100% (7/7 segments)", "separating: 10% (1/7 segments)", "separating: 100% (7/7 segments)"]

@@ -123,6 +123,14 @@ def refuse(message: str, param: str | None = None, **values) -> InvalidParameter
     return err
 
 
+def shown_seconds(seconds: float, bound: str = "most") -> str:
+    """A limit in seconds as people write it: two decimals at most (2.97, not 2.97215), rounded toward the
+    allowed side (down for the most, up for the least), so that the value shown is itself allowed."""
+    cents = seconds * 100
+    cents = math.floor(cents + 1e-6) if bound == "most" else math.ceil(cents - 1e-6)
+    return f"{cents / 100:.2f}".rstrip("0").rstrip(".")
+
+
 def real(value, param: str, expected: str, ok=lambda v: True) -> float:
     """`value` as a float: any finite real number (numpy's too) for which ok(value) holds."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and ok(float(value)):

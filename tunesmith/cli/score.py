@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidParameter
+from ..params import shown_seconds
 from .flags import (check_capabilities, check_lora, check_quantize, describe_model, finishing_of, load_model,
                     meter_of, options_of)
 from .outputs import make_folder, say_failed_check
@@ -41,9 +42,9 @@ def cmd_score(args) -> int:
         check_lora(args, spec.family)
         for job in jobs:
             if spec.longest is not None and job.video.duration > spec.longest:
-                raise InvalidParameter(f"{job.video.path} lasts {job.video.duration:.1f} s, longer than the "
-                                       f"{spec.longest:.1f} s {args.model} makes at once: score it with a MusicGen "
-                                       "model (long pieces), or give a track with --audio")
+                raise InvalidParameter(f"{job.video.path} lasts {job.video.duration:.2f} s, longer than the "
+                                       f"{shown_seconds(spec.longest)} s {args.model} makes at once: score it with a "
+                                       "MusicGen model (long pieces), or give a track with --audio")
         requests = check(spec.family, spec.longest, spec.turbo)
     track = read_audio(args.audio) if args.audio else None
     if track is not None:
