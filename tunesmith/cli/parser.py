@@ -15,7 +15,7 @@ EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    commands: dict = {}  # the subcommands' parsers, by name (the top-level parser's)
+    commands: dict | None = None  # the subcommands' parsers, by name (set on the top-level parser)
 
     def error(self, message):  # one line, not argparse's usage block
         self.exit(EXIT_USAGE, f"tunesmith: error: {message} (see '{self.prog} --help')\n")
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         with the closest flag it has: `--temprature (did you mean --temperature?)`."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            command = self.commands.get(getattr(parsed, "command", None), self)
+            command = (self.commands or {}).get(getattr(parsed, "command", None), self)
             flag = next((e for e in extras if e.startswith("-")), None)
             if flag is None:
                 command.error(f"unrecognized arguments: {' '.join(extras)}")
