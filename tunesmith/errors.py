@@ -62,3 +62,11 @@ class NoSpace(TunesmithError):
 
 class TooLong(InvalidParameter):
     """Audio longer than what it is used for may hold (decoded length, not file size); the server answers 413."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean X?)' when one of `choices` is close to a mistyped `word`; '' otherwise."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -18,6 +18,7 @@ from .audio.loops import loop_overhang, make_loop
 from .clip import Clip
 from .device import pick_device, pick_dtype
 from .errors import InvalidParameter
+from .params import shown_seconds
 from .request import FAMILY_NAMES, Request, check_threads, named
 from .threads import available_cores, busy_elsewhere, threads_for_load
 
@@ -172,7 +173,7 @@ def generated_seconds(request: Request, longest: float | None = None) -> float:
     if longest is not None and seconds > longest + 1e-9:
         what = (f"a loop of {request.duration:g} s (with {seconds - request.duration:.2f} s more to join it)"
                 if request.loop else f"{request.duration:g} s")
-        limit = f"{longest:.2f}".rstrip("0").rstrip(".")
+        limit = shown_seconds(longest)
         raise InvalidParameter(f"{named('duration')}: {what} is longer than the {limit} s this model makes at once")
     return seconds
 
@@ -221,11 +222,14 @@ def one_line(err: BaseException) -> str:
 
 
 def progress_reporter(progress, desc: str = "generating", unit: str = "step"):
-    """True -> a tqdm bar on stderr (labelled `desc`, counting `unit`s); a callable is used as is; False -> None."""
+    """True -> a tqdm bar on stderr (labelled `desc`, counting `unit`s), or, when stderr is no terminal (a log, a
+    pipe), a line per tenth done (LogLines); a callable is used as is; False -> None."""
     if progress is False:
         return None
     if callable(progress):
         return progress
+    if not _is_terminal(sys.stderr):
+        return LogLines(desc, unit)
     from tqdm import tqdm
 
     class Bar:
@@ -242,6 +246,32 @@ def progress_reporter(progress, desc: str = "generating", unit: str = "step"):
                 self.bar.close()
 
     return Bar()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
+
+
+class LogLines:
+    """Progress for a log: `generating: 30% (15/50 steps)` each time another tenth is done (11 lines at most per
+    pass), where a bar's redraws would flood it. A count that goes back (a retry on the CPU) starts a new pass."""
+
+    def __init__(self, desc: str, unit: str, stream=None):
+        self.desc, self.unit, self.stream = desc, unit, stream
+        self.tenth, self.done = -1, 0
+
+    def __call__(self, done: int, total: int):
+        if done < self.done:
+            self.tenth = -1
+        self.done = done
+        tenth = min(done * 10 // total, 10) if total > 0 else 10
+        if tenth > self.tenth:
+            self.tenth = tenth
+            print(f"{self.desc}: {tenth * 10}% ({done}/{total} {self.unit}s)", file=self.stream or sys.stderr,
+                  flush=True)
 
 
 def clips_of_rows(rows: list, audio, sample_rate: int, settings: dict, seconds: dict,

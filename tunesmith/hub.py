@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import ModelNotFound
+from .errors import ModelNotFound, did_you_mean
 
 
 # The licences of the weights behind the aliases, as their model cards state them: whether a clip may go into
@@ -155,7 +155,7 @@ def repo_for(name: str) -> str:
     if len(parts) == 2 and all(parts) and " " not in name:
         return name
     raise ModelNotFound(
-        f"unknown model '{name}': use an alias ({', '.join(ALIASES)}), a hub id such as "
+        f"unknown model '{name}'{did_you_mean(name, [*ALIASES, *STEM_MODELS])}: use an alias ({', '.join(ALIASES)}), a hub id such as "
         "facebook/musicgen-small, or the path of a checkpoint folder")
 
 
@@ -343,7 +343,16 @@ def resolve(name_or_path: str | Path) -> Path:
             raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where} ({repo} is gated: "
                                 f"{licence_step(repo)})") from None
         raise ModelNotFound(f"{err}: run 'tunesmith download {name}' {where}, "
-                            "or pass a local checkpoint folder (-m FOLDER)") from None
+                            f"or pass a local checkpoint folder ({FOLDER_FLAG} FOLDER)") from None
+
+
+FOLDER_FLAG = "-m"  # how resolve's hint names the flag of a local folder (the model's, in the CLI)
+
+
+def naming_folder_flag(err: ModelNotFound, flag: str) -> ModelNotFound:
+    """resolve's error with its hint naming `flag` for the local folder: a model that is not the command's
+    own -m (generate's --stems-model; serve's, for a stems job)."""
+    return ModelNotFound(str(err).replace(f"({FOLDER_FLAG} FOLDER)", f"({flag} FOLDER)"))
 
 
 def beside_or_hub(folder: Path, sub: str, repo: str) -> Path:

@@ -45,7 +45,7 @@ class Option:
     help: str = ""  # the CLI's help
     about: str = ""  # the server field's description (default: the families that take it)
     metavar: str | None = None  # the CLI's
-    score: bool = False  # `tunesmith score` takes it too (sampling, not inputs)
+    score: bool = False  # `tunesmith score` takes it too (sampling, words, not audio inputs)
     steers: bool = False  # a value of it steers the music alone: the prompt may then be left out
     needs: str | None = None  # what the model must offer for it: "style" or "melody" (ModelSpec's flags)
     modifies: str | None = None  # the input it tunes, which it needs ("style", "audio_prompt")
@@ -121,6 +121,14 @@ def refuse(message: str, param: str | None = None, **values) -> InvalidParameter
     err = InvalidParameter(message, param, **values)
     err.names = API_NAMES
     return err
+
+
+def shown_seconds(seconds: float, bound: str = "most") -> str:
+    """A limit in seconds as people write it: two decimals at most (2.97, not 2.97215), rounded toward the
+    allowed side (down for the most, up for the least), so that the value shown is itself allowed."""
+    cents = seconds * 100
+    cents = math.floor(cents + 1e-6) if bound == "most" else math.ceil(cents - 1e-6)
+    return f"{cents / 100:.2f}".rstrip("0").rstrip(".")
 
 
 def real(value, param: str, expected: str, ok=lambda v: True) -> float:

@@ -26,7 +26,7 @@ from .family import FAMILIES
 from .musicgen.options import (CFG_BETA, MAX_SEED, WINDOW_SECONDS, SamplingParams, Schedule,  # noqa: F401
                                StyleRequest)
 from .params import (API_NAMES, FRAME_SECONDS, MAX_DURATION, MAX_STEPS, NOT_TEXT, Asked,  # noqa: F401
-                     audio_input, check_text, real, refuse, text_problem, whole)
+                     audio_input, check_text, real, refuse, shown_seconds, text_problem, whole)
 from .stable_audio.options import DiffusionParams  # noqa: F401 (the model reads it here)
 from .threads import available_cores
 
@@ -145,11 +145,12 @@ def _checked(spec, prompts, duration, seed, num_variations, loop, audio_prompt, 
     limit = MAX_DURATION if longest is None else longest
     if duration > limit:
         whose = "tunesmith makes" if longest is None else "this model makes at once"
-        raise refuse("{duration} {duration_s:g} s is longer than the {limit:g} s {whose}", "duration",
-                     duration_s=duration, limit=limit, whose=whose)
+        raise refuse("{duration} {duration_s:g} s is longer than the {limit} s {whose}", "duration",
+                     duration_s=duration, limit=shown_seconds(limit), whose=whose)
     if spec.shortest is not None and duration < spec.shortest:
-        raise refuse("{duration} {duration_s:g} s is shorter than the {shortest:g} s that {display} models make at "
-                     "least", "duration", duration_s=duration, shortest=spec.shortest, display=spec.display)
+        raise refuse("{duration} {duration_s:g} s is shorter than the {shortest} s that {display} models make at "
+                     "least", "duration", duration_s=duration, shortest=shown_seconds(spec.shortest, "least"),
+                     display=spec.display)
     if duration < FRAME_SECONDS:
         raise refuse("{duration} {duration_s:g} s is shorter than one frame ({frame:g} s)", "duration",
                      duration_s=duration, frame=FRAME_SECONDS)

@@ -55,3 +55,29 @@ def test_cfg_for_a_turbo_alias_fails_before_any_download(tmp_path):
         assert "cfg (--cfg) does not apply to turbo ACE-Step models" in line
     line = one_error_line(run("generate", "pop", "-m", "acestep-sft", "-d", "10", "--cfg", "3", cwd=tmp_path, env=env))
     assert "not in the local Hugging Face cache" in line  # guided: the value passes, the load is what fails
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"encoder_hidden_size": 18}, "the VAE in {vae} is malformed: its encoder makes 9 latent channels "
+                                  "(encoder_hidden_size 18), its decoder takes 8 (decoder_input_channels)"),
+    ({"encoder_hidden_size": 20, "decoder_input_channels": 10},
+     "the transformer and the VAE in {folder} disagree: the transformer makes 8 latent channels, the VAE's "
+     "decoder takes 10"),
+])
+def test_a_vae_whose_parts_disagree_is_refused_naming_it(ace_ckpt, tmp_path, change, words):
+    """Refused from the configs, before any weights (not at --repaint with a tensor-size error)."""
+    import json
+    import shutil
+
+    import tunesmith
+    from tunesmith.errors import CheckpointError
+
+    folder = tmp_path / "bad"
+    shutil.copytree(ace_ckpt[0], folder)
+    config = folder / "vae" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    expected = words.format(vae=folder / "vae", folder=folder)
+    assert expected in one_error_line(run("generate", "pop", "-m", folder, "-d", "10", cwd=tmp_path))
+    with pytest.raises(CheckpointError) as err:
+        tunesmith.load(folder, device="cpu")
+    assert expected in str(err.value)

@@ -94,11 +94,12 @@ TEN_SECONDS = (song(10.0), 48000)
     (dict(repaint=(2, 4)), "repaint (--repaint) needs the song to repaint: give it as audio_prompt (--init-audio"),
     (dict(audio_prompt=TEN_SECONDS), "audio_prompt (--init-audio) is a song to repaint for ACE-Step models: add "
                                      "repaint (--repaint)"),
-    (dict(audio_prompt=TEN_SECONDS, repaint=(6, 4)), "repaint (--repaint) must be (start, end)"),
+    (dict(audio_prompt=TEN_SECONDS, repaint=(6, 4)), "repaint (--repaint) ends at 4 s, not after its start (6 s)"),
     (dict(audio_prompt=TEN_SECONDS, repaint=(-1, 4)), "its start a number >= 0"),
     (dict(audio_prompt=TEN_SECONDS, repaint=(11, None)), "starts at 11 s, not inside the song (10.00 s)"),
     (dict(audio_prompt=TEN_SECONDS, repaint=(2, 12)), "ends at 12 s, after the song's end (10.00 s)"),
-    (dict(audio_prompt=TEN_SECONDS, repaint="2:4"), "repaint (--repaint) must be (start, end)"),
+    (dict(audio_prompt=TEN_SECONDS, repaint="2:4"), "repaint (--repaint) must be a start and an end in seconds (no "
+                                                    "end: to the end of the song), got '2:4'"),
     (dict(audio_prompt=TEN_SECONDS, repaint=(2, 4), duration=30), "duration (-d) 30 s: a repaint keeps the length"),
     (dict(audio_prompt=TEN_SECONDS, repaint=(2, 4), loop=True), "a loop cannot repaint a song"),
     (dict(audio_prompt=(song(5.0), 48000), repaint=(2, 4)), "the song to repaint lasts 5.00 s: ACE-Step repaints "
@@ -108,7 +109,7 @@ TEN_SECONDS = (song(10.0), 48000)
 def test_bad_repaints_are_one_line(kwargs, words):
     with pytest.raises(InvalidParameter) as err:
         check_request("pop", family="acestep", longest=600.0, **{"duration": None, **kwargs})
-    assert words in str(err.value) and "\n" not in str(err.value)
+    assert words in str(err.value) and "\n" not in str(err.value) and "None" not in str(err.value)
 
 
 def test_a_repaint_takes_its_length_from_the_song(tmp_path):
@@ -139,7 +140,7 @@ def test_the_cli_repaints_a_song_to_its_length(ace_ckpt, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--repaint", "3:5"], "repaint (--repaint) needs the song to repaint"),
-    (["--init-audio", "song.wav", "--repaint", "8:4"], "its end a number after its start, got 4"),
+    (["--init-audio", "song.wav", "--repaint", "8:4"], "repaint (--repaint) ends at 4 s, not after its start (8 s)"),
     (["--init-audio", "song.wav", "--repaint", "3:50"], "ends at 50 s, after the song's end"),
     (["--init-audio", "song.wav", "--repaint", "3:5", "-d", "30"], "a repaint keeps the length"),
     (["--init-audio", "notes.wav", "--repaint", "3:5"], "notes.wav"),

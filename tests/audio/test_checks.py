@@ -48,6 +48,21 @@ def test_broken_signals_fail(name, audio, problem):
     result = check_audio(audio.astype(np.float32))
     assert not result.ok, name
     assert problem in result.summary(), result.summary()
+    assert result.advice().startswith("the file was kept; ") and "seed" in result.advice()
+
+
+@pytest.mark.parametrize("audio, summary, todo", [
+    (tone(440)[None] + 0.12, "DC offset 0.12", "try another seed"),
+    (np.zeros((1, T.size)), "silent (RMS -inf dBFS)", "try another seed or a fuller prompt"),
+    (tone(440, 1.5)[None], "peak 1.50 is above full scale and will clip when written",
+     "set a loudness target (e.g. -14 LUFS) to bring it under full scale, or try another seed"),
+    (np.where(T > 1, np.nan, tone(440))[None], "66.7% of samples are NaN or infinite",
+     "try another seed, or full precision (float32) if it happens again"),
+])
+def test_a_failed_check_says_why_and_what_to_do(audio, summary, todo):
+    result = check_audio(audio.astype(np.float32))
+    assert (result.summary(), result.advice()) == (summary, f"the file was kept; {todo}")
+    assert check_audio(tone(440)[None]).advice() == ""
 
 
 def test_metrics_are_reported():

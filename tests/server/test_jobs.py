@@ -147,3 +147,16 @@ def test_compatible_jobs_share_one_batch_and_each_equals_its_solo_run(client_for
             audio, _ = audio_of(client, job["id"], i)
             np.testing.assert_allclose(audio, alone.audio, atol=1e-4)
     assert worker.progress == {} and worker.cancelling == set()  # nothing of finished jobs stays in memory
+
+
+def test_a_failed_check_says_what_to_do_in_the_job(client_for, monkeypatch):
+    from ..test_cli_first_hour import _dc_offset
+
+    _dc_offset(monkeypatch)  # the worker runs in this process: every clip fails with a DC offset of 0.12
+    client, _ = client_for()
+    res = client.post("/api/jobs", json={"prompt": "deep house", "duration": 0.3, "seed": 7})
+    job = done(client, res.json()["id"])
+    assert job["status"] == "done", job
+    check = job["files"][0]["check"]
+    assert (check["ok"], check["summary"], check["advice"]) == (False, "DC offset 0.12",
+                                                                 "the file was kept; try another seed")

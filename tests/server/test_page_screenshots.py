@@ -78,9 +78,10 @@ def test_laptop_width(browser, two_models):  # noqa: F811
             assert 0 <= box["y"] < LAPTOP["height"] / 4 and box["x"] + box["width"] <= LAPTOP["width"]
         first_player = page.locator("li.job .player").first.bounding_box()
         assert first_player["y"] + first_player["height"] <= LAPTOP["height"]  # a clip to play without scrolling
-        failed = [f["check"]["summary"] for job in page.evaluate("fetch('/api/jobs').then(r => r.json())")
+        failed = [f["check"] for job in page.evaluate("fetch('/api/jobs').then(r => r.json())")
                   for f in job["files"] if f["check"] and not f["check"]["ok"]]
         shown = page.locator(".file .check").all_inner_texts()
-        assert shown == [f"failed the output check: {summary}" for summary in failed]  # why, not only that
+        assert shown == [f"failed the output check: {c['summary']}: {c['advice']}" for c in failed]  # why, what to do
+        assert all(c["advice"].startswith("the file was kept; try") for c in failed)
         page.screenshot(path=str(artifacts() / f"laptop-{scheme}.png"))
         page.close()

@@ -84,3 +84,26 @@ def test_stems_that_cannot_be_written_end_in_one_line(stems_client, monkeypatch)
     full_partial(app.state.store.audio / "stemsjob-bass.wav")  # the second stem lands on /dev/full: ENOSPC
     job = done(client, client.post(f"/api/jobs/{source['id']}/stems", json={}).json()["id"])
     assert job["status"] == "error" and job["error"] == "the server's disk is full: cannot write the stems"
+
+
+def test_a_stems_model_offline_names_serves_flag(client_for, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    client, _ = client_for(worker=dict(stems_models={"htdemucs": "htdemucs"}))  # not in the (empty) cache
+    source = done(client, client.post("/api/jobs", json={"prompt": "funk", "duration": 0.3}).json()["id"])
+    job = done(client, client.post(f"/api/jobs/{source['id']}/stems", json={}).json()["id"])
+    assert job["status"] == "error" and "(tunesmith serve --stems-model FOLDER)" in job["error"], job["error"]
+    assert "-m FOLDER" not in job["error"]
+
+
+def test_serve_offers_a_local_demucs_folder_by_its_bags_name(tmp_path):
+    from tests.stems.tiny import save_bag
+    from tunesmith.cli.parser import build_parser
+    from tunesmith.cli.serve import stems_models
+    from tunesmith.errors import InvalidParameter
+
+    six = save_bag(tmp_path / "my-demucs", name="htdemucs_6s")
+    args = build_parser(["serve"]).parse_args(["serve", "--stems-model", str(six), "--stems-model", "htdemucs"])
+    assert stems_models(args.stems_model) == {"htdemucs_6s": str(six), "htdemucs": "htdemucs"}  # no path shown
+    with pytest.raises(InvalidParameter, match="two models are offered as htdemucs_6s"):
+        stems_models([str(six), "htdemucs_6s"])

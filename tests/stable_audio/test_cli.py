@@ -32,7 +32,7 @@ def test_init_audio_and_strength(sao_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["-d", "2"], "longer than the 0.512 s this model makes at once"),
+    (["-d", "2"], "longer than the 0.51 s this model makes at once"),
     (["--steps", "0"], "steps (--steps)"),
     (["--cfg", "-2"], "cfg (--cfg)"),
     (["--temperature", "0.5"], "temperature (--temperature) is not an option of Stable Audio"),
@@ -82,4 +82,4 @@ def test_score_a_video_with_stable_audio(sao_ckpt, tmp_path):
     audio, rate = audio_of(out)
     assert rate == 48000 and audio.shape[0] == 2 and abs(audio.shape[1] / rate - 0.4) < 0.05
     long_video = make_video(tmp_path / "long.mp4", seconds=1.0)
-    assert "longer than the 0.5 s" in one_error_line(run("score", long_video, "pad", "-m", sao_ckpt[0]))
+    assert "longer than the 0.51 s" in one_error_line(run("score", long_video, "pad", "-m", sao_ckpt[0]))

@@ -58,7 +58,7 @@ def test_generate_repaint_and_continue(sa3_ckpt, source, tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--init-audio", "source.wav", "--repaint", "1:0.5"], "each end a number after its start"),
+    (["--init-audio", "source.wav", "--repaint", "1:0.5"], "repaint (--repaint) span 1:0.5 s ends before it starts"),
     (["--init-audio", "source.wav", "--repaint", "1:3"], "repaint (--repaint) span 1:3 s is not inside the 2 s clip"),
     (["--init-audio", "source.wav", "--repaint", "0.5:1", "--repaint", "3:"], "span 3:2 s is not inside"),
     (["--init-audio", "source.wav", "--repaint", "abc"], "'abc' is not START:END in seconds"),

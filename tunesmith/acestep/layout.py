@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion.folder import load_part, read_json, read_pipeline_index
+from ..diffusion.folder import check_oobleck, load_part, read_json, read_pipeline_index
 from .parts import GUIDED_CFG, GUIDED_STEPS, LONGEST, TURBO_STEPS, AceStepConfig, AceStepParts
 
 PIPELINE_CLASS = "AceStepPipeline"
@@ -20,10 +20,12 @@ def read_config(folder: Path) -> AceStepConfig:
     read_pipeline_index(folder, PIPELINE_CLASS, PARTS)
     dit, vae = read_json(folder / "transformer" / "config.json"), read_json(folder / "vae" / "config.json")
     turbo = bool(dit.get("is_turbo", False) or dit.get("model_version") == "turbo")
+    latent_dim = int(dit.get("audio_acoustic_hidden_dim", 64))
+    check_oobleck(vae, folder / "vae", latent_dim)
     return AceStepConfig(sample_rate=int(vae.get("sampling_rate", 48000)),
                          hop=math.prod(vae.get("downsampling_ratios", [2, 4, 4, 6, 10])),
                          audio_channels=int(vae.get("audio_channels", 2)),
-                         latent_dim=int(dit.get("audio_acoustic_hidden_dim", 64)), turbo=turbo,
+                         latent_dim=latent_dim, turbo=turbo,
                          steps=TURBO_STEPS if turbo else GUIDED_STEPS, cfg=1.0 if turbo else GUIDED_CFG)
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TunesmithError
-from ..params import MAX_DURATION, MAX_STEPS, Asked, Option, audio_input, check_text, one_text, real, refuse, whole
+from ..params import (MAX_DURATION, MAX_STEPS, Asked, Option, audio_input, check_text, one_text, real, refuse,
+                      shown_seconds, whole)
 
 log = logging.getLogger("tunesmith")
 
@@ -56,11 +57,11 @@ def read_lyrics(path: str | Path) -> str:
 # Its own generate options (None: the checkpoint's own default, read when it loads) and how each shell
 # offers them.
 PARAMS = {
-    "lyrics": Option(None, "--lyrics", "textfile", metavar="FILE", max_length=20_000, read=read_lyrics,
+    "lyrics": Option(None, "--lyrics", "textfile", metavar="FILE", max_length=20_000, read=read_lyrics, score=True,
                      about="ACE-Step: the words to sing ([verse], [chorus] tags allowed)",
                      help="a text file of the words to sing ([verse], [chorus], ... mark sections); without "
                           "lyrics, an instrumental"),
-    "language": Option(None, "--language", "text", metavar="CODE", max_length=20,
+    "language": Option(None, "--language", "text", metavar="CODE", max_length=20, score=True,
                        about="ACE-Step: the lyrics' language (en, zh, ...)",
                        help="the lyrics' language code, e.g. en (default), zh, ja, es"),
     "steps": Option(None, "--steps", "whole", score=True, compat="steps",
@@ -94,7 +95,7 @@ def song_length(audio_prompt, duration, longest: float | None, loop, options: di
     longest = longest or MAX_DURATION
     if not SHORTEST <= seconds <= longest:
         raise refuse(f"the song to repaint lasts {seconds:.2f} s: ACE-Step repaints songs of "
-                               f"{SHORTEST:g} to {longest:g} s")
+                               f"{shown_seconds(SHORTEST, 'least')} to {shown_seconds(longest)} s")
     if duration is not None:  # a stored request gives it back; anything else is a mistake, not a wish
         given = real(duration, "duration", "a positive number of seconds", lambda v: v > 0)
         if abs(given - seconds) > 0.01:
@@ -145,14 +146,17 @@ def _repaint_span(repaint, seconds: float) -> tuple[float, float | None] | None:
     """(start, end) inside a song of `seconds`: end None (or -1, as the pipeline writes it) is the end."""
     if repaint is None:
         return None
-    expected = "(start, end) in seconds, end None for the end of the song"
+    expected = "a start and an end in seconds (no end: to the end of the song)"
     if not isinstance(repaint, (list, tuple)) or len(repaint) != 2:
         raise refuse("{repaint} must be {expected}, got {value!r}", "repaint", expected=expected,
                                value=repaint)
     start = real(repaint[0], "repaint", f"{expected}; its start a number >= 0", lambda v: v >= 0)
     end = repaint[1]
     if end is not None and not (isinstance(end, numbers.Real) and end == -1):
-        end = real(end, "repaint", f"{expected}; its end a number after its start", lambda v: v > start)
+        end = real(end, "repaint", f"{expected}; its end a number", lambda v: v >= 0)
+        if end <= start:
+            raise refuse("{repaint} ends at {end:g} s, not after its start ({start:g} s)", "repaint", end=end,
+                         start=start)
     else:
         end = None
     if start >= seconds:

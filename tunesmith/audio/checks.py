@@ -33,6 +33,22 @@ class CheckResult:
     def summary(self) -> str:
         return "ok" if self.ok else "; ".join(self.problems)
 
+    def advice(self) -> str:
+        """What to do about a failed check, in words every shell shares (the CLI adds its --strict): the file
+        is kept, since a listener may still like it. '' when the check passed."""
+        if self.ok:
+            return ""
+        first = self.problems[0]
+        if "NaN" in first:
+            todo = "try another seed, or full precision (float32) if it happens again"
+        elif first.startswith("silent") or first == "no samples":
+            todo = "try another seed or a fuller prompt"
+        elif first.startswith(("clipped", "peak")):
+            todo = "set a loudness target (e.g. -14 LUFS) to bring it under full scale, or try another seed"
+        else:  # static, a DC offset: what a model makes now and then
+            todo = "try another seed"
+        return f"the file was kept; {todo}"
+
 
 CHUNK = 1 << 20  # samples per step: long pieces are measured in bounded memory
 
@@ -93,6 +109,6 @@ def check_audio(audio: np.ndarray, sample_rate: int | None = None) -> CheckResul
         if flatness > STATIC_FLATNESS:
             problems.append(f"sounds like broadband static (spectral flatness {flatness:.2f})")
     if dc > DC_LIMIT:
-        problems.append(f"DC offset {dc:.3f}")
+        problems.append(f"DC offset {dc:.2g}")
     tempo = None if sample_rate is None or rms_dbfs < SILENCE_DBFS else estimate_tempo(x, sample_rate)
     return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness, tempo)

@@ -40,24 +40,52 @@ BUDGET_RATE, BUDGET_CHANNELS = 48_000, 2
 _UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's count for a FLAC whose header does not say
 
 
-def check_output_path(path: Path) -> Path:
+def check_output_path(path: Path, folder_to_make: bool = False) -> Path:
     """Refuse, before any work, a path we could not write: a folder, an unknown format, a missing or
-    read-only folder, or a compressed format without an ffmpeg to encode it."""
+    read-only folder, or a compressed format without an ffmpeg to encode it. folder_to_make: the path's
+    folder is made just before writing (its parent must exist and take it)."""
     path = Path(path)
     if path.is_dir():
         raise TunesmithError(f"cannot write {path}: it is a folder; give a file name such as {path / 'music.wav'}")
     if path.suffix.lower() not in FORMATS:
         raise InvalidParameter(f"unsupported output format '{path.suffix or path.name}': use {', '.join(FORMATS)}")
     folder = path.parent
-    if not folder.is_dir():
+    if folder_to_make and not folder.exists():
+        folder = folder.parent
+        if not folder.is_dir():
+            raise TunesmithError(f"cannot write {path}: neither {path.parent} nor its folder {folder} exists")
+    elif not folder.is_dir():
         raise TunesmithError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise TunesmithError(f"cannot write {path}: permission denied")
+    why = unwritable(folder)
+    if why is None and path.exists() and not os.access(path, os.W_OK):
+        why = "permission denied"
+    if why is not None:
+        raise TunesmithError(f"cannot write {path}: {why}")
     if path.suffix.lower() in FFMPEG_CODECS:
         from .ffmpeg import ffmpeg_exe
 
         ffmpeg_exe()  # found now, not after the audio is made
     return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be made in `folder`, or None. Tried with an empty file, not os.access, which says yes
+    to root for /proc or a read-only mount. A full disk is left to the write itself, which says so."""
+    import tempfile
+
+    if not os.access(folder, os.W_OK):
+        return "permission denied"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".tunesmith-", suffix=".probe", dir=folder)
+    except OSError as err:
+        if is_no_space(err):
+            return None
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        return f"{folder} takes no new files ({(err.strerror or str(err)).lower()})"
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 @contextlib.contextmanager

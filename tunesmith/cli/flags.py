@@ -82,6 +82,22 @@ def describe_model(args, check):
         raise
 
 
+def check_capabilities(args, spec):
+    """An option that needs what the model may lack (an Option's `needs`: a melody or a style model), refused
+    from the model's description (models.describe reads no weights), before it loads."""
+    from ..family import FAMILIES
+    from ..hub import ALIASES
+
+    for dest, owners in family_flags(args.command).items():
+        option = owner(owners, spec.family)
+        if option is None or not option.needs or getattr(spec, option.needs) or not _given(args, dest, option):
+            continue
+        able = [name for name, info in ALIASES.items() if getattr(info, option.needs, False)]
+        what = "follow a melody" if option.needs == "melody" else "take a style reference"
+        raise InvalidParameter(f"{option.flag}: {args.model} cannot {what}: use a {FAMILIES[spec.family].display}"
+                               f" {option.needs} model (-m {' or -m '.join(able)}, or such a folder)")
+
+
 def check_quantize(args, family: str):
     from ..family import FAMILIES
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import InvalidParameter, TunesmithError
-from .flags import (audio_prompt_of, check_lora, check_quantize, describe_model, finishing_of, finishing_requested,
-                    load_model, meter_of, options_of)
-from .outputs import plan_outputs, plan_stems, say_ignored_wav_format, write_stems
+from ..errors import InvalidParameter, ModelNotFound, TunesmithError
+from .flags import (audio_prompt_of, check_capabilities, check_lora, check_quantize, describe_model, finishing_of,
+                    finishing_requested, load_model, meter_of, options_of)
+from .outputs import make_folder, plan_outputs, plan_stems, say_failed_check, say_ignored_wav_format, write_stems
 from .parser import EXIT_CHECK_FAILED
 
 log = logging.getLogger("tunesmith")
@@ -42,6 +42,7 @@ def cmd_generate(args) -> int:
     spec = describe_model(args, check)
     request = check(spec.family, spec.longest, spec.turbo)
     check_quantize(args, spec.family)
+    check_capabilities(args, spec)
     check_lora(args, spec.family)
     if args.loop and (args.fade_in or args.fade_out):
         raise InvalidParameter("fades would break a seamless loop: use --loop without --fade-in/--fade-out")
@@ -52,9 +53,13 @@ def cmd_generate(args) -> int:
     if args.stems_model is not None and not args.stems:
         raise InvalidParameter("--stems-model chooses the model of --stems: add --stems")
     if args.stems:  # the stems model is loaded, and every stem's file checked, before any generation
+        from ..hub import naming_folder_flag
         from ..stems import load_stem_model, separate
 
-        stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
+        try:
+            stem_model = load_stem_model(args.stems_model or "htdemucs", device=args.device)
+        except ModelNotFound as err:  # its hint names --stems-model, not generate's -m
+            raise naming_folder_flag(err, "--stems-model") from None
         stem_paths = [plan_stems(path, stem_model.sources, args.overwrite, taken=set(paths)) for path in paths]
     model = load_model(args, spec)
     clips = model.generate_request(request, progress=not args.quiet)
@@ -62,6 +67,7 @@ def cmd_generate(args) -> int:
     for clip, path, stem_files in zip(clips, paths, stem_paths):
         if finishing_requested(finishing):
             clip = clip.finish(**finishing)
+        make_folder(path.parent)
         clip.save(path, wav_format=args.wav_format)
         print(path)
         if stem_model is not None:
@@ -73,7 +79,7 @@ def cmd_generate(args) -> int:
                 write_stems(stems, stem_files, args.wav_format)
         if not clip.check.ok:
             failed += 1
-            log.warning("%s failed the output check: %s", path, clip.check.summary())
+            say_failed_check(path, clip.check, args.strict)
         tempo = "" if clip.check.tempo is None else f", tempo {clip.check.tempo:.1f} bpm (detected)"
         if len(clips) > 1:
             log.info("%s: seed %d, %r%s", path, clip.seed, clip.prompt, tempo)

@@ -28,10 +28,14 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
     """
     from ..audio.io import check_output_path
 
+    to_make = False
     if output is None or output.endswith(("/", os.sep)) or Path(output).is_dir():
         folder = Path(output) if output else Path(".")
-        if not folder.is_dir():
-            raise TunesmithError(f"output folder {folder} does not exist")
+        if folder.exists() and not folder.is_dir():
+            raise TunesmithError(f"{folder} is a file: -o FOLDER/ takes a folder")
+        if not folder.exists() and not folder.parent.is_dir():
+            raise TunesmithError(f"output folder {folder} does not exist, nor does its parent")
+        to_make = not folder.exists()  # made just before the first file is written (make_folder)
         taken: set[Path] = set()
         paths = []
         for prompt, seed in rows:
@@ -48,8 +52,19 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
         if clash and not overwrite:
             raise TunesmithError(f"{clash[0]} exists: choose another output or pass --overwrite")
     for p in paths:
-        check_output_path(p)
+        check_output_path(p, folder_to_make=to_make)
     return paths
+
+
+def make_folder(folder: Path):
+    """An output folder that -o named and that does not exist yet (its parent does): made just before the
+    first file goes in, so that a refused or failed run leaves no empty folder behind."""
+    if folder.is_dir():
+        return
+    try:
+        folder.mkdir()
+    except OSError as err:
+        raise TunesmithError(f"cannot create {folder}: {(err.strerror or str(err)).lower()}") from None
 
 
 def plan_stems(base: Path, stems: list[str], overwrite: bool, taken: set[Path] = frozenset()) -> dict[str, Path]:
@@ -77,6 +92,13 @@ def write_stems(stems: dict, paths: dict[str, Path], wav_format: str):
     for name, stem in stems.items():
         stem.save(paths[name], wav_format=wav_format)
         print(paths[name])
+
+
+def say_failed_check(name, check, strict: bool | None = None):
+    """One line: what the output check found, that the file was kept and what to do (CheckResult.advice);
+    strict: whether --strict was given (None: the command has no --strict)."""
+    tail = "" if strict is None else " (--strict: exit status 3)" if strict else ", or --strict to make this an error"
+    log.warning("%s failed the output check: %s: %s%s", name, check.summary(), check.advice(), tail)
 
 
 def say_ignored_wav_format(wav_format: str, paths: list[Path]):

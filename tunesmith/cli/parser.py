@@ -8,14 +8,38 @@ import os
 import sys
 
 from ..audio.formats import FORMATS, WAV_FORMATS
+from ..errors import did_you_mean
 
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED = 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: dict | None = None  # the subcommands' parsers, by name (set on the top-level parser)
+
     def error(self, message):  # one line, not argparse's usage block
         self.exit(EXIT_USAGE, f"tunesmith: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag no command has is refused by the command's own parser (its help named),
+        with the closest flag it has: `--temprature (did you mean --temperature?)`."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = (self.commands or {}).get(getattr(parsed, "command", None), self)
+            flag = next((e for e in extras if e.startswith("-")), None)
+            if flag is None:
+                command.error(f"unrecognized arguments: {' '.join(extras)}")
+            name = flag.partition("=")[0]
+            command.error(f"unrecognized argument {name}{did_you_mean(name, command._option_string_actions)}")
+        return parsed
+
+    def _check_value(self, action, value):  # a mistyped choice (a command, --device) gets the closest one
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as err:
+            if action.choices is None or not isinstance(value, str):
+                raise
+            raise argparse.ArgumentError(action, f"{err.message}{did_you_mean(value, action.choices)}") from None
 
 
 def _seconds(text: str) -> float:
@@ -70,11 +94,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     asked = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     full = asked is not None and asked not in LIGHT
     gen = sub.add_parser("generate", help="generate music from a text prompt")
-    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched")
+    score = sub.add_parser("score", help="put generated (or given) music under videos, picture untouched",
+                           usage="tunesmith score [options] VIDEO [VIDEO ...] PROMPT ...\n"
+                                 "       tunesmith score [options] VIDEO [VIDEO ...] --audio TRACK")
     if full:
         _generate_arguments(gen)
         _score_arguments(score)
     _other_commands(sub)
+    parser.commands = sub.choices
     return parser
 
 
@@ -87,7 +114,7 @@ def _generate_arguments(gen):
     common.add_argument("--prompt", action="append", dest="schedule", metavar="SECONDS:TEXT", type=_schedule_entry,
                         help="a prompt that starts at SECONDS; repeat for a piece whose prompt changes over time")
     _add_model(common)
-    common.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+    _add_threads(common)
     common.add_argument("-d", "--duration", type=_seconds, default=None,
                         help="seconds of audio (default: 10; ACE-Step: 10 to 600; with --repaint: the song's length)")
     common.add_argument("-n", "--variations", type=int, default=1, help="variations of each prompt (default: 1)")
@@ -110,11 +137,14 @@ def _generate_arguments(gen):
 
 
 def _score_arguments(score):
-    score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT",
-                       help="one or more videos, then the prompt (no prompt with --audio)")
+    score.add_argument("inputs", nargs="+", metavar="VIDEO... PROMPT...",
+                       help="one or more videos (the arguments that are files), then the prompt: words without "
+                            "quotes form one prompt (no prompt with --audio)")
     common = score.add_argument_group("common options")
     score.add_argument("--audio", default=None, metavar="TRACK", help="score with this audio file instead")
     _add_model(common)
+    _add_threads(common)
+    _add_meter(score, bars=False)  # the video sets the length
     add_family_options(score, common, "score")
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
     output = score.add_argument_group("output")
@@ -156,6 +186,10 @@ def _other_commands(sub):
                        help="LoRA adapters clients may name (GET /api/loras): PEFT folders and .safetensors files")
     serve.add_argument("--lora", action="append", default=[], metavar="NAME[@SCALE]",
                        help="an adapter of --lora-dir merged into the default model (the first -m); repeat to stack")
+    serve.add_argument("--stems-model", action="append", default=None, metavar="MODEL",
+                       help="a stems model to offer: htdemucs, htdemucs_ft, htdemucs_6s or a local Demucs folder (its "
+                            "bag's NAME.yaml names it); repeat for several, the first is the default (default: the "
+                            "three)")
     serve.add_argument("--repair-store", action="store_true",
                        help="a damaged job store is kept as jobs.sqlite3.damaged-DATE and a fresh one begun "
                             "(without it the server refuses to start)")
@@ -212,12 +246,18 @@ def _add_model(group):
     group.add_argument("--seed", type=int, default=None, help="seed for reproducible output (default: random)")
 
 
-def _add_meter(parser):
+def _add_threads(group):
+    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
+
+
+def _add_meter(parser, bars: bool = True):
     """Tempo, key, meter and bars, which every family takes: from tunesmith.params.METER."""
     from ..params import METER
 
     group = parser.add_argument_group("tempo, key and meter (every family)")
     for dest, option in METER.items():
+        if dest == "bars" and not bars:
+            continue
         group.add_argument(option.flag, dest=dest, type=KIND_TYPES[option.kind], default=None,
                            metavar=option.metavar or KIND_METAVARS.get(option.kind), help=option.help)
 

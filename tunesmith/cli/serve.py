@@ -29,6 +29,8 @@ def cmd_serve(args) -> int:
         raise InvalidParameter(f"--keep-days must be a positive number of days, got {args.keep_days}")
     worker = WorkerSettings(device=args.device, dtype=args.dtype, loaded=args.loaded, max_batch=args.max_batch,
                             keep_days=args.keep_days, keep_jobs=args.keep_jobs)
+    if args.stems_model:
+        worker.stems_models = stems_models(args.stems_model)
     settings = ServerSettings(models=args.models or ["small"], host=args.host, port=args.port,
                               data=Path(args.data) if args.data else None, max_queue=args.max_queue,
                               media_dirs=[Path(d) for d in args.media_dir], token=args.token or None,
@@ -48,3 +50,18 @@ def cmd_serve(args) -> int:
         pass
     log.info("stopped")
     return 0
+
+
+def stems_models(given: list[str]) -> dict:
+    """--stems-model values -> the public name each is offered under (a name as it is; a folder by its bag's
+    NAME.yaml, never its path) -> what load_stem_model takes. A folder is checked now, not at the first job."""
+    from ..hub import STEM_MODELS
+    from ..stems.load import find_bag
+
+    offered = {}
+    for model in given:
+        name = model if model in STEM_MODELS else find_bag(model).stem
+        if name in offered:
+            raise InvalidParameter(f"--stems-model: two models are offered as {name}")
+        offered[name] = model
+    return offered

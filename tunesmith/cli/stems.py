@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InvalidParameter, TunesmithError
-from .outputs import plan_stems, say_ignored_wav_format, write_stems
+from .outputs import make_folder, plan_stems, say_ignored_wav_format, write_stems
 
 
 def cmd_stems(args) -> int:
@@ -29,10 +29,6 @@ def cmd_stems(args) -> int:
     paths = plan_stems(folder / f"{Path(args.input).stem}.{args.format}", names, args.overwrite)
     say_ignored_wav_format(args.wav_format, list(paths.values()))
     stems = separate(source, model=model, shifts=args.shifts, two_stems=args.two_stems, progress=not args.quiet)
-    if not folder.exists():
-        try:
-            folder.mkdir()
-        except OSError as err:
-            raise TunesmithError(f"cannot create {folder}: {err.strerror or err}") from None
+    make_folder(folder)
     write_stems(stems, paths, args.wav_format)
     return 0

@@ -38,3 +38,17 @@ def load_part(loader, path: Path, what: str):
         text = str(err).strip().splitlines()
         raise CheckpointError(f"the {what} in {path} cannot be loaded ({text[0] if text else type(err).__name__})") \
             from None
+
+
+def check_oobleck(vae: dict, path: Path, latent_dim: int | None = None, maker: str = "transformer"):
+    """An Oobleck VAE's config (diffusers' AutoencoderOobleck) whose parts agree, read before any weights: its
+    encoder makes encoder_hidden_size / 2 latent channels (a mean and a scale each), its decoder takes
+    decoder_input_channels, and `maker` (the DiT, when latent_dim is given) makes latent_dim. Otherwise the
+    first song through both would fail with a tensor-size error; here the part is named."""
+    encoded, decoded = int(vae.get("encoder_hidden_size", 128)), int(vae.get("decoder_input_channels", 64))
+    if encoded != 2 * decoded:
+        raise CheckpointError(f"the VAE in {path} is malformed: its encoder makes {encoded / 2:g} latent channels "
+                              f"(encoder_hidden_size {encoded}), its decoder takes {decoded} (decoder_input_channels)")
+    if latent_dim is not None and latent_dim != decoded:
+        raise CheckpointError(f"the {maker} and the VAE in {path.parent} disagree: the {maker} makes {latent_dim} "
+                              f"latent channels, the VAE's decoder takes {decoded}")

@@ -63,7 +63,7 @@ PARAMS = {
                     help=f"0 disables (default: {SamplingParams.top_p:g})"),
     "cfg": Option(SamplingParams.cfg, "--cfg", score=True, compat="guidance_coef",
                   help=f"classifier-free guidance, 1 disables (default: {SamplingParams.cfg:g})"),
-    "context": Option(CONTEXT, "--context", "seconds", about="MusicGen, long pieces",
+    "context": Option(CONTEXT, "--context", "seconds", score=True, about="MusicGen, long pieces",
                       help=f"long pieces: seconds of the piece so far that condition each new window "
                            f"(default: {CONTEXT:g})"),
     "melody": Option(None, "--melody", "audio", metavar="FILE", needs="melody", compat="melody_path",

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..audio.formats import FORMATS, WAV_FORMATS
 from ..errors import InvalidParameter
 from ..family import FAMILIES
-from ..request import Request, check_request, real, whole
+from ..request import Request, check_request, real, shown_seconds, whole
 from .registry import Entry
 
 STORED_FORMATS = FORMATS  # what tunesmith writes
@@ -60,8 +60,8 @@ def plan_job(entry: Entry, limits: Limits, *, prompt, duration, seed=None, varia
 
 def _check_duration(duration: float, limits: Limits):
     if duration > limits.max_duration:
-        raise InvalidParameter("{duration} {seconds:g} s is longer than this server's limit of {limit:g} s",
-                               "duration", seconds=duration, limit=limits.max_duration)
+        raise InvalidParameter("{duration} {seconds:g} s is longer than this server's limit of {limit} s",
+                               "duration", seconds=duration, limit=shown_seconds(limits.max_duration))
 
 
 def request_of(spec: dict, entry: Entry) -> Request:

@@ -20,8 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NoSpace, TunesmithError
+from ..errors import ModelNotFound, NoSpace, TunesmithError
 from ..generation import one_line
+from ..hub import naming_folder_flag
 from ..request import batch_requests
 from .registry import Registry
 from .spec import request_of
@@ -283,6 +284,8 @@ class Worker:
                              progress=self._progress_hook([job.id]))
         except Cancelled:
             return self._settle_cancelled(job)
+        except ModelNotFound as err:  # the server's stems models are chosen where it starts
+            return self._end(job, one_line(naming_folder_flag(err, "tunesmith serve --stems-model")))
         except TunesmithError as err:
             return self._end(job, one_line(err))
         except Exception as err:  # a bug of ours: the job fails with one line, the log has the rest
@@ -368,8 +371,9 @@ class Worker:
 
 
 def check_view(clip) -> dict:
-    """A clip's output check as the job store keeps it."""
-    return dict(ok=clip.check.ok, summary=clip.check.summary(), peak=clip.check.peak, rms_dbfs=clip.check.rms_dbfs)
+    """A clip's output check as the job store keeps it: advice says what to do about a failed one."""
+    return dict(ok=clip.check.ok, summary=clip.check.summary(), advice=clip.check.advice(), peak=clip.check.peak,
+                rms_dbfs=clip.check.rms_dbfs)
 
 
 def _free_memory():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..params import Asked, Option, audio_input, one_text, real, refuse
+from ..params import Asked, Option, audio_input, one_text, real, refuse, shown_seconds
 from ..stable_audio import options as stable_audio_options
 from ..stable_audio.options import DiffusionParams
 
@@ -46,8 +46,9 @@ def clip_length(audio_prompt, duration, longest: float | None, loop, options: di
         return source, duration
     seconds = source[0].shape[1] / source[1]
     if longest is not None and seconds > longest + 1e-9:
-        raise refuse("{audio_prompt} lasts {seconds:.2f} s, longer than the {longest:g} s this model makes at "
-                     "once: give a {duration} to use its beginning", "audio_prompt", seconds=seconds, longest=longest)
+        raise refuse("{audio_prompt} lasts {seconds:.2f} s, longer than the {longest} s this model makes at "
+                     "once: give a {duration} to use its beginning", "audio_prompt", seconds=seconds,
+                     longest=shown_seconds(longest))
     return source, seconds
 
 
@@ -98,7 +99,7 @@ def _repaint_spans(repaint, duration: float, init, loop: bool, strength) -> tupl
     if strength is not None:
         raise refuse("{strength} is for audio-to-audio; a repaint keeps the audio outside its spans and makes the "
                      "spans anew: use one or the other", "strength")
-    expected = "(start, end) in seconds or a list of such spans, end None for the end of the clip"
+    expected = "a start and an end in seconds (no end: to the end of the clip), or a list of such spans"
     one = isinstance(repaint, (list, tuple)) and len(repaint) == 2 and not isinstance(repaint[0], (list, tuple))
     spans = [repaint] if one else repaint
     if not isinstance(spans, (list, tuple)) or not spans or not all(
@@ -107,10 +108,11 @@ def _repaint_spans(repaint, duration: float, init, loop: bool, strength) -> tupl
     checked = []
     for start, end in spans:
         start = real(start, "repaint", f"{expected}; each start a number >= 0", lambda v: v >= 0)
-        end = duration if end is None else real(end, "repaint", f"{expected}; each end a number after its start",
-                                                lambda v: v > start)
+        end = duration if end is None else real(end, "repaint", f"{expected}; each end a number", lambda v: v >= 0)
         if start >= duration or end > duration + 0.01:
             raise refuse("{repaint} span {start:g}:{end:g} s is not inside the {duration_s:g} s clip", "repaint",
                          start=start, end=end, duration_s=duration)
+        if end <= start:
+            raise refuse("{repaint} span {start:g}:{end:g} s ends before it starts", "repaint", start=start, end=end)
         checked.append((start, min(end, duration)))
     return tuple(sorted(checked))

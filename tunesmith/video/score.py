@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.ffmpeg import run_ffmpeg, url
-from ..audio.io import write_sndfile, written_whole
+from ..audio.io import unwritable, write_sndfile, written_whole
 from ..errors import InvalidParameter, TunesmithError
 from .probe import MediaInfo, probe
 
@@ -39,12 +39,17 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def plan_jobs(videos: list[str], output: str | None, overwrite: bool) -> list[ScoreJob]:
-    """Probe every video and decide every output path before any work starts."""
+    """Probe every video and decide every output path before any work starts. An -o folder that does not
+    exist yet (its parent does) is made by the caller just before the first video is written."""
     infos = [probe(v) for v in videos]
+    to_make = False  # -o names a folder that is made just before the first video goes in (its parent exists)
     if output is not None and (len(infos) > 1 or Path(output).is_dir() or output.endswith(("/", os.sep))):
         folder = Path(output)
-        if not folder.is_dir():
-            raise TunesmithError(f"with several videos, -o must be an existing folder; {folder} is not one")
+        if folder.exists() and not folder.is_dir():
+            raise TunesmithError(f"with several videos, -o must be a folder; {folder} is a file")
+        if not folder.exists() and not folder.parent.is_dir():
+            raise TunesmithError(f"output folder {folder} does not exist, nor does its parent")
+        to_make = not folder.exists()
         outputs = [folder / f"{i.path.stem}-scored{i.path.suffix}" for i in infos]
     elif output is not None:
         outputs = [Path(output)]
@@ -56,10 +61,12 @@ def plan_jobs(videos: list[str], output: str | None, overwrite: bool) -> list[Sc
                                    f"use {', '.join(AUDIO_CODECS)}")
         if _same_file(info.path, out):
             raise TunesmithError(f"the output {out} is the input video: choose another name")
-        if not out.parent.is_dir():
+        folder = out.parent.parent if to_make else out.parent
+        if not folder.is_dir():
             raise TunesmithError(f"cannot write {out}: folder {out.parent} does not exist")
-        if not os.access(out.parent, os.W_OK):
-            raise TunesmithError(f"cannot write {out}: permission denied")
+        why = unwritable(folder)
+        if why is not None:
+            raise TunesmithError(f"cannot write {out}: {why}")
         if out.exists() and not overwrite:
             raise TunesmithError(f"{out} exists: choose another output or pass --overwrite")
     if len(set(o.resolve() for o in outputs)) < len(outputs):

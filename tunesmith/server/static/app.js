@@ -394,8 +394,9 @@ function fileView(job, file) {
   if (file.check && file.check.ok === false) {
     const warning = document.createElement("span");
     warning.className = "error check";
-    warning.textContent = `failed the output check${file.check.summary ? ": " + file.check.summary : ""}`;
-    warning.title = "the file was kept: listen to it, or try another seed";
+    const advice = file.check.advice || "the file was kept; listen to it, or try another seed";
+    warning.textContent = `failed the output check${file.check.summary ? ": " + file.check.summary : ""}: ${advice}`;
+    warning.title = advice;
     links.append(warning);
   }
   player(view, audio, file, Boolean(job.request && job.request.loop), job.duration);
