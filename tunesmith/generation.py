@@ -48,14 +48,15 @@ _pinned = False  # threads= given to a from_pretrained: used as given, never bac
 def call_threads(device: torch.device):
     """torch's threads for one call on the CPU: no more than the cores this process may use, one fewer
     for each core other processes keep busy (sampled now), restored afterwards. A thread count the user
-    chose (threads=, --threads, OMP_NUM_THREADS) stands."""
+    chose (threads=, --threads, OMP_NUM_THREADS) stands. Logged at debug level: a notice before an error
+    would break the CLI's one line per bad input."""
     if device.type != "cpu" or _pinned or "OMP_NUM_THREADS" in os.environ:
         yield
         return
     before = torch.get_num_threads()
     threads = threads_for_load(before, available_cores(), busy_elsewhere())
     if threads != before:
-        log.info("other processes keep cores busy: %d CPU threads for this call instead of %d", threads, before)
+        log.debug("other processes keep cores busy: %d CPU threads for this call instead of %d", threads, before)
         torch.set_num_threads(threads)
     try:
         yield
