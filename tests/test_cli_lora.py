@@ -19,6 +19,7 @@ def adapter(mono_ckpt, tmp_path_factory):
     return write_peft_folder(tmp_path_factory.mktemp("cli-lora"), layers, 4, 8, TARGETS)
 
 
+@pytest.mark.slow
 def test_lora_changes_the_file_and_scale_zero_is_the_base(mono_ckpt, adapter, tmp_path):
     args = ("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.4", "--seed", "5", "--quiet", "--temperature", "0")
     base, lora, zero = tmp_path / "base.wav", tmp_path / "lora.wav", tmp_path / "zero.wav"
