@@ -8,6 +8,8 @@ import torch
 
 from benchmarks import bench, common, fidelity
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def bench_cache(tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ def test_generate_writes_a_named_wav_and_prints_its_path(mono_ckpt, tmp_path):
     assert "generating" in proc.stderr and "seed 42" in proc.stderr
 
 
+@pytest.mark.slow
 def test_variations_and_several_prompts(mono_ckpt, tmp_path):
     proc = run("generate", "deep house", "--text", "bossa nova guitar", "-n", "2", "-m", mono_ckpt[0], "-d", "0.3",
                "--seed", "5", "-o", tmp_path / "out.flac", "--quiet")
@@ -50,6 +51,7 @@ def test_variations_and_several_prompts(mono_ckpt, tmp_path):
     assert all(d.shape == (9600,) for d in data) and abs(data[0] - data[1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_same_seed_same_file_and_no_silent_overwrite(mono_ckpt, tmp_path):
     args = ("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.3", "--seed", "9", "--quiet")
     assert run(*args, cwd=tmp_path).returncode == 0
@@ -62,6 +64,7 @@ def test_same_seed_same_file_and_no_silent_overwrite(mono_ckpt, tmp_path):
     assert run(*args, "-o", first, "--overwrite").returncode == 0
 
 
+@pytest.mark.slow
 def test_strict_flags_a_failed_check(mono_ckpt, tmp_path):
     """The tiny random model makes noise-like audio: written, warned about, and --strict exits 3."""
     from tunesmith import MusicGen
@@ -108,6 +111,7 @@ def test_bad_models(model, message, tmp_path):
     assert message in line
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_one_line(mono_ckpt, tmp_path):
     folder = tmp_path / "cut"
     shutil.copytree(mono_ckpt[0], folder)
@@ -124,6 +128,7 @@ def _fake_cache(cache, repo, source):
     shutil.copytree(source, root / "snapshots" / COMMIT)
 
 
+@pytest.mark.slow
 def test_hub_id_and_alias_load_from_the_cache_offline(mono_ckpt, tmp_path):
     cache = tmp_path / "hub"
     _fake_cache(cache, "facebook/musicgen-small", mono_ckpt[0])
@@ -216,6 +221,7 @@ def test_bad_long_form_and_finishing_input(mono_ckpt, tmp_path, args, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.wav", "notes.txt", "short.wav", "silence.wav"]
 
 
+@pytest.mark.slow
 def test_schedule_continuation_and_finishing_from_the_cli(mono_ckpt, tmp_path):
     riff = tmp_path / "riff.wav"
     sf.write(str(riff), 0.3 * __import__("numpy").sin(__import__("numpy").arange(16000) / 10), 32000)
@@ -231,6 +237,7 @@ def test_schedule_continuation_and_finishing_from_the_cli(mono_ckpt, tmp_path):
     assert info.frames == 32000 and info.subtype == "PCM_24"
 
 
+@pytest.mark.slow
 def test_unquoted_words_are_one_prompt_and_text_adds_prompts(mono_ckpt, tmp_path):
     proc = run("generate", "calm", "lofi", "piano", "-m", mono_ckpt[0], "-d", "0.2", "--seed", "3", "--quiet",
                cwd=tmp_path)
@@ -243,6 +250,7 @@ def test_unquoted_words_are_one_prompt_and_text_adds_prompts(mono_ckpt, tmp_path
     assert "give a PROMPT" in one_error_line(run("generate", "-m", mono_ckpt[0], cwd=tmp_path))
 
 
+@pytest.mark.slow
 def test_unicode_letters_stay_in_file_names(mono_ckpt, tmp_path):
     proc = run("generate", "café olé, Ωmega 7", "-m", mono_ckpt[0], "-d", "0.2", "--seed", "1", "--quiet",
                cwd=tmp_path)
@@ -270,6 +278,7 @@ def _file_size_limit(limit):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["keep.wav", "new.wav", "new.flac", "new.mp3"])
 def test_a_failed_write_leaves_the_old_file_and_no_half_file(mono_ckpt, tmp_path, name):
     keep = tmp_path / "keep.wav"
@@ -290,12 +299,14 @@ def test_ffmpeg_is_found_before_generating(mono_ckpt, tmp_path):
     assert "no ffmpeg is on the PATH" in line and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_wav_format_for_other_outputs_is_said(mono_ckpt, tmp_path):
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.2", "--wav-format", "float", "-o",
                tmp_path / "x.m4a", "--quiet")
     assert proc.returncode == 0 and "--wav-format float applies to .wav (and .flac) files: .m4a" in proc.stderr
 
 
+@pytest.mark.slow
 def test_more_threads_than_cores_are_warned_about(mono_ckpt, tmp_path):
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.2", "--threads", str(4 * os.cpu_count()), "-o",
                tmp_path / "x.wav", "--quiet")
@@ -312,6 +323,7 @@ def test_output_into_a_closed_pipe_ends_quietly():
     assert stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["out.wav", "out.mp3"])
 def test_a_full_disk_is_one_line(mono_ckpt, tmp_path, name):
     with small_disk(tmp_path / "disk", "1m") as disk:
@@ -322,6 +334,7 @@ def test_a_full_disk_is_one_line(mono_ckpt, tmp_path, name):
         filler.unlink()
 
 
+@pytest.mark.slow
 @needs_dev_full
 def test_a_full_disk_is_one_line_without_a_tmpfs(mono_ckpt, tmp_path):
     full_partial(tmp_path / "out.wav")  # its writes land on /dev/full: ENOSPC

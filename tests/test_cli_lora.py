@@ -19,6 +19,7 @@ def adapter(mono_ckpt, tmp_path_factory):
     return write_peft_folder(tmp_path_factory.mktemp("cli-lora"), layers, 4, 8, TARGETS)
 
 
+@pytest.mark.slow
 def test_lora_changes_the_file_and_scale_zero_is_the_base(mono_ckpt, adapter, tmp_path):
     args = ("generate", "jazz", "-m", mono_ckpt[0], "-d", "0.4", "--seed", "5", "--quiet", "--temperature", "0")
     base, lora, zero = tmp_path / "base.wav", tmp_path / "lora.wav", tmp_path / "zero.wav"
@@ -31,6 +32,7 @@ def test_lora_changes_the_file_and_scale_zero_is_the_base(mono_ckpt, adapter, tm
     np.testing.assert_array_equal(a, c)  # scale 0 adds nothing
 
 
+@pytest.mark.slow
 def test_bars_set_the_file_length_and_the_line_says_the_seed(mono_ckpt, tmp_path):
     out = tmp_path / "bars.wav"
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "--bpm", "300", "--bars", "1", "--key", "c minor",
@@ -87,6 +89,7 @@ def test_bad_values_are_one_line(mono_ckpt, tmp_path, args, message):
     assert not list(tmp_path.glob("*.wav"))
 
 
+@pytest.mark.slow
 def test_an_adapter_of_another_model_is_one_line(mono_ckpt, tmp_path):
     """Shapes are checked against the model before its weights load: the first mismatched layer is named."""
     layers = {"model.decoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 7),

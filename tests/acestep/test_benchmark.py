@@ -1,6 +1,10 @@
 """The ACE-Step benchmark runs end to end on the tests' sizes and prints a well-formed table (no speed claims)."""
 
+import pytest
+
 from benchmarks import acestep_cpu
+
+pytestmark = pytest.mark.slow
 
 
 def test_the_benchmark_compares_tunesmith_with_diffusers(tmp_path):

@@ -6,6 +6,7 @@ import soundfile as sf
 from ..test_cli import one_error_line, run
 
 
+@pytest.mark.slow
 def test_generate_a_song_with_lyrics_from_a_file(ace_ckpt, tmp_path):
     lyrics = tmp_path / "lyrics.txt"
     lyrics.write_text("[verse]\nSoft notes in the morning light\n[chorus]\nMusic fills the air tonight\n")

@@ -127,6 +127,7 @@ def test_a_repaint_takes_its_length_from_the_song(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_the_cli_repaints_a_song_to_its_length(ace_ckpt, tmp_path):
     source = tmp_path / "song.wav"
     sf.write(str(source), song(10.5, rate=44100, channels=1)[0], 44100)

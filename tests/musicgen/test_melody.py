@@ -114,6 +114,7 @@ def test_silent_melody_is_refused(melody_ckpt):
         mg.generate("jazz", duration=0.5, melody=(np.zeros(SR), SR))
 
 
+@pytest.mark.slow
 def test_melody_from_the_cli(melody_ckpt, mono_ckpt, tmp_path):
     import soundfile as sf
 

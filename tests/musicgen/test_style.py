@@ -252,6 +252,7 @@ def test_long_pieces_keep_the_same_style_tokens(style_model, monkeypatch):
     assert clip.audio.shape[1] == int(0.7 * SR)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_file_with_style_and_without_text(style_ckpt, tmp_path):
     ref = tmp_path / "reference.wav"
     sf.write(str(ref), music(4.0), SR)

@@ -121,7 +121,7 @@ def postgres():
         server.remove()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.cluster)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.cluster, pytest.mark.slow])])
 def store_url(request):
     """None (SQLite in the data folder) or a fresh PostgreSQL database's address: a test that takes it runs
     against both stores, so that their behaviour is proven the same."""

@@ -1,6 +1,10 @@
 """The throughput benchmark runs end to end (tiny checkpoint: no speed claim)."""
 
+import pytest
+
 from benchmarks import server_throughput
+
+pytestmark = pytest.mark.slow
 
 
 def test_server_throughput_benchmark_runs(tmp_path, monkeypatch, mono_ckpt):

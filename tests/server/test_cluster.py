@@ -18,7 +18,7 @@ import soundfile as sf
 from .conftest import wait_for
 from .test_restart import ServeProcess
 
-pytestmark = [pytest.mark.cluster,
+pytestmark = [pytest.mark.cluster, pytest.mark.slow,
               pytest.mark.skipif(find_spec("ray") is None, reason="Ray Serve is not installed: pip install -e "
                                                                   "'.[cluster]'")]
 

@@ -18,6 +18,8 @@ import soundfile as sf
 
 from ..acestep.conftest import ace_ckpt  # noqa: F401  (the tiny pipeline the family's tests build)
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = os.environ.get("TUNESMITH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--autoplay-policy=no-user-gesture-required"]

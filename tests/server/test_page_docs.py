@@ -13,6 +13,8 @@ import pytest
 
 from .test_page import browser  # noqa: F401  (Debian's chromium through Playwright; skips without it)
 
+pytestmark = pytest.mark.slow
+
 
 def offline_page(browser, server):  # noqa: F811
     """A page whose requests are all recorded; any that leaves 127.0.0.1 is refused (no network)."""

@@ -10,6 +10,8 @@ import pytest
 from .conftest import ThreadServer, make_settings
 from .test_page import WAIT_MS, browser, job_card  # noqa: F401  (Debian's chromium through Playwright)
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sao_folder(tmp_path_factory):

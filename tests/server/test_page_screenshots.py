@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from .test_page import WAIT_MS, artifacts, browser  # noqa: F401  (Debian's chromium through Playwright)
 from .test_page_player import sao_folder, two_models  # noqa: F401  (a MusicGen alias and a Stable Audio folder)
+
+pytestmark = pytest.mark.slow
 
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1440, "height": 900}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import soundfile as sf
 
 from .conftest import wait_for
@@ -50,6 +51,7 @@ class ServeProcess:
         return self.proc.wait(30)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_job_then_restart(mono_ckpt, mono_model, tmp_path):
     data = tmp_path / "data"
     first = ServeProcess(mono_ckpt[0], data)

@@ -11,6 +11,8 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
+pytestmark = pytest.mark.slow
+
 
 def test_no_route_answers_500(start_server):
     from hypothesis import HealthCheck, given, settings

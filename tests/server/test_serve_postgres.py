@@ -16,7 +16,7 @@ from .conftest import wait_for
 from .postgres import PostgresServer, postgres_bin
 from .test_restart import ServeProcess
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 UNREACHABLE = "the job store (PostgreSQL) cannot be reached: try again shortly"
 

@@ -13,7 +13,7 @@ from tunesmith.server.store import Job
 from .conftest import wait_for
 from .test_store import SHORT_LEASE_S, job
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from ..test_cli import one_error_line, run
 from ..video.test_score import audio_of, make_video
 
 
+@pytest.mark.slow
 def test_generate_a_stable_audio_clip_and_a_loop(sao_ckpt, tmp_path):
     out = tmp_path / "rain.wav"
     proc = run("generate", "rain on a tin roof", "-m", sao_ckpt[0], "-d", "0.3", "--steps", "4", "--seed", "3",
@@ -73,6 +74,7 @@ def test_models_lists_every_family():
     assert "MusicGen" in rows["small"] and "long form" in rows["small"]
 
 
+@pytest.mark.slow
 def test_score_a_video_with_stable_audio(sao_ckpt, tmp_path):
     video = make_video(tmp_path / "clip.mp4", seconds=0.4)
     out = tmp_path / "scored.mp4"

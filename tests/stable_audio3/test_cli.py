@@ -24,6 +24,7 @@ def probe(path):
     return info.samplerate, info.channels, info.frames
 
 
+@pytest.mark.slow
 def test_generate_repaint_and_continue(sa3_ckpt, source, tmp_path):
     folder = sa3_ckpt[0]
     made = tmp_path / "made.wav"

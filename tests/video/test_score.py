@@ -69,6 +69,7 @@ def test_score_with_a_track_keeps_the_picture_and_fits_the_audio(clips, tmp_path
     assert np.sqrt(np.mean(tail**2)) < 0.1 * np.sqrt(np.mean(middle**2))
 
 
+@pytest.mark.slow
 def test_score_generates_with_the_model(clips, mono_ckpt, tmp_path):
     out = tmp_path / "generated.mp4"
     proc = run("score", clips["silent"], "ambient pads", "-m", mono_ckpt[0], "--seed", "3", "-o", out,
@@ -220,6 +221,7 @@ def test_a_video_stream_without_packets_is_zero_length(clips, monkeypatch):
         probe(clips["reel"])
 
 
+@pytest.mark.slow
 def test_a_video_longer_than_the_window_gets_a_long_form_track(mono_ckpt, tmp_path):
     video = make_video(tmp_path / "long.mp4", 33.0, audio=False, rate=5)
     out = tmp_path / "long-scored.mp4"
