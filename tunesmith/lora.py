@@ -185,7 +185,7 @@ def read_adapter(spec: AdapterSpec) -> Adapter:
     peft_type = config.get("peft_type", "LORA")
     if str(peft_type).upper() != "LORA":
         raise TunesmithError(f"LoRA {path} is a PEFT {peft_type} adapter, not a LoRA")
-    tensors = _read_tensors(weights)
+    tensors = read_tensors(weights)
     return Adapter(spec, _layers(tensors, config, weights))
 
 
@@ -226,7 +226,8 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _read_tensors(path: Path) -> dict:
+def read_tensors(path: Path) -> dict:
+    """An adapter's tensors (safetensors only), a damaged file in one line."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import TunesmithError
-from ..lora import AdapterSpec, safetensors_header
+from ..lora import AdapterSpec, read_tensors, safetensors_header
 from .stability_layout import dit_source, reorder_differential
 
 log = logging.getLogger("tunesmith")
@@ -96,7 +96,7 @@ def read_adapter(spec: AdapterSpec) -> Sa3Adapter:
                              "(Stability's form, its config in the file's metadata)")
     header = safetensors_header(path)
     config = _config(header.get("__metadata__") or {}, path)
-    tensors = _read_tensors(path)
+    tensors = read_tensors(path)
     layers: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         m = KEY.fullmatch(key)
@@ -139,15 +139,6 @@ def _config(metadata: dict, path: Path) -> dict:
         raise TunesmithError(f"LoRA {path}: its metadata's lora_config is not a JSON object")
     return config
 
-
-def _read_tensors(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise TunesmithError(f"LoRA {path} is a damaged safetensors file ({err})") from None
 
 
 def _kind(kind: str, layers: dict, path: Path) -> str:
