@@ -42,6 +42,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from tunesmith.generation import pin_threads
+
 from .bench import PeakMemory
 from .common import hardware, report
 
@@ -429,6 +431,7 @@ def main(argv=None):
                         "the float32 reference (for the XL DiT, which does not fit twice)")
     parser.add_argument("--markdown", default=None, help="append the table to this file")
     args = parser.parse_args(argv)
+    pin_threads(torch.get_num_threads())  # both sides on the same threads: no per-call back-off
     if args.dit:
         return dit_main(args)
     if args.vae:

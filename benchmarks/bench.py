@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunesmith.generation import pin_threads
+
 from .common import SIZES, checkpoint_for, hardware, report
 
 PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
@@ -158,6 +160,7 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--markdown", help="append the table to this markdown file")
     args = parser.parse_args(argv)
+    pin_threads(torch.get_num_threads())  # both sides on the same threads: no per-call back-off
 
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 

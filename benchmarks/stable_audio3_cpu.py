@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tunesmith.generation import pin_threads
+
 from .bench import PeakMemory
 from .common import hardware, report
 
@@ -238,6 +240,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of audio of each side's untimed first run")
     parser.add_argument("--markdown", help="append the result table to this file")
     args = parser.parse_args(argv)
+    pin_threads(torch.get_num_threads())  # both sides on the same threads: no per-call back-off
     names = ([] if args.no_reference else ["reference"]) + [v for v in args.variants.split(",") if v]
     for name in names:
         if name not in VARIANTS:

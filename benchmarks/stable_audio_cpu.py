@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tunesmith.generation import pin_threads
+
 from .bench import PeakMemory, weights_mb
 from .common import hardware, report
 
@@ -270,6 +272,7 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the float32 diffusers run")
     parser.add_argument("--markdown", help="append the tables to this markdown file")
     args = parser.parse_args(argv)
+    pin_threads(torch.get_num_threads())  # both sides on the same threads: no per-call back-off
 
     spec = SPECS[args.size]
     steps = args.steps or (2 if spec.steps > 10 else spec.steps)

@@ -30,11 +30,9 @@ def place(device, dtype, threads, default_dtype: Callable[[torch.device], torch.
     """What every family's from_pretrained starts with: the threads checked and set, the device picked,
     and the dtype: the one given, else default_dtype(device) where the family has its own, else
     pick_dtype's default."""
-    global _pinned
     threads = check_threads(threads)
     if threads is not None:
-        torch.set_num_threads(threads)
-        _pinned = True  # torch's thread count is the process's: so is the user's choice of it
+        pin_threads(threads)
     dev = pick_device(device)
     if dtype is None and default_dtype is not None:
         return dev, default_dtype(dev)
@@ -42,6 +40,14 @@ def place(device, dtype, threads, default_dtype: Callable[[torch.device], torch.
 
 
 _pinned = False  # threads= given to a from_pretrained: used as given, never backed off
+
+
+def pin_threads(threads: int):
+    """torch's thread count for every later call, never backed off (threads=, and benchmarks that time and
+    compare tunesmith beside a reference on the same threads). The count is the process's, as torch's is."""
+    global _pinned
+    torch.set_num_threads(threads)
+    _pinned = True
 
 
 @contextmanager

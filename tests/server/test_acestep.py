@@ -83,7 +83,7 @@ def test_a_repaint_of_an_uploaded_song(songs, ace_model):  # noqa: F811
     assert rate == 48000 and data.T.shape == expected.audio.shape == (2, 480000)
     np.testing.assert_allclose(data.T, expected.audio, atol=1e-6)
     for change, status, words in [({"continuation": None}, 400, "repaint needs the song to repaint"),
-                                  ({"repaint": [6, 2]}, 400, "repaint must be (start, end)"),
+                                  ({"repaint": [6, 2]}, 400, "repaint ends at 2 s, not after its start (6 s)"),
                                   ({"duration": 30}, 400, "a repaint keeps the length"),
                                   ({"repaint": [1, "soon"]}, 422, "repaint")]:
         res = client.post("/api/jobs", json={**body, **change})

@@ -146,7 +146,7 @@ def test_a_bad_value_is_shown_in_one_line(browser, start_server):
     page.fill("#duration", "2")
     page.fill("#prompt", "   ")  # what only the server refuses: its one line, shown as it is
     page.click("#submit")
-    page.wait_for_function("!document.querySelector('#form-error').textContent.startsWith('Seconds')")
+    page.wait_for_function("(t => t && !t.startsWith('Seconds'))(document.querySelector('#form-error').textContent)")
     message = page.inner_text("#form-error")
     assert "prompt" in message and "\n" not in message
     assert job_card(page).count() == 0
