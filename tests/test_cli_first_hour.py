@@ -55,6 +55,7 @@ def test_score_usage_reads_videos_then_prompt():
     assert "[VIDEO... PROMPT" not in out
 
 
+@pytest.mark.slow
 def test_score_of_unquoted_words_end_to_end(mono_ckpt, tmp_path):
     from .video.test_score import make_video
 
@@ -65,6 +66,7 @@ def test_score_of_unquoted_words_end_to_end(mono_ckpt, tmp_path):
     assert "pads does not exist" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_output_folder_is_made_for_generate_and_score(mono_ckpt, tmp_path):
     from .video.test_score import make_video
 
@@ -177,6 +179,7 @@ def test_limits_are_rounded_for_people():
         check_request("pads", family="stable_audio", duration=3, longest=2.97215)
 
 
+@pytest.mark.slow
 def test_progress_in_a_log_is_a_line_per_tenth(mono_ckpt, tmp_path):
     """stderr a pipe (a log): no bar redrawn with carriage returns, a line each tenth done."""
     proc = run("generate", "jazz", "-m", mono_ckpt[0], "-d", "1", "--seed", "2", cwd=tmp_path)

@@ -172,6 +172,7 @@ def test_bad_adapters_are_one_line_before_loading(medium_like, tmp_path, monkeyp
     assert "has no magnitude" in refused(stability_folder, lora_only, monkeypatch)
 
 
+@pytest.mark.slow
 def test_cli_lora_writes_the_adapted_clip(medium_like, tmp_path):
     import soundfile as sf
 
