@@ -20,6 +20,7 @@ AUDIO_CODECS = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "aac", ".we
 ORIGINAL_MODES = ("replace", "under", "over")
 ORIGINAL_GAIN_DB = (-60.0, 0.0)  # the quieter of the two in a mix; above 0 it would be the louder
 ENCODES = 4  # the first encoding and up to three corrected ones
+MIX_CEILING_DBTP = -1.0  # a mix with the video's own audio, where no ceiling is asked for
 LOUDNESS_TOLERANCE_LU = 1.0  # how far the encoded audio may stray from the loudness target
 
 log = logging.getLogger("tunesmith")
@@ -99,6 +100,8 @@ def mux(job: ScoreJob, track: np.ndarray, sample_rate: int, original: str = "rep
         raise InvalidParameter(f"original must be one of {', '.join(ORIGINAL_MODES)}, got {original!r}")
     check_original_gain(original_gain_db)
     mixing = original != "replace" and job.video.audio_codec is not None
+    if mixing and ceiling_dbtp is None:  # a loud original can push the encoded mix over: it is held at -1 dBTP
+        ceiling_dbtp = MIX_CEILING_DBTP
     with tempfile.TemporaryDirectory() as tmp, written_whole(job.output) as partial:
         audio = _mix(job, track, sample_rate, original, original_gain_db, ceiling_dbtp) if mixing else track
         # With the original kept, the loudness target was the music's alone: the mix is meant to be louder.
@@ -149,7 +152,7 @@ def _loudness(audio: np.ndarray, sample_rate: int) -> float | None:
 
 
 def _mix(job: ScoreJob, track: np.ndarray, sample_rate: int, original: str, original_gain_db: float,
-         ceiling_dbtp: float | None) -> np.ndarray:
+         ceiling_dbtp: float) -> np.ndarray:
     """The music and the video's own audio, one of them original_gain_db lower, true-peak limited."""
     from ..audio.finishing import limit
     from ..audio.io import read_audio, resample
@@ -161,7 +164,7 @@ def _mix(job: ScoreJob, track: np.ndarray, sample_rate: int, original: str, orig
     music_db, own_db = (0.0, original_gain_db) if original == "under" else (original_gain_db, 0.0)
     mixed = (_with_channels(track, channels) * np.float32(10 ** (music_db / 20))
              + _with_channels(own, channels) * np.float32(10 ** (own_db / 20)))
-    return limit(mixed, sample_rate, -1.0 if ceiling_dbtp is None else ceiling_dbtp)
+    return limit(mixed, sample_rate, ceiling_dbtp)
 
 
 def _with_channels(audio: np.ndarray, channels: int) -> np.ndarray:
