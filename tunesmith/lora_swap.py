@@ -18,25 +18,15 @@ set leaves the model running the set it had.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
-from .lora import WEIGHTS, AdapterSpec, Merged, Target, fit, merge, parse_specs, read_adapters
+from .lora import AdapterSpec, Merged, Target, fit, merge, parse_specs, read_adapters, stamp
 
 
 def key_of(specs: list[AdapterSpec]) -> tuple:
     """What makes two adapter sets the same: the files, as they are on disk now (an adapter file replaced in
     place is merged again), and the scales, in order."""
-    return tuple((str(spec.path), spec.scale, _stamp(spec.path)) for spec in specs)
-
-
-def _stamp(path: Path) -> tuple:
-    weights = path / WEIGHTS if path.is_dir() else path
-    try:
-        stat = weights.stat()
-    except OSError:  # gone: read_adapter says so in one line
-        return ()
-    return stat.st_mtime_ns, stat.st_size
+    return tuple((str(spec.path), spec.scale, stamp(spec.path)) for spec in specs)
 
 
 class AdapterSwap:
