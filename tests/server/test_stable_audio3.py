@@ -20,6 +20,7 @@ def served(mono_ckpt, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from tunesmith.server.app import create_app
+    from tunesmith.server.spec import Limits
 
     from ..stable_audio3.tiny import save_tiny_pipeline
 
@@ -27,7 +28,9 @@ def served(mono_ckpt, tmp_path_factory):
     save_tiny_pipeline(sa3)
     media = tmp_path_factory.mktemp("media")
     sf.write(media / "take.wav", np.stack([0.3 * np.sin(np.arange(2 * RATE) / 7)] * 2, 1).astype(np.float32), RATE)
-    settings = make_settings(mono_ckpt[0], tmp_path_factory.mktemp("data"), media_dirs=[media])
+    # the server's own duration limit above the tiny model's 384 s: the model's limit is the one that speaks
+    settings = make_settings(mono_ckpt[0], tmp_path_factory.mktemp("data"), media_dirs=[media],
+                             limits=Limits(max_duration=600.0))
     settings.models = [str(mono_ckpt[0]), str(sa3)]
     app = create_app(settings)
     with TestClient(app, base_url="http://127.0.0.1") as client:
