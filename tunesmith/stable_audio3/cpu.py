@@ -12,7 +12,9 @@ SameLayerCPU; the text encoder, the seconds embedder and the SAME encoder stay a
     SAME    decoded in windows (decode.py) as before; each transformer layer's products in `dtype`,
             with float32 islands around attention: DyT norms, q/k norms, RoPE, both softmaxes of the
             differential attention and their difference (in half precision the two nearly equal maps
-            cancel: Stability measured 12 dB lost in SAME-S with int8 attention).
+            cancel: Stability measured 12 dB lost in SAME-S with int8 attention). prepare_decoder can put
+            three of each layer's products in int8; for_cpu does not: on AVX2 it was no faster and 26 dB
+            (SAME-S) / 5 dB (SAME-L) from float32 at the real sizes (BENCHMARKS.md: int8 SAME decoders).
 
 Which dtype and quantize pay depends on the CPU (BENCHMARKS.md, benchmarks/stable_audio3_cpu.py): on
 AVX512-BF16 CPUs bfloat16 products run at 5x float32; on AVX2 CPUs bfloat16 runs far below float32 and
