@@ -1,18 +1,22 @@
-"""Stable Audio 3 Small on the CPU: tunesmith's CPU forms (stable_audio3/cpu.py) beside the plain float32
-modules they replace, on the same random weights at the real sizes, in one process, runs interleaved.
+"""Stable Audio 3 Small or Medium on the CPU: tunesmith's CPU forms (stable_audio3/cpu.py) beside the plain
+float32 modules they replace, on the same random weights at the real sizes, in one process, runs interleaved.
 
-    python -m benchmarks.stable_audio3_cpu                              # 30 s, 8 ping-pong steps
+    python -m benchmarks.stable_audio3_cpu                              # Small, 30 s, 8 ping-pong steps
     python -m benchmarks.stable_audio3_cpu --seconds 120 --variants int8
     python -m benchmarks.stable_audio3_cpu --variants bf16 --probe       # 1 step + 1 window, extrapolated
+    python -m benchmarks.stable_audio3_cpu --size medium --variants int8-same --probe   # 1.4B DiT, SAME-L
 
 Each run: T5Gemma over 256 tokens (the same float32 module on every side: the CPU path leaves it as it
 is and runs it once per prompt), the DiT steps (ping-pong at guidance 1: one forward of batch 1 a step),
-then SAME-S decoding the latents in windows of 128 (decode.py). The reference is diffusers'
-StableAudio3DiTModel and tunesmith's float32 SAME-S (diffusers has no SAME-S), float32, as they are.
+then SAME-S (Medium: SAME-L) decoding the latents in windows of 128 (decode.py). The reference is diffusers'
+StableAudio3DiTModel and tunesmith's float32 SAME-S (diffusers has no SAME-S; Medium: diffusers'
+AutoencoderSAME at SAME-L's sizes), float32, as they are; only the autoencoders' decoders are built.
 Prints each stage's time, the speed-up over the reference, the peak resident memory a run adds, and the
 SNR (dB) of each variant's DiT output (step 1), decode (of the reference's latents) and final audio
-against the reference's on the same inputs and noise. --probe times one DiT step and one decode window of
-every side and extrapolates (for forms too slow on this CPU to run whole).
+against the reference's on the same inputs and noise. --probe times one DiT step and one interior decode
+window (128 latents and a margin each side) of every side, each side decoding the reference's latents,
+and extrapolates (for forms and sizes too slow on this CPU to run whole): an upper bound, as the windows at
+the clip's ends have one margin only.
 """
 
 from __future__ import annotations
@@ -54,20 +58,47 @@ SIZES = {
                  t5=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                          num_key_value_heads=1, head_dim=8, vocab_size=64, sliding_window=8),
                  tokens=16, sample_rate=4096),
+    # Stable Audio 3 Medium (stabilityai/stable-audio-3-medium, 1.4B): diffusers' StableAudio3DiTModel defaults
+    # (1536 wide, 24 blocks of 24 heads, differential attention, 64 memory tokens), as Stability's own port
+    # (optimized/mlx/models/defs/dit_mlx_medium.py); SAME-L as diffusers' AutoencoderSAME docstring loads it
+    # (256 channels x 6 = 1536 wide, 12 layers of 24 64-wide heads, ff_mult 3, a band of one latent each way,
+    # decoder_sinusoidal_blocks 8: sin gates on layers 5-11), as Stability's port (same_l_decoder.py).
+    "medium": dict(dit=dict(io_channels=256, embed_dim=1536, depth=24, num_heads=24, cond_token_dim=768,
+                            global_cond_dim=768, local_add_cond_dim=257, timestep_features_dim=256, ff_mult=4.0,
+                            num_memory_tokens=64, use_differential_attention=True),
+                   same_l=dict(audio_channels=2, patch_size=256, encoder_channels=256, encoder_c_mults=(6,),
+                               encoder_strides=(16,), encoder_transformer_depths=(12,), latent_dim=256, dim_heads=64,
+                               ff_mult=3, sliding_window=1, decoder_sinusoidal_blocks=(8,)),
+                   t5=dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                           num_key_value_heads=12, head_dim=64, vocab_size=32000, sliding_window=4096),
+                   tokens=256, sample_rate=44100),
+    # The test suite's Medium: differential attention and diffusers' band-attention SAME.
+    "tiny-medium": dict(dit=dict(io_channels=8, embed_dim=32, depth=2, num_heads=2, cond_token_dim=16,
+                                 global_cond_dim=16, local_add_cond_dim=9, timestep_features_dim=16, ff_mult=2,
+                                 num_memory_tokens=4, use_differential_attention=True),
+                        same_l=dict(audio_channels=2, patch_size=8, encoder_channels=8, encoder_c_mults=(2,),
+                                    encoder_strides=(4,), encoder_transformer_depths=(2,), latent_dim=8, dim_heads=8,
+                                    ff_mult=2, decoder_sinusoidal_blocks=(1,)),
+                        t5=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                num_key_value_heads=1, head_dim=8, vocab_size=64, sliding_window=8),
+                        tokens=16, sample_rate=4096),
 }
-# name -> (row label, DiT dtype, DiT quantize, SAME decoder dtype); None: the float32 modules as they are
-VARIANTS = {"reference": ("float32 modules (diffusers DiT, SAME-S)", None, None, None),
-            "float32": ("tunesmith float32 (CPU forms)", torch.float32, None, torch.float32),
-            "int8": ("tunesmith int8 DiT, float32 SAME", torch.float32, "int8", torch.float32),
-            "bf16": ("tunesmith bf16 DiT, bf16 SAME", torch.bfloat16, None, torch.bfloat16),
-            "int8-bf16": ("tunesmith int8 DiT, bf16 SAME", torch.bfloat16, "int8", torch.bfloat16)}
+# name -> (row label, DiT dtype, DiT quantize, SAME decoder dtype, SAME decoder quantize); None: the float32
+# modules as they are
+VARIANTS = {"reference": ("float32 modules (diffusers DiT, {same})", None, None, None, None),
+            "float32": ("tunesmith float32 (CPU forms)", torch.float32, None, torch.float32, None),
+            "int8": ("tunesmith int8 DiT, float32 SAME", torch.float32, "int8", torch.float32, None),
+            "int8-same": ("tunesmith int8 DiT, int8 SAME", torch.float32, "int8", torch.float32, "int8"),
+            "bf16": ("tunesmith bf16 DiT, bf16 SAME", torch.bfloat16, None, torch.bfloat16, None),
+            "int8-bf16": ("tunesmith int8 DiT, bf16 SAME", torch.bfloat16, "int8", torch.bfloat16, None)}
 STEPS = 8
 LOGSNR = (-6.2, 2.0)
 
 
-def build(size: str):
-    """Random parts at the size's shapes, the modules' own initialisation: (T5Gemma encoder, DiT, SAME-S)."""
-    from diffusers import StableAudio3DiTModel
+def build(size: str, decoder_only: bool = False):
+    """Random parts at the size's shapes, the modules' own initialisation: (T5Gemma encoder, DiT, SAME-S or
+    SAME-L); decoder_only: the autoencoder's encoder dropped (the benchmark only decodes: SAME-L's is 1.7 GB)."""
+    from diffusers import AutoencoderSAME, StableAudio3DiTModel
     from transformers import T5GemmaConfig, T5GemmaEncoderModel
     from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
 
@@ -79,11 +110,21 @@ def build(size: str):
     t5 = T5GemmaEncoderModel(T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(),
                                            vocab_size=spec["t5"]["vocab_size"], is_encoder_decoder=False)).eval()
     dit = StableAudio3DiTModel(**spec["dit"]).eval()
-    vae = AutoencoderSAMES(SAMESConfig(**spec["same"], sample_rate=spec["sample_rate"])).eval()
+    if "same_l" in spec:
+        vae = AutoencoderSAME(**spec["same_l"], sampling_rate=spec["sample_rate"]).eval()
+        if decoder_only:
+            vae.encoder = None
+    else:
+        vae = AutoencoderSAMES(SAMESConfig(**spec["same"], sample_rate=spec["sample_rate"])).eval()
+        if decoder_only:
+            vae.encoder_block = vae.encoder_proj = None
     with torch.no_grad():  # zero-initialised output projections would make the decoder's layers no-ops
         for p in vae.parameters():
             if not p.any():
                 p.copy_(torch.randn(p.shape) / math.sqrt(p.shape[-1]))
+    for m in vae.modules():  # SAME-L's weight-normed convolutions folded (g v / |v|): copies can then be made
+        if hasattr(m, "weight_g"):
+            torch.nn.utils.remove_weight_norm(m)
     for m in (t5, dit, vae):
         m.requires_grad_(False)
     return t5, dit, vae
@@ -98,7 +139,7 @@ class Run:
     first: torch.Tensor  # the DiT's step-1 output
     latents: torch.Tensor
     audio: torch.Tensor | None  # None when probed
-    decoded_ref: torch.Tensor | None = None  # its decode of the reference's latents (for SNR)
+    decoded_ref: torch.Tensor | None = None  # its decode of the reference's latents (probed: one window; for SNR)
     extrapolated: bool = False
     windows: int = 1
 
@@ -126,19 +167,25 @@ def engines(names: list[str], t5, dit, vae) -> list[Engine]:
 
     out = []
     for name in names:
-        label, dt, quantize, vae_dtype = VARIANTS[name]
+        label, dt, quantize, vae_dtype, vae_quantize = VARIANTS[name]
         if dt is None:
             out.append(Engine(name, label, t5, dit, vae))
         else:
             out.append(Engine(name, label, t5, DiTCPU(dit, dt, quantize).eval(),
-                              prepare_decoder(copy.deepcopy(vae), vae_dtype)))
+                              prepare_decoder(copy.deepcopy(vae), vae_dtype, vae_quantize)))
     return out
+
+
+def hop_of(spec: dict) -> int:
+    same = spec.get("same_l") or spec["same"]
+    strides = same.get("encoder_strides") or (same["stride"],)
+    return same["patch_size"] * math.prod(strides)
 
 
 def inputs(size: str, seconds: float, seed: int = 1) -> dict:
     spec = SIZES[size]
     g = torch.Generator().manual_seed(seed)
-    hop = spec["same"]["patch_size"] * spec["same"]["stride"]
+    hop = hop_of(spec)
     latents = -(-math.ceil(seconds * spec["sample_rate"] / hop) // 2) * 2
     C, D = spec["dit"]["io_channels"], spec["dit"]["cond_token_dim"]
     T = spec["tokens"]
@@ -155,7 +202,7 @@ def inputs(size: str, seconds: float, seed: int = 1) -> dict:
 
 @torch.inference_mode()
 def run(engine: Engine, x: dict, probe: bool, reference_latents: torch.Tensor | None) -> Run:
-    from tunesmith.stable_audio3.decode import decode, window_count
+    from tunesmith.stable_audio3.decode import WINDOW_LATENTS, decode, margin_and_alignment, window_count
 
     with PeakMemory(torch.device("cpu")) as peak:
         start = time.perf_counter()
@@ -176,17 +223,19 @@ def run(engine: Engine, x: dict, probe: bool, reference_latents: torch.Tensor | 
                 break
         windows = window_count(latents.shape[2], engine.vae)
         start = time.perf_counter()
-        if probe:  # one window's worth (128 latents and their margins), times the windows
-            part = latents[:, :, :min(latents.shape[2], 128 + 8)]
-            decode(engine.vae, part, part.shape[2] * engine.vae.downsampling_ratio)
+        if probe:  # an interior window (128 latents, a margin each side) of the reference's latents, times the windows
+            source = latents if reference_latents is None else reference_latents
+            part = source[:, :, :min(source.shape[2], WINDOW_LATENTS + 2 * margin_and_alignment(engine.vae)[0])]
             audio = None
+            decoded_ref = engine.vae.decode(part).sample.float()
             decoding = (time.perf_counter() - start) * windows
         else:
             audio = decode(engine.vae, latents, x["samples"])
             decoding = time.perf_counter() - start
-    decoded_ref = None
     if reference_latents is not None and not probe:
         decoded_ref = audio if engine.name == "reference" else decode(engine.vae, reference_latents, x["samples"])
+    elif not probe:
+        decoded_ref = audio
     return Run(text, steps, decoding, peak.extra_mb, first, latents, audio, decoded_ref, probe, windows)
 
 
@@ -245,11 +294,11 @@ def main(argv=None):
     for name in names:
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}: {', '.join(VARIANTS)}")
-    sides = engines(names, *build(args.size))  # without the reference, the float32 DiT is dropped here
+    sides = engines(names, *build(args.size, decoder_only=True))  # no reference: the float32 DiT dropped here
     x = inputs(args.size, args.seconds)
     warm = inputs(args.size, args.warmup)
     for engine in sides:  # first calls (kernels built, oneDNN primitives made) are not timed
-        run(engine, warm, False, None)
+        run(engine, warm, args.probe, None)
     for _ in range(args.runs):
         for engine in sides:  # the reference first: the others decode its latents for the decoder's SNR
             reference = sides[0].runs[-1].latents if sides[0].name == "reference" and sides[0].runs else None
@@ -272,6 +321,9 @@ def render(args, sides: list[Engine], x: dict, peak_rss: float) -> str:
         return statistics.median(fn(r) for r in engine.runs)
 
     latents = x["noise"][0].shape[2]
+    same = "SAME-L" if "same_l" in SIZES[args.size] else "SAME-S"
+    for e in sides:
+        e.label = e.label.format(same=same)
     lines = [f"### {args.size}, {args.seconds:g} s ({latents} latents), {STEPS} ping-pong steps, cfg 1, batch 1 "
              f"({datetime.date.today()})", "",
              f"Hardware: {hardware()}. Command: `python -m benchmarks.stable_audio3_cpu {command(args)}`. "
@@ -286,7 +338,7 @@ def render(args, sides: list[Engine], x: dict, peak_rss: float) -> str:
     row(f"text (T5Gemma, {x['ids'].shape[1]} tokens, once)", lambda r: r.text)
     row("DiT step 1", lambda r: r.steps[0])
     row(f"DiT, all {STEPS} steps", lambda r: r.dit)
-    row(f"SAME-S decode ({sides[0].runs[0].windows} windows)", lambda r: r.decode)
+    row(f"{same} decode ({sides[0].runs[0].windows} windows)", lambda r: r.decode)
     row("end to end", lambda r: r.total)
     row("x real time (audio s / wall s)", lambda r: args.seconds / r.total)
     if sides[0].name == "reference":
@@ -298,11 +350,12 @@ def render(args, sides: list[Engine], x: dict, peak_rss: float) -> str:
     if sides[0].name == "reference":
         ref = sides[0].runs[0]
         lines += ["", "SNR against the float32 modules (dB; same weights, inputs and noise):", "",
-                  "| variant | DiT output, step 1 | SAME-S decode of the same latents | final audio |",
+                  f"| variant | DiT output, step 1 | {same} decode of the same latents"
+                  + (" (one window)" if ref.extrapolated else "") + " | final audio |",
                   "| --- | ---: | ---: | ---: |"]
         for e in sides[1:]:
             r = e.runs[0]
-            decode_snr = "" if r.decoded_ref is None else f"{snr_db(ref.audio, r.decoded_ref):.1f}"
+            decode_snr = "" if r.decoded_ref is None else f"{snr_db(ref.decoded_ref, r.decoded_ref):.1f}"
             final = "" if r.audio is None else f"{snr_db(ref.audio, r.audio):.1f}"
             lines.append(f"| {e.label} | {snr_db(ref.first, r.first):.1f} | {decode_snr} | {final} |")
     return "\n".join(lines) + "\n"

@@ -99,6 +99,26 @@ def test_stable_audio3_cpu_compares_each_form_with_the_float32_modules(tmp_path)
     assert 35 < dit < 100 and 35 < same < 100 and 30 < final < 100
 
 
+def test_stable_audio3_cpu_probes_medium_and_the_int8_decoder(tmp_path):
+    """Medium's shapes (differential attention, diffusers' band-attention SAME-L) probed: one DiT step and one
+    decode window of the reference's latents on every side, so the decoder's SNR is there too."""
+    from benchmarks import stable_audio3_cpu
+
+    out = tmp_path / "sa3m.md"
+    stable_audio3_cpu.main(["--size", "tiny-medium", "--seconds", "0.5", "--variants", "float32,int8-same",
+                            "--probe", "--warmup", "0.1", "--markdown", str(out)])
+    text = out.read_text()
+    assert "| float32 modules (diffusers DiT, SAME-L) (probed) |" in text
+    rows = _rows(text)
+    for step, steps in zip(rows["DiT step 1"], rows["DiT, all 8 steps"]):
+        assert abs(8 * float(step) - float(steps)) < 0.05  # one step, extrapolated (rounding)
+    assert "SAME-L decode (1 windows)" in rows
+    dit, same, final = rows["tunesmith float32 (CPU forms)"]
+    assert float(dit) > 100 and float(same) > 100 and final == ""  # probed: no final audio
+    dit, same, final = rows["tunesmith int8 DiT, int8 SAME"]
+    assert 20 < float(dit) < 100 and 20 < float(same) < 100
+
+
 def test_stable_audio_cpu_compares_each_stage_with_diffusers(tmp_path):
     from benchmarks import stable_audio_cpu
 

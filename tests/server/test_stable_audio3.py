@@ -1,6 +1,6 @@
 """A server offering MusicGen and Stable Audio 3: POST /api/jobs takes Stable Audio 3's fields (from the family
-table: repaint spans, extend, strength), and mlx-audiogen's "stable_audio" reaches Stable Audio 3 when it is the
-Stable Audio model offered."""
+table: repaint spans, extend, strength) and a loop, and mlx-audiogen's "stable_audio" reaches Stable Audio 3 when
+it is the Stable Audio model offered (text, or a reference audio with its strength)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,21 @@ def served(mono_ckpt, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from tunesmith.server.app import create_app
+    from tunesmith.server.spec import Limits
 
     from ..stable_audio3.tiny import save_tiny_pipeline
 
     sa3 = tmp_path_factory.mktemp("sa3")
     save_tiny_pipeline(sa3)
-    settings = make_settings(mono_ckpt[0], tmp_path_factory.mktemp("data"))
+    media = tmp_path_factory.mktemp("media")
+    sf.write(media / "take.wav", np.stack([0.3 * np.sin(np.arange(2 * RATE) / 7)] * 2, 1).astype(np.float32), RATE)
+    # the server's own duration limit above the tiny model's 384 s: the model's limit is the one that speaks
+    settings = make_settings(mono_ckpt[0], tmp_path_factory.mktemp("data"), media_dirs=[media],
+                             limits=Limits(max_duration=600.0))
     settings.models = [str(mono_ckpt[0]), str(sa3)]
     app = create_app(settings)
     with TestClient(app, base_url="http://127.0.0.1") as client:
+        client.media = media
         yield client, str(sa3)
 
 
@@ -82,6 +88,25 @@ def test_repaint_and_extend_take_an_upload(served):
         assert rate == RATE and audio.shape == (int(seconds * RATE), 2)
 
 
+def test_audio_to_audio_and_a_loop_are_jobs_too(served):
+    """strength with the init audio as continuation: the clip lasts as long as its source (no duration); a loop
+    lasts exactly its duration."""
+    client, _ = served
+    name = [m["name"] for m in client.get("/api/models").json() if m["model_type"] == "stable_audio3"][0]
+    upload = client.post("/api/uploads", files={"file": ("source.wav", wav_bytes(1.0), "audio/wav")}).json()["id"]
+    moved = client.post("/api/jobs", json={"model": name, "prompt": "bright synth", "continuation": upload,
+                                           "strength": 0.5, "seed": 6, "steps": 2})
+    looped = client.post("/api/jobs", json={"model": name, "prompt": "warm pad", "duration": 0.75, "loop": True,
+                                            "seed": 7, "steps": 2})
+    for res, seconds in ((moved, 1.0), (looped, 0.75)):
+        assert res.status_code == 202, res.text
+        job = finished(client, res.json()["id"])
+        assert job["status"] == "done", job
+        audio, rate = audio_of(client, f"/api/jobs/{job['id']}/audio")
+        assert rate == RATE and audio.shape == (int(seconds * RATE), 2) and np.abs(audio).max() > 0.01
+    assert client.get(f"/api/jobs/{moved.json()['id']}").json()["request"]["options"]["strength"] == 0.5
+
+
 @pytest.mark.parametrize("fields, detail", [
     (dict(repaint=[0.5, 1.0]), "repaint needs the audio to repaint: give it as continuation"),
     (dict(repaint=[[0.5, 3.0]], continuation="UPLOAD"), "repaint span 0.5:3 s is not inside the 2 s clip"),
@@ -90,6 +115,9 @@ def test_repaint_and_extend_take_an_upload(served):
                                                       "with strength"),
     (dict(temperature=1.0), "temperature is not an option of"),
     (dict(sampler="euler"), "sampler is not an option of"),
+    (dict(duration=400), "duration 400 s is longer than the 384 s this model makes at once"),
+    (dict(extend="UPLOAD", duration=400), "duration 400 s is longer than the 384 s this model makes at once"),
+    (dict(extend="UPLOAD", duration=2), "extend lasts 2.00 s: the duration of 2 s leaves nothing to add"),
 ])
 def test_bad_fields_are_one_line_4xx(served, fields, detail):
     client, _ = served
@@ -112,6 +140,31 @@ def test_mlx_audiogen_stable_audio_reaches_stable_audio_3(served):
     assert rate == RATE and audio.shape == (RATE // 2, 2)
     res = client.post("/api/generate", json=dict(body, seconds=500))
     assert res.status_code == 400 and res.json()["detail"].startswith("seconds")
+
+
+def test_mlx_audiogen_reference_audio_is_the_init_audio(served):
+    """reference_audio_path (a file under --media-dir) + reference_strength: audio-to-audio, lasting the seconds
+    asked; the same job through POST /api/jobs's fields gives the same audio."""
+    client, _ = served
+    body = dict(model="stable_audio", prompt="warm pad", seconds=1.0, steps=2, seed=8,
+                reference_audio_path=str(client.media / "take.wav"), reference_strength=0.4)
+    res = client.post("/api/generate", json=body)
+    assert res.status_code < 300, res.text
+    job = finished(client, res.json()["id"], "/api/status/{}")
+    assert job["status"] == "done", job
+    audio, rate = audio_of(client, f"/api/audio/{res.json()['id']}")
+    assert rate == RATE and audio.shape == (RATE, 2)
+    name = [m["name"] for m in client.get("/api/models").json() if m["model_type"] == "stable_audio3"][0]
+    with open(client.media / "take.wav", "rb") as f:
+        upload = client.post("/api/uploads", files={"file": ("take.wav", f.read(), "audio/wav")}).json()["id"]
+    same = client.post("/api/jobs", json={"model": name, "prompt": "warm pad", "duration": 1.0, "steps": 2, "seed": 8,
+                                          "continuation": upload, "strength": 0.4})
+    assert same.status_code == 202, same.text
+    assert finished(client, same.json()["id"])["status"] == "done"
+    again, _ = audio_of(client, f"/api/jobs/{same.json()['id']}/audio")
+    np.testing.assert_allclose(again, audio, atol=1e-4)
+    res = client.post("/api/generate", json=dict(body, reference_audio_path="/etc/passwd"))
+    assert 400 <= res.status_code < 500 and "\n" not in res.json()["detail"]
 
 
 def test_an_extension_is_generated_alone():

@@ -57,6 +57,12 @@ def test_generate_repaint_and_continue(sa3_ckpt, source, tmp_path):
                "-o", again, "--quiet").returncode == 0
     assert (sf.read(str(again))[0] == sf.read(str(extended))[0]).all()
 
+    looped = tmp_path / "looped.wav"  # a loop lasts exactly its duration
+    proc = run("generate", "warm pad", "-m", folder, "-d", "0.75", "--loop", "--steps", "2", "--seed", "7",
+               "-o", looped, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert probe(looped) == (SAMPLE_RATE, 2, 3 * SAMPLE_RATE // 4)
+
 
 @pytest.mark.parametrize("args, words", [
     (["--init-audio", "source.wav", "--repaint", "1:0.5"], "repaint (--repaint) span 1:0.5 s ends before it starts"),
@@ -75,6 +81,10 @@ def test_generate_repaint_and_continue(sa3_ckpt, source, tmp_path):
     (["--continue", "source.wav", "-d", "4", "--repaint", "0:1"], "does not go with repaint (--repaint)"),
     (["--continue", "missing.wav", "-d", "4"], "missing.wav"),
     (["-d", "121"], "duration (-d) 121 s is longer than the 120 s this model makes at once"),
+    (["--continue", "source.wav", "-d", "121"], "duration (-d) 121 s is longer than the 120 s this model makes"),
+    (["-m", "sa3-medium", "-d", "381"], "duration (-d) 381 s is longer than the 380 s this model makes at once"),
+    (["-m", "sa3-medium", "--continue", "source.wav", "-d", "400"], "duration (-d) 400 s is longer than the 380 s"),
+    (["-m", "sa3-medium", "--init-audio", "source.wav", "--repaint", "1:3"], "span 1:3 s is not inside the 2 s clip"),
     (["--sampler", "euler"], "sampler (--sampler) is not an option of Stable Audio 3 models"),
     (["--lyrics-text", "la"], "lyrics (--lyrics) is not an option of Stable Audio 3 models"),
     (["--quantize", "int4"], "--quantize int4 applies to MusicGen models (Stable Audio, ACE-Step and Stable Audio 3: "
@@ -82,7 +92,8 @@ def test_generate_repaint_and_continue(sa3_ckpt, source, tmp_path):
     (["--quantize", "int8", "--device", "cuda"], "--quantize int8 is for the CPU with Stable Audio 3 models"),
 ])
 def test_bad_input_is_one_line_before_loading(source, tmp_path, args, words):
-    """sa3-small is not in the (empty, offline) cache: a refusal that names the value came before any load."""
+    """sa3-small (or the sa3-medium given after it) is not in the (empty, offline) cache: a refusal that names
+    the value came before any load."""
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     line = one_error_line(run("generate", "calm piano", "-m", "sa3-small", *args, cwd=tmp_path, env=env))
     assert words in line, line

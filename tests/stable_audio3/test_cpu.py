@@ -1,6 +1,6 @@
 """Stable Audio 3's CPU path (cpu.py) against float32: the DiT's forms (bfloat16, int8, float32) and the SAME
-decoder's (products in bfloat16, float32 around attention) each within an SNR floor of diffusers' / tunesmith's
-float32 modules on tiny random weights; the same through tunesmith.load end to end (SAME-S, Stability layout);
+decoder's (products in bfloat16 or int8, float32 around attention) each within an SNR floor of diffusers' /
+tunesmith's float32 modules on tiny random weights, the int8 decoder's windows joined without a seam; the same through tunesmith.load end to end (SAME-S, Stability layout);
 T5Gemma run once for a prompt generated again; a quantization it lacks one line before any loading
 (float16 on the CPU: test_request.py)."""
 
@@ -98,18 +98,43 @@ def random_same(kind: str):
 
 
 @pytest.mark.parametrize("kind", ["SAME-S", "SAME-L"])
-@pytest.mark.parametrize("dtype,floor", [(torch.float32, 100), (torch.bfloat16, 35)])
-def test_same_decoder_forms_within_snr_of_float32(kind, dtype, floor):
+@pytest.mark.parametrize("dtype,quantize,floor", [(torch.float32, None, 100), (torch.bfloat16, None, 35),
+                                                  (torch.float32, "int8", 25)])
+def test_same_decoder_forms_within_snr_of_float32(kind, dtype, quantize, floor):
     """Windowed decode (3 windows) with the CPU layers against the module's own float32 layers (about 44-51 dB
-    in bfloat16)."""
+    in bfloat16; int8 products, attention and the feed-forward's output kept float32: 29 and 38 dB)."""
     vae = random_same(kind)
     z = torch.randn(1, 8, 300, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         reference = decode(vae, z, 300 * 32, window=128)
-        fast = prepare_decoder(copy.deepcopy(vae), dtype)
+        fast = prepare_decoder(copy.deepcopy(vae), dtype, quantize)
         audio = decode(fast, z, 300 * 32, window=128)
     assert any(isinstance(m, SameLayerCPU) for m in fast.modules())
     assert snr_db(reference, audio) > floor
+
+
+@pytest.mark.parametrize("kind", ["SAME-S", "SAME-L"])
+def test_the_int8_decoders_windows_join_without_a_seam(kind):
+    """int8 activations are scaled per product call, so each window rounds a little differently from the
+    whole clip: the joined audio must be as close to float32 at the windows' seams as inside them (a step
+    at a seam would be a click), and close to the int8 decode of the whole clip at once."""
+    vae = random_same(kind)
+    z = torch.randn(1, 8, 300, generator=torch.Generator().manual_seed(2))
+    hop = 32
+    with torch.no_grad():
+        reference = decode(vae, z, 300 * hop, window=128)  # float32: the windows join exactly (test_stability)
+        fast = prepare_decoder(copy.deepcopy(vae), torch.float32, "int8")
+        joined = decode(fast, z, 300 * hop, window=128)
+        whole = decode(fast, z, 300 * hop, window=300)
+    error = (joined - reference)[0].pow(2).sum(0)  # [samples]
+    seams = [w * hop for w in (128, 256)]
+    near = torch.cat([error[s - 2 * hop:s + 2 * hop] for s in seams])  # two latents each side of each seam
+    assert near.mean() < 2 * error.mean()  # no more than 3 dB worse at the seams than overall
+    jumps = (joined - reference)[0].diff(dim=-1).abs().amax(0)  # how the error changes sample to sample
+    inside = torch.ones_like(jumps, dtype=torch.bool)
+    inside[[s - 1 for s in seams]] = False
+    assert all(jumps[s - 1] <= jumps[inside].max() for s in seams)  # no step in the error across a seam
+    assert snr_db(whole, joined) > 24  # 28 and 36 dB: each form's own rounding
 
 
 @pytest.fixture(scope="module")

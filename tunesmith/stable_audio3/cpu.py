@@ -12,7 +12,9 @@ SameLayerCPU; the text encoder, the seconds embedder and the SAME encoder stay a
     SAME    decoded in windows (decode.py) as before; each transformer layer's products in `dtype`,
             with float32 islands around attention: DyT norms, q/k norms, RoPE, both softmaxes of the
             differential attention and their difference (in half precision the two nearly equal maps
-            cancel: Stability measured 12 dB lost in SAME-S with int8 attention).
+            cancel: Stability measured 12 dB lost in SAME-S with int8 attention). prepare_decoder can put
+            three of each layer's products in int8; for_cpu does not: on AVX2 it was no faster and 26 dB
+            (SAME-S) / 5 dB (SAME-L) from float32 at the real sizes (BENCHMARKS.md: int8 SAME decoders).
 
 Which dtype and quantize pay depends on the CPU (BENCHMARKS.md, benchmarks/stable_audio3_cpu.py): on
 AVX512-BF16 CPUs bfloat16 products run at 5x float32; on AVX2 CPUs bfloat16 runs far below float32 and
@@ -207,18 +209,23 @@ def _apply_dyt(x: torch.Tensor, dyt: tuple) -> torch.Tensor:
 
 class SameLayerCPU(nn.Module):
     """diffusers' SAME TransformerBlock (DyT norms, differential attention with DyT q/k norms and RoPE,
-    a GLU feed-forward): its four products in `dtype`, everything around attention in float32."""
+    a GLU feed-forward): its four products in `dtype`, or the first three in int8 (quantize="int8"),
+    everything around attention in float32."""
 
-    def __init__(self, block: nn.Module, dtype: torch.dtype):
+    def __init__(self, block: nn.Module, dtype: torch.dtype, quantize: str | None = None):
         super().__init__()
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
         a = block.attn
         self.dtype, self.heads, self.differential = dtype, a.heads, a.use_differential
         self.norm_attn, self.norm_ff = _dyt(block.norm_attn), _dyt(block.norm_ff)
         self.q_norm, self.k_norm = _dyt(a.q_norm), _dyt(a.k_norm)
         self.rot = 2 * a.rope.inv_freq.numel()
-        self.qkv = ops.Linear(a.to_qkv.weight, None, dtype, None)
-        self.out = ops.Linear(a.to_out.weight, None, dtype, None)
-        self.ff_in = ops.Linear(block.ff.proj_in.weight, block.ff.proj_in.bias, dtype, None)
+        self.qkv = ops.int8_or(a.to_qkv.weight, None, dtype, quantize)
+        self.out = ops.int8_or(a.to_out.weight, None, dtype, quantize)
+        self.ff_in = ops.int8_or(block.ff.proj_in.weight, block.ff.proj_in.bias, dtype, quantize)
+        # its input, the gated product hidden * gate, is heavy-tailed: in int8 with one activation scale per
+        # call (AVX2's engine) a SAME-S-sized layer's update came 22 dB from float32's, 33 dB with it in `dtype`
         self.ff_out = ops.Linear(block.ff.proj_out.weight, block.ff.proj_out.bias, dtype, None)
         self.sinusoidal = block.ff.sinusoidal
         self._rotary = None
@@ -251,10 +258,12 @@ def decoder_blocks(vae: nn.Module) -> list[nn.Module]:
     return [block] if block is not None else list(vae.decoder.blocks)
 
 
-def prepare_decoder(vae: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """The SAME decoder's transformer layers swapped, in place, for SameLayerCPU in `dtype`."""
+def prepare_decoder(vae: nn.Module, dtype: torch.dtype, quantize: str | None = None) -> nn.Module:
+    """The SAME decoder's transformer layers swapped, in place, for SameLayerCPU in `dtype` (quantize="int8":
+    q/k/v, the attention's output and the feed-forward's input products in int8, per output row as the
+    DiT's; attention, norms and the feed-forward's output product stay in float32 / `dtype`)."""
     for block in decoder_blocks(vae):
-        block.transformers = nn.ModuleList([SameLayerCPU(layer, dtype) for layer in block.transformers])
+        block.transformers = nn.ModuleList([SameLayerCPU(layer, dtype, quantize) for layer in block.transformers])
     return vae
 
 
