@@ -264,24 +264,48 @@ def fit(adapters: list[Sa3Adapter], model_sites: dict[str, Site], model: str) ->
 def merge(parts, placed: list[Placed]):
     """Each placed layer's adapter applied to its weight, adapters in order, in float32 (the weights are the
     loaded float32 ones: cast to the model's dtype after). Changes the modules in place."""
+    merge_weights(site_weights(parts, {p.layer: p.site for p in placed}), placed)
+
+
+def site_weights(parts, model_sites: dict[str, Site]) -> dict[str, torch.Tensor]:
+    """Stability's layer name -> the weight (a Parameter of parts' modules) of each site."""
+    return {name: getattr(parts, site.part).get_submodule(site.module).weight for name, site in model_sites.items()}
+
+
+def touched(placed: list[Placed]) -> set[str]:
+    """The layers a merge changes (strength 0: Stability's layers return W unchanged, DoRA's too)."""
+    return {p.layer for p in placed if p.adapter.spec.scale != 0}
+
+
+def merge_weights(weights: dict[str, torch.Tensor], placed: list[Placed]):
+    """merge() on weights by Stability's layer name (each shaped as its module's weight, changed in place): the
+    layer's weight as it is now is the original an -xs adapter builds on."""
     import time
 
     start = time.perf_counter()
-    by_site: dict[Site, list[Placed]] = {}
+    by_layer: dict[str, list[Placed]] = {}
     for p in placed:
-        if p.adapter.spec.scale != 0:  # strength 0: Stability's layers return W unchanged, DoRA's too
-            by_site.setdefault(p.site, []).append(p)
+        if p.adapter.spec.scale != 0:
+            by_layer.setdefault(p.layer, []).append(p)
     with torch.no_grad():
-        for site, layers in by_site.items():
-            weight = getattr(parts, site.part).get_submodule(site.module).weight
+        for layer, stack in by_layer.items():
+            site, weight = stack[0].site, weights[layer]
             base = _to_stability(weight.detach().float().reshape(site.shape[0], -1), site)
             w = base
-            for p in layers:
+            for p in stack:
                 w = apply(p.adapter, p.adapter.layers[p.layer], w, base)
             weight.copy_(_from_stability(w, site).reshape(weight.shape).to(weight.dtype))
-    if by_site:
-        log.info("merged %d Stable Audio 3 adapter layers into %d weights in %.2f s", len(placed), len(by_site),
+    if by_layer:
+        log.info("merged %d Stable Audio 3 adapter layers into %d weights in %.2f s", len(placed), len(by_layer),
                  time.perf_counter() - start)
+
+
+def merger(model_sites: dict[str, Site], model: str):
+    """Stability's adapters as lora_swap swaps them (use_lora): weights by Stability's layer name."""
+    from ..lora_swap import Merger
+
+    return Merger(place=lambda specs: fit(read_adapters(specs), model_sites, model), touched=touched,
+                  merge=merge_weights)
 
 
 def _to_stability(w: torch.Tensor, site: Site) -> torch.Tensor:

@@ -21,6 +21,7 @@ int8 goes through torch's x86 quantized engine (diffusion/ops.PackedInt8Linear).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -127,6 +128,10 @@ class DiTCPU(CPUTransformer):
     """diffusers' StableAudio3DiTModel for the CPU, called as it is called (same arguments, same output)
     and computing the same function, its products in `dtype` or int8 (see the module's docstring)."""
 
+    # the DiT's parts outside its blocks, run as they are in float32 (the original's modules)
+    FLOAT32 = ("timestep_features", "to_timestep_embed", "to_cond_embed", "to_global_embed", "global_cond_embedder",
+               "preprocess_conv", "postprocess_conv", "proj_in", "proj_out")
+
     def __init__(self, transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None):
         super().__init__()
         if quantize not in (None, "int8"):
@@ -135,8 +140,7 @@ class DiTCPU(CPUTransformer):
         if t.config.patch_size != 1:
             raise ValueError("the CPU DiT takes Stable Audio 3's patch size 1 only")
         self.config, self.compute_dtype, self.quantize = t.config, dtype, quantize
-        for name in ("timestep_features", "to_timestep_embed", "to_cond_embed", "to_global_embed",
-                     "global_cond_embedder", "preprocess_conv", "postprocess_conv", "proj_in", "proj_out"):
+        for name in self.FLOAT32:
             setattr(self, name, getattr(t, name).float())
         self.padding = t.prompt_padding_embedding.detach().float()
         self.memory = t.memory_tokens.detach().float() if t.config.num_memory_tokens > 0 else None
@@ -144,6 +148,31 @@ class DiTCPU(CPUTransformer):
         self.blocks = [_Block(b, dtype, quantize) for b in t.transformer_blocks]
         self._rotary = None  # (length, (cos, sin))
         self._local_of = None  # (local condition, [its embedding per block])
+
+    def rebuild(self, base: nn.Module, weights: dict[str, torch.Tensor]):
+        """The layers `weights` names (diffusers' module name -> float32 weight, e.g.
+        "transformer_blocks.1.self_attn.to_qkv") made again from those float32 weights, as a DiT loaded with
+        them would be made: a block from a float32 copy of its block in `base` (the DiT as loaded, kept
+        unchanged) with the new weights, its products rounded or quantized again from float32; the layers
+        kept in float32 (embedders, convs, proj_in/out) take the weights as they are. A LoRA set swapped
+        (lora_swap.py), never from a rounded or quantized copy."""
+        blocks: dict[int, dict[str, torch.Tensor]] = {}
+        with torch.no_grad():
+            for name, value in weights.items():
+                head, _, rest = name.partition(".")
+                if head == "transformer_blocks":
+                    index, _, rest = rest.partition(".")
+                    blocks.setdefault(int(index), {})[rest] = value
+                elif head in self.FLOAT32:
+                    self.get_submodule(name).weight.copy_(value)
+                else:
+                    raise ValueError(f"Stable Audio 3 DiT layer {name} is none the CPU DiT holds")
+            for i, values in blocks.items():
+                block = copy.deepcopy(base.transformer_blocks[i])  # one block's float32 copy at a time
+                for rest, value in values.items():
+                    block.get_submodule(rest).weight.copy_(value)
+                self.blocks[i] = _Block(block, self.compute_dtype, self.quantize)
+        self._context_of = self._local_of = None  # cross-attention keys and repaint embeddings of the old weights
 
     def project_context(self, states: torch.Tensor) -> torch.Tensor:
         return self.to_cond_embed(states)  # [B, T, D]

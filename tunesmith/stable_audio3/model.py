@@ -3,6 +3,7 @@ other families: text to audio, audio-to-audio (audio_prompt + strength) and repa
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ class StableAudio3(Family):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "sa3-small", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None, lora=None) -> "StableAudio3":
+                        threads: int | None = None, lora=None, swap_lora: bool = False) -> "StableAudio3":
         """Load a checkpoint: an alias (sa3-small, sa3-medium, ...), a hub id or a local folder in diffusers'
         layout (what StableAudio3Pipeline.save_pretrained writes).
 
@@ -62,6 +63,11 @@ class StableAudio3(Family):
             adapters compute them: a path, "path@scale", (path, scale) or a list of them; scale (Stability's
             strength) from -2 to 2, default 1. Each is checked against the checkpoint's shapes before any
             weight is read. Merged in float32 before the CPU path rounds or quantizes.
+        swap_lora: keep what use_lora(...) needs to swap adapter sets later (the server's per-job adapters),
+            each set giving what a model loaded with it gives: in float32 the weights a set touches, while it
+            is merged; on the CPU's bfloat16/int8 path the DiT's float32 weights as loaded (memory: the DiT in
+            float32 beside its CPU form), each touched block rounded or quantized again from them; in half
+            precision on a GPU the reachable layers' float32 weights in host memory.
         """
         from ..lora import parse_specs
         from .adapters import checkpoint_sites, fit, merge, read_adapters
@@ -72,6 +78,11 @@ class StableAudio3(Family):
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize, default_dtype)
         placed = fit(adapters, checkpoint_sites(folder), "this Stable Audio 3 model") if adapters else []
         cpu_path = dev.type == "cpu" and (dt != torch.float32 or quantize is not None)
+        if swap_lora:
+            model = cls._swappable(load_folder(folder, dev, torch.float32), checkpoint_sites(folder),
+                                   str(name_or_path), dev, dt, quantize, cpu_path)
+            model.use_lora(specs)
+            return model
         if not placed and not cpu_path:
             return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt, quantize, specs)
         # loaded in float32: adapters merge there, and what the CPU path keeps in float32 is not rounded first
@@ -85,6 +96,54 @@ class StableAudio3(Family):
         else:
             parts = parts.to(dev, dt)
         return cls(parts, str(name_or_path), dev, dt, quantize, specs)
+
+    @classmethod
+    def _swappable(cls, parts: StableAudio3Parts, model_sites: dict, name: str, dev, dt, quantize,
+                   cpu_path: bool) -> "StableAudio3":
+        """A model whose adapter set use_lora swaps (lora_swap.py), from parts loaded in float32: live weights
+        in float32; derived from the kept float32 weights on the CPU path and in half precision."""
+        from ..lora_swap import AdapterSwap, Offloaded
+        from .adapters import merger, site_weights
+
+        adapters = merger(model_sites, "this Stable Audio 3 model")
+        weights = site_weights(parts, model_sites)  # Stability's layer name -> the module's weight
+        if cpu_path:
+            from .cpu import for_cpu
+
+            dit = parts.transformer  # float32, kept whole: each touched block is made again from it
+            base = {n: w.detach().clone() if model_sites[n].part == "seconds" else w.detach()
+                    for n, w in weights.items()}  # the duration embedder runs as it is: its base copied
+            parts.transformer = copy.deepcopy(dit)
+            parts = for_cpu(parts, dt, quantize)
+
+            def install(values: dict):
+                parts.transformer.rebuild(dit, {model_sites[n].module: v for n, v in values.items()
+                                                if model_sites[n].part == "transformer"})
+                with torch.no_grad():
+                    for n, v in values.items():
+                        if model_sites[n].part == "seconds":
+                            parts.seconds.get_submodule(model_sites[n].module).weight.copy_(v)
+
+            model = cls(parts, name, dev, dt, quantize)
+            model._swap = AdapterSwap(adapters, base=base, install=install)
+            return model
+        if dt == torch.float32:
+            model = cls(parts, name, dev, dt)
+            model._swap = AdapterSwap(adapters, weights=weights)
+            return model
+        # half precision: merged in float32 on the device and rounded once, as a load-time merge is
+        host = {n: w.detach().to("cpu", copy=True) for n, w in weights.items()}
+        parts = parts.to(dev, dt)
+        weights = site_weights(parts, model_sites)  # the DiT's now in dt (the embedder stays float32)
+
+        def install_rounded(values: dict):
+            with torch.no_grad():
+                for n, v in values.items():
+                    weights[n].copy_(v.to(weights[n].dtype))
+
+        model = cls(parts, name, dev, dt)
+        model._swap = AdapterSwap(adapters, base=Offloaded(host, dev), install=install_rounded)
+        return model
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
