@@ -3,7 +3,6 @@ other families: text to audio, audio-to-audio (audio_prompt + strength) and repa
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,13 +107,14 @@ class StableAudio3(Family):
         adapters = merger(model_sites, "this Stable Audio 3 model")
         weights = site_weights(parts, model_sites)  # Stability's layer name -> the module's weight
         if cpu_path:
-            from .cpu import for_cpu
+            from .cpu import for_cpu, kept_float32
 
-            dit = parts.transformer  # float32, kept whole: each touched block is made again from it
-            base = {n: w.detach().clone() if model_sites[n].part == "seconds" else w.detach()
-                    for n, w in weights.items()}  # the duration embedder runs as it is: its base copied
-            parts.transformer = copy.deepcopy(dit)
-            parts = for_cpu(parts, dt, quantize)
+            dit = parts.transformer  # float32, kept: the products of its blocks are made again from it
+            # what runs as it is in float32 takes each set in place: its base copied (the duration embedder,
+            # the DiT's embedders, convs and projections); a block's linears only feed its products
+            base = {n: w.detach().clone() if model_sites[n].part == "seconds" or kept_float32(model_sites[n].module)
+                    else w.detach() for n, w in weights.items()}
+            parts = for_cpu(parts, dt, quantize)  # from the loaded modules, as load() makes its CPU form
 
             def install(values: dict):
                 parts.transformer.rebuild(dit, {model_sites[n].module: v for n, v in values.items()
