@@ -31,8 +31,8 @@ from .lora import WEIGHTS, AdapterSpec, fit, merge, parse_specs, read_adapters
 
 def key_of(specs: list[AdapterSpec]) -> tuple:
     """What makes two adapter sets the same: the files, as they are on disk now (an adapter file replaced in
-    place is merged again), and the scales, in order."""
-    return tuple((str(spec.path), spec.scale, _stamp(spec.path)) for spec in specs)
+    place is merged again), the scales and intervals, in order."""
+    return tuple((str(spec.path), spec.scale, spec.interval, _stamp(spec.path)) for spec in specs)
 
 
 def _stamp(path: Path) -> tuple:

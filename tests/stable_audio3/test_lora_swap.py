@@ -162,3 +162,74 @@ def test_half_precision_sets_are_load_time_merges(medium_like, sets):
         assert_same(state(model), state(StableAudio3(parts.to(cpu, half), "tiny", cpu, half)))
     model.use_lora(None)
     assert_same(state(model), base)
+
+
+# ---- Stability's LoRA interval: adapters that act at some noise levels only ----------------------------------
+
+
+def gated(pipe, intervals: list[tuple[float, float]]):
+    """Stability's DiffusionTransformer.forward on the reference: before each DiT call, adapter i's DiT layers act
+    iff intervals[i][0] <= sigma <= intervals[i][1] (sigma: the call's noise level, the time step over the
+    scheduler's num_train_timesteps), the others are the identity (disable_lora); the conditioners' adapters are
+    never gated."""
+    from .lora_reference import StabilityAdapter
+
+    dit, scale = pipe.transformer, pipe.scheduler.config.num_train_timesteps
+    forward = dit.forward
+
+    def gated_forward(hidden_states, timestep, *args, **kwargs):
+        sigma = timestep[0] / scale
+        for module in dit.modules():
+            if isinstance(module, StabilityAdapter):
+                low, high = intervals[module.index]
+                module.enabled = bool(low <= sigma <= high)
+        return forward(hidden_states, timestep, *args, **kwargs)
+
+    dit.forward = gated_forward
+    return pipe
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_an_interval_swaps_adapters_at_step_boundaries_as_stability_gates_them(medium_like, sets, form):
+    """B (a DoRA) acts at the first two steps, A at the last two (A's duration-embedder layer at every step, as
+    Stability's conditioner is never gated): three stacks in three steps. float32 against the reference written
+    from Stability's definitions; every form swaps back to its base bit for bit."""
+    from tunesmith.stable_audio3.sample import noise_levels
+
+    folder, pipe = medium_like
+    a, b, (a_tensors, a_config, b_tensors, b_config) = sets
+    plain = tunesmith.load(folder, device="cpu", swap_lora=True, **FORMS[form])
+    base = state(plain)
+    l0, l1, l2, _ = noise_levels(plain._parts, 3).tolist()
+    intervals = [((l1 + l2) / 2, 1.0), (0.0, (l0 + l1) / 2)]  # bounds between the steps' levels
+    lora = [(b, -0.6, intervals[0]), (a, 0.8, intervals[1])]
+    model = tunesmith.load(folder, device="cpu", lora=lora, **FORMS[form])
+    clip, = model.generate("calm piano", duration=DURATION, seed=2, steps=3)
+    assert model._swap.merges == 4  # the whole set at load (and for the conditioners), then B, B+A, A by step
+    assert clip.params["lora"] == [[str(b), -0.6, list(intervals[0])], [str(a), 0.8, list(intervals[1])]]
+    model.use_lora(None)
+    assert_same(state(model), base)
+    if form != "float32":
+        return
+    reference = gated(with_adapters(pipe, [("dora-rows", b_tensors, b_config, -0.6),
+                                           ("lora", a_tensors, a_config, 0.8)]), intervals)
+    expected = reference("calm piano", generator=torch.Generator("cpu").manual_seed(2), duration=DURATION,
+                         num_inference_steps=3).audios[0].numpy()
+    assert np.abs(clip.audio - expected).max() < 1e-4
+    always, = tunesmith.load(folder, device="cpu", lora=[(b, -0.6), (a, 0.8)], **FORMS[form]).generate(
+        "calm piano", duration=DURATION, seed=2, steps=3)
+    assert np.abs(always.audio - expected).max() > 1e-3  # the interval moves the audio
+
+
+def test_bad_intervals_are_one_line(medium_like, sets):
+    from tunesmith.errors import InvalidParameter
+    from tunesmith.lora import AdapterSpec, read_adapter
+
+    folder, _ = medium_like
+    a, _, _ = sets
+    for interval in [(0.6, 0.2), (-0.1, 0.5), (0.0, 1.5), "0:1", (0.1,)]:
+        with pytest.raises(InvalidParameter, match="a noise-level interval must be") as err:
+            tunesmith.load(folder, device="cpu", dtype="float32", lora=[(a, 1.0, interval)])
+        assert "\n" not in str(err.value)
+    with pytest.raises(InvalidParameter, match="a noise-level interval is for Stable Audio 3's adapters"):
+        read_adapter(AdapterSpec(a, 1.0, (0.0, 0.5)))  # MusicGen's and ACE-Step's reader

@@ -57,6 +57,7 @@ KEY = re.compile(r"(?P<layer>.+)\.parametrizations\.weight\.0\.(?P<part>lora_A|l
 DIT_ROOT = "model."  # Stability's DiT wrapper holds the DiT as .model
 SECONDS = "conditioners.{id}.embedder.embedding.1"  # the duration embedder's linear
 EPS = 1e-12  # Stability's, in every norm
+READ_KEPT = 16  # adapters kept read by a swapping model (merger)
 
 
 @dataclass
@@ -301,11 +302,30 @@ def merge_weights(weights: dict[str, torch.Tensor], placed: list[Placed]):
 
 
 def merger(model_sites: dict[str, Site], model: str):
-    """Stability's adapters as lora_swap swaps them (use_lora): weights by Stability's layer name."""
-    from ..lora_swap import Merger
+    """Stability's adapters as lora_swap swaps them (use_lora): weights by Stability's layer name. The adapters
+    of the last sets are kept read: adapters with a noise-level interval swap at step boundaries."""
+    from ..lora_swap import Merger, key_of
 
-    return Merger(place=lambda specs: fit(read_adapters(specs), model_sites, model), touched=touched,
-                  merge=merge_weights)
+    read: dict[tuple, Sa3Adapter] = {}
+
+    def place(specs: list[AdapterSpec]) -> list[Placed]:
+        adapters = []
+        for spec in specs:
+            key = key_of([spec])  # the file as it is now, its scale and interval
+            if key not in read:
+                if len(read) >= READ_KEPT:
+                    read.pop(next(iter(read)))
+                read[key] = read_adapter(spec)
+            adapters.append(read[key])
+        return fit(adapters, model_sites, model)
+
+    return Merger(place=place, touched=touched, merge=merge_weights)
+
+
+def acting(specs: list[AdapterSpec], level: torch.Tensor) -> list[AdapterSpec]:
+    """The adapters whose noise-level interval holds `level` (the step's noise level, float32 as the sampler
+    holds it, compared as Stability compares sigma: low <= level <= high), in order; no interval: always."""
+    return [s for s in specs if s.interval is None or bool((level >= s.interval[0]) & (level <= s.interval[1]))]
 
 
 def _to_stability(w: torch.Tensor, site: Site) -> torch.Tensor:

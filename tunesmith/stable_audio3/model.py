@@ -65,8 +65,11 @@ class StableAudio3(Family):
         swap_lora: keep what use_lora(...) needs to swap adapter sets later (the server's per-job adapters),
             each set giving what a model loaded with it gives: in float32 the weights a set touches, while it
             is merged; on the CPU's bfloat16/int8 path the DiT's float32 weights as loaded (memory: the DiT in
-            float32 beside its CPU form), each touched block rounded or quantized again from them; in half
+            float32 beside its CPU form), each touched layer rounded or quantized again from them; in half
             precision on a GPU the reachable layers' float32 weights in host memory.
+            An adapter given as (path, scale, (low, high)) acts at the steps whose noise level (1 at the
+            start, 0 at the end) is within [low, high] only, as Stability's LoRA interval: the model then keeps
+            what swap_lora keeps, and swaps adapters where a step enters or leaves an interval.
         """
         from ..lora import parse_specs
         from .adapters import checkpoint_sites, fit, merge, read_adapters
@@ -77,7 +80,7 @@ class StableAudio3(Family):
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize, default_dtype)
         placed = fit(adapters, checkpoint_sites(folder), "this Stable Audio 3 model") if adapters else []
         cpu_path = dev.type == "cpu" and (dt != torch.float32 or quantize is not None)
-        if swap_lora:
+        if swap_lora or any(spec.interval for spec in specs):  # an interval swaps adapters at step boundaries
             model = cls._swappable(load_folder(folder, dev, torch.float32), checkpoint_sites(folder),
                                    str(name_or_path), dev, dt, quantize, cpu_path)
             model.use_lora(specs)
@@ -227,6 +230,7 @@ class StableAudio3(Family):
         texts = [schedule[0][1] for schedule, _ in plan.rows]
         seeds = [seed for _, seed in plan.rows]
         guided = plan.cfg > 1  # as the pipeline: guidance 1 or less is no guidance
+        on_level = self._interval_swaps()
         cond = encode_conditions(parts, texts, plan.seconds, guided, plan.negative)
         clock.lap("text")
         length = latent_length(parts, plan.seconds)
@@ -244,20 +248,34 @@ class StableAudio3(Family):
             keep = keep_mask(parts, list(plan.repaint), length, self.device).expand(len(seeds), -1, -1)
             local = torch.cat([keep, init * keep], dim=1)  # [B, 1 + C, L]: the DiT hears what to keep, and where
             cond.local = torch.cat([local, local]) if guided else local
-            latents = sample(parts, noise, cond, levels, plan.cfg, generators, step_report)
+            latents = sample(parts, noise, cond, levels, plan.cfg, generators, step_report, on_level)
         elif init is not None and plan.strength == 0:
             latents = init  # nothing to move: the init audio as the autoencoder renders it
             if step_report:
                 step_report(plan.steps)
         else:
             x = noise if init is None else (1.0 - plan.strength) * init + plan.strength * noise
-            latents = sample(parts, x, cond, levels, plan.cfg, generators, step_report)
+            latents = sample(parts, x, cond, levels, plan.cfg, generators, step_report, on_level)
         clock.lap("dit")
         decoded = iter(range(plan.steps + 1, total + 1))
         audio = decode(parts.vae, latents, int(plan.seconds * config.sample_rate),
                        report=(lambda: report(next(decoded), total)) if report else None)
         clock.lap("vae")
         return audio, clock.seconds
+
+    def _interval_swaps(self) -> Callable[[torch.Tensor], None] | None:
+        """With adapters that act at some noise levels only (Stability's LoRA interval): the whole set merged
+        for the conditioners (Stability gates the DiT's adapters only; the duration embedder runs before the
+        steps), and the step hook that swaps in, before each DiT call, the adapters whose interval holds the
+        step's level (lora_swap: merged from the kept base, never from a merged copy). None: nothing to swap."""
+        swap = getattr(self, "_swap", None)
+        if swap is None or not any(spec.interval for spec in self.lora):
+            return None
+        from .adapters import acting
+
+        specs = self.lora
+        swap.use(specs)
+        return lambda level: swap.use(acting(specs, level))
 
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run
