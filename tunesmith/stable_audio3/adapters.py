@@ -343,12 +343,12 @@ def apply(adapter: Sa3Adapter, parts: dict[str, torch.Tensor], w: torch.Tensor, 
     """One adapter layer on the weight w [out, in] (float32, Stability's row order); base: the layer's original
     weight, whose singular vectors an -xs adapter builds on."""
     _, rows, cols = KINDS[adapter.kind]
+    strength = adapter.scaling * adapter.spec.scale
     if "M_xs" in parts:
         u, v = (parts["U"], parts["V"]) if "U" in parts else _bases(base, adapter.rank)
-        low = u @ parts["M_xs"] @ v.T
-    else:
-        low = parts["lora_B"] @ parts["lora_A"]
-    w = w + (adapter.scaling * adapter.spec.scale) * low  # [out, in]
+        w = w + strength * (u @ parts["M_xs"] @ v.T)  # [out, in]
+    else:  # w + s t B A in one pass over the weight (a new tensor: w may be the layer's weight itself)
+        w = torch.addmm(w, parts["lora_B"], parts["lora_A"], alpha=strength)  # [out, in]
     if rows:
         w = w / (w.norm(dim=1, keepdim=True) + EPS) * parts.get("magnitude_r", parts.get("magnitude"))[:, None]
     if cols:
