@@ -205,6 +205,23 @@ def test_lora_merge_times_the_merge_and_both_steps(bench_cache):
     assert abs(float(difference.rstrip("%")) - implied) < 0.2 + 100 * 0.1 / float(base_ms)  # the cells' rounding
 
 
+def test_lora_merge_memory_loads_without_and_with_swap_lora(bench_cache):
+    """--memory: one fresh process per load; the swappable model reports the float32 base it keeps (MB), and the
+    one without swap_lora none."""
+    from benchmarks import lora_merge
+
+    out = bench_cache / "memory.md"
+    lora_merge.main(["--memory", "--size", "tiny", "--variants", "default", "--markdown", str(out)])
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+            if line.startswith("| default (")]  # one variant, two rows: without and with swap_lora
+    assert len(rows) == 2
+    (_, *plain), (_, *swap) = rows
+    assert plain[0] == "no" and swap[0] == "yes"
+    before, after, adds, peak, base = (float(v) for v in swap[1:])
+    assert 0 < before < after <= peak and abs(after - before - adds) <= 1 and base >= 0
+    assert float(plain[-1]) == 0
+
+
 def test_lora_merge_adapter_fits_every_layer(tmp_path):
     """The benchmark's adapter is one tunesmith reads: every layer of it placed on the decoder, shapes checked."""
     from benchmarks import lora_merge

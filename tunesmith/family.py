@@ -45,6 +45,9 @@ class FamilySpec:
     # meter_prompt(text, Meter) -> the text with tempo and key written in, as the model was trained on them;
     # None: the model takes them as metadata (ACE-Step's caption)
     meter_prompt: Callable | None = None
+    # "module:function" (**lora.Fitting.arguments) -> locate(adapter layer name) -> lora.Target or None: how a
+    # server checks a job's adapters against a model it loaded before (swap_lora families); None: at run time only
+    lora_locator: str | None = None
 
     @property
     def options(self) -> dict:
@@ -58,6 +61,11 @@ class FamilySpec:
     claims: str | None = None  # "module:function" folder -> bool: its own among folders of a layout it shares
     also_needed: str | None = None  # "module:function" folder -> hub repositories it needs besides its own
     #   (a text encoder kept in a repository of its own), which `tunesmith download` fetches too
+
+    def adapter_locator(self, arguments: dict) -> Callable:
+        """Its lora_locator, made for a model of these sizes (lora.Fitting.arguments)."""
+        module, name = self.lora_locator.split(":")
+        return getattr(importlib.import_module(module, __package__), name)(**arguments)
 
     def model_class(self) -> type:
         module, name = self.model.split(":")
@@ -93,7 +101,7 @@ FAMILIES = {spec.name: spec for spec in (
                other_audio="--init-audio is for Stable Audio models (-m sao-small, sao); MusicGen continues audio "
                            "with --continue FILE",
                quantize=("int8", "int4"), quantize_cpu=False, loading=("quantize", "threads", "lora", "swap_lora"),
-               meter_prompt=musicgen_options.meter_prompt),
+               meter_prompt=musicgen_options.meter_prompt, lora_locator=".musicgen.adapters:locator_for"),
     FamilySpec("stable_audio", "Stable Audio", ".stable_audio.model:StableAudio", stable_audio_options.PARAMS,
                stable_audio_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",
@@ -111,7 +119,7 @@ FAMILIES = {spec.name: spec for spec in (
                            "FILE --repaint START:END",
                pipeline="AceStepPipeline", shortest=acestep_options.SHORTEST,
                limits=".acestep.layout:checkpoint_limits", length=acestep_options.song_length,
-               loading=("quantize", "threads", "lora", "swap_lora")),
+               loading=("quantize", "threads", "lora", "swap_lora"), lora_locator=".acestep.adapters:locator"),
     FamilySpec("stable_audio3", "Stable Audio 3", ".stable_audio3.model:StableAudio3", stable_audio3_options.PARAMS,
                stable_audio3_options.check, layouts=("diffusers", "stable-audio-tools"), inputs="text + audio",
                audio_input=Option(None, "--init-audio", "audio", metavar="FILE", compat="reference_audio_path",

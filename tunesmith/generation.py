@@ -149,6 +149,22 @@ class Family:
         self.lora = swap.specs
         return changed
 
+    def lora_fitting(self):
+        """What checking an adapter set against this model needs without the model (lora.Fitting), for a model
+        that swaps adapters (swap_lora=True) of a family with a lora_locator; None otherwise. A server records
+        it at load and checks each job's set at submit."""
+        from .family import FAMILIES
+        from .lora import Fitting
+
+        swap = getattr(self, "_swap", None)
+        if swap is None or FAMILIES[self.family].lora_locator is None:
+            return None
+        return Fitting(self.family, self._locator_arguments(), dict(swap.shapes))
+
+    def _locator_arguments(self) -> dict:
+        """What the family's lora_locator takes for this model (lora.Fitting.arguments)."""
+        return {}
+
     def _retry_on_cpu(self, plan, report) -> list:
         home, home_dtype = self.device, self.dtype
         cpu = torch.device("cpu")

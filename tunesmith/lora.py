@@ -13,6 +13,8 @@ A ("lora_A", "lora_down") [rank, in], B ("lora_B", "lora_up") [out, rank]. Two f
 A family supplies `locate` (the adapter's layer name -> a Target: the weight's name and the rows the layer
 writes, None when the name is not one of its layers) and the shapes of those weights; `fit` checks every
 layer of every adapter before `merge` touches a weight, so a refused adapter leaves the model as it was.
+check_fit does the same from an adapter's safetensors header alone (a server's submit, against the shapes a
+loaded model recorded: Fitting); headers are kept by file stamp, so a file is read again only when it changed.
 Torch is imported inside functions: the CLI and the server parse and check specs without it.
 """
 
@@ -23,6 +25,8 @@ import logging
 import math
 import re
 import struct
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +38,10 @@ log = logging.getLogger("tunesmith")
 SCALE_LIMIT = 2.0  # |scale| <= 2: past that an adapter is its own artefact, not the style it learnt
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # a PEFT folder's files
 HEADER_LIMIT = 100 << 20  # bytes: a safetensors header longer than this is not one
+HEADERS_KEPT, HEADER_BYTES_KEPT = 64, 16 << 20  # headers read and kept (by file stamp), and their bytes at most
+_HEADERS: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()  # (path, stamp) -> (header, its bytes)
+_header_bytes = 0
+_headers_lock = threading.Lock()  # a server's request threads share them
 # The tensor kinds of a layer, as PEFT (lora_A/lora_B) and kohya/ComfyUI (lora_down/lora_up) name them.
 DOWN, UP = ("lora_A", "lora_down"), ("lora_B", "lora_up")
 KEY = re.compile(r"(?P<layer>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.\w+)?\.weight|(?P<alpha>.+)\.alpha")
@@ -88,6 +96,26 @@ class Target:
 
     weight: str  # the weight's name in the family's `weights` dict
     rows: tuple[int, int] | None = None  # [start, stop) of the weight's rows; None: all of them
+
+
+@dataclass(frozen=True)
+class Fitting:
+    """What checking an adapter against a loaded model needs without the model, small and plain (JSON: a
+    cluster's generation replica hands it to the ingress through the shared data folder): the family, whose
+    lora_locator (the family table) made with `arguments` places an adapter's layers, and the (out, in) of
+    every weight adapters may reach."""
+
+    family: str
+    arguments: dict  # what the family's locator takes (MusicGen: the decoder's width and vocabulary)
+    shapes: dict[str, tuple[int, int]]  # weight name -> (out, in)
+
+    def as_json(self) -> dict:
+        return dict(family=self.family, arguments=self.arguments, shapes={k: list(v) for k, v in self.shapes.items()})
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Fitting":
+        return cls(str(data["family"]), dict(data["arguments"]),
+                   {str(k): (int(v[0]), int(v[1])) for k, v in data["shapes"].items()})
 
 
 @dataclass
@@ -220,7 +248,15 @@ def check_safetensors(path: Path):
 
 def safetensors_header(path: Path, what: str = "LoRA") -> dict:
     """A safetensors file's header (tensor name -> dtype, shape, offsets; "__metadata__"), read without its
-    tensors; a file that is not one, or cannot be read, is one line."""
+    tensors; a file that is not one, or cannot be read, is one line. Kept by the file's stamp (a server reads
+    the same adapters' headers at every submit): a file replaced or changed is read again. The dict is shared:
+    read it, never change it."""
+    key = (str(path), stamp(path))
+    with _headers_lock:
+        kept = _HEADERS.get(key) if key[1] else None
+        if kept is not None:
+            _HEADERS.move_to_end(key)
+            return kept[0]
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -236,7 +272,34 @@ def safetensors_header(path: Path, what: str = "LoRA") -> dict:
     if not isinstance(header, dict):
         raise TunesmithError(f"{what} {path} is not a safetensors file: tunesmith reads adapters as safetensors only "
                              "(never pickles: convert a .bin/.pt adapter with safetensors' own tools)")
+    if key[1]:
+        _keep_header(key, header, n)
     return header
+
+
+def stamp(path: Path) -> tuple:
+    """(mtime_ns, size) of an adapter's weights file (a PEFT folder's adapter_model.safetensors), or of any
+    file: what tells a file replaced or changed in place; () when it is gone."""
+    weights = path / WEIGHTS if path.is_dir() else path
+    try:
+        stat = weights.stat()
+    except OSError:  # gone: the reader says so in one line
+        return ()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _keep_header(key: tuple, header: dict, size: int):
+    """Keep a header read, the least recently used dropped past HEADERS_KEPT of them or HEADER_BYTES_KEPT bytes."""
+    global _header_bytes
+    if size > HEADER_BYTES_KEPT:
+        return
+    with _headers_lock:
+        old = _HEADERS.pop(key, None)
+        _header_bytes += size - (old[1] if old else 0)
+        _HEADERS[key] = (header, size)
+        while len(_HEADERS) > HEADERS_KEPT or _header_bytes > HEADER_BYTES_KEPT:
+            _, (_, dropped) = _HEADERS.popitem(last=False)
+            _header_bytes -= dropped
 
 
 def _read_config(path: Path) -> dict:
@@ -315,20 +378,43 @@ def fit(adapters: list[Adapter], locate: Callable[[str], Target | None], shapes:
     the first layer that does not fit. shapes: weight name -> (out, in) of the whole weight."""
     patches = []
     for adapter in adapters:
-        where = adapter.spec.path
         for name, layer in adapter.layers.items():
-            target = locate(name)
-            if target is None or target.weight not in shapes:
-                raise TunesmithError(f"LoRA {where} does not fit {model}: its layer {name} is none of the model's "
-                                     "(an adapter for another family?)")
-            out, width = shapes[target.weight]
-            rows = (target.rows[1] - target.rows[0]) if target.rows else out
-            theirs = (layer.up.shape[0], layer.down.shape[1])
-            if theirs != (rows, width):
-                raise TunesmithError(f"LoRA {where} does not fit {model}: layer {name} maps {theirs[1]} -> {theirs[0]} "
-                                     f"features, the model's {width} -> {rows} (an adapter for another size or family)")
+            target = place(f"LoRA {adapter.spec.path}", name, (layer.up.shape[0], layer.down.shape[1]), locate,
+                           shapes, model)
             patches.append(Patch(target, layer, adapter.spec.scale, name))
     return patches
+
+
+def place(where: str, name: str, theirs: tuple[int, int], locate: Callable[[str], Target | None],
+          shapes: dict[str, tuple[int, int]], model: str) -> Target:
+    """Where the adapter layer `name`, mapping theirs[1] -> theirs[0] features, lands on the model, or one
+    line naming `where` (the adapter) and the layer."""
+    target = locate(name)
+    if target is None or target.weight not in shapes:
+        raise TunesmithError(f"{where} does not fit {model}: its layer {name} is none of the model's "
+                             "(an adapter for another family?)")
+    out, width = shapes[target.weight]
+    rows = (target.rows[1] - target.rows[0]) if target.rows else out
+    if tuple(theirs) != (rows, width):
+        raise TunesmithError(f"{where} does not fit {model}: layer {name} maps {theirs[1]} -> {theirs[0]} "
+                             f"features, the model's {width} -> {rows} (an adapter for another size or family)")
+    return target
+
+
+def check_fit(where: str, path: Path, locate: Callable[[str], Target | None], shapes: dict[str, tuple[int, int]],
+              model: str):
+    """An adapter's layers placed on a model from its safetensors header alone (no tensor read: what a server
+    checks at submit), or one line naming `where` and the first layer that does not fit. A layer missing a
+    half is left to read_adapter, which refuses it in its own words."""
+    halves: dict[str, dict[str, list]] = {}
+    for key, entry in safetensors_header(_weights_file(path)).items():
+        m = KEY.fullmatch(key)
+        if m is not None and m["layer"] is not None and isinstance(entry, dict):
+            halves.setdefault(m["layer"], {})["down" if m["kind"] in DOWN else "up"] = entry.get("shape")
+    for name, half in halves.items():
+        down, up = half.get("down"), half.get("up")
+        if isinstance(down, list) and isinstance(up, list) and len(down) == len(up) == 2:
+            place(where, name, (up[0], down[1]), locate, shapes, model)
 
 
 @dataclass

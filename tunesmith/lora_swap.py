@@ -23,25 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-from .lora import WEIGHTS, AdapterSpec, fit, merge, parse_specs, read_adapters
+from .lora import AdapterSpec, fit, merge, parse_specs, read_adapters, stamp
 
 
 def key_of(specs: list[AdapterSpec]) -> tuple:
     """What makes two adapter sets the same: the files, as they are on disk now (an adapter file replaced in
     place is merged again), the scales and intervals, in order."""
-    return tuple((str(spec.path), spec.scale, spec.interval, _stamp(spec.path)) for spec in specs)
-
-
-def _stamp(path: Path) -> tuple:
-    weights = path / WEIGHTS if path.is_dir() else path
-    try:
-        stat = weights.stat()
-    except OSError:  # gone: read_adapter says so in one line
-        return ()
-    return stat.st_mtime_ns, stat.st_size
+    return tuple((str(spec.path), spec.scale, spec.interval, stamp(spec.path)) for spec in specs)
 
 
 @dataclass(frozen=True)
@@ -49,11 +39,13 @@ class Merger:
     """A family's adapters. place(specs) -> patches: the set read and checked against the model (one line when
     it does not fit; nothing changed yet). touched(patches) -> the names of the weights they change.
     merge(weights, patches): the patches added, in order, to those weights (name -> tensor, changed in place;
-    sums in float32, rounded once to each weight's dtype)."""
+    sums in float32, rounded once to each weight's dtype). shapes: the (out, in) of the weights lora.fit checks a
+    set against (what a server records to check a job's set at submit); None where the family checks its own."""
 
     place: Callable[[list[AdapterSpec]], list]
     touched: Callable[[list], set[str]]
     merge: Callable[[dict, list], None]
+    shapes: dict[str, tuple[int, int]] | None = None
 
 
 def peft_merger(locate, shapes: dict[str, tuple[int, int]], model: str) -> Merger:
@@ -61,7 +53,7 @@ def peft_merger(locate, shapes: dict[str, tuple[int, int]], model: str) -> Merge
     model as lora.fit takes them."""
     return Merger(place=lambda specs: fit(read_adapters(specs), locate, shapes, model),
                   touched=lambda patches: {p.target.weight for p in patches},
-                  merge=lambda weights, patches: merge(weights, patches))
+                  merge=lambda weights, patches: merge(weights, patches), shapes=shapes)
 
 
 class Offloaded(Mapping):
@@ -103,6 +95,10 @@ class AdapterSwap:
     @property
     def derived(self) -> bool:
         return self.base is not None
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, int]] | None:
+        return self.merger.shapes
 
     def use(self, lora) -> bool:
         """Run with this adapter set from now on (lora.parse_specs' forms; None or []: the base model).

@@ -40,3 +40,36 @@ def test_each_set_is_the_model_loaded_with_it(ace_ckpt, adapters, dtype, quantiz
     model.use_lora(None)
     after = weights(model)
     assert after.keys() == base.keys() and all(torch.equal(after[k], base[k]) for k in base)
+
+
+def test_its_fitting_checks_an_adapter_from_its_header_as_a_server_does_at_submit(ace_ckpt, adapters,  # noqa: F811
+                                                                                tmp_path):
+    """lora_fitting(): the shapes and the family's locator a server records at load (JSON, for a cluster's
+    ingress); check_fit with them takes the trainer's adapters and refuses one of another size naming the layer,
+    as fit does when the adapter's tensors are read."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.family import FAMILIES
+    from tunesmith.lora import Fitting, check_fit, fit, parse_specs, read_adapters
+
+    model = tunesmith.load(ace_ckpt[0], device="cpu", dtype="bfloat16", swap_lora=True)
+    fitting = Fitting.from_json(json.loads(json.dumps(model.lora_fitting().as_json())))
+    assert fitting == model.lora_fitting() and fitting.family == "acestep"
+    locate = FAMILIES["acestep"].adapter_locator(fitting.arguments)
+    for adapter in adapters.values():
+        check_fit("lora 'style'", adapter, locate, fitting.shapes, "tiny")
+    width = fitting.shapes["layers.0.self_attn.to_q.weight"][1]
+    wrong = tmp_path / "wider.safetensors"
+    save_file({"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, width + 1),
+               "base_model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(width, 2)}, str(wrong))
+    with pytest.raises(TunesmithError) as at_submit:
+        check_fit("lora 'wider'", wrong, locate, fitting.shapes, "tiny")
+    assert str(at_submit.value) == (f"lora 'wider' does not fit tiny: layer base_model.model.layers.0.self_attn.q_proj "
+                                    f"maps {width + 1} -> {width} features, the model's {width} -> {width} (an adapter "
+                                    "for another size or family)")
+    with pytest.raises(TunesmithError) as at_run:
+        fit(read_adapters(parse_specs(wrong)), locate, fitting.shapes, "tiny")
+    assert str(at_run.value) == str(at_submit.value).replace("lora 'wider'", f"LoRA {wrong}")

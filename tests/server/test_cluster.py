@@ -136,11 +136,14 @@ def security_cases(port: int) -> list[tuple[str, str, str, dict]]:
 def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(mono_ckpt, postgres, tmp_path):
     """`--ray local --replicas 1:2`: every listening socket of the Ray processes is on 127.0.0.1; the Host,
     Origin, token and media-folder rules answer through the cluster exactly as the single-machine server does;
-    each replica's probe is in the shared folder; the generation replica merges --lora into the default model;
+    each replica's probe is in the shared folder; the generation replica merges --lora into the default model,
+    and jobs naming other sets run with them swapped in (each equal to a load-time merge); once the model has
+    loaded, the ingress refuses an adapter that does not fit it at submit (the shapes shared through the folder);
     more queued jobs than JOBS_PER_REPLICA bring a second generation replica, which reads the others' probes
     and takes jobs from the same queue."""
     import psutil
     import psycopg
+    import torch
     from fastapi.testclient import TestClient
 
     from tunesmith import MusicGen
@@ -149,7 +152,7 @@ def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(
     from tunesmith.server.shared_folder import PROBES
 
     from ..checkpoints import save_checkpoint
-    from ..lora_adapters import peft_layers, write_peft_folder
+    from ..lora_adapters import peft_layers, write_peft_folder, write_single_file
     from .conftest import make_settings
 
     media, outside, loras = tmp_path / "media", tmp_path / "outside", tmp_path / "loras"
@@ -158,6 +161,10 @@ def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(
     sf.write(outside / "secret.wav", np.full((3200, 1), 0.1, np.float32), 32000)
     os.symlink(outside / "secret.wav", media / "link.wav")
     write_peft_folder(loras / "warm", peft_layers(mono_ckpt[1], WARM, 4, 8, seed=3, size=0.5), 4, 8, WARM)
+    write_single_file(loras / "bright.safetensors", peft_layers(mono_ckpt[1], WARM, 4, 8, seed=5, size=0.5), 8.0)
+    write_single_file(loras / "acestep-style.safetensors",  # another family's layer names
+                      {"layers.0.self_attn.to_q.lora_A.weight": torch.zeros(2, 16),
+                       "layers.0.self_attn.to_q.lora_B.weight": torch.zeros(16, 2)}, 2.0, prefix="")
     save_checkpoint(tmp_path / "melody", melody=True, seed=3)  # mlx-audiogen's melody_path goes to it
     url = postgres.new_database("rules")
     options = dict(token=TOKEN, media_dirs=[media], lora_dir=loras, lora=["warm@1.5"])
@@ -202,18 +209,36 @@ def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(
         # Each replica (two ingress, one generation) left its probe in the shared folder.
         assert probes() == ["Generation", "Ingress", "Ingress"]
 
-        # The generation replica's default model has --lora merged in.
+        # The generation replica's default model has --lora merged in; jobs naming other sets have them swapped
+        # in for their batch: each job's audio is that of a model loaded with its set merged.
         body = {"prompt": "jazz", "duration": 0.4, "seed": 3, "temperature": 0}
-        job_id = serve.client.post("/api/jobs", json=body, headers=auth).json()["id"]
-        job = wait_for(lambda: (j := serve.client.get(f"/api/jobs/{job_id}", headers=auth).json())["status"]
-                       in ("done", "error") and j, "the job")
-        assert job["status"] == "done", job
-        res = serve.client.get(f"/api/jobs/{job_id}/audio", headers=auth)
-        audio, _ = sf.read(io.BytesIO(res.content), dtype="float32", always_2d=True)
-        merged, = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32",
-                                           lora=(loras / "warm", 1.5)).generate("jazz", duration=0.4, seed=3,
-                                                                                temperature=0)
-        np.testing.assert_allclose(audio.T, merged.audio, atol=1e-4)
+        sets = {None: [(loras / "warm", 1.5)], "bright@-0.8": [(loras / "bright.safetensors", -0.8)],
+                ("bright@0.5", "warm"): [(loras / "bright.safetensors", 0.5), (loras / "warm", 1.0)]}
+        jobs = {}
+        for lora in sets:
+            extra = {} if lora is None else {"lora": lora if isinstance(lora, str) else list(lora)}
+            res = serve.client.post("/api/jobs", json={**body, **extra}, headers=auth)
+            assert res.status_code == 202, res.text
+            jobs[lora] = res.json()["id"]
+        for lora, merged_with in sets.items():
+            job_id = jobs[lora]
+            job = wait_for(lambda job_id=job_id: (j := serve.client.get(f"/api/jobs/{job_id}", headers=auth).json())[
+                "status"] in ("done", "error") and j, "the job")
+            assert job["status"] == "done", job
+            res = serve.client.get(f"/api/jobs/{job_id}/audio", headers=auth)
+            audio, _ = sf.read(io.BytesIO(res.content), dtype="float32", always_2d=True)
+            merged, = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32",
+                                               lora=merged_with).generate("jazz", duration=0.4, seed=3, temperature=0)
+            np.testing.assert_allclose(audio.T, merged.audio, atol=1e-4, err_msg=str(lora))
+        # The model has loaded on a generation replica: the ingress replicas, which load none, refuse an adapter
+        # that does not fit it at submit, from the shapes the replica recorded in the shared folder.
+        model = mono_ckpt[0].name
+        for _ in range(4):  # whichever ingress replica answers
+            res = serve.client.post("/api/jobs", json={**body, "lora": "acestep-style"}, headers=auth)
+            assert res.status_code == 400, res.text
+            assert res.json()["detail"] == (f"lora 'acestep-style' does not fit {model}: its layer "
+                                            "layers.0.self_attn.to_q is none of the model's (an adapter for another "
+                                            "family?)")
 
         # Jobs queue (durations apart, so that no two batch together): a second generation replica comes,
         # having read the other replicas' probes, and takes jobs from the same queue.

@@ -298,3 +298,101 @@ def test_an_adapter_that_does_not_fit_fails_its_job_in_one_line(client_for, lora
                                                        "lora": "warm@1.5"}).json()["id"])
     assert good["status"] == "done", good
     np.testing.assert_allclose(audio_of(client, good["id"])[0], loaded((lora_dir / "warm", 1.5)), atol=1e-4)
+
+
+def test_an_adapter_header_is_read_again_only_when_its_file_changes(client_for, lora_dir, mono_ckpt, monkeypatch):
+    """Each submit checks the named adapters' safetensors headers: kept by (path, mtime_ns, size), so an unchanged
+    file is not read again, and a file replaced in place is."""
+    from tunesmith import lora
+
+    reads = []
+    real_open = open
+
+    def counting(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(lora, "open", counting, raising=False)
+    client, _ = client_for(start_worker=False, lora_dir=lora_dir)
+    bright = str(lora_dir / "bright.safetensors")
+    for route, body in [("/api/jobs", {"lora": "bright"}), ("/api/generate", {"lora": "bright@0.5"}),
+                        ("/api/jobs", {"lora": ["bright", "warm"]})]:
+        assert client.post(route, json={"prompt": "jazz", **body}).status_code in (200, 202)
+    assert reads.count(bright) == 1 and reads.count(str(lora_dir / "warm" / "adapter_model.safetensors")) == 1
+    write_single_file(lora_dir / "bright.safetensors", peft_layers(mono_ckpt[1], TARGETS, 2, 4, seed=5), alpha=4.0)
+    assert client.post("/api/jobs", json={"prompt": "jazz", "lora": "bright"}).status_code == 202
+    assert reads.count(bright) == 2  # replaced: read again
+    assert client.post("/api/jobs", json={"prompt": "jazz", "lora": "bright"}).status_code == 202
+    assert reads.count(bright) == 2
+
+
+def test_the_header_cache_is_bounded(tmp_path, monkeypatch):
+    from tunesmith import lora
+
+    monkeypatch.setattr(lora, "HEADERS_KEPT", 3)
+    import torch
+    from safetensors.torch import save_file
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"a{i}.safetensors")
+        save_file({"x.lora_A.weight": torch.zeros(1, i + 1)}, str(paths[-1]))
+        assert lora.safetensors_header(paths[-1])["x.lora_A.weight"]["shape"] == [1, i + 1]
+    kept = [key[0] for key in lora._HEADERS]
+    assert len(lora._HEADERS) <= 3 and str(paths[-1]) in kept and str(paths[0]) not in kept
+
+
+@pytest.fixture
+def misfits(lora_dir, mono_ckpt):
+    """Two adapters the tiny MusicGen cannot take: one of another family (ACE-Step's layer names), one of
+    another size (its q_proj reads one feature more than the decoder's width)."""
+    import torch
+
+    width = mono_ckpt[1].config.decoder.hidden_size
+    write_single_file(lora_dir / "acestep-style.safetensors",
+                      {"layers.0.self_attn.to_q.lora_A.weight": torch.zeros(2, 16),
+                       "layers.0.self_attn.to_q.lora_B.weight": torch.zeros(16, 2)}, 2.0, prefix="")
+    layer = "decoder.model.decoder.layers.0.self_attn.q_proj"
+    write_peft_folder(lora_dir / "wider", {f"{layer}.lora_A.weight": torch.zeros(2, width + 1),
+                                           f"{layer}.lora_B.weight": torch.zeros(width, 2)}, 2, 4, ["q_proj"])
+    return width, f"base_model.model.{layer}"
+
+
+@pytest.mark.parametrize("route", ["/api/jobs", "/api/generate"])
+def test_an_adapter_that_does_not_fit_a_loaded_model_is_refused_at_submit(client_for, lora_dir, misfits, route):
+    """Once the model has loaded (its adapter-reachable shapes recorded), a job naming an adapter of another
+    family or size is a one-line 400 naming the adapter by its name and the first layer that does not fit."""
+    width, layer = misfits
+    client, app = client_for(lora_dir=lora_dir)
+    model = app.state.registry.default.name
+    first = done(client, client.post("/api/jobs", json={"prompt": "jazz", "duration": 0.2, "lora": "warm"}).json()["id"])
+    assert first["status"] == "done", first  # the model is loaded: its shapes are recorded
+    for lora, message in [
+        ("acestep-style", f"lora 'acestep-style' does not fit {model}: its layer layers.0.self_attn.to_q is none of "
+                          "the model's (an adapter for another family?)"),
+        (["warm", "wider@0.5"], f"lora 'wider' does not fit {model}: layer {layer} maps {width + 1} -> {width} "
+                                f"features, the model's {width} -> {width} (an adapter for another size or family)"),
+    ]:
+        res = client.post(route, json={"prompt": "jazz", "lora": lora})
+        assert res.status_code == 400, res.text
+        assert res.json()["detail"] == message
+        assert str(lora_dir) not in res.text
+    assert client.post(route, json={"prompt": "jazz", "lora": ["bright@0.5", "warm"]}).status_code in (200, 202)
+
+
+def test_the_shapes_are_kept_in_the_data_folder_for_another_process(tmp_path):
+    """What a cluster's ingress reads: the record one Fittings wrote, read by another on the same folder; one
+    for another source, or a damaged one, is not used (the job's adapters are then checked as it runs)."""
+    from tunesmith.lora import Fitting
+    from tunesmith.server.fittings import FOLDER, Fittings
+
+    fitting = Fitting("musicgen", {"dim": 8, "vocab_size": 16}, {"layers.0.attn.qkv.weight": (24, 8)})
+    Fittings(tmp_path).record("org/model:v1", "/models/a", fitting)
+    reader = Fittings(tmp_path)
+    assert reader.get("org/model:v1", "/models/a") == fitting
+    assert reader.get("org/model:v1", "/models/b") is None and reader.get("other", "/models/a") is None
+    record, = (tmp_path / FOLDER).glob("*.json")
+    record.write_text('{"model": "org/model:v1", "source": "/models/a", "fitting": {"fam')
+    assert reader.get("org/model:v1", "/models/a") is None
+    Fittings(None).record("x", "y", fitting)
+    assert Fittings(None).get("x", "y") is None

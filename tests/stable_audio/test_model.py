@@ -128,3 +128,27 @@ def test_a_diffusers_folder_with_a_broken_part_is_one_line(sao_ckpt, tmp_path):
     shutil.rmtree(broken / "vae")
     with pytest.raises(CheckpointError, match="lacks the vae folder"):
         tunesmith.load(broken, device="cpu")
+
+
+@pytest.mark.parametrize("part, change, words", [
+    ("vae", {"encoder_hidden_size": 8}, "the VAE in {folder}/vae is malformed: its encoder makes 4 latent channels "
+                                        "(encoder_hidden_size 8), its decoder takes 3 (decoder_input_channels)"),
+    ("vae", {"encoder_hidden_size": 10, "decoder_input_channels": 5},
+     "the transformer and the VAE in {folder} disagree: the transformer makes 3 latent channels, the VAE's decoder "
+     "takes 5"),
+    ("transformer", {"in_channels": 4}, "the transformer in {folder} is malformed: it reads 4 latent channels and "
+                                        "writes 3"),
+])
+def test_a_vae_whose_parts_disagree_is_refused_at_load_naming_it(sao_ckpt, tmp_path, part, change, words):
+    """From the configs, before any weights (not at the first --init-audio with a tensor-size error), as
+    ACE-Step's check does."""
+    import json
+    import shutil
+
+    folder = tmp_path / "bad"
+    shutil.copytree(sao_ckpt[0], folder)
+    config = folder / part / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(CheckpointError) as err:
+        tunesmith.load(folder, device="cpu")
+    assert str(err.value) == words.format(folder=folder)

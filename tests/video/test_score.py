@@ -203,6 +203,29 @@ def test_bad_inputs_are_refused_and_nothing_is_overwritten(clips, tmp_path):
     assert not list(tmp_path.glob("*-scored*")) and not list(tmp_path.glob(".*partial*"))
 
 
+def test_an_output_name_without_an_extension_takes_the_videos_as_generate_takes_wav(clips, tmp_path):
+    """`score reel.mp4 ... -o scored`: a file scored.mp4 (the video's container), as `generate -o song` writes
+    song.wav; a folder is `-o scored/`. An existing folder of that name stays a folder."""
+    from tunesmith.cli.outputs import plan_outputs
+
+    track = music_track(tmp_path / "track.wav", 4.0)
+    proc = run("score", clips["reel"], "--audio", track, "-o", "scored", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "scored.mp4" and probe(tmp_path / "scored.mp4").video is not None
+    assert not (tmp_path / "scored").exists()
+    line = one_error_line(run("score", clips["reel"], "--audio", track, "-o", "scored", cwd=tmp_path))
+    assert "scored.mp4 exists: choose another output or pass --overwrite" in line
+    (tmp_path / "folder").mkdir()
+    proc = run("score", clips["dash"], "--audio", track, "-o", "folder", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "folder" / "-odd name: 1-scored.mov").is_file()
+
+    assert plan_outputs(str(tmp_path / "song"), [("jazz", 1)], False) == [tmp_path / "song.wav"]
+    assert plan_outputs(str(tmp_path / "song"), [("jazz", 1), ("jazz", 2)], False) == [
+        tmp_path / "song-1.wav", tmp_path / "song-2.wav"]
+    assert plan_outputs(str(tmp_path / "folder"), [("jazz", 1)], False) == [tmp_path / "folder" / "jazz-1.wav"]
+
+
 def test_the_system_ffmpeg_can_be_chosen(monkeypatch):
     monkeypatch.setenv("TUNESMITH_FFMPEG", sys.executable)  # a file that exists: taken as given
     assert ffmpeg_exe() == sys.executable

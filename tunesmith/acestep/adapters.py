@@ -31,6 +31,11 @@ def locate(name: str) -> Target | None:
     return Target(name + ".weight") if LAYER.fullmatch(name) else None
 
 
+def locator():
+    """locate itself: its names need no size (the family table's lora_locator)."""
+    return locate
+
+
 def dit_shapes(folder: Path) -> dict[str, tuple[int, int]]:
     """(out, in) of every linear weight of the folder's DiT, from its config alone: the module is built on
     the meta device, so an adapter is checked before any weight is read."""

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..audio.names import clip_name, stem_name
+from ..audio.names import clip_name, named_output, stem_name
 from ..errors import TunesmithError
 
 log = logging.getLogger("tunesmith")
@@ -24,7 +24,8 @@ def _unique(path: Path, taken: set[Path]) -> Path:
 def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwrite: bool) -> list[Path]:
     """Output paths for (prompt, seed) rows, decided and checked before any generation.
 
-    Auto-named files never replace anything; an explicit file is replaced only with --overwrite.
+    Auto-named files never replace anything; an explicit file is replaced only with --overwrite; a name
+    without an extension is a WAV file (named_output).
     """
     from ..audio.io import check_output_path
 
@@ -43,7 +44,7 @@ def plan_outputs(output: str | None, rows: list[tuple[str, int | None]], overwri
             paths.append(_unique(folder / name, taken))
             taken.add(paths[-1])
     else:
-        base = Path(output)
+        base = named_output(output, ".wav")
         if len(rows) == 1:
             paths = [base]
         else:

@@ -124,8 +124,8 @@ def _generate_arguments(gen):
     _add_finishing(gen, fade_out=0.0, loudness=None)
     output = gen.add_argument_group("output")
     output.add_argument("-o", "--output", default=None,
-                        help=f"output file ({', '.join('.' + f for f in FORMATS)}) or folder; several clips get -1, "
-                             "-2, ... suffixes")
+                        help=f"output file ({', '.join('.' + f for f in FORMATS)}; a name without one is .wav) or "
+                             "folder/; several clips get -1, -2, ... suffixes")
     output.add_argument("--wav-format", choices=WAV_FORMATS, default="pcm16",
                         help="WAV sample format (default: pcm16)")
     output.add_argument("--strict", action="store_true", help="exit with status 3 if a clip fails the output check")
@@ -149,7 +149,8 @@ def _score_arguments(score):
     _add_finishing(score, fade_out=1.0, loudness=-14.0)
     output = score.add_argument_group("output")
     output.add_argument("-o", "--output", default=None,
-                        help="output video (one input) or folder (default: NAME-scored.EXT beside each input)")
+                        help="output video (one input; a name without an extension takes the video's) or folder/ "
+                             "(default: NAME-scored.EXT beside each input)")
     output.add_argument("--original", choices=["replace", "under", "over"], default="replace",
                         help="the video's own audio: replace it (default), keep it under or over the music")
     output.add_argument("--original-gain", type=float, default=-12.0,

@@ -32,7 +32,13 @@ HEAD = re.compile(r"(?:decoder\.)?lm_heads\.(?P<k>\d+)")
 
 def locator(cfg: DecoderConfig):
     """-> locate(adapter layer name) -> Target or None, for a decoder of this config."""
-    D, V = cfg.dim, cfg.vocab_size
+    return locator_for(cfg.dim, cfg.vocab_size)
+
+
+def locator_for(dim: int, vocab_size: int):
+    """locator() from the two sizes it needs (the family table's lora_locator: a server checks a job's
+    adapters with it, from what the loaded model recorded, lora.Fitting)."""
+    D, V = int(dim), int(vocab_size)
 
     def locate(name: str) -> Target | None:
         for prefix in PREFIXES:

@@ -107,6 +107,10 @@ class MusicGen(Family):
         """Melody-conditioned checkpoint (musicgen-melody family): generate(..., melody=...) works."""
         return self._model.config.decoder.melody
 
+    def _locator_arguments(self) -> dict:
+        dec = self._model.config.decoder
+        return dict(dim=dec.dim, vocab_size=dec.vocab_size)
+
     @property
     def max_window(self) -> float:
         """Longest window the checkpoint can generate at once: 30 s, or less where it has fewer positions."""

@@ -119,7 +119,10 @@ class SharedWorker:
     alive = True  # the generation replicas' health is Ray's: it restarts one whose worker stopped
 
     def __init__(self, store, registry=None, settings=None):
+        from .fittings import Fittings
+
         self.store = store
+        self.fittings = Fittings(store.folder)  # what the generation replicas recorded as their models loaded
         self.progress = _StoredProgress(store)
         self.cancelling = _StoredCancels(store)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from ..errors import InvalidParameter
-from ..lora import SCALE_LIMIT, WEIGHTS, AdapterSpec, check_scale, check_specs
+from ..errors import InvalidParameter, TunesmithError
+from ..lora import SCALE_LIMIT, WEIGHTS, AdapterSpec, check_fit, check_scale, check_specs
 
 NAME_LIMIT = 200  # characters of an adapter's name
 STACK_LIMIT = 8  # adapters stacked in one job
@@ -72,10 +72,13 @@ def describe_named(named: list[tuple[str, AdapterSpec]]) -> list[dict]:
     return [dict(name=name, scale=spec.scale) for name, spec in named]
 
 
-def job_lora(value, folder: Path | None, default: list[tuple[str, AdapterSpec]], entry) -> list | None:
+def job_lora(value, folder: Path | None, default: list[tuple[str, AdapterSpec]], entry,
+             fittings=None) -> list | None:
     """A job's `lora` field (NAME, NAME@SCALE or a list of them) -> [[name, scale], ...] as the job stores it, each
     name found in the folder; none given: the model's --lora set. None when nothing is stored (no --lora-dir, or
-    a family without adapters). Refused in one line: a name outside the folder, a bad scale, another family."""
+    a family without adapters). Refused in one line: a name outside the folder, a bad scale, another family, and,
+    where `fittings` (fittings.Fittings) holds the model's shapes, recorded as it loaded, an adapter that does not
+    fit it."""
     from ..family import FAMILIES
 
     spec = FAMILIES[entry.family]
@@ -89,7 +92,24 @@ def job_lora(value, folder: Path | None, default: list[tuple[str, AdapterSpec]],
     items = [value] if isinstance(value, str) else list(value)
     if len(items) > STACK_LIMIT:
         raise InvalidParameter(f"lora: at most {STACK_LIMIT} adapters a job, got {len(items)}")
-    return [[n, s.scale] for n, s in parse_named([str(v) for v in items], folder, "lora")]
+    named = parse_named([str(v) for v in items], folder, "lora")
+    fitting = fittings.get(entry.name, entry.source) if fittings is not None else None
+    if fitting is not None and fitting.family == entry.family:
+        check_named_fit(named, fitting, entry.name)
+    return [[n, s.scale] for n, s in named]
+
+
+def check_named_fit(named: list[tuple[str, AdapterSpec]], fitting, model: str):
+    """Each adapter's layers against the model's shapes, from the adapters' headers (kept by file stamp: a
+    submit reads no file again unless it changed); one line naming the adapter by its name, never its path."""
+    from ..family import FAMILIES
+
+    locate = FAMILIES[fitting.family].adapter_locator(fitting.arguments)
+    for name, spec in named:
+        try:
+            check_fit(f"lora {name!r}", spec.path, locate, fitting.shapes, model)
+        except TunesmithError as err:
+            raise InvalidParameter(str(err)) from None
 
 
 def adapters_of(stored: list, folder: Path | None) -> list[AdapterSpec]:

@@ -24,6 +24,7 @@ from ..errors import ModelNotFound, NoSpace, TunesmithError
 from ..generation import one_line
 from ..hub import naming_folder_flag
 from ..request import batch_requests
+from .fittings import Fittings
 from .registry import Registry
 from .spec import request_of
 from .store import Job, Store
@@ -69,6 +70,7 @@ class Worker:
         self._unsaved: list[tuple] = []  # store writes that failed, (method, args), retried in order
         self._said: str | None = None  # the store failure last logged (each is said once, not every second)
         self._batches = 0  # generate calls made (a hook for the tests and the benchmark, not an API)
+        self.fittings = Fittings(getattr(store, "folder", None))  # each loaded model's LoRA shapes (submit checks)
 
     # ---- control, from request threads
     def start(self):
@@ -351,6 +353,8 @@ class Worker:
                 options["lora"] = adapters
             model = load(entry.source, device=self.settings.device, dtype=self.settings.dtype, **options)
             model.name = entry.name
+            if self._swaps(entry):  # what a job's adapters are checked against at submit from now on
+                self.fittings.record(entry.name, entry.source, model.lora_fitting())
             return model
 
         return self._cached(entry.name, load_entry)

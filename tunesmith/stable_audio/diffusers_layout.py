@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..diffusion.folder import load_part, read_json, read_pipeline_index
+from ..diffusion.folder import check_oobleck, load_part, read_json, read_pipeline_index
+from ..errors import CheckpointError
 from .parts import StableAudioConfig, StableAudioParts
 
 PIPELINE_CLASS = "StableAudioPipeline"
@@ -27,6 +28,12 @@ def read_config(folder: Path) -> StableAudioConfig:
         return read_json(folder / part / name)
 
     dit, vae = config("transformer"), config("vae")
+    # the VAE's encoder, its decoder and the DiT agree on the latent channels, or the part is named now (not
+    # at the first --init-audio with a tensor-size error); the DiT reads and writes them (StableAudioDiTModel)
+    check_oobleck(vae, folder / "vae", int(dit.get("out_channels", 64)))
+    if int(dit.get("in_channels", 64)) != int(dit.get("out_channels", 64)):
+        raise CheckpointError(f"the transformer in {folder} is malformed: it reads {dit.get('in_channels', 64)} "
+                              f"latent channels and writes {dit.get('out_channels', 64)}")
     hop = 1
     for ratio in vae.get("downsampling_ratios", [2, 4, 4, 8, 8]):
         hop *= ratio

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..audio.ffmpeg import run_ffmpeg, url
 from ..audio.io import unwritable, write_sndfile, written_whole
+from ..audio.names import named_output
 from ..errors import InvalidParameter, TunesmithError
 from .probe import MediaInfo, probe
 
@@ -52,8 +53,8 @@ def plan_jobs(videos: list[str], output: str | None, overwrite: bool) -> list[Sc
             raise TunesmithError(f"output folder {folder} does not exist, nor does its parent")
         to_make = not folder.exists()
         outputs = [folder / f"{i.path.stem}-scored{i.path.suffix}" for i in infos]
-    elif output is not None:
-        outputs = [Path(output)]
+    elif output is not None:  # one video: a name without an extension takes the video's container
+        outputs = [named_output(output, infos[0].path.suffix)]
     else:
         outputs = [i.path.with_name(f"{i.path.stem}-scored{i.path.suffix}") for i in infos]
     for info, out in zip(infos, outputs):

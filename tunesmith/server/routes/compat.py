@@ -58,7 +58,8 @@ def compat_routes(service: Jobs, views: Views) -> APIRouter:
         warning = None
         if body.melody_path and not entry.spec.melody:  # DAW clients send one whatever the model (a sidechain)
             warning = f"melody_path was ignored: {entry.name} cannot follow a melody"
-        lora = job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry)
+        lora = job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry,
+                        worker.fittings)
         if body.output_mode not in (None, "audio"):
             raise InvalidParameter(f"output_mode {body.output_mode[:20]!r}: tunesmith makes audio only")
         options, audio_prompt = service.compat_options(body, entry)

@@ -64,7 +64,8 @@ def job_routes(service: Jobs, views: Views, slots: UploadSlots, max_upload_secon
             asked = [name for name in given if every[name].needs == capability]
             if asked:
                 service.check_capability(entry, capability, asked[0])
-        lora = job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry)
+        lora = job_lora(body.lora, settings.lora_dir, settings.worker.lora.get(entry.name, []), entry,
+                        worker.fittings)
         options = {name: service.upload_path(getattr(body, field_of(name, option)), field_of(name, option))
                    if option.kind == "audio" else getattr(body, field_of(name, option)) for name, option in own.items()}
         options.update({name: getattr(body, name) for name in METER if getattr(body, name) is not None})
