@@ -128,7 +128,7 @@ FAMILIES = {spec.name: spec for spec in (
                                        "START:END makes spans of it anew"),
                other_audio="Stable Audio 3 models start from audio with --init-audio FILE and extend it with "
                            "--continue FILE -d TOTAL",
-               pipeline="StableAudio3Pipeline", loading=("quantize", "threads", "lora"),
+               pipeline="StableAudio3Pipeline", loading=("quantize", "threads", "lora", "swap_lora"),
                limits=".stable_audio3.load:checkpoint_limits", length=stable_audio3_options.clip_length,
                claims=".stable_audio3.stability_layout:is_stable_audio3", also_needed=".stable_audio3.load:also_needed",
                meter_prompt=stable_audio_options.meter_prompt),  # tempo and key as Stable Audio Open's captions

@@ -49,13 +49,18 @@ KEY = re.compile(r"(?P<layer>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """One adapter as asked: its path and its strength (1: as trained; negative: its opposite)."""
+    """One adapter as asked: its path and its strength (1: as trained; negative: its opposite), and for Stable
+    Audio 3 the noise levels (low, high) its DiT layers act at (Stability's LoRA interval; None: every step)."""
 
     path: Path
     scale: float = 1.0
+    interval: tuple[float, float] | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}@{self.scale:g}"
+        shown = f"{self.path}@{self.scale:g}"
+        if self.interval is None:
+            return shown
+        return f"{shown} (noise levels {self.interval[0]:g} to {self.interval[1]:g})"
 
 
 @dataclass
@@ -125,18 +130,20 @@ class Patch:
 
 
 def parse_specs(value, param: str = "lora (--lora)") -> list[AdapterSpec]:
-    """None -> []; a path, "path@scale", (path, scale), an AdapterSpec or a list of them -> checked specs, in order.
-    "@" separates the scale because ":" is in Windows paths; a path holding "@" is taken whole unless
-    what follows its last "@" is a number."""
+    """None -> []; a path, "path@scale", (path, scale), (path, scale, (low, high)) (Stable Audio 3's noise-level
+    interval), an AdapterSpec or a list of them -> checked specs, in order. "@" separates the scale because ":"
+    is in Windows paths; a path holding "@" is taken whole unless what follows its last "@" is a number."""
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
     specs = []
     for item in items:
+        interval = None
         if isinstance(item, AdapterSpec):
-            path, scale = item.path, item.scale
-        elif isinstance(item, tuple) and len(item) == 2:
-            path, scale = item
+            path, scale, interval = item.path, item.scale, item.interval
+        elif isinstance(item, tuple) and len(item) in (2, 3):
+            path, scale, *rest = item
+            interval = rest[0] if rest else None
         elif isinstance(item, (str, Path)):
             path, scale = _split_scale(str(item))
         else:
@@ -144,7 +151,8 @@ def parse_specs(value, param: str = "lora (--lora)") -> list[AdapterSpec]:
                                    f"got {item!r}")
         if not isinstance(path, (str, Path)) or not str(path):
             raise InvalidParameter(f"{param}: an adapter's path must be a text, got {path!r}")
-        specs.append(AdapterSpec(Path(path).expanduser(), check_scale(scale, param)))
+        specs.append(AdapterSpec(Path(path).expanduser(), check_scale(scale, param),
+                                 None if interval is None else check_interval(interval, param)))
     for spec in specs:
         if not spec.path.exists():
             raise InvalidParameter(f"{param}: {spec.path} does not exist")
@@ -193,6 +201,18 @@ def check_scale(scale, param: str = "lora (--lora)") -> float:
     raise InvalidParameter(f"{param}: a scale must be a number from -{SCALE_LIMIT:g} to {SCALE_LIMIT:g}, got {scale!r}")
 
 
+def check_interval(interval, param: str = "lora (--lora)") -> tuple[float, float]:
+    """(low, high) noise levels with 0 <= low <= high <= 1 (Stability's LoRA interval: its sliders' range)."""
+    import numbers
+
+    pair = tuple(interval) if isinstance(interval, (tuple, list)) else ()
+    if (len(pair) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)
+            and 0 <= pair[0] <= pair[1] <= 1):
+        return float(pair[0]), float(pair[1])
+    raise InvalidParameter(f"{param}: a noise-level interval must be (low, high) with 0 <= low <= high <= 1, "
+                           f"got {interval!r}")
+
+
 # ---- reading ------------------------------------------------------------------------------------------------
 
 
@@ -203,6 +223,9 @@ def read_adapters(specs: list[AdapterSpec]) -> list[Adapter]:
 def read_adapter(spec: AdapterSpec) -> Adapter:
     """The adapter's layers, from a PEFT folder or one safetensors file; every refusal one line."""
     path = spec.path
+    if spec.interval is not None:
+        raise InvalidParameter(f"LoRA {path}: a noise-level interval is for Stable Audio 3's adapters (Stability's "
+                               "LoRA interval); this family's act at every step")
     weights = _weights_file(path)
     config_path = (path / CONFIG) if path.is_dir() else path.with_name(CONFIG)  # a PEFT folder's, or beside the file
     config_path = config_path if config_path.is_file() else None
@@ -440,5 +463,6 @@ def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
 
 
 def describe(specs: list[AdapterSpec]) -> list[list]:
-    """[[path, scale], ...]: the adapters as clips' params record them."""
-    return [[str(spec.path), spec.scale] for spec in specs]
+    """[[path, scale], ...] ([path, scale, [low, high]] with a noise-level interval): the adapters as clips'
+    params record them."""
+    return [[str(spec.path), spec.scale, *([list(spec.interval)] if spec.interval else [])] for spec in specs]

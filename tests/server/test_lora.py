@@ -239,22 +239,45 @@ def test_lora_for_a_family_without_adapters_is_one_line(lora_dir):
     assert job_lora(None, lora_dir, [], entry) is None  # nothing stored: its jobs batch as before
 
 
-def test_a_stable_audio_3_job_may_name_the_set_merged_at_start_and_no_other(lora_dir):
-    """Stable Audio 3 merges its adapters once at load (serve --lora): no per-job swap."""
-    from types import SimpleNamespace
+def test_stable_audio_3_jobs_each_run_their_own_set(tmp_path):
+    """Two jobs on a Stable Audio 3 model with different sets (a LoRA; a DoRA stacked before it): each job's audio
+    is a model loaded with its set merged at load; the page's picker is offered for the model."""
+    import tunesmith
+    from fastapi.testclient import TestClient
 
-    from tunesmith.server.loras import job_lora, parse_named
+    from tunesmith.server.app import create_app
 
-    entry = SimpleNamespace(name="sa3-small", family="stable_audio3")
-    running = parse_named(["warm@1.5"], lora_dir)
-    assert job_lora("warm@1.5", lora_dir, running, entry) is None  # the set it runs: nothing to swap
-    assert job_lora(None, lora_dir, running, entry) is None
-    with pytest.raises(InvalidParameter) as err:
-        job_lora("warm@0.5", lora_dir, running, entry)
-    assert str(err.value) == ("lora: Stable Audio 3 models do not swap adapters per job; sa3-small runs with "
-                              "warm@1.5 (serve --lora sets it)")
-    with pytest.raises(InvalidParameter, match="runs with no adapter"):
-        job_lora("warm", lora_dir, [], entry)
+    from ..stable_audio3.lora_reference import random_adapter, stability_layers, write_adapter
+    from ..stable_audio3.tiny import save_tiny_pipeline
+    from .conftest import make_settings
+
+    sa3, folder = tmp_path / "sa3", tmp_path / "sa3-loras"
+    pipe = save_tiny_pipeline(sa3)
+    names = list(stability_layers(pipe))
+    write_adapter(folder / "style.safetensors", random_adapter(pipe, "lora", 2, seed=1, names=names[::2]),
+                  dict(rank=2, alpha=4.0))
+    write_adapter(folder / "detail.safetensors", random_adapter(pipe, "dora-rows", 2, seed=2, size=0.5),
+                  dict(rank=2, adapter_type="dora-rows"))
+    sets = ["style@0.8", ["detail@-0.6", "style@0.8"]]
+    with TestClient(create_app(make_settings(sa3, tmp_path / "data", lora_dir=folder)),
+                    base_url="http://127.0.0.1") as client:
+        model, = client.get("/api/models").json()
+        assert model["model_type"] == "stable_audio3" and model["lora"] is True
+        ids = [client.post("/api/jobs", json={"prompt": "calm piano", "duration": 0.5, "seed": 3, "steps": 2,
+                                              "lora": lora}).json()["id"] for lora in sets]
+        jobs = [done(client, i) for i in ids]
+        assert [j["status"] for j in jobs] == ["done"] * 2, jobs
+        assert [j["request"]["lora"] for j in jobs] == [[["style", 0.8]], [["detail", -0.6], ["style", 0.8]]]
+        heard = [audio_of(client, j["id"])[0] for j in jobs]
+    expected = []
+    for lora in ([(folder / "style.safetensors", 0.8)],
+                 [(folder / "detail.safetensors", -0.6), (folder / "style.safetensors", 0.8)]):
+        clip, = tunesmith.load(sa3, device="cpu", dtype="float32", lora=lora).generate(
+            "calm piano", duration=0.5, seed=3, steps=2)
+        expected.append(clip.audio)
+    for audio, want in zip(heard, expected):
+        np.testing.assert_allclose(audio, want, atol=1e-4)  # 16-bit WAV of the merged model's clip
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3
 
 
 def test_an_adapter_that_does_not_fit_fails_its_job_in_one_line(client_for, lora_dir, loaded):

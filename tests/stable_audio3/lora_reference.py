@@ -94,9 +94,10 @@ class StabilityAdapter(nn.Module):
     """One adapter on one weight, as Stability's parametrization computes it."""
 
     def __init__(self, kind: str, parts: dict, scaling: float, strength: float, original: torch.Tensor,
-                 differential: bool):
+                 differential: bool, index: int = 0):
         super().__init__()
         self.kind, self.parts, self.scaling, self.strength, self.differential = kind, parts, scaling, strength, differential
+        self.index, self.enabled = index, True  # Stability's lora_index; disable_lora makes the layer the identity
         if kind.endswith("-xs"):
             w0 = original.reshape(original.shape[0], -1).float()
             w0 = to_stability_rows(w0) if differential else w0
@@ -107,7 +108,7 @@ class StabilityAdapter(nn.Module):
             self.u, self.v = (u * signs[None, :])[:, :rank], (vh * signs[:, None])[:rank].T
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.strength == 0:
+        if self.strength == 0 or not self.enabled:
             return weight
         shape = weight.shape
         w = weight.reshape(shape[0], -1)
@@ -133,7 +134,7 @@ def with_adapters(pipe, adapters: list[tuple[str, dict, dict, float]]):
     leave out get none (substring match; ranges are not used by these tests)."""
     pipe = copy.deepcopy(pipe)
     layers = stability_layers(pipe)
-    for kind, tensors, config, strength in adapters:
+    for index, (kind, tensors, config, strength) in enumerate(adapters):
         rank = config.get("rank")
         scaling = config.get("alpha", rank) / rank
         by_layer: dict[str, dict] = {}
@@ -149,5 +150,5 @@ def with_adapters(pipe, adapters: list[tuple[str, dict, dict, float]]):
             original = (module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight")
                         else module.weight).detach().clone()
             parametrize.register_parametrization(module, "weight", StabilityAdapter(
-                kind, parts, scaling, strength, original, differential), unsafe=True)
+                kind, parts, scaling, strength, original, differential, index), unsafe=True)
     return pipe

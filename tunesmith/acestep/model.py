@@ -106,13 +106,13 @@ class AceStep(Family):
     def _swappable(cls, parts: AceStepParts, name: str, dev, dt, quantize, cpu_path: bool) -> "AceStep":
         """A model whose adapter set use_lora swaps (lora_swap.py): the DiT's weights live on the diffusers
         path; on the CPU path derived, each touched layer's block rebuilt from the kept float32 DiT."""
-        from ..lora_swap import AdapterSwap
+        from ..lora_swap import AdapterSwap, peft_merger
         from .adapters import dit_weights, linear_shapes, locate
 
-        shapes, what = linear_shapes(parts.transformer), "this ACE-Step DiT"
+        merger = peft_merger(locate, linear_shapes(parts.transformer), "this ACE-Step DiT")
         if not cpu_path:
             model = cls(parts, name, dev, dt)
-            model._swap = AdapterSwap(locate, shapes, what, weights=dit_weights(parts.transformer))
+            model._swap = AdapterSwap(merger, weights=dit_weights(parts.transformer))
             return model
         from .cpu import for_cpu
 
@@ -120,7 +120,7 @@ class AceStep(Family):
         parts.transformer = copy.deepcopy(base).to(torch.bfloat16)  # the DiT as the CPU path reads it
         cpu = for_cpu(parts, dt, quantize)
         model = cls(cpu, name, dev, dt, quantize)
-        model._swap = AdapterSwap(locate, shapes, what, base=dit_weights(base),
+        model._swap = AdapterSwap(merger, base=dit_weights(base),
                                   install=lambda values: cpu.transformer.rebuild(base, values))
         return model
 

@@ -77,13 +77,14 @@ def lm_weights(lm: torch.nn.Module) -> dict[str, torch.Tensor]:
 def swap_of(model, device: torch.device, quantize: str | None):
     """A loaded model's (loader.LoadedModel) AdapterSwap: derived from its float32 base when load_folder kept
     one (packed or quantized step linears), else on its live weights."""
-    from ..lora_swap import AdapterSwap
+    from ..lora_swap import AdapterSwap, peft_merger
     from .linear import install_weights, specialiser
 
     locate, what = locator(model.config.decoder), "this MusicGen decoder"
     if model.base is None:
         weights = lm_weights(model.lm)
-        return AdapterSwap(locate, {n: tuple(w.shape) for n, w in weights.items()}, what, weights=weights)
+        return AdapterSwap(peft_merger(locate, {n: tuple(w.shape) for n, w in weights.items()}, what),
+                           weights=weights)
     make = specialiser(model.lm, device, quantize)
-    return AdapterSwap(locate, {n: tuple(w.shape) for n, w in model.base.items()}, what, base=model.base,
-                       install=lambda values: install_weights(model.lm, values, make))
+    return AdapterSwap(peft_merger(locate, {n: tuple(w.shape) for n, w in model.base.items()}, what),
+                       base=model.base, install=lambda values: install_weights(model.lm, values, make))

@@ -82,28 +82,21 @@ def job_lora(value, folder: Path | None, default: list[tuple[str, AdapterSpec]],
     from ..family import FAMILIES
 
     spec = FAMILIES[entry.family]
-    if value is not None and "lora" not in spec.loading:
-        *others, last = [s.display for s in FAMILIES.values() if "lora" in s.loading]
+    swaps = "swap_lora" in spec.loading  # the worker swaps each batch's set into the loaded model
+    if value is not None and not swaps:
+        *others, last = [s.display for s in FAMILIES.values() if "swap_lora" in s.loading]
         takers = f"{', '.join(others)} and {last}" if others else last
         raise InvalidParameter(f"lora: {entry.name} is a {spec.display} model; LoRA adapters apply to {takers} models")
-    swaps = "swap_lora" in spec.loading
     if value is None:
         return None if folder is None or not swaps else [[n, s.scale] for n, s in default]
     items = [value] if isinstance(value, str) else list(value)
     if len(items) > STACK_LIMIT:
         raise InvalidParameter(f"lora: at most {STACK_LIMIT} adapters a job, got {len(items)}")
     named = parse_named([str(v) for v in items], folder, "lora")
-    wanted = [[n, s.scale] for n, s in named]
-    if not swaps:  # merged once at start (serve --lora): a job may name that set, not another
-        if wanted != [[n, s.scale] for n, s in default]:
-            running = ", ".join(f"{n}@{a.scale:g}" for n, a in default) or "no adapter"
-            raise InvalidParameter(f"lora: {spec.display} models do not swap adapters per job; {entry.name} runs "
-                                   f"with {running} (serve --lora sets it)")
-        return None
     fitting = fittings.get(entry.name, entry.source) if fittings is not None else None
     if fitting is not None and fitting.family == entry.family:
         check_named_fit(named, fitting, entry.name)
-    return wanted
+    return [[n, s.scale] for n, s in named]
 
 
 def check_named_fit(named: list[tuple[str, AdapterSpec]], fitting, model: str):

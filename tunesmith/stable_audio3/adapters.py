@@ -57,6 +57,7 @@ KEY = re.compile(r"(?P<layer>.+)\.parametrizations\.weight\.0\.(?P<part>lora_A|l
 DIT_ROOT = "model."  # Stability's DiT wrapper holds the DiT as .model
 SECONDS = "conditioners.{id}.embedder.embedding.1"  # the duration embedder's linear
 EPS = 1e-12  # Stability's, in every norm
+READ_KEPT = 16  # adapters kept read by a swapping model (merger)
 
 
 @dataclass
@@ -264,24 +265,67 @@ def fit(adapters: list[Sa3Adapter], model_sites: dict[str, Site], model: str) ->
 def merge(parts, placed: list[Placed]):
     """Each placed layer's adapter applied to its weight, adapters in order, in float32 (the weights are the
     loaded float32 ones: cast to the model's dtype after). Changes the modules in place."""
+    merge_weights(site_weights(parts, {p.layer: p.site for p in placed}), placed)
+
+
+def site_weights(parts, model_sites: dict[str, Site]) -> dict[str, torch.Tensor]:
+    """Stability's layer name -> the weight (a Parameter of parts' modules) of each site."""
+    return {name: getattr(parts, site.part).get_submodule(site.module).weight for name, site in model_sites.items()}
+
+
+def touched(placed: list[Placed]) -> set[str]:
+    """The layers a merge changes (strength 0: Stability's layers return W unchanged, DoRA's too)."""
+    return {p.layer for p in placed if p.adapter.spec.scale != 0}
+
+
+def merge_weights(weights: dict[str, torch.Tensor], placed: list[Placed]):
+    """merge() on weights by Stability's layer name (each shaped as its module's weight, changed in place): the
+    layer's weight as it is now is the original an -xs adapter builds on."""
     import time
 
     start = time.perf_counter()
-    by_site: dict[Site, list[Placed]] = {}
+    by_layer: dict[str, list[Placed]] = {}
     for p in placed:
-        if p.adapter.spec.scale != 0:  # strength 0: Stability's layers return W unchanged, DoRA's too
-            by_site.setdefault(p.site, []).append(p)
+        if p.adapter.spec.scale != 0:
+            by_layer.setdefault(p.layer, []).append(p)
     with torch.no_grad():
-        for site, layers in by_site.items():
-            weight = getattr(parts, site.part).get_submodule(site.module).weight
+        for layer, stack in by_layer.items():
+            site, weight = stack[0].site, weights[layer]
             base = _to_stability(weight.detach().float().reshape(site.shape[0], -1), site)
             w = base
-            for p in layers:
+            for p in stack:
                 w = apply(p.adapter, p.adapter.layers[p.layer], w, base)
             weight.copy_(_from_stability(w, site).reshape(weight.shape).to(weight.dtype))
-    if by_site:
-        log.info("merged %d Stable Audio 3 adapter layers into %d weights in %.2f s", len(placed), len(by_site),
+    if by_layer:
+        log.info("merged %d Stable Audio 3 adapter layers into %d weights in %.2f s", len(placed), len(by_layer),
                  time.perf_counter() - start)
+
+
+def merger(model_sites: dict[str, Site], model: str):
+    """Stability's adapters as lora_swap swaps them (use_lora): weights by Stability's layer name. The adapters
+    of the last sets are kept read: adapters with a noise-level interval swap at step boundaries."""
+    from ..lora_swap import Merger, key_of
+
+    read: dict[tuple, Sa3Adapter] = {}
+
+    def place(specs: list[AdapterSpec]) -> list[Placed]:
+        adapters = []
+        for spec in specs:
+            key = key_of([spec])  # the file as it is now, its scale and interval
+            if key not in read:
+                if len(read) >= READ_KEPT:
+                    read.pop(next(iter(read)))
+                read[key] = read_adapter(spec)
+            adapters.append(read[key])
+        return fit(adapters, model_sites, model)
+
+    return Merger(place=place, touched=touched, merge=merge_weights)
+
+
+def acting(specs: list[AdapterSpec], level: torch.Tensor) -> list[AdapterSpec]:
+    """The adapters whose noise-level interval holds `level` (the step's noise level, float32 as the sampler
+    holds it, compared as Stability compares sigma: low <= level <= high), in order; no interval: always."""
+    return [s for s in specs if s.interval is None or bool((level >= s.interval[0]) & (level <= s.interval[1]))]
 
 
 def _to_stability(w: torch.Tensor, site: Site) -> torch.Tensor:
@@ -299,12 +343,12 @@ def apply(adapter: Sa3Adapter, parts: dict[str, torch.Tensor], w: torch.Tensor, 
     """One adapter layer on the weight w [out, in] (float32, Stability's row order); base: the layer's original
     weight, whose singular vectors an -xs adapter builds on."""
     _, rows, cols = KINDS[adapter.kind]
+    strength = adapter.scaling * adapter.spec.scale
     if "M_xs" in parts:
         u, v = (parts["U"], parts["V"]) if "U" in parts else _bases(base, adapter.rank)
-        low = u @ parts["M_xs"] @ v.T
-    else:
-        low = parts["lora_B"] @ parts["lora_A"]
-    w = w + (adapter.scaling * adapter.spec.scale) * low  # [out, in]
+        w = w + strength * (u @ parts["M_xs"] @ v.T)  # [out, in]
+    else:  # w + s t B A in one pass over the weight (a new tensor: w may be the layer's weight itself)
+        w = torch.addmm(w, parts["lora_B"], parts["lora_A"], alpha=strength)  # [out, in]
     if rows:
         w = w / (w.norm(dim=1, keepdim=True) + EPS) * parts.get("magnitude_r", parts.get("magnitude"))[:, None]
     if cols:

@@ -60,27 +60,37 @@ def rotary_angles(length: int, rot: int) -> tuple[torch.Tensor, torch.Tensor]:
     return angles.cos(), angles.sin()
 
 
+# a block's linears -> the product of _Block made from each, and whether it may be int8 (the cross-attention's
+# keys and values are computed once per prompt: in the compute dtype)
+PRODUCTS = {"self_attn.to_qkv": ("qkv", True), "self_attn.to_out": ("out1", True), "cross_attn.to_q": ("q_cross", True),
+            "cross_attn.to_kv": ("kv_cross", False), "cross_attn.to_out": ("out2", True),
+            "ff.proj_in": ("ff_in", True), "ff.proj_out": ("ff_out", True)}
+LOCAL = "to_local_embed."  # a block's repaint-condition embedder: run as it is, in float32
+
+
 class _Block:
     """One StableAudio3DiTBlock: AdaLN self-attention (RMS q/k norm, partial RoPE), plain-RMS
     cross-attention, the repaint condition added, AdaLN SwiGLU feed-forward; plain or differential."""
 
     def __init__(self, block: nn.Module, dtype: torch.dtype, quantize: str | None):
         a, c = block.self_attn, block.cross_attn
-        self.heads, self.dtype, self.differential = a.heads, dtype, a.use_differential
+        self.heads, self.dtype, self.quantize, self.differential = a.heads, dtype, quantize, a.use_differential
         self.eps = block.pre_norm.eps
         self.pre, self.cross_norm, self.ff_norm = (n.gamma.detach().float() for n in
                                                    (block.pre_norm, block.cross_attend_norm, block.ff_norm))
         self.q1, self.k1 = a.q_norm.gamma.detach().float(), a.k_norm.gamma.detach().float()
         self.q2, self.k2 = c.q_norm.gamma.detach().float(), c.k_norm.gamma.detach().float()
-        self.qkv = ops.int8_or(a.to_qkv.weight, None, dtype, quantize)
-        self.out1 = ops.int8_or(a.to_out.weight, None, dtype, quantize)
-        self.q_cross = ops.int8_or(c.to_q.weight, None, dtype, quantize)
-        self.kv_cross = ops.Linear(c.to_kv.weight, None, dtype, None)  # once per prompt
-        self.out2 = ops.int8_or(c.to_out.weight, None, dtype, quantize)
-        self.ff_in = ops.int8_or(block.ff.proj_in.weight, block.ff.proj_in.bias, dtype, quantize)
-        self.ff_out = ops.int8_or(block.ff.proj_out.weight, block.ff.proj_out.bias, dtype, quantize)
+        for layer in PRODUCTS:  # qkv, out1, q_cross, kv_cross, out2, ff_in, ff_out
+            module = block.get_submodule(layer)
+            self.remake(layer, module.weight, module.bias)
         self.modulation = block.to_scale_shift_gate.detach().float()  # [6 D]
         self.local = block.to_local_embed.float()
+
+    def remake(self, layer: str, weight: torch.Tensor, bias: torch.Tensor | None):
+        """The product of one of the block's linears (a PRODUCTS name) made from its float32 weight."""
+        name, int8 = PRODUCTS[layer]
+        setattr(self, name, ops.int8_or(weight, bias, self.dtype, self.quantize) if int8 else
+                ops.Linear(weight, bias, self.dtype, None))
 
     def _norm(self, x: torch.Tensor, gamma: torch.Tensor, rotary: tuple | None) -> torch.Tensor:
         """Per-head RMSNorm (float32 inside), then RoPE, on q or k (B, heads, S, head_dim)."""
@@ -125,9 +135,29 @@ class _Block:
                              torch.sigmoid(1 - gate2))
 
 
+def kept_float32(name: str) -> bool:
+    """Whether the CPU DiT runs this linear of the diffusers DiT (its module name) as it is, in float32 (the
+    DiT's parts outside its blocks, a block's repaint embedder), rather than a product made from it. Any other
+    name is refused: an adapter's layer the CPU DiT would not hold."""
+    head, _, rest = name.partition(".")
+    if head in DiTCPU.FLOAT32:
+        return True
+    if head == "transformer_blocks":
+        layer = rest.partition(".")[2]
+        if layer.startswith(LOCAL):
+            return True
+        if layer in PRODUCTS:
+            return False
+    raise ValueError(f"Stable Audio 3 DiT layer {name} is none the CPU DiT holds")
+
+
 class DiTCPU(CPUTransformer):
     """diffusers' StableAudio3DiTModel for the CPU, called as it is called (same arguments, same output)
     and computing the same function, its products in `dtype` or int8 (see the module's docstring)."""
+
+    # the DiT's parts outside its blocks, run as they are in float32 (the original's modules)
+    FLOAT32 = ("timestep_features", "to_timestep_embed", "to_cond_embed", "to_global_embed", "global_cond_embedder",
+               "preprocess_conv", "postprocess_conv", "proj_in", "proj_out")
 
     def __init__(self, transformer: nn.Module, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None):
         super().__init__()
@@ -137,8 +167,7 @@ class DiTCPU(CPUTransformer):
         if t.config.patch_size != 1:
             raise ValueError("the CPU DiT takes Stable Audio 3's patch size 1 only")
         self.config, self.compute_dtype, self.quantize = t.config, dtype, quantize
-        for name in ("timestep_features", "to_timestep_embed", "to_cond_embed", "to_global_embed",
-                     "global_cond_embedder", "preprocess_conv", "postprocess_conv", "proj_in", "proj_out"):
+        for name in self.FLOAT32:
             setattr(self, name, getattr(t, name).float())
         self.padding = t.prompt_padding_embedding.detach().float()
         self.memory = t.memory_tokens.detach().float() if t.config.num_memory_tokens > 0 else None
@@ -146,6 +175,24 @@ class DiTCPU(CPUTransformer):
         self.blocks = [_Block(b, dtype, quantize) for b in t.transformer_blocks]
         self._rotary = None  # (length, (cos, sin))
         self._local_of = None  # (local condition, [its embedding per block])
+
+    def rebuild(self, base: nn.Module, weights: dict[str, torch.Tensor]):
+        """The layers `weights` names (diffusers' module name -> float32 weight, e.g.
+        "transformer_blocks.1.self_attn.to_qkv") made again from those float32 weights, as a DiT loaded with
+        them is made: a block's products rounded or quantized again from them (biases from `base`, the DiT
+        this one was made from); the layers run as they are in float32 (kept_float32) take them in place. A
+        LoRA set swapped (lora_swap.py), never from a rounded or quantized copy."""
+        with torch.no_grad():
+            for name, value in weights.items():
+                if not kept_float32(name):
+                    _, index, layer = name.split(".", 2)
+                    self.blocks[int(index)].remake(layer, value, base.get_submodule(name).bias)
+                elif name.startswith("transformer_blocks."):
+                    _, index, layer = name.split(".", 2)
+                    self.blocks[int(index)].local.get_submodule(layer.removeprefix(LOCAL)).weight.copy_(value)
+                else:
+                    self.get_submodule(name).weight.copy_(value)
+        self._context_of = self._local_of = None  # cross-attention keys and repaint embeddings of the old weights
 
     def project_context(self, states: torch.Tensor) -> torch.Tensor:
         return self.to_cond_embed(states)  # [B, T, D]

@@ -46,7 +46,7 @@ class StableAudio3(Family):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "sa3-small", device: str = "auto",
                         dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                        threads: int | None = None, lora=None) -> "StableAudio3":
+                        threads: int | None = None, lora=None, swap_lora: bool = False) -> "StableAudio3":
         """Load a checkpoint: an alias (sa3-small, sa3-medium, ...), a hub id or a local folder in diffusers'
         layout (what StableAudio3Pipeline.save_pretrained writes).
 
@@ -62,6 +62,14 @@ class StableAudio3(Family):
             adapters compute them: a path, "path@scale", (path, scale) or a list of them; scale (Stability's
             strength) from -2 to 2, default 1. Each is checked against the checkpoint's shapes before any
             weight is read. Merged in float32 before the CPU path rounds or quantizes.
+        swap_lora: keep what use_lora(...) needs to swap adapter sets later (the server's per-job adapters),
+            each set giving what a model loaded with it gives: in float32 the weights a set touches, while it
+            is merged; on the CPU's bfloat16/int8 path the DiT's float32 weights as loaded (memory: the DiT in
+            float32 beside its CPU form), each touched layer rounded or quantized again from them; in half
+            precision on a GPU the reachable layers' float32 weights in host memory.
+            An adapter given as (path, scale, (low, high)) acts at the steps whose noise level (1 at the
+            start, 0 at the end) is within [low, high] only, as Stability's LoRA interval: the model then keeps
+            what swap_lora keeps, and swaps adapters where a step enters or leaves an interval.
         """
         from ..lora import parse_specs
         from .adapters import checkpoint_sites, fit, merge, read_adapters
@@ -72,6 +80,11 @@ class StableAudio3(Family):
         dev, dt, folder = cls._open(name_or_path, device, dtype, threads, quantize, default_dtype)
         placed = fit(adapters, checkpoint_sites(folder), "this Stable Audio 3 model") if adapters else []
         cpu_path = dev.type == "cpu" and (dt != torch.float32 or quantize is not None)
+        if swap_lora or any(spec.interval for spec in specs):  # an interval swaps adapters at step boundaries
+            model = cls._swappable(load_folder(folder, dev, torch.float32), checkpoint_sites(folder),
+                                   str(name_or_path), dev, dt, quantize, cpu_path)
+            model.use_lora(specs)
+            return model
         if not placed and not cpu_path:
             return cls(load_folder(folder, dev, dt), str(name_or_path), dev, dt, quantize, specs)
         # loaded in float32: adapters merge there, and what the CPU path keeps in float32 is not rounded first
@@ -85,6 +98,55 @@ class StableAudio3(Family):
         else:
             parts = parts.to(dev, dt)
         return cls(parts, str(name_or_path), dev, dt, quantize, specs)
+
+    @classmethod
+    def _swappable(cls, parts: StableAudio3Parts, model_sites: dict, name: str, dev, dt, quantize,
+                   cpu_path: bool) -> "StableAudio3":
+        """A model whose adapter set use_lora swaps (lora_swap.py), from parts loaded in float32: live weights
+        in float32; derived from the kept float32 weights on the CPU path and in half precision."""
+        from ..lora_swap import AdapterSwap, Offloaded
+        from .adapters import merger, site_weights
+
+        adapters = merger(model_sites, "this Stable Audio 3 model")
+        weights = site_weights(parts, model_sites)  # Stability's layer name -> the module's weight
+        if cpu_path:
+            from .cpu import for_cpu, kept_float32
+
+            dit = parts.transformer  # float32, kept: the products of its blocks are made again from it
+            # what runs as it is in float32 takes each set in place: its base copied (the duration embedder,
+            # the DiT's embedders, convs and projections); a block's linears only feed its products
+            base = {n: w.detach().clone() if model_sites[n].part == "seconds" or kept_float32(model_sites[n].module)
+                    else w.detach() for n, w in weights.items()}
+            parts = for_cpu(parts, dt, quantize)  # from the loaded modules, as load() makes its CPU form
+
+            def install(values: dict):
+                parts.transformer.rebuild(dit, {model_sites[n].module: v for n, v in values.items()
+                                                if model_sites[n].part == "transformer"})
+                with torch.no_grad():
+                    for n, v in values.items():
+                        if model_sites[n].part == "seconds":
+                            parts.seconds.get_submodule(model_sites[n].module).weight.copy_(v)
+
+            model = cls(parts, name, dev, dt, quantize)
+            model._swap = AdapterSwap(adapters, base=base, install=install)
+            return model
+        if dt == torch.float32:
+            model = cls(parts, name, dev, dt)
+            model._swap = AdapterSwap(adapters, weights=weights)
+            return model
+        # half precision: merged in float32 on the device and rounded once, as a load-time merge is
+        host = {n: w.detach().to("cpu", copy=True) for n, w in weights.items()}
+        parts = parts.to(dev, dt)
+        weights = site_weights(parts, model_sites)  # the DiT's now in dt (the embedder stays float32)
+
+        def install_rounded(values: dict):
+            with torch.no_grad():
+                for n, v in values.items():
+                    weights[n].copy_(v.to(weights[n].dtype))
+
+        model = cls(parts, name, dev, dt)
+        model._swap = AdapterSwap(adapters, base=Offloaded(host, dev), install=install_rounded)
+        return model
 
     @staticmethod
     def _check_placement(device: torch.device, dtype: torch.dtype, quantize: str | None):
@@ -168,6 +230,7 @@ class StableAudio3(Family):
         texts = [schedule[0][1] for schedule, _ in plan.rows]
         seeds = [seed for _, seed in plan.rows]
         guided = plan.cfg > 1  # as the pipeline: guidance 1 or less is no guidance
+        on_level = self._interval_swaps()
         cond = encode_conditions(parts, texts, plan.seconds, guided, plan.negative)
         clock.lap("text")
         length = latent_length(parts, plan.seconds)
@@ -185,20 +248,34 @@ class StableAudio3(Family):
             keep = keep_mask(parts, list(plan.repaint), length, self.device).expand(len(seeds), -1, -1)
             local = torch.cat([keep, init * keep], dim=1)  # [B, 1 + C, L]: the DiT hears what to keep, and where
             cond.local = torch.cat([local, local]) if guided else local
-            latents = sample(parts, noise, cond, levels, plan.cfg, generators, step_report)
+            latents = sample(parts, noise, cond, levels, plan.cfg, generators, step_report, on_level)
         elif init is not None and plan.strength == 0:
             latents = init  # nothing to move: the init audio as the autoencoder renders it
             if step_report:
                 step_report(plan.steps)
         else:
             x = noise if init is None else (1.0 - plan.strength) * init + plan.strength * noise
-            latents = sample(parts, x, cond, levels, plan.cfg, generators, step_report)
+            latents = sample(parts, x, cond, levels, plan.cfg, generators, step_report, on_level)
         clock.lap("dit")
         decoded = iter(range(plan.steps + 1, total + 1))
         audio = decode(parts.vae, latents, int(plan.seconds * config.sample_rate),
                        report=(lambda: report(next(decoded), total)) if report else None)
         clock.lap("vae")
         return audio, clock.seconds
+
+    def _interval_swaps(self) -> Callable[[torch.Tensor], None] | None:
+        """With adapters that act at some noise levels only (Stability's LoRA interval): the whole set merged
+        for the conditioners (Stability gates the DiT's adapters only; the duration embedder runs before the
+        steps), and the step hook that swaps in, before each DiT call, the adapters whose interval holds the
+        step's level (lora_swap: merged from the kept base, never from a merged copy). None: nothing to swap."""
+        swap = getattr(self, "_swap", None)
+        if swap is None or not any(spec.interval for spec in self.lora):
+            return None
+        from .adapters import acting
+
+        specs = self.lora
+        swap.use(specs)
+        return lambda level: swap.use(acting(specs, level))
 
     def _clips(self, plan: "_Plan", run: tuple[torch.Tensor, dict]) -> list[Clip]:
         audio, seconds = run

@@ -112,14 +112,18 @@ def velocity(parts: StableAudio3Parts, x: torch.Tensor, t: torch.Tensor, cond: C
 
 
 def sample(parts: StableAudio3Parts, x: torch.Tensor, cond: Conditions, levels: torch.Tensor, cfg: float,
-           generators: list[torch.Generator], report: Callable[[int], None] | None) -> torch.Tensor:
+           generators: list[torch.Generator], report: Callable[[int], None] | None,
+           on_level: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Rectified flow from latents x [B, C, L] at levels[0] to clean latents at levels[-1] = 0, the DiT
     predicting v = noise - data. "pingpong" (post-trained) jumps to the clean estimate x - t * v each step
     and noises it again to the next level with fresh noise (drawn even for the last level, 0, as the
-    pipeline draws it); "euler" follows the flow. report(steps done) after each step."""
+    pipeline draws it); "euler" follows the flow. report(steps done) after each step; on_level(t) before
+    each step's DiT call (adapters with a noise-level interval swap there)."""
     steps = levels.shape[0] - 1
     for i in range(steps):
         t, t_next = levels[i], levels[i + 1]
+        if on_level:
+            on_level(t)
         v = velocity(parts, x, t, cond, cfg)  # [B, C, L]
         if parts.config.sampler == "pingpong":
             clean = x - t * v
