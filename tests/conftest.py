@@ -45,3 +45,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def style_ckpt(tmp_path_factory):
+    """(folder, {"state", "mert"} references): a tiny MusicGen-Style in audiocraft's layout (the MusicGen tests'
+    and the server's)."""
+    from .musicgen.style_checkpoint import save_style_checkpoint
+
+    folder = tmp_path_factory.mktemp("style")
+    return folder, save_style_checkpoint(folder, seed=5)

@@ -1,4 +1,6 @@
-"""The tunesmith command, run as users run it: a subprocess, checked by exit status, output and files."""
+"""The tunesmith command, run as users run it, checked by exit status, output and files: in this process (what
+`python -m tunesmith` does, without importing torch again for every run: tests/in_process.py), and in a
+subprocess where the process is the point (the hub's variables read at import, signals, resource limits)."""
 
 import os
 import shutil
@@ -10,16 +12,24 @@ import pytest
 import soundfile as sf
 
 from .full_disk import fill, full_partial, needs_dev_full, small_disk
+from .in_process import honoured, run_cli
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def run(*args, cwd=None, env=None):
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}  # env may turn the hub back on
-    proc = subprocess.run([sys.executable, "-m", "tunesmith", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+def run(*args, cwd=None, env=None, subprocess=False):
+    """`tunesmith ARGS` with HF_HUB_OFFLINE=1 (env may turn the hub back on) -> CompletedProcess. In this
+    process unless `subprocess` is set or env holds a variable a run in this process cannot honour."""
+    args, env = [str(a) for a in args], env or {}
+    proc = _in_a_process(args, cwd, env) if subprocess or not honoured(env) else run_cli(args, cwd, env)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
+
+
+def _in_a_process(args, cwd, env):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-m", "tunesmith", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def one_error_line(proc):
@@ -30,7 +40,7 @@ def one_error_line(proc):
 
 def test_generate_writes_a_named_wav_and_prints_its_path(mono_ckpt, tmp_path):
     proc = run("generate", "calm lofi piano with vinyl crackle, 80 bpm", "-m", mono_ckpt[0], "-d", "0.5",
-               "--seed", "42", cwd=tmp_path)
+               "--seed", "42", cwd=tmp_path, subprocess=True)  # one generate end to end, as users run it
     assert proc.returncode == 0, proc.stderr
     path = tmp_path / "calm-lofi-piano-with-vinyl-crackle-80-42.wav"  # slug cut at 40 chars on a word
     assert proc.stdout.strip() == path.name and path.exists()
@@ -130,13 +140,15 @@ def _fake_cache(cache, repo, source):
 
 @pytest.mark.slow
 def test_hub_id_and_alias_load_from_the_cache_offline(mono_ckpt, tmp_path):
+    """The alias in a process of its own, end to end: huggingface_hub reads HF_HUB_CACHE when it is imported (the
+    other runs in this process read it again: tests/in_process.py)."""
     cache = tmp_path / "hub"
     _fake_cache(cache, "facebook/musicgen-small", mono_ckpt[0])
     _fake_cache(cache, "someone/tiny-musicgen", mono_ckpt[0])
     env = {"HF_HUB_CACHE": str(cache)}
     for model in ("small", "someone/tiny-musicgen"):
         proc = run("generate", "jazz", "-m", model, "-d", "0.2", "--seed", "1", "--quiet", "-o",
-                   tmp_path / f"{model.replace('/', '_')}.wav", env=env)
+                   tmp_path / f"{model.replace('/', '_')}.wav", env=env, subprocess=model == "small")
         assert proc.returncode == 0, proc.stderr
     listing = run("models", env=env)
     rows = {line.split()[0]: line.split()[-1] for line in listing.stdout.splitlines()[1:]}
@@ -156,8 +168,10 @@ NO_HUB = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HTTPS_PRO
 @pytest.mark.parametrize("env, reason", [({}, "HF_HUB_OFFLINE is set"),
                                          (NO_HUB, "the Hugging Face hub cannot be reached (127.0.0.1: connection refused)")])
 def test_a_model_not_cached_offline_says_download_or_folder(tmp_path, env, reason):
-    """Without network a hub model fails at once (no retries) and says the two ways on."""
-    line = one_error_line(run("generate", "jazz", "-m", "small", env={"HF_HUB_CACHE": str(tmp_path), **env}))
+    """Without network a hub model fails at once (no retries) and says the two ways on. An error line end to end,
+    in a process that reads the hub's variables as it starts."""
+    line = one_error_line(run("generate", "jazz", "-m", "small", env={"HF_HUB_CACHE": str(tmp_path), **env},
+                              subprocess=True))
     assert f"model facebook/musicgen-small is not in the local Hugging Face cache and {reason}: " in line
     assert "run 'tunesmith download small' where there is network" in line and "-m FOLDER" in line
 
@@ -188,7 +202,7 @@ def test_hf_home_is_honoured(mono_ckpt, tmp_path):
     _fake_cache(tmp_path / "home" / "hub", "facebook/musicgen-small", mono_ckpt[0])
     env = {"HF_HOME": str(tmp_path / "home")}
     os.environ.pop("HF_HUB_CACHE", None)
-    proc = run("models", env=env)
+    proc = run("models", env=env, subprocess=True)  # HF_HOME, read as huggingface_hub is imported
     assert [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("small ")] == ["yes"]
 
 

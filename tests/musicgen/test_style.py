@@ -14,16 +14,10 @@ import torch.nn.functional as F
 from tunesmith.errors import CheckpointError, InvalidParameter, TunesmithError
 
 from ..test_cli import one_error_line, run
-from .style_checkpoint import CARD, DIM, HEADS, LAYERS, N_Q, save_style_checkpoint
+from .style_checkpoint import CARD, DIM, HEADS, LAYERS, N_Q
 
 SR = 32000
 W = "condition_provider.conditioners.self_wav."
-
-
-@pytest.fixture(scope="module")
-def style_ckpt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("style")
-    return folder, save_style_checkpoint(folder, seed=5)
 
 
 @pytest.fixture(scope="module")

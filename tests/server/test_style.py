@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ..musicgen.style_checkpoint import save_style_checkpoint
 from ..musicgen.test_style import SR, music
 from .conftest import make_settings
 from .test_jobs import done
 
 
 @pytest.fixture(scope="module")
-def styled(mono_ckpt, tmp_path_factory):
+def styled(mono_ckpt, style_ckpt, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     import tunesmith
     from tunesmith.server.app import create_app
 
-    style = tmp_path_factory.mktemp("style")
-    save_style_checkpoint(style, seed=5)
+    style = style_ckpt[0]
     media = tmp_path_factory.mktemp("media")
     sf.write(str(media / "reference.wav"), music(4.0), SR)
     settings = make_settings(mono_ckpt[0], tmp_path_factory.mktemp("data"), media_dirs=[media])

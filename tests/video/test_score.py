@@ -73,7 +73,7 @@ def test_score_with_a_track_keeps_the_picture_and_fits_the_audio(clips, tmp_path
 def test_score_generates_with_the_model(clips, mono_ckpt, tmp_path):
     out = tmp_path / "generated.mp4"
     proc = run("score", clips["silent"], "ambient pads", "-m", mono_ckpt[0], "--seed", "3", "-o", out,
-               "--fade-in", "0.2", "--quiet")
+               "--fade-in", "0.2", "--quiet", subprocess=True)  # one score end to end, as users run it
     assert proc.returncode == 0, proc.stderr
     assert probe(out).video.packets == probe(clips["silent"]).video.packets
     assert abs(stream_packets(out, "a:0", "test").duration - 2.0) <= 1024 / 48000 + 1e-3
