@@ -35,6 +35,10 @@ class PackedInt8Linear:
         """The packed weight's int8 values [N, K] (to compare two packings)."""
         return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()
 
+    def dequantized(self) -> torch.Tensor:
+        """The weight as float32 [N, K]: each int8 value times its row's scale."""
+        return torch.ops.quantized.linear_unpack(self.packed)[0].dequantize()
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self.packed, True)

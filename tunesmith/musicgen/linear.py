@@ -100,7 +100,9 @@ class Int8Linear(nn.Module):
 
 class DynamicInt8Linear(nn.Module):
     """int8 weights (one scale per output row) and activations (one scale per call) through fbgemm's AVX2
-    kernels, float32 sums, out in x's dtype."""
+    kernels, float32 sums, out in x's dtype. A prefill (x [B, T, K] with T > 1 positions: a melody prefix, a
+    long piece's context) would put all its positions under one activation scale: there the int8 weight is
+    widened to float32 instead (weight-only int8's values, a float product: prefills are compute-bound)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -108,7 +110,10 @@ class DynamicInt8Linear(nn.Module):
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.product(x).to(x.dtype)
+        if x.dim() == 3 and x.shape[1] > 1:
+            y = F.linear(x.float(), self.product.dequantized()).to(x.dtype)
+        else:
+            y = self.product(x).to(x.dtype)  # the decode step: [rows, 1, K]
         return y if self.bias is None else y + self.bias
 
 
