@@ -78,10 +78,15 @@ def _dynamic_int8_reference(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 
 @needs_fbgemm
 def test_dynamic_int8_is_per_channel_weights_and_per_call_activations(linear):
-    x = torch.randn(2, 3, 256)
+    x = torch.randn(2, 1, 256)  # a decode step: 2 rows, 1 position
     layer = DynamicInt8Linear(linear)
     expected = _dynamic_int8_reference(x, linear)
     torch.testing.assert_close(layer(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-4)
+    prefill = torch.randn(2, 3, 256)  # several positions: the int8 weights widened, activations kept
+    w = linear.weight.detach()
+    scale = w.abs().amax(dim=1, keepdim=True) / 127
+    torch.testing.assert_close(layer(prefill), prefill @ (torch.round(w / scale) * scale).t() + linear.bias,
+                               atol=1e-4, rtol=1e-4)
     assert (layer(x) - linear(x)).abs().max() < 0.03 * linear(x).abs().max()  # and it is still the layer
     half = nn.Linear(256, 96).to(torch.bfloat16)
     half.load_state_dict(linear.state_dict())
