@@ -11,6 +11,7 @@ GPU's on CUDA, resident memory on the CPU), and the speed-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import os
@@ -80,9 +81,15 @@ def _return_freed_heap():
 
 
 def weights_mb(*modules: torch.nn.Module) -> float:
-    """Bytes held by the modules' parameters and buffers (int8 / packed weights at their stored size)."""
+    """Bytes held by the modules' parameters and buffers (int8 / packed weights at their stored size), and by
+    fbgemm's packed int8 weights (held outside any tensor: `.product`, cpu_int8.PackedInt8Linear)."""
+    from tunesmith.cpu_int8 import PackedInt8Linear
+
     tensors = {id(t): t for m in modules for t in list(m.parameters()) + list(m.buffers())}
-    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
+    packed = {id(p): p for m in modules for sub in m.modules()
+              if isinstance(p := getattr(sub, "product", None), PackedInt8Linear)}
+    return (sum(t.numel() * t.element_size() for t in tensors.values())
+            + sum(p.nbytes for p in packed.values())) / 2**20
 
 
 @dataclass
@@ -147,6 +154,20 @@ def run_transformers(model, tokenizer, n_steps, batch, device, result: Result):
     result.extra_mb.append(mem.extra_mb)
 
 
+@contextlib.contextmanager
+def weight_only_int8(on: bool):
+    """Inside: int8 loads as torch's weight-only product (Int8Linear) even where fbgemm's would be chosen."""
+    from tunesmith.musicgen import linear
+
+    real = linear.packed_int8
+    if on:
+        linear.packed_int8 = lambda: False
+    try:
+        yield
+    finally:
+        linear.packed_int8 = real
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=SIZES)
@@ -156,7 +177,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", default="default,int8",
-                        help="tunesmith variants: default, float32, bfloat16, float16, int8, int4")
+                        help="tunesmith variants: default, float32, bfloat16, float16, int8, int4; int8w: int8 "
+                             "through torch's weight-only product, as before fbgemm on CPUs below AVX-512")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--markdown", help="append the table to this markdown file")
     args = parser.parse_args(argv)
@@ -172,9 +194,10 @@ def main(argv=None):
     folder = checkpoint_for(args.size, args.stereo)
     engines = {}
     for variant in args.variants.split(","):
-        quantized = variant in ("int8", "int4")
-        kwargs = {"quantize": variant} if quantized else {} if variant == "default" else {"dtype": variant}
-        mg = MusicGen.from_pretrained(folder, device=str(device), **kwargs)
+        quantized = variant in ("int8", "int4", "int8w")
+        kwargs = {"quantize": variant[:4]} if quantized else {} if variant == "default" else {"dtype": variant}
+        with weight_only_int8(variant == "int8w"):
+            mg = MusicGen.from_pretrained(folder, device=str(device), **kwargs)
         engines[f"tunesmith {variant} ({str(mg.dtype)[6:]}{', ' + variant if quantized else ''})"] = mg
     n_frames = round(args.duration * 50)
     per_channel = 4

@@ -44,7 +44,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from tunesmith import MusicGen
+    from tunesmith.cpu_int8 import packed_int8
     from tunesmith.musicgen.patterns import apply_delay, delay_offsets
+
+    from .bench import weight_only_int8
 
     folder = checkpoint_for(args.size)
     reference = MusicGen.from_pretrained(folder, device="cpu", dtype="float32")
@@ -56,10 +59,16 @@ def main(argv=None):
     del reference
 
     rows = []
-    for name, kwargs in (("bfloat16 (the CPU default)", dict(dtype="bfloat16")), ("int8", dict(quantize="int8")),
-                         ("int8, float32 model", dict(dtype="float32", quantize="int8")),
-                         ("int4", dict(quantize="int4"))):
-        variant = MusicGen.from_pretrained(folder, device="cpu", **kwargs)
+    # (name, dtype, quantize, weight-only int8 forced: int8 as before fbgemm on CPUs below AVX-512)
+    for name, dtype, quantize, weight_only in (("bfloat16", "bfloat16", None, False), ("int8", None, "int8", False),
+                                               ("int8, float32 model", "float32", "int8", False),
+                                               ("int8 weight-only, float32 model", "float32", "int8", True),
+                                               ("int4", None, "int4", False)):
+        if weight_only and not packed_int8():
+            continue  # int8 is weight-only here already
+        with weight_only_int8(weight_only):
+            variant = MusicGen.from_pretrained(folder, device="cpu", dtype=dtype, quantize=quantize)
+        name += f" ({type(variant._model.lm.layers[0].fc1).__name__})"
         lp = guided_log_probs(variant, sequence)
         del variant
         kl = (base.exp() * (base - lp)).sum(-1).mean().item()

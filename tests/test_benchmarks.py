@@ -73,10 +73,15 @@ def test_fidelity_reports_each_variant(bench_cache):
     out = bench_cache / "fidelity.md"
     fidelity.main(["--size", "tiny", "--frames", "20", "--markdown", str(out)])
     rows = _rows(out.read_text())
-    assert list(rows) == ["bfloat16 (the CPU default)", "int8", "int8, float32 model", "int4"]
+    from tunesmith.cpu_int8 import packed_int8
+
+    weight_only = ["int8 weight-only, float32 model"] if packed_int8() else []  # fbgemm's int8 beside the old one
+    assert [name.split(" (")[0] for name in rows] == ["bfloat16", "int8", "int8, float32 model", *weight_only, "int4"]
+    assert rows.keys() >= {f"{name} (Int8Linear)" for name in weight_only}
     for top1, kl in rows.values():
         assert 0 <= float(top1.rstrip("%")) <= 100 and float(kl) >= 0
-    assert float(rows["bfloat16 (the CPU default)"][0].rstrip("%")) > 50  # a close variant mostly agrees
+    bfloat16_top1 = next(iter(rows.values()))[0]
+    assert float(bfloat16_top1.rstrip("%")) > 50  # a close variant mostly agrees
 
 
 def test_stable_audio3_cpu_compares_each_form_with_the_float32_modules(tmp_path):
@@ -251,3 +256,23 @@ def test_lora_merge_adapter_fits_every_layer(tmp_path):
     adapter = lora_merge.write_adapter(tmp_path / "a", cfg, rank=2)
     read, merged, layers = lora_merge.merge_seconds(adapter, cfg)
     assert layers == 2 * 10 and read >= 0 and merged >= 0
+
+
+def test_cpu_forms_times_each_form_of_the_step_linears(tmp_path):
+    from benchmarks import cpu_forms
+
+    out = tmp_path / "forms.md"
+    variants = "float32,bfloat16+int8w,float32+int8d,float32+int4"
+    cpu_forms.main(["--size", "tiny", "--position", "4", "--steps", "1", "--rounds", "2", "--variants", variants,
+                    "--markdown", str(out)])
+    text = out.read_text()
+    assert "Memory read bandwidth" in text
+    rows = _rows(text)
+    assert list(rows) == variants.split(",")
+    forms = {v: r[0] for v, r in rows.items()}
+    assert forms["bfloat16+int8w"] == "Int8Linear" and forms["float32+int8d"] == "DynamicInt8Linear"
+    assert forms["float32+int4"] == "Int4Linear" and forms["float32"] in ("PackedLinear", "Linear")
+    mb = {v: float(r[1]) for v, r in rows.items()}
+    assert mb["float32"] > mb["float32+int8d"] > mb["float32+int4"] > 0  # bytes per step follow the form
+    for cells in rows.values():
+        assert float(cells[2]) > 0 and float(cells[3]) > 0 and cells[-1].endswith("x")

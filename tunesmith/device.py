@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 from .errors import InvalidParameter, TunesmithError
+
+log = logging.getLogger("tunesmith")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,6 +64,9 @@ def pick_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dt
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
+        if device.type == "cpu":
+            log.debug("float32 by default: this CPU has no native bfloat16 (AVX512-BF16, AMX), where bfloat16 "
+                      "products run at a fraction of float32's speed")
         return torch.float32
     if name not in DTYPES:
         raise InvalidParameter(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tunesmith import MusicGen
+from tunesmith.musicgen.linear import DynamicInt8Linear
 
 from ..lora_adapters import peft_layers, write_peft_folder, write_single_file
 
@@ -49,8 +50,11 @@ def audio(model):
 def state(model) -> dict:
     """The LM's weights, packed and quantized ones included (its KV cache is no weight)."""
     lm = model._model.lm
-    return {k: (v.to_dense() if v.is_mkldnn else v).clone()  # oneDNN-packed: compared as its values
-            for k, v in [*lm.named_parameters(), *lm.named_buffers()] if ".cache." not in k}
+    found = {k: (v.to_dense() if v.is_mkldnn else v).clone()  # oneDNN-packed: compared as its values
+             for k, v in [*lm.named_parameters(), *lm.named_buffers()] if ".cache." not in k}
+    # fbgemm's int8 (CPUs below AVX-512) packs its weight outside any tensor: compared as its int8 values
+    return found | {f"{k}.product": m.product.int8_weight() for k, m in lm.named_modules()
+                    if isinstance(m, DynamicInt8Linear)}
 
 
 def test_each_set_is_the_model_loaded_with_it(mono_ckpt, two, form):

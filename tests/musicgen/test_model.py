@@ -159,6 +159,62 @@ def test_reduced_precision_stays_close_to_float32(mono_ckpt, mono_model, kwargs,
     assert clip.params["quantize"] == kwargs.get("quantize")
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "avx2"])
+def test_the_cpu_default_is_bfloat16_only_where_native(mono_ckpt, monkeypatch, caplog, native):
+    """Without native bfloat16 (AVX2 CPUs: oneDNN will not even pack it) bfloat16 products run at a fraction of
+    float32's speed, so float32 is the default there, said at debug level; bfloat16 where it is native."""
+    from tunesmith import device
+    from tunesmith.musicgen.linear import cpu_packing_available
+
+    assert cpu_packing_available(torch.bfloat16) or not device.cpu_has_native_bf16()  # this machine agrees
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level("DEBUG", logger="tunesmith"):
+        mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu")
+    assert mg.dtype == mg._model.lm.embed.dtype == (torch.bfloat16 if native else torch.float32)
+    assert ("no native bfloat16" in caplog.text) != native
+    clip, = mg.generate("calm lofi piano", duration=0.2, seed=1)
+    assert clip.params["dtype"] == ("bfloat16" if native else "float32")
+
+
+def _step_drift(reference: MusicGen, other: MusicGen, seed: int) -> float:
+    """_logit_drift fed one position at a time through the cache, as decode steps run (2 rows: guidance)."""
+    codes = torch.randint(0, 64, (1, 4, 20), generator=torch.Generator().manual_seed(seed)).repeat(2, 1, 1)
+    logits = []
+    for model in (reference._model, other._model):
+        states, mask = model.text.encode(["calm lofi piano", ""])
+        with torch.inference_mode():
+            model.lm.setup_cache(batch=2, max_len=20)
+            model.lm.set_condition(states, mask)
+            logits.append(torch.cat([model.lm(codes[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1)
+                                     for t in range(20)], 2).float())
+    return float((logits[1] - logits[0]).abs().max() / logits[0].std())
+
+
+def test_int8_through_fbgemm_stays_close_to_float32(mono_ckpt, mono_model, monkeypatch):
+    """int8 on CPUs below AVX-512 (fbgemm, forced here on any x86 CPU): decode steps round the activations too
+    (one scale per step), the heads stay float32, prefills widen the int8 weights. On this 32-wide decoder the
+    steps drift 1.5-2x as far as weight-only int8 (measured over seeds: 0.09-0.13 standard deviations against
+    0.05-0.07); the prefill stays within weight-only int8's bound."""
+    from tunesmith.musicgen import cpu_kernels, linear
+
+    if not any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm")):
+        pytest.skip("this torch has no x86 quantized engine")
+    monkeypatch.setattr(cpu_kernels, "library", lambda: None)  # no AVX-512 int8 kernel
+    monkeypatch.setattr(linear, "packed_int8", lambda: True)
+    mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32", quantize="int8")
+    lm = mg._model.lm
+    assert all(isinstance(m, linear.DynamicInt8Linear) for m in (lm.layers[0].fc1, lm.layers[-1].attn.qkv,
+                                                                  lm.layers[0].cross.q, lm.layers[0].attn.out))
+    assert not isinstance(lm.heads, linear.DynamicInt8Linear)
+    assert 0 < _logit_drift(mono_model, mg) < 0.1  # a prefill of 20 positions: weight-only int8's bound
+    drifts = [_step_drift(mono_model, mg, seed) for seed in range(3)]
+    assert all(0 < d < 0.2 for d in drifts), drifts
+    greedy, = mg.generate("calm lofi piano", duration=0.3, seed=1, temperature=0)
+    reference, = mono_model.generate("calm lofi piano", duration=0.3, seed=1, temperature=0)
+    assert greedy.check.ok and np.isfinite(greedy.audio).all() and greedy.params["quantize"] == "int8"
+    assert np.corrcoef(greedy.audio.ravel(), reference.audio.ravel())[0, 1] > 0.95  # measured: 0.9998
+
+
 def test_gpu_failure_retries_once_on_cpu(mono_ckpt, caplog, monkeypatch):
     """A device error (or a failed output check) on a GPU falls back to the CPU and says so."""
     mg = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float32")

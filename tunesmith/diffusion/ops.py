@@ -11,6 +11,7 @@ the products around them.
     attention       softmax(q k^T / sqrt(D)) v in bfloat16 with float32 scores (GQA, an optional
                     sliding window)
     Linear          x W^T (+ b) in bfloat16 (oneDNN, float32 sums) or dynamic int8
+    int8_or         a DiT layer's product: fbgemm's int8 below AVX-512 (cpu_int8.PackedInt8Linear), else Linear
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from ..cpu_int8 import PackedInt8Linear, packed_int8
 
 log = logging.getLogger("tunesmith")
 
@@ -302,39 +305,6 @@ class Linear:
         lib.ts_dequantize(acc.data_ptr(), M, N, x_scale.data_ptr(), self.scale.data_ptr(),
                           None if self.bias_f32 is None else self.bias_f32.data_ptr(), y.data_ptr(), threads)
         return y.reshape(*shape[:-1], N)
-
-
-
-class PackedInt8Linear:
-    """y = x W^T (+ b) in int8 through torch's x86 quantized engine (fbgemm): W per output row, x one
-    scale per call (dynamic, 7-bit on x86 so that AVX2's 16-bit pair sums cannot saturate), float32 in
-    and out. On CPUs without AVX512-VNNI this is where int8 pays: AVX2 has fbgemm's int8 kernels, while
-    torch's _int_mm (Linear's int8) runs there at a fraction of float32's speed."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        import warnings
-
-        weight = weight.detach().float()
-        scale = (weight.abs().amax(1) / 127).clamp_min(1e-12).double()  # [N]
-        with warnings.catch_warnings():  # torch marks its quantized tensors deprecated; the kernels are current
-            warnings.simplefilter("ignore")
-            q = torch.quantize_per_channel(weight, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float())
-        self.nbytes = weight.numel() + 12 * weight.shape[0]  # int8 weights, a scale, zero point and bias a row
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self.packed, True)
-        return y.reshape(*shape[:-1], -1)
-
-
-@functools.cache
-def packed_int8() -> bool:
-    """Whether int8 products should go through PackedInt8Linear: a CPU below AVX512 (where _int_mm is
-    slow) whose torch has the x86 quantized engine."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    engines = torch.backends.quantized.supported_engines
-    return "AVX512" not in capability and any(e in engines for e in ("x86", "fbgemm"))
 
 
 def int8_or(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, quantize: str | None):

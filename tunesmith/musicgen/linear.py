@@ -6,6 +6,9 @@
   re-layout the weight every call (2x faster on CPUs for float32 and bfloat16 alike).
 - Int8Linear: weight-only int8 with one scale per output channel; activations stay in float. On
   CPUs with AVX-512 the weight is packed for cpu_kernels (float32 sums); elsewhere torch's kernels.
+- DynamicInt8Linear: int8 on CPUs below AVX-512: the same per-channel weights, the activations rounded
+  to int8 per call, through fbgemm (cpu_int8.py): there torch's weight-only int8 product runs at a
+  fraction of float32's speed, fbgemm's at about twice it (BENCHMARKS.md).
 - Int4Linear: weight-only int4 (CPU), a scale and zero point per group of 128 inputs: a quarter of
   the bfloat16 bytes per step: the least memory, at a measured cost in fidelity.
 """
@@ -13,12 +16,16 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cpu_int8 import PackedInt8Linear, packed_int8
 from . import cpu_kernels
+
+log = logging.getLogger("tunesmith")
 
 
 @functools.cache
@@ -91,6 +98,25 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class DynamicInt8Linear(nn.Module):
+    """int8 weights (one scale per output row) and activations (one scale per call) through fbgemm's AVX2
+    kernels, float32 sums, out in x's dtype. A prefill (x [B, T, K] with T > 1 positions: a melody prefix, a
+    long piece's context) would put all its positions under one activation scale: there the int8 weight is
+    widened to float32 instead (weight-only int8's values, a float product: prefills are compute-bound)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.product = PackedInt8Linear(linear.weight, None)  # fbgemm's packed weight: not a tensor
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and x.shape[1] > 1:
+            y = F.linear(x.float(), self.product.dequantized()).to(x.dtype)
+        else:
+            y = self.product(x).to(x.dtype)  # the decode step: [rows, 1, K]
+        return y if self.bias is None else y + self.bias
+
+
 class Int4Linear(nn.Module):
     def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype):
         super().__init__()
@@ -125,15 +151,14 @@ def step_linears(lm: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 def replace_step_linears(lm: nn.Module, make) -> None:
+    """Each step linear replaced by make(linear, name), name its path in the LM ("heads", "layers.0.fc1")."""
+    paths = {id(module): path for path, module in lm.named_modules()}
     for parent, name in step_linears(lm):
-        setattr(parent, name, make(getattr(parent, name)))
+        setattr(parent, name, make(getattr(parent, name), f"{paths[id(parent)]}.{name}".lstrip(".")))
 
 
-def specialiser(lm: nn.Module, device: torch.device, quantize: str | None):
-    """What specialise_linears makes of each step linear here: int8 / int4 when asked; otherwise on the CPU
-    bfloat16 weights for the one-stream kernel, or oneDNN-packed float32 / bfloat16 weights; None: plain
-    nn.Linear (elsewhere, and float16 on the CPU)."""
-    kernels = cpu_kernels.library() if device.type == "cpu" else None
+def _maker(lm: nn.Module, device: torch.device, quantize: str | None, kernels: cpu_kernels.Kernels | None):
+    """specialiser's choice for every step linear alike: linear -> its form, or None (plain nn.Linear)."""
     if quantize == "int8":
         return lambda linear: Int8Linear(linear, linear.weight.dtype, kernels)
     if quantize == "int4":
@@ -146,6 +171,24 @@ def specialiser(lm: nn.Module, device: torch.device, quantize: str | None):
     return None
 
 
+def specialiser(lm: nn.Module, device: torch.device, quantize: str | None):
+    """What specialise_linears makes of each step linear here, as make(linear, name) (name: its path in the
+    LM), or None: plain nn.Linear (off the CPU unquantized, and float16 on the CPU). int8 / int4 when asked;
+    otherwise on the CPU bfloat16 weights for the one-stream kernel, or oneDNN-packed float32 / bfloat16.
+
+    int8 on CPUs below AVX-512 goes through fbgemm (DynamicInt8Linear), but for the heads: with the activations
+    rounded too, they carry most of the logits' drift (a test decoder: 1.9% of the largest logit, 0.8% with
+    the heads in float32, weight-only int8 0.5%); kept in the model's dtype they add about a tenth to an int8
+    step's bytes (musicgen-small: 34 MB to 352 MB)."""
+    kernels = cpu_kernels.library() if device.type == "cpu" else None
+    if quantize == "int8" and device.type == "cpu" and not (kernels is not None and kernels.int8) and packed_int8():
+        head = _maker(lm, device, None, kernels) or (lambda linear: linear)
+        log.debug("int8 through fbgemm (no AVX-512 int8 kernel here); the heads stay %s", lm.embed.dtype)
+        return lambda linear, name: head(linear) if name == "heads" else DynamicInt8Linear(linear)
+    make = _maker(lm, device, quantize, kernels)
+    return None if make is None else lambda linear, name: make(linear)
+
+
 def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None) -> bool:
     """The step linears in their faster forms (specialiser); False when they stay plain nn.Linear."""
     make = specialiser(lm, device, quantize)
@@ -156,7 +199,7 @@ def specialise_linears(lm: nn.Module, device: torch.device, quantize: str | None
 
 def install_weights(lm: nn.Module, values: dict[str, torch.Tensor], make) -> None:
     """Weights of the LM (name -> float32 [out, in], as adapters.lm_weights names them) put in place: a step
-    linear made again by `make` from a plain nn.Linear of that weight (rounded once to the LM's dtype, as at
+    linear made again by `make` (specialiser's) from a plain nn.Linear of that weight (rounded once to the LM's dtype, as at
     load), any other weight copied into its tensor. A LoRA swap (lora_swap.py) on packed or quantized linears."""
     dtype = lm.embed.dtype
     for name, value in values.items():
@@ -171,5 +214,5 @@ def install_weights(lm: nn.Module, values: dict[str, torch.Tensor], make) -> Non
         linear = nn.Linear(value.shape[1], value.shape[0], bias=False, device="meta")
         linear.weight = nn.Parameter(value.to(lm.embed.device, dtype), requires_grad=False)
         linear.bias = module.bias
-        setattr(parent, attr, make(linear))
+        setattr(parent, attr, make(linear, path))
     lm.step_graphs.clear()  # captured graphs read the replaced linears' tensors

@@ -18,7 +18,7 @@ SameLayerCPU; the text encoder, the seconds embedder and the SAME encoder stay a
 
 Which dtype and quantize pay depends on the CPU (BENCHMARKS.md, benchmarks/stable_audio3_cpu.py): on
 AVX512-BF16 CPUs bfloat16 products run at 5x float32; on AVX2 CPUs bfloat16 runs far below float32 and
-int8 goes through torch's x86 quantized engine (diffusion/ops.PackedInt8Linear).
+int8 goes through torch's x86 quantized engine (cpu_int8.PackedInt8Linear).
 """
 
 from __future__ import annotations
