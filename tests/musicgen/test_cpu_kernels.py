@@ -216,10 +216,9 @@ def _decoder_logits(lm: MusicGenLM, codes: torch.Tensor, text: torch.Tensor, mas
     return torch.cat(out, dim=2).float()
 
 
-@torch.inference_mode()
-def test_decoder_with_kernels_matches_float32(bf16_kernels):
-    """A bfloat16 decoder on the kernels (packed linears, bfloat16 cache and attention) stays within
-    bfloat16's error of the float32 decoder (int8 too: its per-row scales cost little more)."""
+def decoder_case():
+    """A 2-layer, 128-wide float32 decoder, codes and a text condition, and its logits: what a faster
+    form of the decoder is compared with."""
     torch.manual_seed(0)
     cfg = DecoderConfig(vocab_size=64, dim=128, n_heads=2, n_layers=2, ffn_dim=256, n_codebooks=4, text_dim=32,
                         text_proj=True, max_positions=256)
@@ -229,6 +228,14 @@ def test_decoder_with_kernels_matches_float32(bf16_kernels):
     codes = torch.randint(0, 64, (2, 4, 40))
     text, mask = torch.randn(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     expected = _decoder_logits(reference, codes, text, mask)
+    return cfg, reference, codes, text, mask, expected
+
+
+@torch.inference_mode()
+def test_decoder_with_kernels_matches_float32(bf16_kernels):
+    """A bfloat16 decoder on the kernels (packed linears, bfloat16 cache and attention) stays within
+    bfloat16's error of the float32 decoder (int8 too: its per-row scales cost little more)."""
+    cfg, reference, codes, text, mask, expected = decoder_case()
     for quantize in (None, "int8"):
         lm = MusicGenLM(cfg)
         lm.load_state_dict(reference.state_dict())

@@ -11,6 +11,8 @@ from tunesmith.musicgen.linear import (DynamicInt8Linear, Int4Linear, Int8Linear
                                        specialise_linears)
 from tunesmith.musicgen.lm import MusicGenLM
 
+from .test_cpu_kernels import _decoder_logits, decoder_case
+
 needs_fbgemm = pytest.mark.skipif(not any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm")),
                                   reason="this torch has no x86 quantized engine")
 
@@ -115,14 +117,6 @@ def test_int8_goes_through_fbgemm_only_below_avx512(monkeypatch):
     assert packed_int8() == ("AVX512" not in torch.backends.cpu.get_cpu_capability())
 
 
-def _decoder_logits(lm: MusicGenLM, codes: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Prefill the first column, then one column at a time through the cache -> logits [B, K, T, V]."""
-    lm.set_condition(text, mask)
-    lm.setup_cache(batch=codes.shape[0], max_len=codes.shape[2])
-    out = [lm(codes[:, :, t:t + 1], torch.tensor([t]), kv_len=t + 1) for t in range(codes.shape[2])]
-    return torch.cat(out, dim=2).float()
-
-
 @needs_fbgemm
 @torch.inference_mode()
 def test_decoder_through_fbgemm_int8_stays_close_to_float32(monkeypatch):
@@ -130,15 +124,7 @@ def test_decoder_through_fbgemm_int8_stays_close_to_float32(monkeypatch):
     stays within the bound the packed weight-only int8 decoder is held to (tests/musicgen/test_cpu_kernels.py)."""
     monkeypatch.setattr(cpu_kernels, "library", lambda: None)  # as on a CPU below AVX-512
     monkeypatch.setattr(linear_module, "packed_int8", lambda: True)
-    torch.manual_seed(0)
-    cfg = DecoderConfig(vocab_size=64, dim=128, n_heads=2, n_layers=2, ffn_dim=256, n_codebooks=4, text_dim=32,
-                        text_proj=True, max_positions=256)
-    reference = MusicGenLM(cfg)
-    nn.init.normal_(reference.embed, std=0.5)
-    reference.eval()
-    codes = torch.randint(0, 64, (2, 4, 40))
-    text, mask = torch.randn(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    expected = _decoder_logits(reference, codes, text, mask)
+    cfg, reference, codes, text, mask, expected = decoder_case()
     lm = MusicGenLM(cfg)
     lm.load_state_dict(reference.state_dict())
     lm.eval()
