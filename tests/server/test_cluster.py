@@ -240,10 +240,12 @@ def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(
                                             "layers.0.self_attn.to_q is none of the model's (an adapter for another "
                                             "family?)")
 
-        # Jobs queue (durations apart, so that no two batch together): a second generation replica comes,
-        # having read the other replicas' probes, and takes jobs from the same queue.
-        ids += [serve.client.post("/api/jobs", json={"prompt": "slow pads", "duration": 50 + i, "seed": i},
-                                  headers=auth).json()["id"] for i in range(2 * JOBS_PER_REPLICA)]
+        # Jobs queue (durations apart, so that no two batch together): a second generation replica comes, having
+        # read the other replicas' probes, and takes jobs from the same queue. The queue holds ~25 s of work a job
+        # here (idle), 400 s in all, so that the first replica cannot empty it before a second has started on a
+        # loaded machine (50 s clips, 5 s of work each, once could: CI's run gave up waiting).
+        ids += [serve.client.post("/api/jobs", json={"prompt": "slow pads", "duration": 240 + i, "seed": i},
+                                  headers=auth).json()["id"] for i in range(4 * JOBS_PER_REPLICA)]
         assert len(wait_for(owners, "the first replica to run a job")) == 1
         wait_for(lambda: len(owners()) == 2, "a second generation replica to take a job", limit_s=400)
         assert probes() == ["Generation", "Generation", "Ingress", "Ingress"]
