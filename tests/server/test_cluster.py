@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from importlib.util import find_spec
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -223,7 +224,7 @@ def test_a_local_cluster_on_loopback_keeps_the_rules_merges_the_lora_and_scales(
         for lora, merged_with in sets.items():
             job_id = jobs[lora]
             job = wait_for(lambda job_id=job_id: (j := serve.client.get(f"/api/jobs/{job_id}", headers=auth).json())[
-                "status"] in ("done", "error") and j, "the job")
+                "status"] in ("done", "error") and j, "the job", limit_s=300)  # the first loads the model
             assert job["status"] == "done", job
             res = serve.client.get(f"/api/jobs/{job_id}/audio", headers=auth)
             audio, _ = sf.read(io.BytesIO(res.content), dtype="float32", always_2d=True)
@@ -298,8 +299,6 @@ def test_replicas_are_n_or_min_max_and_bad_values_one_line():
 
 
 def test_autoscaling_follows_the_shared_queue():
-    from types import SimpleNamespace
-
     from tunesmith.server.cluster import JOBS_PER_REPLICA, queued_jobs_policy
 
     def wanted(active, low=1, high=4):
@@ -310,6 +309,35 @@ def test_autoscaling_follows_the_shared_queue():
 
     assert [wanted(n) for n in (0, 1, JOBS_PER_REPLICA, JOBS_PER_REPLICA + 1, 100)] == [1, 1, 1, 2, 4]
     assert wanted(0, low=2) == 2
+
+
+def test_a_proxy_that_ray_restarted_is_waited_for(monkeypatch):
+    """On a loaded machine Ray's controller kills an HTTP proxy slow to start, and serve.start raises although
+    the controller starts another: the start waits for that one; one that never comes is one line."""
+    import ray
+    from ray.serve.schema import ProxyStatus
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.server import cluster
+
+    starts, states = [], iter([{}, {"node": ProxyStatus.STARTING}, {"node": ProxyStatus.HEALTHY}])
+
+    def start(http_options):
+        starts.append(http_options)
+        if len(starts) == 1:
+            raise ray.exceptions.ActorDiedError()
+
+    monkeypatch.setattr(cluster.serve, "start", start)
+    monkeypatch.setattr(cluster.serve, "status", lambda: SimpleNamespace(proxies=next(states)))
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    cluster.start_proxies({"port": 8000})
+    assert starts == [{"port": 8000}] * 2 and next(states, None) is None
+
+    starts.clear()
+    monkeypatch.setattr(cluster.serve, "status", lambda: SimpleNamespace(proxies={"node": ProxyStatus.UNHEALTHY}))
+    monkeypatch.setattr(cluster, "PROXY_WAIT_S", 0.0)
+    with pytest.raises(TunesmithError, match=r"^Ray's HTTP proxy did not start in 0 s \(proxies: UNHEALTHY\)$"):
+        cluster.start_proxies({"port": 8000})
 
 
 def test_the_cluster_needs_a_postgresql_store(mono_ckpt, tmp_path, capsys):

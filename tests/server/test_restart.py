@@ -31,7 +31,7 @@ class ServeProcess:
                                      stderr=subprocess.PIPE, text=True, env=env)
         self.lines, self.port = [], None
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(lambda: self.port or self.proc.poll() is not None, "the server to listen")
+        wait_for(lambda: self.port or self.proc.poll() is not None, "the server to listen", limit_s=300)
         assert self.port, "".join(self.lines)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
 

@@ -37,6 +37,9 @@ log = logging.getLogger("tunesmith.server")
 APP_NAME = "tunesmith"
 REPLICA_HEADER = "X-Tunesmith-Replica"  # which ingress replica answered (any may answer anything)
 JOBS_PER_REPLICA = 4  # autoscaling aims at this many queued or running jobs per generation replica
+PROXY_READY_S = 60.0  # `--ray local`: how long Ray's controller gives its HTTP proxy to start (Ray's 5 s is too
+# short on a loaded laptop: it kills the proxy, and serve.start gives up although another is coming)
+PROXY_WAIT_S = 300.0  # how long the start waits for the proxies that Ray restarted
 SYNC_S = 1.0  # how often a generation replica shares its jobs' progress and looks for cancel requests
 
 
@@ -335,6 +338,27 @@ def deployment_reports() -> str:
         return ""
 
 
+def start_proxies(http: dict):
+    """serve.start, which raises when Ray's controller kills a proxy that was slow to start (a loaded machine)
+    although the controller starts another, with a longer deadline each time: then wait for that one."""
+    import time
+
+    import ray
+
+    try:
+        serve.start(http_options=http)
+        return
+    except ray.exceptions.ActorDiedError:
+        log.warning("Ray's HTTP proxy was slow to start (a busy machine?): waiting for the one Ray starts again")
+    serve.start(http_options=http)  # the controller runs: this connects to it
+    deadline = time.monotonic() + PROXY_WAIT_S
+    while not (proxies := serve.status().proxies) or any(s != "HEALTHY" for s in proxies.values()):
+        if time.monotonic() > deadline:
+            raise TunesmithError(f"Ray's HTTP proxy did not start in {PROXY_WAIT_S:.0f} s (proxies: "
+                                 f"{', '.join(sorted({getattr(s, 'value', s) for s in proxies.values()})) or 'none'})")
+        time.sleep(0.5)
+
+
 def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     """`tunesmith serve --ray`: start Ray locally (`local`: a head on 127.0.0.1 for a one-machine trial) or
     join the cluster at `address`, run the application, and stop it on Ctrl-C or SIGTERM."""
@@ -346,6 +370,7 @@ def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     settings = checked_for_cluster(settings)
     if address == "local":
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
+        os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(PROXY_READY_S))  # read by the controller
         local_only_ray()
         ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, replicas.max),
                  _node_ip_address="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False)
@@ -361,7 +386,7 @@ def serve_on_ray(settings: ServerSettings, address: str, replicas: Replicas):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        serve.start(http_options=http_options(settings, port))
+        start_proxies(http_options(settings, port))
         try:
             serve.run(build(settings, replicas, gpus=gpus), name=APP_NAME, route_prefix="/")
         except RuntimeError as err:  # a replica refused to start: its one line, not Ray's report
