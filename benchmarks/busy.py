@@ -96,7 +96,8 @@ def build(variant: str, args):
         seconds = min(args.sao_seconds, model.max_seconds)
         return lambda: model.generate(PROMPT, duration=seconds, seed=0, steps=args.steps)
     if family == "acestep":
-        from tunesmith.acestep.model import AceStep, for_cpu
+        from tunesmith.acestep.cpu import for_cpu
+        from tunesmith.acestep.model import AceStep
         from tunesmith.device import pick_dtype
 
         from .acestep_cpu import LYRICS, PROMPT

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from benchmarks import bench, common, fidelity
@@ -209,6 +210,20 @@ def test_busy_times_each_row_idle_and_beside_competitors(tmp_path, monkeypatch):
         assert low - 0.5 <= float(share.rstrip("%")) <= high + 0.5
     assert rows[0][-1] == "1.00x"
     assert not _spinners()  # every competitor stopped
+
+
+@pytest.mark.parametrize("family", ["sao", "acestep", "sa3"])
+def test_busy_builds_each_diffusion_family_as_load_does(family, tmp_path, monkeypatch):
+    """Each family the benchmark names builds and generates at the tiny size (its real-size path shares the
+    imports: a family module that moved once broke the real-size run only)."""
+    from argparse import Namespace
+
+    from benchmarks import busy
+
+    monkeypatch.setenv("TUNESMITH_BENCH_CACHE", str(tmp_path / "checkpoints"))
+    run = busy.build(family, Namespace(size="tiny", seconds=0.3, sao_seconds=1.0, acestep_seconds=10.0, steps=1))
+    clip, = run()
+    assert clip.audio.shape[-1] > 0 and np.isfinite(clip.audio).all()
 
 
 def test_lora_merge_times_the_merge_and_both_steps(bench_cache):
