@@ -311,7 +311,8 @@ def test_autoscaling_follows_the_shared_queue():
     assert wanted(0, low=2) == 2
 
 
-def test_a_proxy_that_ray_restarted_is_waited_for(monkeypatch):
+@pytest.mark.parametrize("failure", ["killed", "late"])
+def test_a_proxy_that_ray_restarted_is_waited_for(failure, monkeypatch):
     """On a loaded machine Ray's controller kills an HTTP proxy slow to start, and serve.start raises although
     the controller starts another: the start waits for that one; one that never comes is one line."""
     import ray
@@ -325,7 +326,7 @@ def test_a_proxy_that_ray_restarted_is_waited_for(monkeypatch):
     def start(http_options):
         starts.append(http_options)
         if len(starts) == 1:
-            raise ray.exceptions.ActorDiedError()
+            raise ray.exceptions.ActorDiedError() if failure == "killed" else TimeoutError("HTTP proxies not available")
 
     monkeypatch.setattr(cluster.serve, "start", start)
     monkeypatch.setattr(cluster.serve, "status", lambda: SimpleNamespace(proxies=next(states)))

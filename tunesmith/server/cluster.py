@@ -340,7 +340,8 @@ def deployment_reports() -> str:
 
 def start_proxies(http: dict):
     """serve.start, which raises when Ray's controller kills a proxy that was slow to start (a loaded machine)
-    although the controller starts another, with a longer deadline each time: then wait for that one."""
+    although the controller starts another, with a longer deadline each time, or when its own minute is up:
+    then wait for the proxy that comes."""
     import time
 
     import ray
@@ -348,7 +349,7 @@ def start_proxies(http: dict):
     try:
         serve.start(http_options=http)
         return
-    except ray.exceptions.ActorDiedError:
+    except (ray.exceptions.ActorDiedError, TimeoutError):
         log.warning("Ray's HTTP proxy was slow to start (a busy machine?): waiting for the one Ray starts again")
     serve.start(http_options=http)  # the controller runs: this connects to it
     deadline = time.monotonic() + PROXY_WAIT_S
