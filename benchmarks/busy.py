@@ -15,7 +15,8 @@ available core, fewer while other processes keep cores busy).
 
 Each variant is built, with random weights at the real sizes, in one child process per policy; the
 children of a variant live side by side (as many as memory holds) and take turns, one run each in
-round-robin, so that the machine's own drift falls on every row alike. Runs are short (MusicGen:
+round-robin (every other round in reverse order), so that the machine's own drift, and whatever the run
+before leaves behind, falls on every row alike. Runs are short (MusicGen:
 --seconds of audio; the diffusion families: --steps steps), after a warm-up at each thread setting.
 Times are end to end (text, generation, decoding). Other processes' CPU use during each run is
 measured (/proc/stat less this benchmark's processes) and reported; --wait and --retries hold runs
@@ -336,13 +337,12 @@ def main(argv=None):
                 for n in args.competitors:
                     with Competitors(n) as competitors:
                         pids = [p.pid for p in competitors.procs] + [c.proc.pid for c in batch] + [os.getpid()]
-                        for _ in range(args.repeats):  # round-robin over the batch's rows
-                            for c in batch:
-                                for p, t in rows:
-                                    if p == c.policy:
-                                        got = c.run(t, pids, n)
-                                        results[(variant, p, t)].setdefault(n, []).append(got["seconds"])
-                                        foreign.append(got["others"])
+                        order = [(c, p, t) for c in batch for p, t in rows if p == c.policy]
+                        for repeat in range(args.repeats):  # round-robin, every other round in reverse: no row
+                            for c, p, t in order[::-1] if repeat % 2 else order:  # always runs first
+                                got = c.run(t, pids, n)
+                                results[(variant, p, t)].setdefault(n, []).append(got["seconds"])
+                                foreign.append(got["others"])
             finally:
                 for c in batch:
                     c.close()
