@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from tunesmith.errors import InvalidParameter, TunesmithError
-from tunesmith.lora import (AdapterSpec, Target, fit, merge, parse_specs, read_adapter)
+from tunesmith.lora import AdapterSpec, Target, fit, parse_specs, read_adapter
+from tunesmith.lora_swap import AdapterSwap, peft_merger
 
 from .lora_adapters import write_peft_folder, write_single_file
 
@@ -101,13 +102,14 @@ def test_merge_stacks_on_rows_and_reverts_bit_for_bit(tmp_path):
     b = write_single_file(tmp_path / "b.safetensors", layers_of("v", 4, 4, seed=2), 4.0, prefix="", dtype=torch.float32)
     adapters = [read_adapter(AdapterSpec(a, 0.5)), read_adapter(AdapterSpec(b, -1.0))]
     rows = {"q": (0, 4), "v": (8, 12)}
-    patches = fit(adapters, lambda name: Target("qkv", rows[name]), {"qkv": (12, 4)}, "the test model")
-    merged = merge(weights, patches, keep=True)
+    swap = AdapterSwap(peft_merger(lambda name: Target("qkv", rows[name]), {"qkv": (12, 4)}, "the test model"),
+                       weights=weights)
+    swap.use([AdapterSpec(a, 0.5), AdapterSpec(b, -1.0)])
     expected = base.float()
     expected[0:4] += 0.5 * 1.0 * adapters[0].layers["q"].up @ adapters[0].layers["q"].down
     expected[8:12] += -1.0 * 2.0 * adapters[1].layers["v"].up @ adapters[1].layers["v"].down
     assert torch.equal(weights["qkv"].data, expected.to(torch.bfloat16))
-    merged.revert(weights)
+    swap.use(None)
     assert torch.equal(weights["qkv"].data, base)
 
 

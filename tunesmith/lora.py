@@ -1,5 +1,5 @@
 """LoRA adapters, for every family: read them (safetensors only), check them against a model's weights,
-merge them in order into those weights once, and revert a merge exactly.
+merge them in order into those weights once (lora_swap.py keeps what a merge touches, to revert it exactly).
 
 An adapter is a low-rank update of some linear weights: W [out, in] += scale * alpha / rank * B @ A,
 A ("lora_A", "lora_down") [rank, in], B ("lora_B", "lora_up") [out, rank]. Two forms are read:
@@ -27,7 +27,7 @@ import re
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -369,7 +369,7 @@ def _layers(tensors: dict, config: dict, path: Path) -> dict[str, LoraLayer]:
     return layers
 
 
-# ---- placing, merging, reverting ----------------------------------------------------------------------------
+# ---- placing, merging ----------------------------------------------------------------------------------------
 
 
 def fit(adapters: list[Adapter], locate: Callable[[str], Target | None], shapes: dict[str, tuple[int, int]],
@@ -417,36 +417,18 @@ def check_fit(where: str, path: Path, locate: Callable[[str], Target | None], sh
             place(where, name, (up[0], down[1]), locate, shapes, model)
 
 
-@dataclass
-class Merged:
-    """What a merge changed: the weights as they were before it (kept only when asked), to revert exactly."""
-
-    patches: list[Patch]
-    kept: dict[str, object] = field(default_factory=dict)  # weight name -> its tensor before the merge
-
-    def revert(self, weights: dict):
-        """The weights as they were, bit for bit (copied back, never subtracted: no rounding drift)."""
-        if self.patches and not self.kept:
-            raise RuntimeError("this merge kept no base weights: it cannot be reverted")
-        for name, base in self.kept.items():
-            weights[name].data.copy_(base)
-        self.kept = {}
-
-
-def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
+def merge(weights: dict, patches: list[Patch]):
     """Add each patch's delta to its weight's rows, in order (adapters stack: the second adds to the first's
     result). weights: name -> tensor or Parameter, changed in place; the sum is made in float32 and
-    rounded once to the weight's dtype. keep: hold a copy of every touched weight, for Merged.revert."""
+    rounded once to the weight's dtype. To revert exactly, keep the touched weights first (lora_swap)."""
     import time
 
     import torch
 
-    kept, start = {}, time.perf_counter()
+    start = time.perf_counter()
     with torch.no_grad():
         for patch in patches:
             weight = weights[patch.target.weight]
-            if keep and patch.target.weight not in kept:
-                kept[patch.target.weight] = weight.detach().clone()
             rows = slice(*patch.target.rows) if patch.target.rows else slice(None)
             part = weight.data[rows]
             if part.dtype == torch.float32:  # in place, B @ A never held whole: the merge's cost is this product
@@ -459,7 +441,6 @@ def merge(weights: dict, patches: list[Patch], keep: bool = False) -> Merged:
     if patches:
         log.info("merged %d LoRA layers into %d weights in %.2f s", len(patches),
                  len({p.target.weight for p in patches}), time.perf_counter() - start)
-    return Merged(patches, kept)
 
 
 def describe(specs: list[AdapterSpec]) -> list[list]:
