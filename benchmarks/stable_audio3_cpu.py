@@ -36,6 +36,12 @@ from tunesmith.generation import pin_threads
 from .bench import PeakMemory
 from .common import hardware, report
 
+# T5Gemma's encoder, the same for Small and Medium (Stability's), and the test suite's
+T5_REAL = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+               num_key_value_heads=12, head_dim=64, vocab_size=32000, sliding_window=4096)
+T5_TINY = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+               num_key_value_heads=1, head_dim=8, vocab_size=64, sliding_window=8)
+
 SIZES = {
     # Stable Audio 3 Small (stabilityai/stable-audio-3-small-music): a 433M DiT 1024 wide, 20 blocks, 16 heads,
     # plain attention, 64 memory tokens; SAME-S 768 wide (128 channels x 6), 6 layers of 64-wide heads, 16
@@ -46,18 +52,14 @@ SIZES = {
                            num_memory_tokens=64, use_differential_attention=False),
                   same=dict(audio_channels=2, patch_size=256, width=768, stride=16, depth=6, latent_dim=256,
                             dim_heads=64, ff_mult=3, chunk_size=32),
-                  t5=dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-                          num_key_value_heads=12, head_dim=64, vocab_size=32000, sliding_window=4096),
-                  tokens=256, sample_rate=44100),
+                  t5=T5_REAL, tokens=256, sample_rate=44100),
     # The test suite's: checks that the benchmark runs end to end, not speed.
     "tiny": dict(dit=dict(io_channels=8, embed_dim=32, depth=2, num_heads=2, cond_token_dim=16, global_cond_dim=16,
                           local_add_cond_dim=9, timestep_features_dim=16, ff_mult=2, num_memory_tokens=4,
                           use_differential_attention=False),
                  same=dict(audio_channels=2, patch_size=8, width=32, stride=4, depth=4, latent_dim=8, dim_heads=8,
                            ff_mult=2, chunk_size=8),
-                 t5=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, head_dim=8, vocab_size=64, sliding_window=8),
-                 tokens=16, sample_rate=4096),
+                 t5=T5_TINY, tokens=16, sample_rate=4096),
     # Stable Audio 3 Medium (stabilityai/stable-audio-3-medium, 1.4B): diffusers' StableAudio3DiTModel defaults
     # (1536 wide, 24 blocks of 24 heads, differential attention, 64 memory tokens), as Stability's own port
     # (optimized/mlx/models/defs/dit_mlx_medium.py); SAME-L as diffusers' AutoencoderSAME docstring loads it
@@ -69,9 +71,7 @@ SIZES = {
                    same_l=dict(audio_channels=2, patch_size=256, encoder_channels=256, encoder_c_mults=(6,),
                                encoder_strides=(16,), encoder_transformer_depths=(12,), latent_dim=256, dim_heads=64,
                                ff_mult=3, sliding_window=1, decoder_sinusoidal_blocks=(8,)),
-                   t5=dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-                           num_key_value_heads=12, head_dim=64, vocab_size=32000, sliding_window=4096),
-                   tokens=256, sample_rate=44100),
+                   t5=T5_REAL, tokens=256, sample_rate=44100),
     # The test suite's Medium: differential attention and diffusers' band-attention SAME.
     "tiny-medium": dict(dit=dict(io_channels=8, embed_dim=32, depth=2, num_heads=2, cond_token_dim=16,
                                  global_cond_dim=16, local_add_cond_dim=9, timestep_features_dim=16, ff_mult=2,
@@ -79,9 +79,7 @@ SIZES = {
                         same_l=dict(audio_channels=2, patch_size=8, encoder_channels=8, encoder_c_mults=(2,),
                                     encoder_strides=(4,), encoder_transformer_depths=(2,), latent_dim=8, dim_heads=8,
                                     ff_mult=2, decoder_sinusoidal_blocks=(1,)),
-                        t5=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                num_key_value_heads=1, head_dim=8, vocab_size=64, sliding_window=8),
-                        tokens=16, sample_rate=4096),
+                        t5=T5_TINY, tokens=16, sample_rate=4096),
 }
 # name -> (row label, DiT dtype, DiT quantize, SAME decoder dtype, SAME decoder quantize); None: the float32
 # modules as they are
