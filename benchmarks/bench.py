@@ -181,6 +181,8 @@ def main(argv=None):
                              "through torch's weight-only product, as before fbgemm on CPUs below AVX-512")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--markdown", help="append the table to this markdown file")
+    parser.add_argument("--profile", type=float, default=0, metavar="SECONDS",
+                        help="then profile the first variant on this much audio: torch.profiler's table")
     args = parser.parse_args(argv)
     pin_threads(torch.get_num_threads())  # both sides on the same threads: no per-call back-off
 
@@ -228,7 +230,25 @@ def main(argv=None):
             print(f"run {run + 1}: {ref_name}: {results[ref_name].wall[-1]:.1f} s", flush=True)
 
     table = render(results, args, n_frames + per_channel - 1, ref_name if reference is not None else None, device)
+    if args.profile:
+        table += "\n" + profile(next(iter(engines.values())), args.profile, args.batch)
     report(table, args.markdown)
+
+
+def profile(mg, duration: float, batch: int, rows: int = 15) -> str:
+    """torch.profiler's table of one generation, the operations that took longest first (the GPU's time on
+    CUDA): where a step's time goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    cuda = mg.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profiler(activities=activities) as prof:
+        mg.generate([PROMPT] * batch, duration=duration, seed=1, top_k=250, cfg=3.0)
+        sync(mg.device)
+    sort = "device_time_total" if cuda else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60)
+    return f"Profile of one generation, {duration:g} s, batch {batch}, by {sort}:\n\n```\n{table}\n```\n"
 
 
 def render(results, args, steps, ref_name, device) -> str:
