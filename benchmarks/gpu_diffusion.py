@@ -5,6 +5,9 @@ the real sizes, in one process, runs interleaved (median of --runs after one unt
     python -m benchmarks.gpu_diffusion --families sa3-medium --seconds 30,120 --runs 5
     python -m benchmarks.gpu_diffusion --size tiny --device cpu --runs 1   # the dry run: tiny parts, CPU
 
+On an H200 the three families take about 3 minutes, building included (folders of 4.5, 5.5 and 1.1 GB in
+bfloat16, written to the temp folder or --workdir and removed after each family).
+
 Families, in order of value:
   sa3-medium  Stable Audio 3 Medium (1.4B DiT with differential attention, SAME-L, T5Gemma's encoder), 30 s
               and 120 s, 8 ping-pong steps (the post-trained default), against StableAudio3Pipeline.
@@ -31,13 +34,12 @@ import argparse
 import datetime
 import gc
 import json
-import math
 import shutil
 import statistics
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,7 @@ PROMPTS = {"sa3-medium": "warm pad bright synth calm piano drums rain on a tin r
            "acestep": "upbeat indie pop, female vocals, jangly guitars, bright drums, 120 bpm",  # acestep_cpu's
            "sao": "dusty vinyl hip hop beat punchy kick warm ambient pad rain on a tin roof"}
 FAMILIES = ("sa3-medium", "acestep", "sao")
+PIPELINES = {"sa3-medium": "StableAudio3Pipeline", "acestep": "AceStepPipeline", "sao": "StableAudioPipeline"}
 SECONDS = {"real": {"sa3-medium": [30.0, 120.0], "acestep": [60.0], "sao": [11.0]},
            # tiny parts: a second or less (sao's tiny DiT makes 0.064 s at most)
            "tiny": {"sa3-medium": [0.5, 1.0], "acestep": [10.0], "sao": [0.06]}}  # ACE-Step: 10 s at least
@@ -66,6 +69,7 @@ class Side:
     weights_mb: float
     times: dict = field(default_factory=dict)  # seconds -> [wall s]
     peaks: dict = field(default_factory=dict)  # seconds -> [MB above resident]
+    totals: dict = field(default_factory=dict)  # seconds -> [MB: the peak, both sides' weights included]
     finite: bool = True
     error: str | None = None
 
@@ -152,15 +156,15 @@ def sides(family: str, folder: Path, device: torch.device, dtype: torch.dtype) -
     import tunesmith
 
     ours = tunesmith.load(folder, device=str(device), dtype=dtype)  # default: tunesmith's for the device
-    pipe_class = {"sa3-medium": "StableAudio3Pipeline", "acestep": "AceStepPipeline", "sao": "StableAudioPipeline"}
-    pipe = getattr(diffusers, pipe_class[family]).from_pretrained(folder, torch_dtype=dtype).to(device)
+    pipe = getattr(diffusers, PIPELINES[family]).from_pretrained(folder, torch_dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompt = PROMPTS[family]
     if family == "acestep":
         from .acestep_cpu import LYRICS
 
         def theirs(s):
-            return pipe(prompt, lyrics=LYRICS, audio_duration=s, num_inference_steps=STEPS, guidance_scale=1.0).audios[0]
+            return pipe(prompt, lyrics=LYRICS, audio_duration=s, num_inference_steps=STEPS,
+                        guidance_scale=1.0).audios[0]
 
         def tunesmith_call(s):
             return ours.generate(prompt, lyrics=LYRICS, duration=s, seed=0)[0].audio
@@ -181,7 +185,7 @@ def sides(family: str, folder: Path, device: torch.device, dtype: torch.dtype) -
     label = str(dtype).removeprefix("torch.")
     return [Side(f"tunesmith {type(ours).__name__} ({label})",
                  lambda s: audio_of(tunesmith_call(s)), ours_mb),
-            Side(f"diffusers {pipe_class[family]} ({label})", lambda s: audio_of(theirs(s)), theirs_mb)]
+            Side(f"diffusers {PIPELINES[family]} ({label})", lambda s: audio_of(theirs(s)), theirs_mb)]
 
 
 def time_family(family: str, args, device: torch.device, dtype: torch.dtype, root: Path) -> dict:
@@ -203,7 +207,8 @@ def time_family(family: str, args, device: torch.device, dtype: torch.dtype, roo
               "steps": STEPS, "dtype": str(dtype).removeprefix("torch."), "sides": [
                   {"name": side.name, "weights_mb": side.weights_mb, "finite": side.finite, "error": side.error,
                    "seconds": {f"{s:g}": {"median_s": statistics.median(side.times[s]), "runs_s": side.times[s],
-                                          "peak_extra_mb": max(side.peaks[s])} for s in side.times}}
+                                          "peak_extra_mb": max(side.peaks[s]), "peak_allocated_mb": max(side.totals[s])}
+                               for s in side.times}}
                   for side in both]}
     del both
     free()
@@ -228,6 +233,7 @@ def attempt(side: Side, seconds: float, device: torch.device, timed: bool):
     if timed:
         side.times.setdefault(seconds, []).append(wall)
         side.peaks.setdefault(seconds, []).append(peak.extra_mb)
+        side.totals.setdefault(seconds, []).append(peak.peak / 2**20)
 
 
 def one_line(e: Exception) -> str:
@@ -259,7 +265,8 @@ def render(result: dict, args) -> str:
              f"Hardware: {hardware()}. Command: `python -m benchmarks.gpu_diffusion {command(args, family)}`. "
              f"Median of {args.runs} interleaved run(s) after one warm-up each, random weights, batch 1; the folder "
              f"({result['folder_gb']:.1f} GB, {result['dtype']}) built in {result['build_s']:.0f} s and read by both "
-             f"sides in {result['load_s']:.0f} s. Peak: memory allocated during a run above what was resident (CPU: resident memory).",
+             f"sides in {result['load_s']:.0f} s. Peak extra: memory allocated during a run above what was allocated "
+             "before it (both sides' weights stay resident; weights: each side's own); on the CPU, resident memory.",
              "", "| side | audio (s) | per clip (s) | x real time | peak extra (MB) | weights (MB) | finite |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     lengths = list(dict.fromkeys(s for side in result["sides"] for s in side["seconds"]))
@@ -325,16 +332,17 @@ def main(argv=None):
                 result = time_family(family, args, device, dtype, Path(root))
             except Exception as e:  # noqa: BLE001 - one family's failure must not cost the others their run
                 print(f"{family}: FAILED: {one_line(e)}", flush=True)
-                results.append({"family": family, "error": one_line(e)})
-                free()
-                continue
+                result = {"family": family, "error": one_line(e)}
             results.append(result)
-            report(render(result, args), args.markdown)
+            free()  # out of the except block: its traceback no longer holds the failed family's modules
+            shutil.rmtree(Path(root) / family, ignore_errors=True)
+            if "sides" in result:
+                report(render(result, args), args.markdown)
+            if args.json:  # after each family: a run stopped at its time limit keeps what it measured
+                Path(args.json).write_text(json.dumps({"hardware": hardware(), "date": str(datetime.date.today()),
+                                                       "size": args.size, "runs": args.runs, "results": results},
+                                                      indent=2))
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"hardware": hardware(), "date": str(datetime.date.today()),
-                                               "size": args.size, "runs": args.runs, "results": results},
-                                              indent=2))
     return results
 
 
