@@ -98,8 +98,8 @@ def tokenizer_for(texts: list[str]):
 
 def _randomize(module: torch.nn.Module, seed: int):
     """Weights of sensible scale without torch's slow default initialisation: normal / sqrt(fan in) for
-    matrices and kernels, ones for norm weights, small values elsewhere."""
-    gen = torch.Generator().manual_seed(seed)
+    matrices and kernels, ones for norm weights, small values elsewhere (drawn where the module lives)."""
+    gen = torch.Generator(next(module.parameters()).device).manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
             if p.dim() >= 2:
@@ -114,8 +114,9 @@ def _randomize(module: torch.nn.Module, seed: int):
     return module.eval()
 
 
-def build(size: str):
-    """-> (AceStepParts, AceStepPipeline) sharing every module, float32 on the CPU."""
+def build(size: str, device: str = "cpu"):
+    """-> (AceStepParts, AceStepPipeline) sharing every module, float32 on `device` (a GPU draws the random
+    weights itself: minutes of CPU time at 2B sizes)."""
     from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
     from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
     from diffusers.pipelines.ace_step import AceStepConditionEncoder
@@ -130,10 +131,11 @@ def build(size: str):
         text_encoder = Qwen3Model(Qwen3Config(**s["text_encoder"]))
         condition = AceStepConditionEncoder(**s["condition_encoder"])
     for i, m in enumerate((transformer, text_encoder, condition)):
-        m.to_empty(device="cpu")
+        m.to_empty(device=device)
         _randomize(m, i)
-    vae = build_vae(size, "module")
-    text_encoder.rotary_emb = type(text_encoder.rotary_emb)(config=text_encoder.config)  # its buffers, computed
+    with torch.device(device):
+        vae = build_vae(size, "module")
+        text_encoder.rotary_emb = type(text_encoder.rotary_emb)(config=text_encoder.config)  # its buffers, computed
     tokenizer = tokenizer_for([caption_text(PROMPT, 30), lyrics_text(LYRICS, "en")] * 4)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
     config = AceStepConfig(sample_rate=48000, hop=1920, audio_channels=2,

@@ -93,9 +93,10 @@ STEPS = 8
 LOGSNR = (-6.2, 2.0)
 
 
-def build(size: str, decoder_only: bool = False):
+def build(size: str, decoder_only: bool = False, fold: bool = True):
     """Random parts at the size's shapes, the modules' own initialisation: (T5Gemma encoder, DiT, SAME-S or
-    SAME-L); decoder_only: the autoencoder's encoder dropped (the benchmark only decodes: SAME-L's is 1.7 GB)."""
+    SAME-L); decoder_only: the autoencoder's encoder dropped (the benchmark only decodes: SAME-L's is 1.7 GB);
+    fold: SAME-L's weight norms folded (not for a folder that AutoencoderSAME.from_pretrained reads back)."""
     from diffusers import AutoencoderSAME, StableAudio3DiTModel
     from transformers import T5GemmaConfig, T5GemmaEncoderModel
     from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
@@ -120,8 +121,8 @@ def build(size: str, decoder_only: bool = False):
         for p in vae.parameters():
             if not p.any():
                 p.copy_(torch.randn(p.shape) / math.sqrt(p.shape[-1]))
-    for m in vae.modules():  # SAME-L's weight-normed convolutions folded (g v / |v|): copies can then be made
-        if hasattr(m, "weight_g"):
+    for m in vae.modules() if fold else ():  # SAME-L's weight-normed convolutions folded (g v / |v|): copies
+        if hasattr(m, "weight_g"):  # can then be made
             torch.nn.utils.remove_weight_norm(m)
     for m in (t5, dit, vae):
         m.requires_grad_(False)

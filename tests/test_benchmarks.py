@@ -291,3 +291,46 @@ def test_cpu_forms_times_each_form_of_the_step_linears(tmp_path):
     assert mb["float32"] > mb["float32+int8d"] > mb["float32+int4"] > 0  # bytes per step follow the form
     for cells in rows.values():
         assert float(cells[2]) > 0 and float(cells[3]) > 0 and cells[-1].endswith("x")
+
+
+def test_gpu_diffusion_dry_run_times_both_sides_of_every_family(tmp_path):
+    """The GPU benchmark's dry run (tiny parts on the CPU): a table and JSON entry per family, a row per side."""
+    import json
+
+    from benchmarks import gpu_diffusion
+
+    out, numbers = tmp_path / "gpu.md", tmp_path / "gpu.json"
+    gpu_diffusion.main(["--size", "tiny", "--device", "cpu", "--runs", "1", "--families", "sa3-medium,acestep,sao",
+                        "--markdown", str(out), "--json", str(numbers), "--workdir", str(tmp_path)])
+    text = out.read_text()
+    tables = text.split("### ")[1:]
+    assert [t.split(" (")[0].split(",")[0] for t in tables] == ["Stable Audio 3 Medium", "ACE-Step 1.5 turbo",
+                                                               "Stable Audio Open small's sizes"]
+    pipes = ["StableAudio3Pipeline", "AceStepPipeline", "StableAudioPipeline"]
+    for table, pipe, lengths in zip(tables, pipes, (["0.5", "1"], ["10"], ["0.06"])):
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
+                if line.startswith("| ") and not line.startswith(("| side", "| ---"))]
+        assert [r[0].split(" (")[0].split(" ")[0] for r in rows] == ["tunesmith", "diffusers"] * len(lengths)
+        assert any(pipe in r[0] for r in rows) and [r[1] for r in rows[::2]] == lengths
+        assert all(float(r[2]) > 0 and r[-1] == "yes" for r in rows)
+        assert "Speed-up of tunesmith over diffusers" in table
+    results = json.loads(numbers.read_text())["results"]
+    assert [r["family"] for r in results] == ["sa3-medium", "acestep", "sao"]
+    for r in results:
+        assert [s["name"].split()[0] for s in r["sides"]] == ["tunesmith", "diffusers"]
+        for side in r["sides"]:
+            assert side["finite"] and side["error"] is None and side["weights_mb"] > 0
+            assert all(v["median_s"] > 0 and len(v["runs_s"]) == 1 for v in side["seconds"].values())
+
+
+def test_gpu_diffusion_failure_of_one_family_leaves_the_next(tmp_path, monkeypatch, capsys):
+    from benchmarks import gpu_diffusion
+
+    def broken(size, device):
+        raise RuntimeError("no such part")
+
+    monkeypatch.setitem(gpu_diffusion.BUILDERS, "sa3-medium", broken)
+    results = gpu_diffusion.main(["--size", "tiny", "--device", "cpu", "--runs", "1", "--families", "sa3-medium,sao",
+                                  "--workdir", str(tmp_path)])
+    assert "sa3-medium: FAILED: RuntimeError: no such part" in capsys.readouterr().out
+    assert results[0]["error"].startswith("RuntimeError") and results[1]["family"] == "sao" and "sides" in results[1]
