@@ -31,6 +31,8 @@ that overflow would make the times meaningless. A family that fails prints one l
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime
 import gc
 import json
@@ -72,6 +74,7 @@ class Side:
     totals: dict = field(default_factory=dict)  # seconds -> [MB: the peak, both sides' weights included]
     finite: bool = True
     error: str | None = None
+    stages: dict = field(default_factory=dict)  # seconds -> tunesmith's stage seconds of the last run
 
 
 # --- building: a diffusers pipeline of random parts, saved as a folder --------------------------------------
@@ -150,7 +153,8 @@ def audio_of(x) -> np.ndarray:
     return (x.float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
 
 
-def sides(family: str, folder: Path, device: torch.device, dtype: torch.dtype) -> list[Side]:
+def sides(family: str, folder: Path, device: torch.device, dtype: torch.dtype,
+          what_if: bool = False) -> list[Side]:
     import diffusers
 
     import tunesmith
@@ -166,33 +170,71 @@ def sides(family: str, folder: Path, device: torch.device, dtype: torch.dtype) -
             return pipe(prompt, lyrics=LYRICS, audio_duration=s, num_inference_steps=STEPS,
                         guidance_scale=1.0).audios[0]
 
-        def tunesmith_call(s):
-            return ours.generate(prompt, lyrics=LYRICS, duration=s, seed=0)[0].audio
+        def tunesmith_call(model, s):
+            return model.generate(prompt, lyrics=LYRICS, duration=s, seed=0)[0]
     elif family == "sa3-medium":
         def theirs(s):
             return pipe(prompt, duration=s, num_inference_steps=STEPS, guidance_scale=1.0).audios[0]
 
-        def tunesmith_call(s):
-            return ours.generate(prompt, duration=s, seed=0)[0].audio  # its defaults: 8 ping-pong steps, cfg 1
+        def tunesmith_call(model, s):
+            return model.generate(prompt, duration=s, seed=0)[0]  # its defaults: 8 ping-pong steps, cfg 1
     else:
         def theirs(s):
             return pipe(prompt, audio_end_in_s=s, num_inference_steps=STEPS, guidance_scale=1.0).audios[0]
 
-        def tunesmith_call(s):
-            return ours.generate(prompt, duration=s, seed=0, steps=STEPS, cfg=1.0)[0].audio
-    ours_mb = weights_mb(*[m for m in vars(ours._parts).values() if isinstance(m, torch.nn.Module)])
-    theirs_mb = weights_mb(*[m for m in pipe.components.values() if isinstance(m, torch.nn.Module)])
+        def tunesmith_call(model, s):
+            return model.generate(prompt, duration=s, seed=0, steps=STEPS, cfg=1.0)[0]
     label = str(dtype).removeprefix("torch.")
-    return [Side(f"tunesmith {type(ours).__name__} ({label})",
-                 lambda s: audio_of(tunesmith_call(s)), ours_mb),
-            Side(f"diffusers {PIPELINES[family]} ({label})", lambda s: audio_of(theirs(s)), theirs_mb)]
+    result = [ours_side(f"tunesmith {type(ours).__name__} ({label})", ours, tunesmith_call, device),
+              Side(f"diffusers {PIPELINES[family]} ({label})", lambda s: audio_of(theirs(s)),
+                   weights_mb(*[m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]))]
+    if family == "sa3-medium" and what_if:  # where tunesmith's time goes: its float32 SAME-L decode
+        same_half = tunesmith.load(folder, device=str(device), dtype=dtype)
+        same_half._parts.vae.to(dtype)
+        result.append(ours_side(f"what-if: tunesmith, SAME-L in {label}", same_half, tunesmith_call, device))
+    return result
+
+
+def ours_side(name: str, model, call, device: torch.device) -> Side:
+    """A tunesmith side: its stage times kept, and a run that went back to the CPU counted as a failure (a
+    GPU benchmark that timed the CPU would say nothing)."""
+    side = Side(name, None, weights_mb(*[m for m in vars(model._parts).values() if isinstance(m, torch.nn.Module)]))
+
+    def generate(s):
+        clip = call(model, s)
+        if clip.params.get("device") != str(device) and device.type != "cpu":
+            raise RuntimeError(f"the run went back to the CPU ({clip.params.get('device')})")
+        side.stages[s] = dict(clip.timings)
+        return audio_of(clip.audio)
+
+    side.generate = generate
+    return side
+
+
+@contextlib.contextmanager
+def random_weights_pass_the_output_check():
+    """Random weights make static and a DC offset, which fail the output check, and on a GPU a clip that fails
+    it is made again on the CPU: inside, only non-finite samples and silence (what a broken run gives) count."""
+    from tunesmith import generation
+    from tunesmith.audio.checks import check_audio
+
+    def check(audio, sample_rate=None):
+        result = check_audio(audio, sample_rate)
+        problems = [p for p in result.problems if "NaN or infinite" in p or p.startswith("silent")]
+        return dataclasses.replace(result, ok=not problems, problems=problems)
+
+    generation.check_audio = check
+    try:
+        yield
+    finally:
+        generation.check_audio = check_audio
 
 
 def time_family(family: str, args, device: torch.device, dtype: torch.dtype, root: Path) -> dict:
     started = time.perf_counter()
     folder = save_folder(family, args.size, str(device), dtype, root)
     built = time.perf_counter() - started
-    both = sides(family, folder, device, dtype)
+    both = sides(family, folder, device, dtype, args.what_if)
     loaded = time.perf_counter() - started - built
     print(f"{family}: built and saved in {built:.0f} s, loaded (both sides) in {loaded:.0f} s", flush=True)
     seconds = args.seconds or SECONDS[args.size][family]
@@ -206,6 +248,7 @@ def time_family(family: str, args, device: torch.device, dtype: torch.dtype, roo
     result = {"family": family, "folder_gb": folder_bytes(folder) / 2**30, "build_s": built, "load_s": loaded,
               "steps": STEPS, "dtype": str(dtype).removeprefix("torch."), "sides": [
                   {"name": side.name, "weights_mb": side.weights_mb, "finite": side.finite, "error": side.error,
+                   "stages_s": {f"{s:g}": v for s, v in side.stages.items()},
                    "seconds": {f"{s:g}": {"median_s": statistics.median(side.times[s]), "runs_s": side.times[s],
                                           "peak_extra_mb": max(side.peaks[s]), "peak_allocated_mb": max(side.totals[s])}
                                for s in side.times}}
@@ -281,7 +324,11 @@ def render(result: dict, args) -> str:
     for side in result["sides"]:
         if side["error"]:
             lines.append(f"{side['name']} failed: {side['error']}")
-    ours, theirs = result["sides"]
+    for side in result["sides"]:
+        for s, stages in side.get("stages_s", {}).items():
+            lines.append(f"{side['name']}, {s} s, the last run's stages: "
+                         + ", ".join(f"{k} {v:.3f} s" for k, v in stages.items()) + ".")
+    ours, theirs = result["sides"][:2]
     both = [s for s in lengths if s in ours["seconds"] and s in theirs["seconds"]]
     if both:
         lines.append("Speed-up of tunesmith over diffusers: " + ", ".join(
@@ -298,7 +345,8 @@ def command(args, family: str) -> str:
              f"--seconds {','.join(f'{s:g}' for s in args.seconds)}" if args.seconds else "",
              f"--size {args.size}" if args.size != "real" else "",
              f"--dtype {args.dtype}" if args.dtype else "",
-             f"--device {args.device}" if args.device != "cuda" else ""]
+             f"--device {args.device}" if args.device != "cuda" else "",
+             "--what-if" if args.what_if and family == "sa3-medium" else ""]
     return " ".join(w for w in words if w)
 
 
@@ -314,6 +362,8 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default=None,
                         help="both sides' (default: tunesmith's for the device, bfloat16 on CUDA)")
     parser.add_argument("--size", choices=("real", "tiny"), default="real", help="tiny: the dry run's parts")
+    parser.add_argument("--what-if", action="store_true",
+                        help="sa3-medium: also tunesmith with its SAME-L decoder in the DiT's half precision")
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--markdown", help="append the tables to this file")
     parser.add_argument("--workdir", help="where the pipeline folders go (default: the system's temp folder)")
@@ -326,7 +376,7 @@ def main(argv=None):
     dtype = pick_dtype(args.dtype, device)  # tunesmith's default: bfloat16 on CUDA; both sides run in it
     print(f"{hardware()}; {', '.join(families)} in {str(dtype).removeprefix('torch.')}", flush=True)
     results, started = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=args.workdir) as root:
+    with tempfile.TemporaryDirectory(dir=args.workdir) as root, random_weights_pass_the_output_check():
         for family in families:
             try:
                 result = time_family(family, args, device, dtype, Path(root))
