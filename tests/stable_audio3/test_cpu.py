@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tunesmith.errors import InvalidParameter
-from tunesmith.stable_audio3.cpu import DiTCPU, SameLayerCPU, prepare_decoder
+from tunesmith.stable_audio3.cpu import DiTCPU, SameLayerMixed, decoder_blocks, mixed_layers, prepare_decoder
 from tunesmith.stable_audio3.decode import decode
 
 from . import same_reference
@@ -109,8 +109,47 @@ def test_same_decoder_forms_within_snr_of_float32(kind, dtype, quantize, floor):
         reference = decode(vae, z, 300 * 32, window=128)
         fast = prepare_decoder(copy.deepcopy(vae), dtype, quantize)
         audio = decode(fast, z, 300 * 32, window=128)
-    assert any(isinstance(m, SameLayerCPU) for m in fast.modules())
+    assert any(isinstance(m, SameLayerMixed) for m in fast.modules())
     assert snr_db(reference, audio) > floor
+
+
+@pytest.mark.parametrize("kind", ["SAME-S", "SAME-L"])
+def test_a_gpus_half_precision_decoder_is_lent_for_the_decode_alone(kind):
+    """On a GPU in half precision the decoder runs mixed_layers (bfloat16 products, float32 attention), swapped
+    in for the decode and its own float32 layers put back: here on the CPU, the same code."""
+    vae = random_same(kind)
+    own = [block.transformers for block in decoder_blocks(vae)]
+    z = torch.randn(1, 8, 300, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = decode(vae, z, 300 * 32, window=128)
+        half = decode(vae, z, 300 * 32, window=128, layers=mixed_layers(vae, torch.bfloat16))
+        again = decode(vae, z, 300 * 32, window=128)
+    assert [block.transformers for block in decoder_blocks(vae)] == own
+    assert torch.equal(again, reference) and 35 < snr_db(reference, half) < 100
+
+
+def test_the_mixed_layer_keeps_its_tensors_on_the_input_device():
+    """The layer's own tensors (RoPE angles, computed on the host) follow its input to the device: run on
+    PyTorch's meta device, which holds no values, a host tensor would fail the first op it meets."""
+    vae = random_same("SAME-L").to("meta")
+    layer = mixed_layers(vae, torch.bfloat16)[0][0]
+    x = torch.empty(2, 17, layer.norm_attn[1].shape[-1], device="meta")  # [N, T, D]: DyT's gamma is [D]
+    assert layer(x).device.type == "meta" and layer(x).shape == x.shape
+
+
+def test_the_sa3_model_decodes_in_half_precision_off_the_cpu(sa3_model, monkeypatch):
+    """Which layers the model decodes with: its own on the CPU and in float32; on a GPU in half precision
+    mixed_layers, made once and dropped when the parts move (the CPU retry moves them)."""
+    assert sa3_model._decoder_layers() is None
+    monkeypatch.setattr(sa3_model, "device", torch.device("cuda"))
+    monkeypatch.setattr(sa3_model, "dtype", torch.float32)
+    assert sa3_model._decoder_layers() is None
+    monkeypatch.setattr(sa3_model, "dtype", torch.bfloat16)
+    layers = sa3_model._decoder_layers()
+    assert all(isinstance(layer, SameLayerMixed) for block in layers for layer in block)
+    assert sa3_model._decoder_layers() is layers
+    sa3_model._parts.to(torch.device("cpu"), torch.float32)
+    assert sa3_model._parts.half_decoder is None
 
 
 @pytest.mark.parametrize("kind", ["SAME-S", "SAME-L"])

@@ -1,7 +1,8 @@
 """Stable Audio 3 on the CPU: the speed levers, applied to the loaded diffusers / tunesmith modules.
 
 for_cpu(parts, dtype, quantize) swaps the DiT for DiTCPU and the SAME decoder's transformer layers for
-SameLayerCPU; the text encoder, the seconds embedder and the SAME encoder stay as loaded (float32).
+SameLayerMixed; the text encoder, the seconds embedder and the SAME encoder stay as loaded (float32). The
+mixed SAME layers also decode in half precision on a GPU (mixed_layers, parts.decoder_layers).
 
     DiT     products in `dtype` (bfloat16 where the CPU computes it natively) or int8 (quantize="int8":
             weights per output row, plain round-to-nearest, as Stability found best for this DiT), around
@@ -254,7 +255,7 @@ def _apply_dyt(x: torch.Tensor, dyt: tuple) -> torch.Tensor:
     return gamma * torch.tanh(alpha * x) + beta  # float32
 
 
-class SameLayerCPU(nn.Module):
+class SameLayerMixed(nn.Module):
     """diffusers' SAME TransformerBlock (DyT norms, differential attention with DyT q/k norms and RoPE,
     a GLU feed-forward): its four products in `dtype`, or the first three in int8 (quantize="int8"),
     everything around attention in float32."""
@@ -280,8 +281,8 @@ class SameLayerCPU(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         # x [N, T, D] float32 (N chunks of T tokens, or whole sequences with a band mask)
         N, T, _ = x.shape
-        if self._rotary is None or self._rotary[0] != T:
-            self._rotary = (T, rotary_angles(T, self.rot))
+        if self._rotary is None or self._rotary[0] != (T, x.device):
+            self._rotary = ((T, x.device), tuple(a.to(x.device) for a in rotary_angles(T, self.rot)))
         rotary = self._rotary[1]
         h = _apply_dyt(x, self.norm_attn).to(self.dtype)
         parts = [_heads(p.float(), self.heads) for p in self.qkv(h).chunk(5 if self.differential else 3, dim=-1)]
@@ -305,12 +306,18 @@ def decoder_blocks(vae: nn.Module) -> list[nn.Module]:
     return [block] if block is not None else list(vae.decoder.blocks)
 
 
+def mixed_layers(vae: nn.Module, dtype: torch.dtype, quantize: str | None = None) -> list[nn.ModuleList]:
+    """Each decoder block's transformer layers as SameLayerMixed in `dtype` (quantize="int8": q/k/v, the
+    attention's output and the feed-forward's input products in int8, per output row as the DiT's;
+    attention, norms and the feed-forward's output product stay in float32 / `dtype`), on the layers' device."""
+    return [nn.ModuleList([SameLayerMixed(layer, dtype, quantize) for layer in block.transformers])
+            for block in decoder_blocks(vae)]
+
+
 def prepare_decoder(vae: nn.Module, dtype: torch.dtype, quantize: str | None = None) -> nn.Module:
-    """The SAME decoder's transformer layers swapped, in place, for SameLayerCPU in `dtype` (quantize="int8":
-    q/k/v, the attention's output and the feed-forward's input products in int8, per output row as the
-    DiT's; attention, norms and the feed-forward's output product stay in float32 / `dtype`)."""
-    for block in decoder_blocks(vae):
-        block.transformers = nn.ModuleList([SameLayerCPU(layer, dtype, quantize) for layer in block.transformers])
+    """The SAME decoder's transformer layers swapped, in place, for their mixed_layers."""
+    for block, layers in zip(decoder_blocks(vae), mixed_layers(vae, dtype, quantize)):
+        block.transformers = layers
     return vae
 
 

@@ -13,6 +13,7 @@ cut away: the joined audio is the whole clip's decode (up to float rounding), in
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -39,9 +40,35 @@ def windows(latents: int, window: int, alignment: int) -> list[tuple[int, int]]:
 
 
 def decode(vae: nn.Module, latents: torch.Tensor, samples: int, window: int = WINDOW_LATENTS,
-           report: Callable[[], None] | None = None) -> torch.Tensor:
+           report: Callable[[], None] | None = None, layers: list[nn.ModuleList] | None = None) -> torch.Tensor:
     """latents [B, C, L] -> audio [B, channels, samples] float32, clamped to [-1, 1] as the pipelines do;
-    report() after each window."""
+    report() after each window. layers: each decoder block's transformer layers to decode with in place of
+    its own (parts.decoder_layers: half precision on a GPU)."""
+    with decoding_with(vae, layers):
+        return _decode(vae, latents, samples, window, report)
+
+
+@contextlib.contextmanager
+def decoding_with(vae: nn.Module, layers: list[nn.ModuleList] | None):
+    """Inside, the decoder blocks run `layers` (None: their own); their own are put back after."""
+    from .cpu import decoder_blocks
+
+    if layers is None:
+        yield
+        return
+    blocks = decoder_blocks(vae)
+    own = [block.transformers for block in blocks]
+    try:
+        for block, swapped in zip(blocks, layers, strict=True):
+            block.transformers = swapped
+        yield
+    finally:
+        for block, kept in zip(blocks, own):
+            block.transformers = kept
+
+
+def _decode(vae: nn.Module, latents: torch.Tensor, samples: int, window: int,
+            report: Callable[[], None] | None) -> torch.Tensor:
     margin, alignment = margin_and_alignment(vae)
     hop = vae.downsampling_ratio
     dtype = next(vae.parameters()).dtype

@@ -259,9 +259,25 @@ class StableAudio3(Family):
         clock.lap("dit")
         decoded = iter(range(plan.steps + 1, total + 1))
         audio = decode(parts.vae, latents, int(plan.seconds * config.sample_rate),
-                       report=(lambda: report(next(decoded), total)) if report else None)
+                       report=(lambda: report(next(decoded), total)) if report else None,
+                       layers=self._decoder_layers())
         clock.lap("vae")
         return audio, clock.seconds
+
+    def _decoder_layers(self) -> list | None:
+        """The SAME decoder's layers to decode with: on a GPU in half precision, each layer's products in
+        the DiT's dtype with float32 around attention (norms, RoPE, both softmaxes of the differential
+        attention and their difference, as the CPU's bfloat16 form): a 120 s SAME-L decode took 0.93 s in
+        float32 on an H200 and 0.19 s all in bfloat16 (BENCHMARKS.md). Made at the first decode, kept until
+        the parts move. None elsewhere: the layers as loaded (float32, or cpu.for_cpu's CPU forms)."""
+        parts = self._parts
+        if self.device.type == "cpu" or self.dtype == torch.float32:
+            return None
+        if parts.half_decoder is None:
+            from .cpu import mixed_layers
+
+            parts.half_decoder = mixed_layers(parts.vae, self.dtype)
+        return parts.half_decoder
 
     def _interval_swaps(self) -> Callable[[torch.Tensor], None] | None:
         """With adapters that act at some noise levels only (Stability's LoRA interval): the whole set merged

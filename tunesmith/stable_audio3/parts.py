@@ -43,11 +43,13 @@ class StableAudio3Parts:
     transformer: nn.Module  # diffusers StableAudio3DiTModel
     vae: nn.Module  # diffusers AutoencoderSAME (SAME-L; SAME-S comes with the Stability layout)
     text_cache: dict = field(default_factory=dict)  # (prompts, device) -> T5Gemma (states, mask): sample.text_states
+    half_decoder: list | None = None  # the SAME decoder's half-precision layers on a GPU (model.py), made once
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "StableAudio3Parts":
         """The DiT in `dtype`; the text encoder, the embedder and the autoencoder in float32 (SAME's
         differential attention cancels in half precision, and the others run once per clip)."""
         self.text_cache.clear()
+        self.half_decoder = None
         with quiet_loading():
             for module in (self.text_encoder, self.seconds, self.vae):
                 module.to(device, torch.float32)
