@@ -53,15 +53,25 @@ def random_decoder(cfg, dtype: torch.dtype = torch.bfloat16, quantize: str | Non
 
 
 def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    """The CPU (model, the features that decide the kernels, cores, torch threads), and the GPU where there
+    is one: a CPU benchmark run on a GPU machine names its CPU too."""
     model = platform.processor() or "CPU"
     try:
         lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
         model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
     except (OSError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split())
+    except (OSError, IndexError):
+        flags = set()
+    shown = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f in flags][:2]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = (f"{model}{' (' + ', '.join(shown) + ')' if shown else ''}, {cores} cores, "
+           f"{torch.get_num_threads()} torch threads")
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}) with {cpu}, torch {torch.__version__}"
+    return f"{cpu}, torch {torch.__version__}"
 
 
 def report(table: str, markdown: str | None):
