@@ -1,5 +1,5 @@
 """The page's LoRA picker (GET /api/loras, a strength slider) and its Stable Audio 3 fields (repaint spans of an
-init audio, audio to extend), in real Chromium as test_page.py drives it."""
+init audio, audio to extend, audio-to-audio with a strength, loops), in real Chromium as test_page.py drives it."""
 
 from __future__ import annotations
 
@@ -112,6 +112,54 @@ def test_stable_audio3_repaints_spans_and_extends(browser, sa3_ckpt, tmp_path): 
 
         job_card(page).nth(1).locator(".again").click()  # the repaint job: its spans back in the field
         assert page.input_value("#repaint-spans") == "0:0.05, 0.15:"
+        assert not errors, errors
+    finally:
+        server.stop()
+
+
+def test_stable_audio3_transforms_audio_and_makes_loops(browser, sa3_ckpt, tmp_path):  # noqa: F811
+    """Audio-to-audio (an init audio and a strength, no spans) and a seamless loop from the page, each a job
+    whose request says so, and a loop's file exactly the seconds asked."""
+    import io
+
+    from tunesmith.server.app import create_app
+
+    from .conftest import ThreadServer, make_settings
+
+    server = ThreadServer(create_app(make_settings(sa3_ckpt[0], tmp_path / "data")))
+    try:
+        source = tmp_path / "source.wav"
+        sf.write(source, np.random.default_rng(0).uniform(-0.3, 0.3, (1024, 2)).astype("float32"), 4096)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(server.url)
+        page.wait_for_selector("#model option", state="attached")
+        page.click("#advanced summary")
+        page.fill("#prompt", "soft pads")
+        page.fill("input[name=steps]", "4")
+
+        page.set_input_files("#continuation", str(source))  # transformed whole: no repaint spans
+        page.fill("input[name=strength]", "0.4")
+        page.click("#submit")
+        job_card(page, "done").first.wait_for(timeout=WAIT_MS)
+        job = jobs(page)[0]
+        options = job["request"]["options"]
+        assert job["status"] == "done" and options["strength"] == 0.4 and job["request"]["audio_prompt"], job
+        assert "repaint" not in options and "continuation" not in options, job
+
+        page.set_input_files("#continuation", [])
+        page.fill("input[name=strength]", "")
+        page.fill("#duration", "0.5")
+        page.check("input[name=loop]")
+        page.click("#submit")
+        job_card(page, "done").nth(1).wait_for(timeout=WAIT_MS)
+        job = jobs(page)[0]
+        assert job["status"] == "done" and job["request"]["loop"] is True and job["duration"] == 0.5, job
+        assert "strength" not in job["request"]["options"] and not job["request"].get("audio_prompt"), job
+        audio = page.request.get(server.url.rstrip("/") + job["files"][0]["url"]).body()
+        samples, rate = sf.read(io.BytesIO(audio))
+        assert samples.shape[0] == round(0.5 * rate)  # a loop is exactly its duration
         assert not errors, errors
     finally:
         server.stop()
