@@ -129,14 +129,14 @@ def _dc_offset(monkeypatch):
     """Every clip the tiny MusicGen makes fails its check with a DC offset of 0.12."""
     import numpy as np
 
-    import tunesmith.musicgen.model as musicgen
+    from tunesmith import generation
     from tunesmith.audio.checks import check_audio
 
     def offset(audio, rate):  # a tone on 0.12 in the clip's shape: only its offset is wrong
         tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(audio.shape[-1]) / rate)
         return check_audio(np.broadcast_to(tone + 0.12, audio.shape).astype(np.float32), rate)
 
-    monkeypatch.setattr(musicgen, "check_audio", offset)
+    monkeypatch.setattr(generation, "check_audio", offset)  # where every family's clips are checked
 
 
 @pytest.mark.parametrize("strict, tail, status", [(False, ", or --strict to make this an error", 0),

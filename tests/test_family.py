@@ -48,3 +48,32 @@ def test_each_option_is_a_flag_and_a_field_from_the_table():
 
     assert {o.field or name for spec in FAMILIES.values() for name, o in spec.params.items()} <= set(JobIn.model_fields)
     assert set(METER) <= set(JobIn.model_fields)
+
+
+def test_a_batchs_clips_are_checked_at_once_in_order(monkeypatch):
+    """checks_of gives what check_audio gives clip by clip, in the clips' order, the batch on several threads."""
+    import itertools
+    import threading
+
+    import numpy as np
+
+    from tunesmith import generation
+    from tunesmith.audio.checks import check_audio
+
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 32000
+    audios = [(0.3 * np.sin(2 * np.pi * f * t))[None].astype(np.float32) for f in (110, 220, 440)]
+    audios += [rng.uniform(-0.5, 0.5, (2, 32000)).astype(np.float32), np.zeros((1, 32000), np.float32)]
+    threads, calls, both = set(), itertools.count(), threading.Barrier(2, timeout=30)
+
+    def noted(audio, rate):
+        threads.add(threading.get_ident())
+        if next(calls) < 2:
+            both.wait()  # the first two checks run at the same time, or this times out
+        return check_audio(audio, rate)
+
+    monkeypatch.setattr(generation, "check_audio", noted)
+    monkeypatch.setattr(generation, "available_cores", lambda: 2)
+    assert generation.checks_of(audios, 32000) == [check_audio(a, 32000) for a in audios]
+    assert len(threads) == 2 and threading.get_ident() not in threads
+    assert generation.checks_of(audios[:1], 32000) == [check_audio(audios[0], 32000)]

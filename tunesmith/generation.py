@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable
 
@@ -302,11 +303,17 @@ def clips_of_rows(rows: list, audio, sample_rate: int, settings: dict, seconds: 
     """One Clip per (schedule, seed) row of `audio` (rows, channels, samples), each checked; with
     loop_duration, each made a seamless loop of that length first. For families whose rows are one
     prompt each (the diffusion families)."""
-    clips = []
-    for (schedule, seed), a in zip(rows, audio):
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if loop_duration is not None:
-            a = make_loop(a, sample_rate, loop_duration)
-        clips.append(Clip(a, sample_rate, schedule[0][1], seed, dict(settings), check_audio(a, sample_rate),
-                          dict(seconds)))
-    return clips
+    audios = [np.ascontiguousarray(a, dtype=np.float32) for a in audio]
+    if loop_duration is not None:
+        audios = [make_loop(a, sample_rate, loop_duration) for a in audios]
+    return [Clip(a, sample_rate, schedule[0][1], seed, dict(settings), check, dict(seconds))
+            for (schedule, seed), a, check in zip(rows, audios, checks_of(audios, sample_rate))]
+
+
+def checks_of(audios: list[np.ndarray], sample_rate: int) -> list:
+    """check_audio of each clip, a batch's at once on the available cores: numpy's FFTs and sums release the
+    GIL, and on a GPU the checks, on the CPU, took longer than the decoding (16 clips of 10 s: BENCHMARKS.md)."""
+    if len(audios) < 2:
+        return [check_audio(a, sample_rate) for a in audios]
+    with ThreadPoolExecutor(min(len(audios), available_cores())) as pool:
+        return list(pool.map(lambda a: check_audio(a, sample_rate), audios))

@@ -11,12 +11,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..audio.checks import check_audio
 from ..audio.loops import make_loop
 from ..audio.prompt import fit_audio, keep_prompt_samples
 from ..clip import Clip
 from ..errors import CheckpointError, InvalidParameter
-from ..generation import Family, StageClock, generated_seconds
+from ..generation import Family, StageClock, checks_of, generated_seconds
 from ..lora import describe as describe_lora
 from ..quiet import quiet_loading
 from ..request import WINDOW_SECONDS, Request, check_request, named
@@ -273,17 +272,20 @@ class MusicGen(Family):
         if plan.style is not None:
             settings.update(cfg_beta=p.cfg_beta, style_excerpt=plan.style.excerpt,
                             style_quantizers=plan.style.quantizers)
-        clips = []
-        for row_index, ((schedule, seed), a) in enumerate(zip(plan.rows, audio.cpu().numpy())):
+        audios = []
+        for a in audio.cpu().numpy():
             if plan.loop:
                 a = make_loop(a, self.sample_rate, plan.duration)
             if plan.prompt_audio is not None:
                 a = keep_prompt_samples(plan.prompt_audio, a, self.sample_rate)
+            audios.append(a)
+        clips = []
+        checks = checks_of(audios, self.sample_rate)
+        for row_index, ((schedule, seed), a, check) in enumerate(zip(plan.rows, audios, checks)):
             row = dict(settings, schedule=schedule) if len(schedule) > 1 else settings
             if plan.style is not None:
                 row = dict(row, style_start=plan.style.starts[row_index])
-            clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row),
-                              check_audio(a, self.sample_rate), dict(seconds)))
+            clips.append(Clip(a, self.sample_rate, schedule_text(schedule), seed, dict(row), check, dict(seconds)))
         return clips
 
     def _move(self, device: torch.device, dtype: torch.dtype):
