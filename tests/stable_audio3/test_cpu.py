@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tunesmith.errors import InvalidParameter
-from tunesmith.stable_audio3.cpu import DiTCPU, SameLayerMixed, decoder_blocks, mixed_layers, prepare_decoder
+from tunesmith.stable_audio3.cpu import (DiTCPU, SameLayerMixed, banded_attention, decoder_blocks, mixed_layers,
+                                         prepare_decoder)
 from tunesmith.stable_audio3.decode import decode
 
 from . import same_reference
@@ -111,6 +112,19 @@ def test_same_decoder_forms_within_snr_of_float32(kind, dtype, quantize, floor):
         audio = decode(fast, z, 300 * 32, window=128)
     assert any(isinstance(m, SameLayerMixed) for m in fast.modules())
     assert snr_db(reference, audio) > floor
+
+
+@pytest.mark.parametrize("tokens, band", [(68, 17), (70, 17), (5, 17), (300, 9), (1, 3)])
+def test_banded_attention_is_attention_under_diffusers_band_mask(tokens, band):
+    """SAME-L's band computed in blocks (queries a multiple of the band or not, a sequence shorter than one
+    block) equals dense attention under diffusers' own mask, in float64 to rounding."""
+    import torch.nn.functional as F
+    from diffusers.models.autoencoders.autoencoder_same import _band_mask
+
+    g = torch.Generator().manual_seed(tokens)
+    q, k, v = (torch.randn(2, 3, tokens, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=_band_mask(tokens, band, q.device, q.dtype))
+    torch.testing.assert_close(banded_attention(q, k, v, band), dense, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["SAME-S", "SAME-L"])
