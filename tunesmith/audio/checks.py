@@ -51,7 +51,7 @@ class CheckResult:
 
 
 CHUNK = 1 << 20  # samples per step: long pieces are measured in bounded memory
-FRAMES_AT_ONCE = 128  # spectra a step: their few passes run faster while they fit in the CPU's cache
+FRAMES_AT_ONCE = 128  # flatness spectra a step: their passes run faster while they stay in the CPU's cache
 
 
 def spectral_flatness(mono: np.ndarray) -> np.ndarray:
@@ -59,12 +59,11 @@ def spectral_flatness(mono: np.ndarray) -> np.ndarray:
     if mono.size < FFT_SIZE:
         mono = np.pad(mono, (0, FFT_SIZE - mono.size))
     n = 1 + (mono.size - FFT_SIZE) // FFT_HOP
-    frames_per_chunk = FRAMES_AT_ONCE
-    window = np.hanning(FFT_SIZE)  # float64 frames: numpy's FFT runs them faster than float32 ones here
+    window = np.hanning(FFT_SIZE)  # float64 frames: numpy's float32 FFT is the slower one (tempo.py)
     silent = 10 ** (SILENCE_DBFS / 10)  # a frame's variance at or below this (its RMS below -60 dBFS)
     out = []
-    for first in range(0, n, frames_per_chunk):
-        count = min(frames_per_chunk, n - first)
+    for first in range(0, n, FRAMES_AT_ONCE):
+        count = min(FRAMES_AT_ONCE, n - first)
         span = mono[first * FFT_HOP : (first + count - 1) * FFT_HOP + FFT_SIZE]
         frames = np.lib.stride_tricks.sliding_window_view(span, FFT_SIZE)[::FFT_HOP][:count] * window
         spectrum = np.fft.rfft(frames, axis=1)[:, 1:]  # [count, bins]: the DC bin left out

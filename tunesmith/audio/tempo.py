@@ -64,7 +64,7 @@ def onset_strength(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     step = int(starts[1])
     whole = np.array_equal(starts, step * np.arange(len(starts)))  # 48 kHz: 240 samples; 44.1 kHz: 220.5
     window = np.hanning(FFT_SIZE)
-    # frames in float64: numpy's FFT (pocketfft, one row at a time) runs float64 faster than float32 here
+    # frames in float64: numpy's (2.4) float32 FFT took 1.5 to 6 times as long a frame as its float64 one
     frames = np.empty((min(CHUNK_FRAMES, len(starts)), FFT_SIZE))  # [n, FFT_SIZE]
     # row 0: the spectrum before the chunk's first (the first chunk's first frame has none: no flux)
     spectra = np.empty((len(frames) + 1, FFT_SIZE // 2 + 1), np.float32)  # [1 + n, bins]
