@@ -334,3 +334,12 @@ def test_gpu_diffusion_failure_of_one_family_leaves_the_next(tmp_path, monkeypat
                                   "--workdir", str(tmp_path)])
     assert "sa3-medium: FAILED: RuntimeError: no such part" in capsys.readouterr().out
     assert results[0]["error"].startswith("RuntimeError") and results[1]["family"] == "sao" and "sides" in results[1]
+
+
+def test_check_cost_times_the_check_beside_the_plain_code(capsys):
+    from benchmarks import check_cost
+
+    check_cost.main(["--runs", "1", "--seconds", "10"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 10 s")]
+    assert [r.split("|")[2].strip() for r in rows] == ["noise", "music"]
+    assert all(r.rstrip(" |").endswith("yes") for r in rows)
