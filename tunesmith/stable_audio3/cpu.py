@@ -2,7 +2,7 @@
 
 for_cpu(parts, dtype, quantize) swaps the DiT for DiTCPU and the SAME decoder's transformer layers for
 SameLayerMixed; the text encoder, the seconds embedder and the SAME encoder stay as loaded (float32). The
-mixed SAME layers also decode in half precision on a GPU (mixed_layers, parts.decoder_layers).
+mixed SAME layers also decode in half precision on a GPU (mixed_layers, model._decoder_layers).
 
     DiT     products in `dtype` (bfloat16 where the CPU computes it natively) or int8 (quantize="int8":
             weights per output row, plain round-to-nearest, as Stability found best for this DiT), around

@@ -43,7 +43,7 @@ def decode(vae: nn.Module, latents: torch.Tensor, samples: int, window: int = WI
            report: Callable[[], None] | None = None, layers: list[nn.ModuleList] | None = None) -> torch.Tensor:
     """latents [B, C, L] -> audio [B, channels, samples] float32, clamped to [-1, 1] as the pipelines do;
     report() after each window. layers: each decoder block's transformer layers to decode with in place of
-    its own (parts.decoder_layers: half precision on a GPU)."""
+    its own (StableAudio3._decoder_layers: half precision on a GPU)."""
     with decoding_with(vae, layers):
         return _decode(vae, latents, samples, window, report)
 
