@@ -4,6 +4,7 @@ init audio, audio to extend, audio-to-audio with a strength, loops), in real Chr
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from ..stable_audio3.conftest import sa3_ckpt  # noqa: F401  (the tiny pipeline the family's tests build)
@@ -65,7 +66,10 @@ def test_no_picker_without_adapters(browser, start_server):  # noqa: F811
     assert page.locator("#lora-fields").is_hidden()
 
 
-def test_stable_audio3_repaints_spans_and_extends(browser, sa3_ckpt, tmp_path):  # noqa: F811
+@pytest.fixture
+def sa3_page(browser, sa3_ckpt, tmp_path):  # noqa: F811
+    """(page, source, errors): the page of a server of the tiny Stable Audio 3 model, its advanced fields
+    open; a quarter second of stereo audio to upload; the page's script errors."""
     from tunesmith.server.app import create_app
 
     from .conftest import ThreadServer, make_settings
@@ -80,86 +84,76 @@ def test_stable_audio3_repaints_spans_and_extends(browser, sa3_ckpt, tmp_path): 
         page.goto(server.url)
         page.wait_for_selector("#model option", state="attached")
         page.click("#advanced summary")
-        assert page.locator("#repaint-spans").is_visible() and page.locator("#extend").is_visible()
-        assert page.locator("input[name=sampler]").is_hidden()  # Stable Audio Open's, not Stable Audio 3's
-        assert page.locator("input[name=strength]").is_visible() and page.locator("#lora-fields").is_hidden()
-        assert page.locator("#repaint-start").is_hidden()  # ACE-Step's one span
-
-        page.fill("#prompt", "loud drums")
-        page.fill("#duration", "0.25")
-        page.fill("input[name=steps]", "4")
-        page.set_input_files("#continuation", str(source))
-        page.fill("#repaint-spans", "0:0.05, 0.15:")
-        page.click("#submit")
-        job_card(page, "done").first.wait_for(timeout=WAIT_MS)
-        job = jobs(page)[0]
-        assert job["status"] == "done" and job["request"]["options"]["repaint"] == [[0, 0.05], [0.15, None]], job
-
-        page.fill("#repaint-spans", "4 to 8")  # the browser's own check, in one line
-        page.click("#submit")
-        page.wait_for_selector("#form-error:not(:empty)")
-        assert page.inner_text("#form-error").startswith("Repaint spans (s):")
-        page.fill("#repaint-spans", "")
-
-        page.set_input_files("#continuation", [])
-        page.set_input_files("#extend", str(source))
-        page.fill("#duration", "0.5")  # extend 0.25 s to 0.5 s: the total length
-        page.click("#submit")
-        job_card(page, "done").nth(1).wait_for(timeout=WAIT_MS)
-        job = jobs(page)[0]
-        assert job["status"] == "done" and job["duration"] == 0.5, job
-        assert job["request"]["options"].get("continuation"), job  # the extend upload, stored as the option
-
-        job_card(page).nth(1).locator(".again").click()  # the repaint job: its spans back in the field
-        assert page.input_value("#repaint-spans") == "0:0.05, 0.15:"
-        assert not errors, errors
+        yield page, source, errors
     finally:
         server.stop()
 
 
-def test_stable_audio3_transforms_audio_and_makes_loops(browser, sa3_ckpt, tmp_path):  # noqa: F811
+def test_stable_audio3_repaints_spans_and_extends(sa3_page):
+    page, source, errors = sa3_page
+    assert page.locator("#repaint-spans").is_visible() and page.locator("#extend").is_visible()
+    assert page.locator("input[name=sampler]").is_hidden()  # Stable Audio Open's, not Stable Audio 3's
+    assert page.locator("input[name=strength]").is_visible() and page.locator("#lora-fields").is_hidden()
+    assert page.locator("#repaint-start").is_hidden()  # ACE-Step's one span
+
+    page.fill("#prompt", "loud drums")
+    page.fill("#duration", "0.25")
+    page.fill("input[name=steps]", "4")
+    page.set_input_files("#continuation", str(source))
+    page.fill("#repaint-spans", "0:0.05, 0.15:")
+    page.click("#submit")
+    job_card(page, "done").first.wait_for(timeout=WAIT_MS)
+    job = jobs(page)[0]
+    assert job["status"] == "done" and job["request"]["options"]["repaint"] == [[0, 0.05], [0.15, None]], job
+
+    page.fill("#repaint-spans", "4 to 8")  # the browser's own check, in one line
+    page.click("#submit")
+    page.wait_for_selector("#form-error:not(:empty)")
+    assert page.inner_text("#form-error").startswith("Repaint spans (s):")
+    page.fill("#repaint-spans", "")
+
+    page.set_input_files("#continuation", [])
+    page.set_input_files("#extend", str(source))
+    page.fill("#duration", "0.5")  # extend 0.25 s to 0.5 s: the total length
+    page.click("#submit")
+    job_card(page, "done").nth(1).wait_for(timeout=WAIT_MS)
+    job = jobs(page)[0]
+    assert job["status"] == "done" and job["duration"] == 0.5, job
+    assert job["request"]["options"].get("continuation"), job  # the extend upload, stored as the option
+
+    job_card(page).nth(1).locator(".again").click()  # the repaint job: its spans back in the field
+    assert page.input_value("#repaint-spans") == "0:0.05, 0.15:"
+    assert not errors, errors
+
+
+def test_stable_audio3_transforms_audio_and_makes_loops(sa3_page):
     """Audio-to-audio (an init audio and a strength, no spans) and a seamless loop from the page, each a job
     whose request says so, and a loop's file exactly the seconds asked."""
     import io
 
-    from tunesmith.server.app import create_app
+    page, source, errors = sa3_page
+    page.fill("#prompt", "soft pads")
+    page.fill("input[name=steps]", "4")
 
-    from .conftest import ThreadServer, make_settings
+    page.set_input_files("#continuation", str(source))  # transformed whole: no repaint spans
+    page.fill("input[name=strength]", "0.4")
+    page.click("#submit")
+    job_card(page, "done").first.wait_for(timeout=WAIT_MS)
+    job = jobs(page)[0]
+    options = job["request"]["options"]
+    assert job["status"] == "done" and options["strength"] == 0.4 and job["request"]["audio_prompt"], job
+    assert "repaint" not in options and "continuation" not in options, job
 
-    server = ThreadServer(create_app(make_settings(sa3_ckpt[0], tmp_path / "data")))
-    try:
-        source = tmp_path / "source.wav"
-        sf.write(source, np.random.default_rng(0).uniform(-0.3, 0.3, (1024, 2)).astype("float32"), 4096)
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(server.url)
-        page.wait_for_selector("#model option", state="attached")
-        page.click("#advanced summary")
-        page.fill("#prompt", "soft pads")
-        page.fill("input[name=steps]", "4")
-
-        page.set_input_files("#continuation", str(source))  # transformed whole: no repaint spans
-        page.fill("input[name=strength]", "0.4")
-        page.click("#submit")
-        job_card(page, "done").first.wait_for(timeout=WAIT_MS)
-        job = jobs(page)[0]
-        options = job["request"]["options"]
-        assert job["status"] == "done" and options["strength"] == 0.4 and job["request"]["audio_prompt"], job
-        assert "repaint" not in options and "continuation" not in options, job
-
-        page.set_input_files("#continuation", [])
-        page.fill("input[name=strength]", "")
-        page.fill("#duration", "0.5")
-        page.check("input[name=loop]")
-        page.click("#submit")
-        job_card(page, "done").nth(1).wait_for(timeout=WAIT_MS)
-        job = jobs(page)[0]
-        assert job["status"] == "done" and job["request"]["loop"] is True and job["duration"] == 0.5, job
-        assert "strength" not in job["request"]["options"] and not job["request"].get("audio_prompt"), job
-        audio = page.request.get(server.url.rstrip("/") + job["files"][0]["url"]).body()
-        samples, rate = sf.read(io.BytesIO(audio))
-        assert samples.shape[0] == round(0.5 * rate)  # a loop is exactly its duration
-        assert not errors, errors
-    finally:
-        server.stop()
+    page.set_input_files("#continuation", [])
+    page.fill("input[name=strength]", "")
+    page.fill("#duration", "0.5")
+    page.check("input[name=loop]")
+    page.click("#submit")
+    job_card(page, "done").nth(1).wait_for(timeout=WAIT_MS)
+    job = jobs(page)[0]
+    assert job["status"] == "done" and job["request"]["loop"] is True and job["duration"] == 0.5, job
+    assert "strength" not in job["request"]["options"] and not job["request"].get("audio_prompt"), job
+    audio = page.request.get(page.url.rstrip("/") + job["files"][0]["url"]).body()
+    samples, rate = sf.read(io.BytesIO(audio))
+    assert samples.shape[0] == round(0.5 * rate)  # a loop is exactly its duration
+    assert not errors, errors
