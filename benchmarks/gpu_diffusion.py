@@ -5,8 +5,9 @@ the real sizes, in one process, runs interleaved (median of --runs after one unt
     python -m benchmarks.gpu_diffusion --families sa3-medium --seconds 30,120 --runs 5
     python -m benchmarks.gpu_diffusion --size tiny --device cpu --runs 1   # the dry run: tiny parts, CPU
 
-On an H200 the three families take about 3 minutes, building included (folders of 4.5, 5.5 and 1.1 GB in
-bfloat16, written to the temp folder or --workdir and removed after each family).
+On an H200 (2026-12-04) ACE-Step and SAO took 43 s together and SA3 Medium at 120 s alone 37 s, building
+included (folders of 5.5, 1.1 and 4.5 GB in bfloat16, written to the temp folder or --workdir and removed
+after each family); SA3 at 30 and 120 s, about a minute.
 
 Families, in order of value:
   sa3-medium  Stable Audio 3 Medium (1.4B DiT with differential attention, SAME-L, T5Gemma's encoder), 30 s
