@@ -168,6 +168,27 @@ def weight_only_int8(on: bool):
         linear.packed_int8 = real
 
 
+def with_compiled_step(mg):
+    """mg, with its static decode step compiled by torch.compile (inductor) while it generates: the step's ~20
+    kernels a layer fused where inductor can, the lever the H200's profile points at (BENCHMARKS.md). On CUDA
+    the graph captures the compiled step; on the CPU tunesmith decodes eagerly and nothing changes. An
+    experiment beside the default, not tunesmith's own path."""
+    from tunesmith.musicgen import generate
+
+    compiled, plain = torch.compile(generate.static_step, dynamic=False), mg.generate
+
+    def generate_compiled(*args, **kwargs):
+        real = generate.static_step
+        generate.static_step = compiled  # StepGraph's step looks it up at each call: warm-up and capture
+        try:
+            return plain(*args, **kwargs)
+        finally:
+            generate.static_step = real
+
+    mg.generate = generate_compiled
+    return mg
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=SIZES)
@@ -178,7 +199,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", default="default,int8",
                         help="tunesmith variants: default, float32, bfloat16, float16, int8, int4; int8w: int8 "
-                             "through torch's weight-only product, as before fbgemm on CPUs below AVX-512")
+                             "through torch's weight-only product, as before fbgemm on CPUs below AVX-512; "
+                             "compiled: the default with its CUDA-graph step compiled by torch.compile")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers")
     parser.add_argument("--markdown", help="append the table to this markdown file")
     parser.add_argument("--profile", type=float, default=0, metavar="SECONDS",
@@ -197,9 +219,12 @@ def main(argv=None):
     engines = {}
     for variant in args.variants.split(","):
         quantized = variant in ("int8", "int4", "int8w")
-        kwargs = {"quantize": variant[:4]} if quantized else {} if variant == "default" else {"dtype": variant}
+        kwargs = ({"quantize": variant[:4]} if quantized else {} if variant in ("default", "compiled")
+                  else {"dtype": variant})
         with weight_only_int8(variant == "int8w"):
             mg = MusicGen.from_pretrained(folder, device=str(device), **kwargs)
+        if variant == "compiled":
+            mg = with_compiled_step(mg)
         engines[f"tunesmith {variant} ({str(mg.dtype)[6:]}{', ' + variant if quantized else ''})"] = mg
     n_frames = round(args.duration * 50)
     per_channel = 4
@@ -216,9 +241,10 @@ def main(argv=None):
                for name, mg in engines.items()}
     if reference is not None:
         results[ref_name] = Result(ref_name, weights_mb=weights_mb(reference))
-    # Warm-up: one short run each, not timed.
-    for mg in engines.values():
-        mg.generate(PROMPT, duration=0.5, seed=0)
+    # Warm-up: one short run each, not timed; a compiled step compiles for each shape: the timed one's
+    for name, mg in engines.items():
+        compiled = name.startswith("tunesmith compiled")
+        mg.generate([PROMPT] * (args.batch if compiled else 1), duration=args.duration if compiled else 0.5, seed=0)
     if reference is not None:
         run_transformers(reference, tokenizer, 10, 1, device, Result("warm-up"))
     for run in range(args.runs):

@@ -50,7 +50,8 @@ else
     fi
 fi
 
-say "plan: facts; GPU tests; musicgen small (1 and 16 prompts); SA3 Medium, ACE-Step, SAO; musicgen large;" \
+say "plan: facts; GPU tests; musicgen small (1 and 16 prompts); SA3 Medium, ACE-Step, SAO; musicgen small's" \
+    "step compiled; musicgen large;" \
     "beside them on the last cores: AVX-512 kernel tests, musicgen small and SA3 Small on 2 cores (device $DEVICE)"
 {
     date -u
@@ -103,6 +104,9 @@ step 90 "musicgen $SMALL, 16 prompts" $GPU_CORES $PY -m benchmarks.bench --size 
     --runs 2 --device $DEVICE --variants default --markdown "$TABLES"
 step 240 "diffusion families" $GPU_CORES $PY -m benchmarks.gpu_diffusion --families sa3-medium,acestep,sao \
     --size $DIFF_SIZE --device $DEVICE --runs 3 --markdown "$TABLES" --json "$OUT/diffusion.json"
+# the lever the first run's profile pointed at: the step's kernels fused by torch.compile inside the graph
+step 240 "musicgen $SMALL, the step compiled" $GPU_CORES $PY -m benchmarks.bench --size $SMALL --duration 10 \
+    --batch 1 --runs 3 --device $DEVICE --variants default,compiled --no-reference --markdown "$TABLES"
 step 150 "musicgen $LARGE, 1 prompt" $GPU_CORES $PY -m benchmarks.bench --size $LARGE --duration 10 --batch 1 \
     --runs 1 --device $DEVICE --variants default --markdown "$TABLES"
 

@@ -63,6 +63,25 @@ def test_bench_compares_tunesmith_with_transformers(bench_cache, stereo):
     assert rows[names[2]][-1] == "1.0x"
 
 
+def test_a_compiled_step_decodes_as_the_step_itself(mono_ckpt, monkeypatch):
+    """bench's `compiled` variant: the static step compiled by torch.compile while the model generates (on
+    CUDA the graph captures it; forced here on the CPU, where tunesmith decodes eagerly), the same greedy codes,
+    and the plain step back afterwards. float16: plain linears, as on a GPU."""
+    import functools
+
+    from tunesmith import MusicGen
+    from tunesmith.musicgen import generate, longform
+
+    monkeypatch.setattr(longform, "generate_codes", functools.partial(generate.generate_codes, mode="static"))
+    plain = MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float16")
+    compiled = bench.with_compiled_step(MusicGen.from_pretrained(mono_ckpt[0], device="cpu", dtype="float16"))
+    step = generate.static_step
+    want, = plain.generate("calm piano", duration=0.5, seed=1, temperature=0)
+    got, = compiled.generate("calm piano", duration=0.5, seed=1, temperature=0)
+    assert generate.static_step is step
+    np.testing.assert_array_equal(got.audio, want.audio)
+
+
 def test_weights_count_parameters_and_buffers_once():
     linear = torch.nn.Linear(4, 8)
     linear.register_buffer("scales", torch.zeros(8, dtype=torch.float16))
