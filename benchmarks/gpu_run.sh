@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_run.sh --dry-run   # here: the plan, then each step's CPU path at tiny sizes
 #
 # The GPU machine has torch with CUDA and no network; what its image lacks travels as wheels in .whl/
-# (README's "GPU" section says which) and is installed under /tmp/site. The CPU block (the AVX-512 kernel
+# (`bash benchmarks/gpu_wheels.sh` downloads them here first) and is installed under /tmp/site. The CPU block (the AVX-512 kernel
 # tests and Stable Audio 3 Small on two cores, which this project's AVX2 machines cannot run) runs beside the
 # GPU block, pinned to the last cores, so that neither waits for the other.
 set -u
