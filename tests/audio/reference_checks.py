@@ -1,16 +1,16 @@
 """The output check and the tempo estimator as they were at c4ee857, before they were made cheaper: the
 plain code that tests/audio/test_check_reference.py holds the cheaper one to, and that
-benchmarks/check_cost.py times it against. Thresholds and sizes are the package's own; how much is
-computed at a time is as it was."""
+benchmarks/check_cost.py times it against. Thresholds and sizes, the rules that turn measures into problems
+(problems_of) and the tempo's unchanged helpers are the package's own; how much is computed at a time is as
+it was."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tunesmith.audio.checks import (DC_LIMIT, CLIPPED_FRACTION, FFT_HOP, FFT_SIZE, SILENCE_DBFS,
-                                    STATIC_FLATNESS, CheckResult)
-from tunesmith.audio.tempo import (FRAME_RATE, LAGS_SECONDS, LONGEST_SECONDS, MIN_STRENGTH,
-                                   PRIOR_OCTAVES, SHORTEST_SECONDS, TEMPO_RANGE)
+from tunesmith.audio.checks import FFT_HOP, FFT_SIZE, SILENCE_DBFS, CheckResult, problems_of
+from tunesmith.audio.tempo import (FRAME_RATE, LAGS_SECONDS, LONGEST_SECONDS, MIN_STRENGTH, PRIOR_OCTAVES,
+                                   SHORTEST_SECONDS, TEMPO_RANGE, _read, autocorrelation)
 from tunesmith.audio.tempo import FFT_SIZE as TEMPO_FFT_SIZE
 
 CHUNK = 1 << 20  # samples a step, as they were
@@ -35,20 +35,6 @@ def onset_strength(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     flux = np.concatenate(flux)  # [frames - 1]
     width = int(FRAME_RATE)  # one second of local mean
     return flux - np.convolve(flux, np.ones(width) / width, mode="same")
-
-
-def autocorrelation(x: np.ndarray) -> np.ndarray:
-    """The (biased) autocorrelation of x at lags 0 .. len(x) - 1."""
-    n = len(x)
-    spectrum = np.fft.rfft(x, 2 * n)
-    return np.fft.irfft(np.abs(spectrum) ** 2)[:n]
-
-
-def _read(ac: np.ndarray, lags: np.ndarray) -> np.ndarray:
-    """ac at fractional lags, linearly between frames."""
-    whole = np.floor(lags).astype(np.int64)
-    frac = lags - whole
-    return (1 - frac) * ac[whole] + frac * ac[whole + 1]
 
 
 def reference_tempo(audio: np.ndarray, sample_rate: int) -> float | None:
@@ -134,16 +120,6 @@ def reference_check(audio: np.ndarray, sample_rate: int | None = None) -> CheckR
     flat = spectral_flatness(x.mean(axis=0))
     flatness = float(np.median(flat)) if flat.size else 0.0
 
-    if rms_dbfs < SILENCE_DBFS:
-        problems.append(f"silent (RMS {rms_dbfs:.0f} dBFS)")
-    else:
-        if clipped > CLIPPED_FRACTION:
-            problems.append(f"clipped ({clipped:.1%} of samples in flat tops at {peak:.2f})")
-        elif peak > 1.0:
-            problems.append(f"peak {peak:.2f} is above full scale and will clip when written")
-        if flatness > STATIC_FLATNESS:
-            problems.append(f"sounds like broadband static (spectral flatness {flatness:.2f})")
-    if dc > DC_LIMIT:
-        problems.append(f"DC offset {dc:.2g}")
+    problems += problems_of(peak, rms_dbfs, dc, clipped, flatness)  # the rules on the measures, unchanged
     tempo = None if sample_rate is None or rms_dbfs < SILENCE_DBFS else reference_tempo(x, sample_rate)
     return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness, tempo)

@@ -118,7 +118,14 @@ def check_audio(audio: np.ndarray, sample_rate: int | None = None) -> CheckResul
     mono = mix_down(x)  # once: the tempo reads it too
     flat = spectral_flatness(mono)
     flatness = float(np.median(flat)) if flat.size else 0.0
+    problems += problems_of(peak, rms_dbfs, dc, clipped, flatness)
+    tempo = None if sample_rate is None or rms_dbfs < SILENCE_DBFS else estimate_tempo(mono, sample_rate)
+    return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness, tempo)
 
+
+def problems_of(peak: float, rms_dbfs: float, dc: float, clipped: float, flatness: float) -> list[str]:
+    """What a clip's measures say is wrong with it, one line each (non-finite samples are counted apart)."""
+    problems = []
     if rms_dbfs < SILENCE_DBFS:
         problems.append(f"silent (RMS {rms_dbfs:.0f} dBFS)")
     else:
@@ -130,5 +137,4 @@ def check_audio(audio: np.ndarray, sample_rate: int | None = None) -> CheckResul
             problems.append(f"sounds like broadband static (spectral flatness {flatness:.2f})")
     if dc > DC_LIMIT:
         problems.append(f"DC offset {dc:.2g}")
-    tempo = None if sample_rate is None or rms_dbfs < SILENCE_DBFS else estimate_tempo(mono, sample_rate)
-    return CheckResult(not problems, problems, peak, rms_dbfs, dc, clipped, flatness, tempo)
+    return problems
