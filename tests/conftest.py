@@ -66,23 +66,15 @@ def _float32_means_float32_on_gpu(request):
 @pytest.fixture(autouse=True)
 def _tiny_weights_pass_the_output_check_on_gpu(request, monkeypatch):
     """On a GPU a clip that fails its output check is made again on the CPU (generation.py), which a GPU test
-    would take for a CUDA failure. The tiny random checkpoints' audio fails it for what random weights make (a
-    DC offset of 0.05 to 0.3 from the tiny MusicGen, Stable Audio and Stable Audio 3 decoders, measured; a
-    clamp's flat tops or static may follow in half precision): for GPU tests only non-finite samples and
-    silence, what a broken device run gives, count."""
+    would take for a CUDA failure, and the tiny random checkpoints' audio fails it: for GPU tests
+    random_weights_check counts only what a broken device run gives."""
     if request.node.get_closest_marker("gpu") is None:
         return
-    import dataclasses
-
     from tunesmith import generation
-    from tunesmith.audio.checks import check_audio
 
-    def check(audio, sample_rate=None):
-        result = check_audio(audio, sample_rate)
-        problems = [p for p in result.problems if "NaN or infinite" in p or p.startswith("silent")]
-        return dataclasses.replace(result, ok=not problems, problems=problems)
+    from .random_weights import random_weights_check
 
-    monkeypatch.setattr(generation, "check_audio", check)  # where every family's clips are checked
+    monkeypatch.setattr(generation, "check_audio", random_weights_check)  # where every family's clips are checked
 
 
 def pytest_collection_modifyitems(config, items):
