@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import gc
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -385,9 +386,10 @@ def main(argv=None):
             if "sides" in result:
                 report(render(result, args), args.markdown)
             if args.json:  # after each family: a run stopped at its time limit keeps what it measured
-                Path(args.json).write_text(json.dumps({"hardware": hardware(), "date": str(datetime.date.today()),
-                                                       "size": args.size, "runs": args.runs, "results": results},
-                                                      indent=2))
+                partial = Path(args.json).with_suffix(".partial")  # whole or not at all, even if killed mid-write
+                partial.write_text(json.dumps({"hardware": hardware(), "date": str(datetime.date.today()),
+                                               "size": args.size, "runs": args.runs, "results": results}, indent=2))
+                os.replace(partial, args.json)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     return results
 
