@@ -25,12 +25,19 @@ def _cpu_has(flag: str) -> bool:
         return False
 
 
+def _kernels_expected() -> bool:
+    return ((_cpu_has("avx512f") or _cpu_has("avx2")) and shutil.which("cc") is not None
+            and os.environ.get("TUNESMITH_CPU_KERNELS") != "0")
+
+
 def test_kernels_build_where_the_cpu_and_a_compiler_allow():
-    """So that a failed build cannot hide behind the skips below."""
-    if not (_cpu_has("avx512f") and shutil.which("cc")) or os.environ.get("TUNESMITH_CPU_KERNELS") == "0":
-        pytest.skip("no AVX-512 CPU or no C compiler here")
+    """So that a failed build cannot hide behind the skips below: int8 on AVX-512 and AVX2 (which rounds
+    the activations to int16), bfloat16 on AVX512-BF16."""
+    if not _kernels_expected():
+        pytest.skip("no AVX2 CPU or no C compiler here")
     kernels = cpu_kernels.library()
     assert kernels is not None and kernels.int8
+    assert kernels.int8_rounds_x == (not _cpu_has("avx512f"))
     assert kernels.bf16 == _cpu_has("avx512_bf16")
 
 
@@ -38,8 +45,15 @@ def test_kernels_build_where_the_cpu_and_a_compiler_allow():
 def kernels():
     found = cpu_kernels.library()
     if found is None:
-        pytest.skip("cpu_kernels unavailable here (no AVX-512 or no compiler)")
+        pytest.skip("cpu_kernels unavailable here (no AVX2 or no compiler)")
     return found
+
+
+@pytest.fixture()
+def attend_kernels(kernels):
+    if not kernels.attend:
+        pytest.skip("no bfloat16 attention kernel on this CPU (AVX512-BF16 or AVX2)")
+    return kernels
 
 
 @pytest.fixture()
@@ -96,8 +110,8 @@ def test_a_failed_build_is_said_once(fresh_library, avx512, monkeypatch, tmp_pat
 
 def test_unwritable_cache_builds_in_a_temporary_folder(fresh_library, monkeypatch, tmp_path, caplog):
     """A cache folder that cannot be made (a file stands in its path: root writes through chmod 555)."""
-    if not (_cpu_has("avx512f") and shutil.which("cc")) or os.environ.get("TUNESMITH_CPU_KERNELS") == "0":
-        pytest.skip("no AVX-512 CPU or no C compiler here")
+    if not _kernels_expected():
+        pytest.skip("no AVX2 CPU or no C compiler here")
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "file" / "inside"))
     with caplog.at_level("WARNING", logger="tunesmith"):
@@ -134,6 +148,13 @@ def test_pack_unpack_round_trip(dtype):
     assert not cpu_kernels.packable(w.float())
 
 
+def rounded_rows(x: torch.Tensor) -> torch.Tensor:
+    """x as the AVX2 int8 kernel takes it: each row rounded to int16, its largest |value| to 32767."""
+    x = x.double()
+    scale = (x.abs().amax(-1, keepdim=True) / 32767).float().double()  # the kernel's float32 scale
+    return torch.round(x * (1 / scale).float().double()) * scale
+
+
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 16])
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("in_features", [256, 3072])  # one chunk of K, three
@@ -143,7 +164,7 @@ def test_int8_gemv_matches_dequantized_matmul(kernels, rows, x_dtype, in_feature
     scale = torch.rand(96) / 100
     x = torch.randn(rows, in_features).to(x_dtype)
     y = cpu_kernels.gemv(kernels, x, cpu_kernels.pack(w), scale)
-    reference = (x.double() @ w.double().t()) * scale.double()
+    reference = (rounded_rows(x) if kernels.int8_rounds_x else x.double()) @ w.double().t() * scale.double()
     assert y.dtype == x_dtype and y.shape == (rows, 96)
     tolerance = 1e-5 if x_dtype == torch.float32 else 1e-2  # float32 sums; bfloat16 output rounding
     assert ((y.double() - reference).abs() / reference.abs().max()).max() < tolerance
@@ -170,7 +191,7 @@ def test_gemv_declines_what_it_does_not_take(kernels):
 
 
 @pytest.mark.parametrize("length", [1, 17, 300])
-def test_attention_matches_sdpa_on_a_strided_cache(bf16_kernels, length):
+def test_attention_matches_sdpa_on_a_strided_cache(attend_kernels, length):
     torch.manual_seed(length)
     B, H, hd = 2, 3, 64
     cache_k, cache_v = torch.randn(B, H, 512, hd).bfloat16(), torch.randn(B, H, 512, hd).bfloat16()
@@ -179,18 +200,18 @@ def test_attention_matches_sdpa_on_a_strided_cache(bf16_kernels, length):
     bias = torch.zeros(B, 1, 1, length, dtype=torch.bfloat16)
     bias[1, ..., length // 2 + 1:] = torch.finfo(torch.bfloat16).min  # the second row sees half the keys
     for mask in (None, bias):
-        y = cpu_kernels.attend_one(bf16_kernels, q, k, v, mask)
+        y = cpu_kernels.attend_one(attend_kernels, q, k, v, mask)
         reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double(),
                                                     attn_mask=None if mask is None else mask.double())
         assert y.shape == (B, H, 1, hd)
         assert (y.double() - reference).abs().max() < 1e-2 * reference.abs().max()
 
 
-def test_attention_declines_other_shapes(bf16_kernels):
+def test_attention_declines_other_shapes(attend_kernels):
     q, k = torch.randn(1, 2, 1, 64).bfloat16(), torch.randn(1, 2, 5, 64).bfloat16()
-    assert cpu_kernels.attend_one(bf16_kernels, q.float(), k.float(), k.float(), None) is None  # float32
-    assert cpu_kernels.attend_one(bf16_kernels, torch.randn(1, 2, 3, 64).bfloat16(), k, k, None) is None  # 3 queries
-    assert cpu_kernels.attend_one(bf16_kernels, q[..., :16], k[..., :16], k[..., :16], None) is None  # head dim 16
+    assert cpu_kernels.attend_one(attend_kernels, q.float(), k.float(), k.float(), None) is None  # float32
+    assert cpu_kernels.attend_one(attend_kernels, torch.randn(1, 2, 3, 64).bfloat16(), k, k, None) is None  # 3 queries
+    assert cpu_kernels.attend_one(attend_kernels, q[..., :16], k[..., :16], k[..., :16], None) is None  # head dim 16
 
 
 def test_linear_modules_fall_back_to_torch_for_many_rows(kernels):
@@ -245,3 +266,23 @@ def test_decoder_with_kernels_matches_float32(bf16_kernels):
         assert lm.cache_dtype == torch.bfloat16
         got = _decoder_logits(lm, codes, text, mask)
         assert (got - expected).abs().max() < 0.015 * expected.abs().max(), quantize  # measured: 0.5-0.6%
+
+
+@torch.inference_mode()
+def test_int8_decoder_on_avx2_kernels_matches_float32(kernels):
+    """AVX2: a float32 decoder asked for int8 runs its step linears on the int8 kernel (activations rounded
+    to int16) and reads a bfloat16 cache through the attention kernel, within int8's error of float32;
+    unquantized it keeps the float32 cache (the reference's numbers)."""
+    if not kernels.int8_rounds_x:
+        pytest.skip("an AVX-512 CPU: the AVX2 kernels are not built here")
+    cfg, reference, codes, text, mask, expected = decoder_case()
+    lm = MusicGenLM(cfg)
+    lm.load_state_dict(reference.state_dict())
+    lm.eval()
+    assert lm.cache_dtype == torch.float32 and not lm.quantized
+    specialise_linears(lm, torch.device("cpu"), "int8")
+    assert isinstance(lm.layers[0].fc1, Int8Linear) and lm.layers[0].fc1.kernels is kernels
+    assert isinstance(lm.heads, Int8Linear) and lm.quantized and lm.cache_dtype == torch.bfloat16
+    got = _decoder_logits(lm, codes, text, mask)
+    assert lm.layers[0].attn.cache.k.dtype == torch.bfloat16
+    assert (got - expected).abs().max() < 0.015 * expected.abs().max()

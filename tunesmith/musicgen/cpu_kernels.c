@@ -1,4 +1,4 @@
-/* Matrix-vector kernels for the CPU decode step (x86-64 with AVX-512), built by cpu_kernels.py.
+/* Matrix-vector kernels for the CPU decode step (x86-64 with AVX-512; int8 on AVX2 too), built by cpu_kernels.py.
 
    A decode step multiplies a few activation rows (2 with guidance) by every weight matrix, so it
    is bound by how fast the weights stream from memory. torch's small-batch kernels walk several
@@ -13,7 +13,8 @@
    while it is in cache.
 
    ts_gemv_int8: int8 W and one float32 scale per output row. Weight-only: the activations and the
-                 sums stay float32.
+                 sums stay float32 (AVX-512); on AVX2 CPUs the activations are rounded to int16 first
+                 (ts_int8_rounds_x: 1; one scale per row, see the AVX2 part below).
    ts_gemv_bf16: bfloat16 W; AVX512-BF16 dot products summed in float32.
    x and y are float32 or bfloat16 (the *_bf16 flags). Both return 0, or 1 for shapes they do not
    take (the caller then uses torch).
@@ -35,36 +36,31 @@
 #define PREFETCH 2048    /* bytes ahead of the read position */
 #define MAX_M 16         /* activation rows; torch's GEMM is better past this */
 #define M_STEP 4         /* activation rows per pass over a block (M_STEP * ROWS accumulators) */
+#define MAX_HEAD_DIM 128 /* attention */
 
-static float bf16_to_f32(uint16_t h) {
+static inline float bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-static uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
+static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torch does; NaN stays NaN */
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #include <omp.h>
-
-int ts_has_int8(void) { return 1; }
-
-static inline __m512 bf16x16_to_f32(const uint16_t *p) {
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
 
 /* sums[m * N + j] += x[m] . W[j] over one block of one chunk: x rows `x_stride` apart, `length` values. */
 typedef void (*block_fn)(const void *x, long x_stride, int length, const void *block, float *sums, int N);
 
-static inline void prefetch(const char *p, int lines) {
+/* always_inline: as a function of its own, gcc finds it has no side effects and deletes its calls. */
+static inline __attribute__((always_inline)) void prefetch(const char *p, int lines) {
     for (int i = 0; i < lines; i++) _mm_prefetch(p + PREFETCH + 64 * i, _MM_HINT_T0);
 }
 
@@ -97,8 +93,10 @@ static void thread_blocks(int N, int *first, int *last) {  /* this thread's outp
     *last = (int)((long)blocks * (t + 1) / nt);
 }
 
+/* y = (x W^T) * scale[n] * x_scale[m]; either scale may be NULL (1). */
 static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const void *w, size_t w_size, int vec,
-                const float *scale, int N, void *y, int y_bf16, int threads, const block_fn rows_fn[M_STEP]) {
+                const float *scale, const float *x_scale, int N, void *y, int y_bf16, int threads,
+                const block_fn rows_fn[M_STEP]) {
     if (!gemv_shape_ok(M, K, chunk, vec, N)) return 1;
     float *sums = malloc((size_t)M * N * sizeof(float));
     if (!sums) return 1;
@@ -109,13 +107,23 @@ static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const voi
         gemv_blocks(x, x_size, M, K, chunk, w, w_size, N, first, last, sums, rows_fn);
         for (int m = 0; m < M; m++)  /* this thread's own columns: no barrier needed */
             for (int n = first * ROWS; n < last * ROWS; n++) {
-                float v = sums[(size_t)m * N + n] * (scale ? scale[n] : 1.0f);
+                float v = sums[(size_t)m * N + n] * (scale ? scale[n] : 1.0f) * (x_scale ? x_scale[m] : 1.0f);
                 if (y_bf16) ((uint16_t *)y)[(size_t)m * N + n] = f32_to_bf16(v);
                 else ((float *)y)[(size_t)m * N + n] = v;
             }
     }
     free(sums);
     return 0;
+}
+#endif
+
+#ifdef __AVX512F__
+int ts_has_int8(void) { return 1; }
+int ts_int8_rounds_x(void) { return 0; }
+
+static inline __m512 bf16x16_to_f32(const uint16_t *p) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
 /* The accumulators are locals (a pointer to them would keep them in memory), reduced at the end. */
@@ -163,7 +171,7 @@ int ts_gemv_int8(const void *x, int x_bf16, int M, int K, int chunk, const int8_
         for (size_t i = 0; i < (size_t)M * K; i += 16)  /* K is a multiple of 16 */
             _mm512_storeu_ps(xf + i, bf16x16_to_f32((const uint16_t *)x + i));
     }
-    int failed = gemv(xf, sizeof(float), M, K, chunk, w, 1, INT8_VEC, scale, N, y, y_bf16, threads, int8_rows);
+    int failed = gemv(xf, sizeof(float), M, K, chunk, w, 1, INT8_VEC, scale, NULL, N, y, y_bf16, threads, int8_rows);
     if (x_bf16) free(xf);
     return failed;
 }
@@ -205,7 +213,7 @@ int ts_gemv_bf16(const void *x, int x_bf16, int M, int K, int chunk, const uint1
         for (size_t i = 0; i < (size_t)M * K; i += 16)  /* K is a multiple of 32 */
             _mm256_storeu_si256((__m256i *)(xb + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps((const float *)x + i)));
     }
-    int failed = gemv(xb, sizeof(uint16_t), M, K, chunk, w, 2, BF16_VEC, NULL, N, y, y_bf16, threads, bf16_rows);
+    int failed = gemv(xb, sizeof(uint16_t), M, K, chunk, w, 2, BF16_VEC, NULL, NULL, N, y, y_bf16, threads, bf16_rows);
     if (!x_bf16) free(xb);
     return failed;
 }
@@ -222,7 +230,6 @@ static inline __m512 exp_nonpositive(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-#define MAX_HEAD_DIM 128
 
 /* One head, one query position: q [hd], keys/values rows of hd for positions 0..L-1, bias [L]
    additive or NULL (all bfloat16); s: L floats of scratch -> out [hd] float32. */
@@ -256,25 +263,7 @@ static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v,
     for (int d = 0; d < hd / 16; d++) _mm512_storeu_ps(out + 16 * d, _mm512_mul_ps(acc[d], norm));
 }
 
-/* q [B, H, hd] (strides q_sb, q_sh), k/v [B, H, >= L, hd] (strides kv_sb, kv_sh; rows of hd),
-   bias [B, L] additive or NULL -> out [B, H, hd] contiguous. All bfloat16. */
-int ts_attend_bf16(const uint16_t *q, long q_sb, long q_sh, const uint16_t *k, const uint16_t *v, long kv_sb,
-                   long kv_sh, const uint16_t *bias, long bias_sb, uint16_t *out, int B, int H, int L, int hd,
-                   float scale, int threads) {
-    if (hd % 32 || hd > MAX_HEAD_DIM || L < 1) return 1;
-    float *scores = malloc((size_t)B * H * L * sizeof(float));
-    if (!scores) return 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H;
-        float y[MAX_HEAD_DIM];
-        attend_head(q + b * q_sb + h * q_sh, k + b * kv_sb + h * kv_sh, v + b * kv_sb + h * kv_sh,
-                    bias ? bias + b * bias_sb : NULL, L, hd, scale, scores + (size_t)bh * L, y);
-        for (int d = 0; d < hd; d++) out[(size_t)bh * hd + d] = f32_to_bf16(y[d]);
-    }
-    free(scores);
-    return 0;
-}
+#define TS_ATTEND 1  /* attend_head is here: ts_attend_bf16 below */
 
 /* ---- The whole decode step: every layer in one OpenMP region -------------------------------- */
 
@@ -488,7 +477,170 @@ int ts_decode_step(const ts_model *model, float *x, int M, int pos, float *logit
 int ts_has_bf16(void) { return 0; }
 #endif
 
-#else  /* no AVX-512: the library builds, reports nothing available, and torch's kernels are used */
+#elif defined(__AVX2__)
+/* AVX2 (no AVX-512): ts_gemv_int8 only. Widening each int8 weight to float32 costs two instructions per
+   8 weights on top of the products and caps the stream at about 10 GB/s on 2 cores; here the activations
+   are rounded to int16 instead (one scale per row: 15 bits of its largest value, far finer than the int8
+   weights) and multiplied with the weights widened to int16 by vpmaddwd, 16 weights an instruction pair.
+   A chunk (at most 1024 values) sums at most 64 pairs of |127 * 32767| in a lane: no int32 overflow. */
+int ts_has_int8(void) { return 1; }
+int ts_int8_rounds_x(void) { return 1; }
+int ts_has_bf16(void) { return 0; }
+
+#define X_STEP 2  /* activation rows per pass over a block: 2 x ROWS accumulators of 16 ymm registers */
+
+static inline float sum_lanes(__m256i v) {  /* float32 first: 8 lanes of up to 2^29 overflow an int32 sum */
+    __m256 f = _mm256_cvtepi32_ps(v);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* m_rows is a literal at each use below, so the loops over it unroll. x: int16 rows. */
+static inline __attribute__((always_inline)) void int8_block(int m_rows, const void *xv, long x_stride, int length,
+                                                             const void *blockv, float *sums, int N) {
+    const int16_t *x = xv;
+    const int8_t *block = blockv;
+    for (int m0 = 0; m0 < m_rows; m0 += X_STEP) {
+        int pair = m_rows - m0 < X_STEP ? m_rows - m0 : X_STEP;
+        __m256i acc[X_STEP][ROWS];
+        for (int m = 0; m < X_STEP; m++)
+            for (int j = 0; j < ROWS; j++) acc[m][j] = _mm256_setzero_si256();
+        for (int k = 0; k < length; k += INT8_VEC) {
+            const int8_t *step = block + (size_t)k * ROWS;  /* ROWS x 16 int8: one cache line */
+            if (m0 == 0) prefetch((const char *)step, 1);
+            __m256i xr[X_STEP];
+            for (int m = 0; m < pair; m++) xr[m] = _mm256_loadu_si256((const __m256i *)(x + (m0 + m) * x_stride + k));
+            for (int j = 0; j < ROWS; j++) {
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(step + j * INT8_VEC)));
+                for (int m = 0; m < pair; m++) acc[m][j] = _mm256_add_epi32(acc[m][j], _mm256_madd_epi16(w, xr[m]));
+            }
+        }
+        for (int m = 0; m < pair; m++)
+            for (int j = 0; j < ROWS; j++) sums[(size_t)(m0 + m) * N + j] += sum_lanes(acc[m][j]);
+    }
+}
+#define ROWS_FN(name, block_fn_, n) \
+    static void name(const void *x, long s, int len, const void *b, float *sums, int N) { block_fn_(n, x, s, len, b, sums, N); }
+ROWS_FN(int8_1, int8_block, 1)
+ROWS_FN(int8_2, int8_block, 2)
+ROWS_FN(int8_3, int8_block, 3)
+ROWS_FN(int8_4, int8_block, 4)
+static const block_fn int8_rows[M_STEP] = {int8_1, int8_2, int8_3, int8_4};
+
+/* x [M, K] float32 (or bfloat16) -> int16 rows, each with the scale that maps its largest |value| to 32767. */
+static int round_rows(const void *x, int x_bf16, int M, int K, int16_t *xq, float *x_scale) {
+    for (int m = 0; m < M; m++) {
+        const float *xf = (const float *)x + (size_t)m * K;
+        const uint16_t *xb = (const uint16_t *)x + (size_t)m * K;
+        float top = 0.0f;
+        for (int k = 0; k < K; k++) {
+            float v = x_bf16 ? bf16_to_f32(xb[k]) : xf[k];
+            float a = v < 0 ? -v : v;
+            if (!(a <= top)) top = a;  /* NaN makes top NaN */
+        }
+        if (!(top <= 3.0e38f)) return 1;  /* inf or NaN: torch's product carries them */
+        float scale = top > 0 ? top / 32767.0f : 1.0f, inv = 1.0f / scale;
+        for (int k = 0; k < K; k++) {
+            float v = (x_bf16 ? bf16_to_f32(xb[k]) : xf[k]) * inv;
+            xq[(size_t)m * K + k] = (int16_t)__builtin_lrintf(v);
+        }
+        x_scale[m] = scale;
+    }
+    return 0;
+}
+
+int ts_gemv_int8(const void *x, int x_bf16, int M, int K, int chunk, const int8_t *w, const float *scale, int N,
+                 void *y, int y_bf16, int threads) {
+    if (M < 1 || M > MAX_M || K % INT8_VEC) return 1;
+    int16_t *xq = aligned_alloc(64, ((size_t)M * K * sizeof(int16_t) + 63) / 64 * 64);
+    float x_scale[MAX_M];
+    int failed = !xq || round_rows(x, x_bf16, M, K, xq, x_scale)
+                 || gemv(xq, sizeof(int16_t), M, K, chunk, w, 1, INT8_VEC, scale, x_scale, N, y, y_bf16, threads,
+                         int8_rows);
+    free(xq);
+    return failed;
+}
+
+/* e^x for x <= 0 (x below -87 gives about e^-87), as the AVX-512 version: 2^n e^f by a degree-6 polynomial. */
+static inline __m256 exp_nonpositive(__m256 x) {
+    __m256 t = _mm256_mul_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(1.44269504f));
+    __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_mul_ps(_mm256_sub_ps(t, n), _mm256_set1_ps(0.693147181f));
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (int i = 1; i < 7; i++) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c[i]));
+    __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));  /* n >= -126: a normal 2^n */
+}
+
+static inline __m256 bf16x8_to_f32(const uint16_t *p) {
+    __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* One head, one query position, as the AVX-512 version (bfloat16 q, keys, values and bias; float32
+   scores, softmax and sums): the bfloat16 cache is half the bytes of a float32 one, and at a few
+   hundred positions reading the cache is a large part of a decode step. */
+static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *bias, int L, int hd,
+                        float scale, float *s, float *out) {
+    __m256 qf[MAX_HEAD_DIM / 8];
+    for (int d = 0; d < hd / 8; d++) qf[d] = bf16x8_to_f32(q + 8 * d);
+    float top = -3.4e38f;
+    for (int l = 0; l < L; l++) {  /* s = q . k * scale + bias */
+        __m256 acc = _mm256_setzero_ps();
+        for (int d = 0; d < hd / 8; d++) acc = _mm256_fmadd_ps(qf[d], bf16x8_to_f32(k + (size_t)l * hd + 8 * d), acc);
+        s[l] = sum8(acc) * scale + (bias ? bf16_to_f32(bias[l]) : 0.0f);
+        top = s[l] > top ? s[l] : top;
+    }
+    float total = 0.0f;  /* s = e^(s - top), 8 at a time; the last few through a padded copy */
+    for (int l = 0; l < L; l += 8) {
+        float part[8];
+        int n = L - l < 8 ? L - l : 8;
+        for (int i = 0; i < 8; i++) part[i] = i < n ? s[l + i] - top : -87.0f;
+        _mm256_storeu_ps(part, exp_nonpositive(_mm256_loadu_ps(part)));
+        for (int i = 0; i < n; i++) total += (s[l + i] = part[i]);
+    }
+    __m256 acc[MAX_HEAD_DIM / 8];  /* out = sum of s[l] v[l] / total */
+    for (int d = 0; d < hd / 8; d++) acc[d] = _mm256_setzero_ps();
+    for (int l = 0; l < L; l++) {
+        __m256 weight = _mm256_set1_ps(s[l]);
+        for (int d = 0; d < hd / 8; d++) acc[d] = _mm256_fmadd_ps(weight, bf16x8_to_f32(v + (size_t)l * hd + 8 * d), acc[d]);
+    }
+    __m256 norm = _mm256_set1_ps(1.0f / total);
+    for (int d = 0; d < hd / 8; d++) _mm256_storeu_ps(out + 8 * d, _mm256_mul_ps(acc[d], norm));
+}
+#define TS_ATTEND 1
+
+#else  /* neither AVX-512 nor AVX2: the library builds, reports nothing available, and torch's kernels are used */
 int ts_has_int8(void) { return 0; }
 int ts_has_bf16(void) { return 0; }
+#endif
+
+#ifdef TS_ATTEND
+/* q [B, H, hd] (strides q_sb, q_sh), k/v [B, H, >= L, hd] (strides kv_sb, kv_sh; rows of hd),
+   bias [B, L] additive or NULL -> out [B, H, hd] contiguous. All bfloat16. */
+int ts_attend_bf16(const uint16_t *q, long q_sb, long q_sh, const uint16_t *k, const uint16_t *v, long kv_sb,
+                   long kv_sh, const uint16_t *bias, long bias_sb, uint16_t *out, int B, int H, int L, int hd,
+                   float scale, int threads) {
+    if (hd % 32 || hd > MAX_HEAD_DIM || L < 1) return 1;
+    float *scores = malloc((size_t)B * H * L * sizeof(float));
+    if (!scores) return 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        float y[MAX_HEAD_DIM];
+        attend_head(q + b * q_sb + h * q_sh, k + b * kv_sb + h * kv_sh, v + b * kv_sb + h * kv_sh,
+                    bias ? bias + b * bias_sb : NULL, L, hd, scale, scores + (size_t)bh * L, y);
+        for (int d = 0; d < hd; d++) out[(size_t)bh * hd + d] = f32_to_bf16(y[d]);
+    }
+    free(scores);
+    return 0;
+}
 #endif

@@ -34,14 +34,17 @@ CHUNK = 1024  # most input values per chunk: the activations' share of a chunk s
 class Kernels:
     def __init__(self, lib: ctypes.CDLL):
         self.int8 = bool(lib.ts_has_int8())
+        # int8 on AVX2: the activations rounded to int16, one scale per row (cpu_kernels.c), before the product
+        self.int8_rounds_x = self.int8 and bool(lib.ts_int8_rounds_x())
         self.bf16 = bool(lib.ts_has_bf16())
-        p, i = ctypes.c_void_p, ctypes.c_int
+        self.attend = hasattr(lib, "ts_attend_bf16")  # AVX512-BF16 and AVX2 builds: a bfloat16 cache pays
+        p, i, lg = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
         if self.int8:
             lib.ts_gemv_int8.argtypes = [p, i, i, i, i, p, p, i, p, i, i]
+        if self.attend:
+            lib.ts_attend_bf16.argtypes = [p, lg, lg, p, p, lg, lg, p, lg, p, i, i, i, i, ctypes.c_float, i]
         if self.bf16:
             lib.ts_gemv_bf16.argtypes = [p, i, i, i, i, p, i, p, i, i]
-            lg = ctypes.c_long
-            lib.ts_attend_bf16.argtypes = [p, lg, lg, p, p, lg, lg, p, lg, p, i, i, i, i, ctypes.c_float, i]
             lib.ts_step_workspace.argtypes = [p, i, i]
             lib.ts_step_workspace.restype = lg
             lib.ts_decode_step.argtypes = [p, p, i, i, p, p, i]
@@ -129,7 +132,7 @@ def attend_one(kernels: Kernels, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     additive or None -> (B, H, 1, hd), or None when the kernel does not take these tensors."""
     B, H, T, hd = q.shape
     L = k.shape[2]
-    usable = (kernels.bf16 and T == 1 and q.dtype == k.dtype == v.dtype == torch.bfloat16
+    usable = (kernels.attend and T == 1 and q.dtype == k.dtype == v.dtype == torch.bfloat16
               and k.stride() == v.stride() and k.stride(-1) == 1 and k.stride(-2) == hd and q.stride(-1) == 1
               and (bias is None or (bias.dtype == torch.bfloat16 and bias.shape == (B, 1, 1, L) and bias.is_contiguous())))
     if not usable:

@@ -5,10 +5,12 @@
 - PackedLinear: the weight pre-packed once for oneDNN, so CPU matmuls with a handful of rows do not
   re-layout the weight every call (2x faster on CPUs for float32 and bfloat16 alike).
 - Int8Linear: weight-only int8 with one scale per output channel; activations stay in float. On
-  CPUs with AVX-512 the weight is packed for cpu_kernels (float32 sums); elsewhere torch's kernels.
-- DynamicInt8Linear: int8 on CPUs below AVX-512: the same per-channel weights, the activations rounded
-  to int8 per call, through fbgemm (cpu_int8.py): there torch's weight-only int8 product runs at a
-  fraction of float32's speed, fbgemm's at about twice it (BENCHMARKS.md).
+  x86 CPUs with AVX-512 or AVX2 the weight is packed for cpu_kernels (float32 sums; on AVX2 the
+  activations are rounded to int16 per row first, 15 bits); elsewhere torch's kernels.
+- DynamicInt8Linear: int8 on CPUs below AVX-512 where cpu_kernels cannot be built (no C compiler, or
+  TUNESMITH_CPU_KERNELS=0): the same per-channel weights, the activations rounded to int8 per call,
+  through fbgemm (cpu_int8.py): there torch's weight-only int8 product runs at a fraction of float32's
+  speed, fbgemm's at about twice it (BENCHMARKS.md).
 - Int4Linear: weight-only int4 (CPU), a scale and zero point per group of 128 inputs: a quarter of
   the bfloat16 bytes per step: the least memory, at a measured cost in fidelity.
 """
@@ -89,11 +91,11 @@ class Int8Linear(nn.Module):
             y = cpu_kernels.gemv(self.kernels, x, self.weight, self.scales.float())
         if y is None:
             weight = self.weight if self.kernels is None else cpu_kernels.unpack(self.weight)
-            if x.device.type == "cpu":
+            if x.device.type == "cpu" and not packed_int8():
                 shape = x.shape
                 y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]), weight, self.scales.to(x.dtype))
                 y = y.view(*shape[:-1], -1)
-            else:
+            else:  # a GPU, or a prefill on a CPU below AVX-512, where torch's weight-only int8 product is slow
                 y = F.linear(x, weight.to(x.dtype)) * self.scales.to(x.dtype)
         return y if self.bias is None else y + self.bias
 
@@ -176,14 +178,15 @@ def specialiser(lm: nn.Module, device: torch.device, quantize: str | None):
     LM), or None: plain nn.Linear (off the CPU unquantized, and float16 on the CPU). int8 / int4 when asked;
     otherwise on the CPU bfloat16 weights for the one-stream kernel, or oneDNN-packed float32 / bfloat16.
 
-    int8 on CPUs below AVX-512 goes through fbgemm (DynamicInt8Linear), but for the heads: with the activations
-    rounded too, they carry most of the logits' drift (a test decoder: 1.9% of the largest logit, 0.8% with
-    the heads in float32, weight-only int8 0.5%); kept in the model's dtype they add about a tenth to an int8
-    step's bytes (musicgen-small: 34 MB to 352 MB)."""
+    int8 is Int8Linear on cpu_kernels where they build (AVX-512 or AVX2). Below AVX-512 without them it goes
+    through fbgemm (DynamicInt8Linear), but for the heads: with the activations rounded to int8 too, they
+    carry most of the logits' drift (a test decoder: 1.9% of the largest logit, 0.8% with the heads in
+    float32, weight-only int8 0.5%); kept in the model's dtype they add about a tenth to an int8 step's
+    bytes (musicgen-small: 34 MB to 352 MB)."""
     kernels = cpu_kernels.library() if device.type == "cpu" else None
     if quantize == "int8" and device.type == "cpu" and not (kernels is not None and kernels.int8) and packed_int8():
         head = _maker(lm, device, None, kernels) or (lambda linear: linear)
-        log.debug("int8 through fbgemm (no AVX-512 int8 kernel here); the heads stay %s", lm.embed.dtype)
+        log.debug("int8 through fbgemm (no cpu_kernels here); the heads stay %s", lm.embed.dtype)
         return lambda linear, name: head(linear) if name == "heads" else DynamicInt8Linear(linear)
     make = _maker(lm, device, quantize, kernels)
     return None if make is None else lambda linear, name: make(linear)

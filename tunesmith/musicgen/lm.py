@@ -15,6 +15,7 @@ from torch import nn
 
 from . import cpu_kernels, cpu_step
 from .config import DecoderConfig
+from .linear import DynamicInt8Linear, Int4Linear, Int8Linear
 
 
 def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
@@ -31,16 +32,16 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """q (B, H, T, hd), k/v (B, H, S, hd) -> (B, H, T, hd) in q's dtype.
 
-    On the CPU a bfloat16 model keeps a bfloat16 cache when cpu_kernels can read it (one query
-    position, the decode step), and a float32 one otherwise: torch's CPU attention is several times
-    slower in bfloat16 than in float32, so there the work is done in float32.
+    On the CPU a bfloat16 cache (MusicGenLM.cache_dtype) is read by cpu_kernels for one query position
+    (the decode step); otherwise it is widened to float32: torch's CPU attention is several times slower
+    in bfloat16 than in float32, so there the work is done in float32.
     """
     dtype = q.dtype
     if q.device.type == "cpu" and k.dtype == torch.bfloat16:
         kernels = cpu_kernels.library()
-        y = None if kernels is None else cpu_kernels.attend_one(kernels, q, k, v, mask)
+        y = None if kernels is None else cpu_kernels.attend_one(kernels, q.to(k.dtype), k, v, mask)
         if y is not None:
-            return y
+            return y.to(dtype)
         k, v = k.float(), v.float()
         mask = mask if mask is None or mask.dtype == torch.bool else mask.float()
     return F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(dtype)
@@ -152,14 +153,25 @@ class MusicGenLM(nn.Module):
                 layer.cross.k = layer.cross.v = None
 
     @property
+    def quantized(self) -> bool:
+        """Whether the step linears hold int8 or int4 weights (linear.specialise_linears)."""
+        return isinstance(self.layers[0].fc1, (Int8Linear, DynamicInt8Linear, Int4Linear))
+
+    @property
     def cache_dtype(self) -> torch.dtype:
-        """Attention keys/values: the model dtype, except float32 for a half-precision model on a CPU
-        without cpu_kernels' bfloat16 attention (see `attend`)."""
+        """Attention keys/values: the model dtype, except on a CPU, where cpu_kernels read a bfloat16
+        cache (see `attend`): bfloat16 for a bfloat16 model, and on AVX2 for a quantized one too (its
+        products already round the activations; the cache is half the bytes a step reads at a few
+        hundred positions); float32 otherwise (an unquantized float32 model: the reference's numbers)."""
         dtype = self.embed.dtype
-        if self.embed.device.type != "cpu" or dtype == torch.float32:
+        if self.embed.device.type != "cpu":
             return dtype
         kernels = cpu_kernels.library()
-        return dtype if dtype == torch.bfloat16 and kernels is not None and kernels.bf16 else torch.float32
+        if kernels is None or not kernels.attend:
+            return torch.float32
+        if dtype == torch.bfloat16 or (self.quantized and kernels.int8_rounds_x):
+            return torch.bfloat16
+        return torch.float32
 
     def setup_cache(self, batch: int, max_len: int):
         """Allocate the static self-attention cache for `batch` rows and `max_len` audio positions
