@@ -18,6 +18,11 @@ import torch
 from .common import SIZES, checkpoint_for, hardware, report
 
 PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
+# key -> (row name, dtype, quantize, weight-only int8 forced: int8 as before fbgemm on CPUs below AVX-512)
+VARIANTS = {"bfloat16": ("bfloat16", "bfloat16", None, False), "int8": ("int8", None, "int8", False),
+            "int8-float32": ("int8, float32 model", "float32", "int8", False),
+            "int8-weight-only": ("int8 weight-only, float32 model", "float32", "int8", True),
+            "int4": ("int4", None, "int4", False)}
 
 
 @torch.inference_mode()
@@ -40,11 +45,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small", choices=SIZES)
     parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="of " + ", ".join(VARIANTS) + " (int8-weight-only: torch's weight-only product, as int8 "
+                             "ran before fbgemm on CPUs below AVX-512 without cpu_kernels; skipped where int8 is that)")
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}: {', '.join(VARIANTS)}")
 
     from tunesmith import MusicGen
     from tunesmith.cpu_int8 import packed_int8
+    from tunesmith.musicgen import cpu_kernels
     from tunesmith.musicgen.patterns import apply_delay, delay_offsets
 
     from .bench import weight_only_int8
@@ -59,12 +71,11 @@ def main(argv=None):
     del reference
 
     rows = []
-    # (name, dtype, quantize, weight-only int8 forced: int8 as before fbgemm on CPUs below AVX-512)
-    for name, dtype, quantize, weight_only in (("bfloat16", "bfloat16", None, False), ("int8", None, "int8", False),
-                                               ("int8, float32 model", "float32", "int8", False),
-                                               ("int8 weight-only, float32 model", "float32", "int8", True),
-                                               ("int4", None, "int4", False)):
-        if weight_only and not packed_int8():
+    kernels = cpu_kernels.library()
+    int8_is_weight_only = not packed_int8() or (kernels is not None and kernels.int8)
+    for key in args.variants.split(","):
+        name, dtype, quantize, weight_only = VARIANTS[key]
+        if weight_only and int8_is_weight_only:
             continue  # int8 is weight-only here already
         with weight_only_int8(weight_only):
             variant = MusicGen.from_pretrained(folder, device="cpu", dtype=dtype, quantize=quantize)
@@ -77,7 +88,7 @@ def main(argv=None):
 
     table = "\n".join([f"### Output drift from float32, musicgen-{args.size} architecture, {args.frames} frames",
                        "", f"Hardware: {hardware()}. Command: `python -m benchmarks.fidelity --size {args.size} "
-                       f"--frames {args.frames}`.", "",
+                       f"--frames {args.frames} --variants {args.variants}`.", "",
                        "| variant | top-1 agreement | mean KL(float32 ‖ variant), nats |", "| --- | ---: | ---: |",
                        *rows, ""])
     report(table, args.markdown)

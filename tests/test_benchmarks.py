@@ -97,8 +97,11 @@ def test_fidelity_reports_each_variant(bench_cache):
     fidelity.main(["--size", "tiny", "--frames", "20", "--markdown", str(out)])
     rows = _rows(out.read_text())
     from tunesmith.cpu_int8 import packed_int8
+    from tunesmith.musicgen import cpu_kernels
 
-    weight_only = ["int8 weight-only, float32 model"] if packed_int8() else []  # fbgemm's int8 beside the old one
+    kernels = cpu_kernels.library()
+    fbgemm = packed_int8() and not (kernels is not None and kernels.int8)
+    weight_only = ["int8 weight-only, float32 model"] if fbgemm else []  # fbgemm's int8 beside the old one
     assert [name.split(" (")[0] for name in rows] == ["bfloat16", "int8", "int8, float32 model", *weight_only, "int4"]
     assert rows.keys() >= {f"{name} (Int8Linear)" for name in weight_only}
     for top1, kl in rows.values():
