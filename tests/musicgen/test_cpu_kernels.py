@@ -184,6 +184,18 @@ def test_bf16_gemv_matches_matmul(bf16_kernels, rows, in_features):
     assert y32.dtype == torch.float32 and ((y32.double() - reference).abs() / reference.abs().max()).max() < 1e-5
 
 
+def test_int8_gemv_takes_zero_and_tiny_rows_and_declines_inf(kernels):
+    """The AVX2 kernel scales each row to its largest value: a zero or vanishing row must give zeros, not a
+    division by zero; a row with inf goes back to torch, which carries it."""
+    w = torch.randint(-127, 128, (8, 64), dtype=torch.int8)
+    x = torch.stack([torch.zeros(64), torch.full((64,), 1e-35), torch.randn(64)])
+    y = cpu_kernels.gemv(kernels, x, cpu_kernels.pack(w), torch.ones(8))
+    assert torch.isfinite(y).all() and y[:2].abs().max() < 1e-30
+    x[2, 5] = float("inf")
+    if kernels.int8_rounds_x:
+        assert cpu_kernels.gemv(kernels, x, cpu_kernels.pack(w), torch.ones(8)) is None
+
+
 def test_gemv_declines_what_it_does_not_take(kernels):
     w = cpu_kernels.pack(torch.randint(-5, 5, (8, 64), dtype=torch.int8))
     assert cpu_kernels.gemv(kernels, torch.randn(17, 64), w, torch.ones(8)) is None  # too many rows

@@ -540,7 +540,7 @@ static int round_rows(const void *x, int x_bf16, int M, int K, int16_t *xq, floa
             if (!(a <= top)) top = a;  /* NaN makes top NaN */
         }
         if (!(top <= 3.0e38f)) return 1;  /* inf or NaN: torch's product carries them */
-        float scale = top > 0 ? top / 32767.0f : 1.0f, inv = 1.0f / scale;
+        float scale = top > 1e-30f ? top / 32767.0f : 1.0f, inv = 1.0f / scale;  /* 1/scale stays finite */
         for (int k = 0; k < K; k++) {
             float v = (x_bf16 ? bf16_to_f32(xb[k]) : xf[k]) * inv;
             xq[(size_t)m * K + k] = (int16_t)__builtin_lrintf(v);
