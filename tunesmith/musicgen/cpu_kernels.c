@@ -52,6 +52,46 @@ static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torc
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* ---- The whole decode step: every layer in one OpenMP region -------------------------------- */
+
+/* A torch decode step is some 20 operations per layer, each a call from Python with its own thread
+   start; for musicgen-small that overhead is a fifth of the step. Here the threads start once per
+   step and meet at a barrier after each product. Activations and the residual stream are float32;
+   the key/value caches bfloat16. */
+
+typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.pack */
+    const void *w;
+    const float *scale;   /* int8 weights: one scale per output row; NULL: bfloat16 weights */
+    int N, K, chunk;
+} ts_linear;
+
+typedef struct {
+    const float *attn_norm[2];          /* LayerNorm weight and bias, float32 [dim] */
+    ts_linear qkv, attn_out;
+    uint16_t *k_cache, *v_cache;        /* [M, heads, max_len, head_dim] */
+    const float *cross_norm[2];         /* NULLs: no cross-attention (melody models) */
+    ts_linear cross_q, cross_out;
+    const uint16_t *cross_k, *cross_v;  /* [M, heads, text_len, head_dim] */
+    const float *mlp_norm[2];
+    ts_linear fc1, fc2;
+} ts_layer;
+
+typedef struct {
+    int n_layers, dim, heads, head_dim, ffn_dim, max_len, text_len;
+    float eps;
+    const ts_layer *layers;
+    const float *norm[2];
+    ts_linear lm_heads;
+    const uint16_t *cross_bias;         /* [M, text_len] additive, or NULL */
+} ts_model;
+
+typedef struct {                        /* where a product's outputs go */
+    enum { STORE, ADD, GELU, QKV } kind;
+    float *y;                           /* [M, N]; QKV: the queries, [M, dim] */
+    uint16_t *k_cache, *v_cache;        /* QKV: keys and values go to position pos */
+    int pos;
+} ts_sink;
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #include <omp.h>
@@ -265,46 +305,6 @@ static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v,
 
 #define TS_ATTEND 1  /* attend_head is here: ts_attend_bf16 below */
 
-/* ---- The whole decode step: every layer in one OpenMP region -------------------------------- */
-
-/* A torch decode step is some 20 operations per layer, each a call from Python with its own thread
-   start; for musicgen-small that overhead is a fifth of the step. Here the threads start once per
-   step and meet at a barrier after each product. Activations and the residual stream are float32;
-   the key/value caches bfloat16. */
-
-typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.pack */
-    const void *w;
-    const float *scale;   /* int8 weights: one scale per output row; NULL: bfloat16 weights */
-    int N, K, chunk;
-} ts_linear;
-
-typedef struct {
-    const float *attn_norm[2];          /* LayerNorm weight and bias, float32 [dim] */
-    ts_linear qkv, attn_out;
-    uint16_t *k_cache, *v_cache;        /* [M, heads, max_len, head_dim] */
-    const float *cross_norm[2];         /* NULLs: no cross-attention (melody models) */
-    ts_linear cross_q, cross_out;
-    const uint16_t *cross_k, *cross_v;  /* [M, heads, text_len, head_dim] */
-    const float *mlp_norm[2];
-    ts_linear fc1, fc2;
-} ts_layer;
-
-typedef struct {
-    int n_layers, dim, heads, head_dim, ffn_dim, max_len, text_len;
-    float eps;
-    const ts_layer *layers;
-    const float *norm[2];
-    ts_linear lm_heads;
-    const uint16_t *cross_bias;         /* [M, text_len] additive, or NULL */
-} ts_model;
-
-typedef struct {                        /* where a product's outputs go */
-    enum { STORE, ADD, GELU, QKV } kind;
-    float *y;                           /* [M, N]; QKV: the queries, [M, dim] */
-    uint16_t *k_cache, *v_cache;        /* QKV: keys and values go to position pos */
-    int pos;
-} ts_sink;
-
 /* 0.5 v (1 + erf(v / sqrt 2)), the exact GELU; erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7). */
 static inline __m512 gelu(__m512 v) {
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -382,97 +382,8 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
         }
 }
 
-/* Every (row, head) pair's attention, shared out among the threads, barrier at the end.
-   q, out [M, dim] float32; k/v [M, heads, rows, head_dim] bfloat16 of which the first L are read. */
-static void attention(const ts_model *model, const float *q, int M, const uint16_t *k, const uint16_t *v, int rows,
-                      int L, const uint16_t *bias, float *scores, float *out) {
-    int H = model->heads, hd = model->head_dim;
-    float scale = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss((float)hd)));
-#pragma omp for schedule(static)
-    for (int bh = 0; bh < M * H; bh++) {
-        int b = bh / H, h = bh % H;
-        uint16_t qb[MAX_HEAD_DIM];
-        for (int d = 0; d < hd; d++) qb[d] = f32_to_bf16(q[(size_t)b * model->dim + h * hd + d]);
-        size_t head = (size_t)bh * rows * hd;
-        attend_head(qb, k + head, v + head, bias ? bias + (size_t)b * L : NULL, L, hd, scale, scores,
-                    out + (size_t)b * model->dim + h * hd);
-    }
-}
-
-static size_t aligned(size_t floats) { return (floats + 15) / 16 * 16; }
-
-static int widest_output(const ts_model *m) {
-    const ts_layer *l = m->layers;
-    int n = m->lm_heads.N;
-    const ts_linear *all[] = {&l->qkv, &l->attn_out, &l->cross_q, &l->cross_out, &l->fc1, &l->fc2};
-    for (int i = 0; i < 6; i++) n = all[i]->N > n ? all[i]->N : n;
-    return n;
-}
-
-/* The workspace: q, att [M, dim], hid [M, ffn_dim] and sums [M, widest N], shared by the threads;
-   then per thread its normed activations [M, dim], bfloat16 inputs [M, widest K] and scores. */
-static size_t shared_floats(const ts_model *m, int M) {
-    return 2 * aligned((size_t)M * m->dim) + aligned((size_t)M * m->ffn_dim) + aligned((size_t)M * widest_output(m));
-}
-
-static size_t bf16_inputs_floats(const ts_model *m, int M) {
-    return aligned((size_t)M * (m->ffn_dim > m->dim ? m->ffn_dim : m->dim) / 2 + 1);
-}
-
-static size_t own_floats(const ts_model *m, int M) {
-    return aligned((size_t)M * m->dim) + bf16_inputs_floats(m, M) + aligned(m->max_len > m->text_len ? m->max_len : m->text_len);
-}
-
-/* Floats of workspace ts_decode_step needs for M rows and up to `threads` threads. */
-long ts_step_workspace(const ts_model *m, int M, int threads) {
-    return (long)(shared_floats(m, M) + own_floats(m, M) * threads);
-}
-
-/* x [M, dim] float32: the embedded codes of position pos (summed codebook embeddings plus the
-   position's sinusoid), changed in place -> logits [M, lm_heads.N] float32. Attention reads the
-   cache's positions 0..pos (pos written here). Returns 1 for shapes it does not take. */
-int ts_decode_step(const ts_model *model, float *x, int M, int pos, float *logits, float *work, int threads) {
-    int D = model->dim, hd = model->head_dim;
-    if (M < 1 || M > MAX_M || hd % 32 || hd > MAX_HEAD_DIM || D % 32 || model->ffn_dim % 32 || pos < 0
-        || pos >= model->max_len || model->heads * hd != D)
-        return 1;
-    float *q = work, *att = q + aligned((size_t)M * D), *hid = att + aligned((size_t)M * D);
-    float *sums = hid + aligned((size_t)M * model->ffn_dim), *own = work + shared_floats(model, M);
-    size_t own_size = own_floats(model, M);
-#pragma omp parallel num_threads(threads)
-    {
-        float *a = own + own_size * omp_get_thread_num();  /* this thread's normed activations */
-        uint16_t *xb = (uint16_t *)(a + aligned((size_t)M * D));
-        float *scores = a + aligned((size_t)M * D) + bf16_inputs_floats(model, M);
-        for (int i = 0; i < model->n_layers; i++) {
-            const ts_layer *l = &model->layers[i];
-            layer_norm(x, M, D, l->attn_norm, model->eps, a);
-            ts_sink to_cache = {.kind = QKV, .y = q, .k_cache = l->k_cache, .v_cache = l->v_cache, .pos = pos};
-            linear(model, &l->qkv, a, M, xb, sums, &to_cache);
-#pragma omp barrier
-            attention(model, q, M, l->k_cache, l->v_cache, model->max_len, pos + 1, NULL, scores, att);
-            linear(model, &l->attn_out, att, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
-#pragma omp barrier
-            if (l->cross_norm[0]) {
-                layer_norm(x, M, D, l->cross_norm, model->eps, a);
-                linear(model, &l->cross_q, a, M, xb, sums, &(ts_sink){.kind = STORE, .y = q});
-#pragma omp barrier
-                attention(model, q, M, l->cross_k, l->cross_v, model->text_len, model->text_len, model->cross_bias,
-                          scores, att);
-                linear(model, &l->cross_out, att, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
-#pragma omp barrier
-            }
-            layer_norm(x, M, D, l->mlp_norm, model->eps, a);
-            linear(model, &l->fc1, a, M, xb, sums, &(ts_sink){.kind = GELU, .y = hid});
-#pragma omp barrier
-            linear(model, &l->fc2, hid, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
-#pragma omp barrier
-        }
-        layer_norm(x, M, D, model->norm, model->eps, a);
-        linear(model, &model->lm_heads, a, M, xb, sums, &(ts_sink){.kind = STORE, .y = logits});
-    }
-    return 0;
-}
+static int step_linears_ok(const ts_model *model) { (void)model; return 1; }  /* bfloat16 and int8 alike */
+#define TS_STEP 1  /* layer_norm, linear and step_linears_ok are here: ts_decode_step below */
 #else
 int ts_has_bf16(void) { return 0; }
 #endif
@@ -618,6 +529,94 @@ static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v,
 }
 #define TS_ATTEND 1
 
+/* ---- The whole decode step on AVX2: int8 weights only (cpu_step.py makes them so) ------------- */
+
+/* 0.5 v (1 + erf(v / sqrt 2)), erf as the AVX-512 version (Abramowitz & Stegun 7.1.26). */
+static inline __m256 gelu(__m256 v) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678f));
+    __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f)), a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+    static const float c[] = {1.061405429f, -1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f};
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (int i = 1; i < 5; i++) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c[i]));
+    __m256 erf_abs = _mm256_fnmadd_ps(_mm256_mul_ps(p, t), exp_nonpositive(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a)), one);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, _mm256_or_ps(erf_abs, sign)));
+}
+
+void ts_gelu(const float *x, float *y, long n) {  /* for the tests: y = gelu(x), n a multiple of 8 */
+    for (long i = 0; i < n; i += 8) _mm256_storeu_ps(y + i, gelu(_mm256_loadu_ps(x + i)));
+}
+
+static void layer_norm(const float *x, int M, int D, const float *const wb[2], float eps, float *y) {
+    for (int m = 0; m < M; m++) {
+        const float *xm = x + (size_t)m * D;
+        float *ym = y + (size_t)m * D;
+        __m256 sum = _mm256_setzero_ps(), squares = _mm256_setzero_ps();
+        for (int d = 0; d < D; d += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(xm + d));
+        __m256 mean = _mm256_set1_ps(sum8(sum) / D);
+        for (int d = 0; d < D; d += 8) {
+            __m256 diff = _mm256_sub_ps(_mm256_loadu_ps(xm + d), mean);
+            squares = _mm256_fmadd_ps(diff, diff, squares);
+        }
+        float var = sum8(squares) / D + eps;
+        __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var))));
+        for (int d = 0; d < D; d += 8) {
+            __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xm + d), mean), inv);
+            _mm256_storeu_ps(ym + d, _mm256_fmadd_ps(n, _mm256_loadu_ps(wb[0] + d), _mm256_loadu_ps(wb[1] + d)));
+        }
+    }
+}
+
+static int step_linears_ok(const ts_model *model) {  /* every product int8: no bfloat16 product on AVX2 */
+    const ts_layer *l = model->layers;
+    for (int i = 0; i < model->n_layers; i++, l++) {
+        if (!l->qkv.scale || !l->attn_out.scale || !l->fc1.scale || !l->fc2.scale) return 0;
+        if (l->cross_norm[0] && (!l->cross_q.scale || !l->cross_out.scale)) return 0;
+    }
+    return model->lm_heads.scale != NULL;
+}
+
+/* This thread's output columns of x W^T, handed to `to`, as the AVX-512 version: x [M, K] float32 (whole,
+   in every thread) rounded to int16 rows in xq, this thread's scratch; sums [M, N] shared, split by
+   columns. No barrier inside. A row with inf or NaN gives NaN outputs (torch's product would carry them). */
+static void linear(const ts_model *model, const ts_linear *lin, const float *x, int M, uint16_t *xq, float *sums,
+                   const ts_sink *to) {
+    int N = lin->N, K = lin->K, first, last;
+    float x_scale[MAX_M];
+    thread_blocks(N, &first, &last);
+    if (round_rows(x, 0, M, K, (int16_t *)xq, x_scale))
+        for (int m = 0; m < M; m++) x_scale[m] = __builtin_nanf("");
+    gemv_blocks(xq, sizeof(int16_t), M, K, lin->chunk, lin->w, 1, N, first, last, sums, int8_rows);
+    int n0 = first * ROWS, n1 = last * ROWS, D = model->dim, hd = model->head_dim;
+    for (int m = 0; m < M; m++) {
+        float *row = sums + (size_t)m * N;
+        for (int n = n0; n < n1; n++) row[n] *= lin->scale[n] * x_scale[m];
+        if (to->kind == STORE || to->kind == ADD) {
+            float *y = to->y + (size_t)m * N;
+            for (int n = n0; n < n1; n++) y[n] = to->kind == ADD ? y[n] + row[n] : row[n];
+        } else if (to->kind == GELU) {
+            float *y = to->y + (size_t)m * N;
+            int n = n0;
+            for (; n + 8 <= n1; n += 8) _mm256_storeu_ps(y + n, gelu(_mm256_loadu_ps(row + n)));
+            if (n < n1) {  /* ROWS (4) columns left */
+                float part[8] = {0};
+                memcpy(part, row + n, (size_t)(n1 - n) * sizeof(float));
+                _mm256_storeu_ps(part, gelu(_mm256_loadu_ps(part)));
+                memcpy(y + n, part, (size_t)(n1 - n) * sizeof(float));
+            }
+        } else {  /* QKV: [q | k | v] columns, each [heads, head_dim] */
+            for (int n = n0; n < n1; n++) {
+                int part = n / D, col = n % D, h = col / hd, d = col % hd;
+                size_t at = (((size_t)m * model->heads + h) * model->max_len + to->pos) * hd + d;
+                if (part == 0) to->y[(size_t)m * D + col] = row[n];
+                else (part == 1 ? to->k_cache : to->v_cache)[at] = f32_to_bf16(row[n]);
+            }
+        }
+    }
+}
+#define TS_STEP 1
+
 #else  /* neither AVX-512 nor AVX2: the library builds, reports nothing available, and torch's kernels are used */
 int ts_has_int8(void) { return 0; }
 int ts_has_bf16(void) { return 0; }
@@ -641,6 +640,100 @@ int ts_attend_bf16(const uint16_t *q, long q_sb, long q_sh, const uint16_t *k, c
         for (int d = 0; d < hd; d++) out[(size_t)bh * hd + d] = f32_to_bf16(y[d]);
     }
     free(scores);
+    return 0;
+}
+#endif
+
+#ifdef TS_STEP
+/* Every (row, head) pair's attention, shared out among the threads, barrier at the end.
+   q, out [M, dim] float32; k/v [M, heads, rows, head_dim] bfloat16 of which the first L are read. */
+static void attention(const ts_model *model, const float *q, int M, const uint16_t *k, const uint16_t *v, int rows,
+                      int L, const uint16_t *bias, float *scores, float *out) {
+    int H = model->heads, hd = model->head_dim;
+    float scale = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss((float)hd)));
+#pragma omp for schedule(static)
+    for (int bh = 0; bh < M * H; bh++) {
+        int b = bh / H, h = bh % H;
+        uint16_t qb[MAX_HEAD_DIM];
+        for (int d = 0; d < hd; d++) qb[d] = f32_to_bf16(q[(size_t)b * model->dim + h * hd + d]);
+        size_t head = (size_t)bh * rows * hd;
+        attend_head(qb, k + head, v + head, bias ? bias + (size_t)b * L : NULL, L, hd, scale, scores,
+                    out + (size_t)b * model->dim + h * hd);
+    }
+}
+
+static size_t aligned(size_t floats) { return (floats + 15) / 16 * 16; }
+
+static int widest_output(const ts_model *m) {
+    const ts_layer *l = m->layers;
+    int n = m->lm_heads.N;
+    const ts_linear *all[] = {&l->qkv, &l->attn_out, &l->cross_q, &l->cross_out, &l->fc1, &l->fc2};
+    for (int i = 0; i < 6; i++) n = all[i]->N > n ? all[i]->N : n;
+    return n;
+}
+
+/* The workspace: q, att [M, dim], hid [M, ffn_dim] and sums [M, widest N], shared by the threads;
+   then per thread its normed activations [M, dim], bfloat16 inputs [M, widest K] and scores. */
+static size_t shared_floats(const ts_model *m, int M) {
+    return 2 * aligned((size_t)M * m->dim) + aligned((size_t)M * m->ffn_dim) + aligned((size_t)M * widest_output(m));
+}
+
+static size_t bf16_inputs_floats(const ts_model *m, int M) {
+    return aligned((size_t)M * (m->ffn_dim > m->dim ? m->ffn_dim : m->dim) / 2 + 1);
+}
+
+static size_t own_floats(const ts_model *m, int M) {
+    return aligned((size_t)M * m->dim) + bf16_inputs_floats(m, M) + aligned(m->max_len > m->text_len ? m->max_len : m->text_len);
+}
+
+/* Floats of workspace ts_decode_step needs for M rows and up to `threads` threads. */
+long ts_step_workspace(const ts_model *m, int M, int threads) {
+    return (long)(shared_floats(m, M) + own_floats(m, M) * threads);
+}
+
+/* x [M, dim] float32: the embedded codes of position pos (summed codebook embeddings plus the
+   position's sinusoid), changed in place -> logits [M, lm_heads.N] float32. Attention reads the
+   cache's positions 0..pos (pos written here). Returns 1 for shapes it does not take. */
+int ts_decode_step(const ts_model *model, float *x, int M, int pos, float *logits, float *work, int threads) {
+    int D = model->dim, hd = model->head_dim;
+    if (M < 1 || M > MAX_M || hd % 32 || hd > MAX_HEAD_DIM || D % 32 || model->ffn_dim % 32 || pos < 0
+        || pos >= model->max_len || model->heads * hd != D || !step_linears_ok(model))
+        return 1;
+    float *q = work, *att = q + aligned((size_t)M * D), *hid = att + aligned((size_t)M * D);
+    float *sums = hid + aligned((size_t)M * model->ffn_dim), *own = work + shared_floats(model, M);
+    size_t own_size = own_floats(model, M);
+#pragma omp parallel num_threads(threads)
+    {
+        float *a = own + own_size * omp_get_thread_num();  /* this thread's normed activations */
+        uint16_t *xb = (uint16_t *)(a + aligned((size_t)M * D));
+        float *scores = a + aligned((size_t)M * D) + bf16_inputs_floats(model, M);
+        for (int i = 0; i < model->n_layers; i++) {
+            const ts_layer *l = &model->layers[i];
+            layer_norm(x, M, D, l->attn_norm, model->eps, a);
+            ts_sink to_cache = {.kind = QKV, .y = q, .k_cache = l->k_cache, .v_cache = l->v_cache, .pos = pos};
+            linear(model, &l->qkv, a, M, xb, sums, &to_cache);
+#pragma omp barrier
+            attention(model, q, M, l->k_cache, l->v_cache, model->max_len, pos + 1, NULL, scores, att);
+            linear(model, &l->attn_out, att, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
+#pragma omp barrier
+            if (l->cross_norm[0]) {
+                layer_norm(x, M, D, l->cross_norm, model->eps, a);
+                linear(model, &l->cross_q, a, M, xb, sums, &(ts_sink){.kind = STORE, .y = q});
+#pragma omp barrier
+                attention(model, q, M, l->cross_k, l->cross_v, model->text_len, model->text_len, model->cross_bias,
+                          scores, att);
+                linear(model, &l->cross_out, att, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
+#pragma omp barrier
+            }
+            layer_norm(x, M, D, l->mlp_norm, model->eps, a);
+            linear(model, &l->fc1, a, M, xb, sums, &(ts_sink){.kind = GELU, .y = hid});
+#pragma omp barrier
+            linear(model, &l->fc2, hid, M, xb, sums, &(ts_sink){.kind = ADD, .y = x});
+#pragma omp barrier
+        }
+        layer_norm(x, M, D, model->norm, model->eps, a);
+        linear(model, &model->lm_heads, a, M, xb, sums, &(ts_sink){.kind = STORE, .y = logits});
+    }
     return 0;
 }
 #endif

@@ -37,7 +37,10 @@ class Kernels:
         # int8 on AVX2: the activations rounded to int16, one scale per row (cpu_kernels.c), before the product
         self.int8_rounds_x = self.int8 and bool(lib.ts_int8_rounds_x())
         self.bf16 = bool(lib.ts_has_bf16())
-        self.attend = hasattr(lib, "ts_attend_bf16")  # AVX512-BF16 and AVX2 builds: a bfloat16 cache pays
+        # AVX512-BF16 and AVX2 builds: attention over a bfloat16 cache, and the whole decode step (cpu_step.py;
+        # on AVX2 for int8 weights only)
+        self.attend = hasattr(lib, "ts_attend_bf16")
+        self.step = hasattr(lib, "ts_decode_step")
         p, i, lg = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
         if self.int8:
             lib.ts_gemv_int8.argtypes = [p, i, i, i, i, p, p, i, p, i, i]
@@ -45,6 +48,7 @@ class Kernels:
             lib.ts_attend_bf16.argtypes = [p, lg, lg, p, p, lg, lg, p, lg, p, i, i, i, i, ctypes.c_float, i]
         if self.bf16:
             lib.ts_gemv_bf16.argtypes = [p, i, i, i, i, p, i, p, i, i]
+        if self.step:
             lib.ts_step_workspace.argtypes = [p, i, i]
             lib.ts_step_workspace.restype = lg
             lib.ts_decode_step.argtypes = [p, p, i, i, p, p, i]

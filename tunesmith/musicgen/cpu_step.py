@@ -5,8 +5,9 @@ threads anew; for musicgen-small on two cores that is a fifth of the step. ts_de
 every layer's norms, products, attention, GELU and residual adds in one OpenMP region.
 
 It takes a model whose step linears are all packed for the kernels (bfloat16 StreamLinear or int8
-Int8Linear) with a bfloat16 cache; anything else, and more rows than the kernels take, goes
-through the torch modules instead.
+Int8Linear; on AVX2 CPUs int8 only) with a bfloat16 cache; anything else, and more rows than the
+kernels take, goes through the torch modules instead (the kernel itself also declines bfloat16
+weights on AVX2).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def build(lm, rows: int) -> CPUStep | None:
     from .linear import Int8Linear, StreamLinear, step_linears
 
     kernels = cpu_kernels.library()
-    if kernels is None or not kernels.bf16 or lm.embed.device.type != "cpu" or rows > cpu_kernels.MAX_ROWS:
+    if kernels is None or not kernels.step or lm.embed.device.type != "cpu" or rows > cpu_kernels.MAX_ROWS:
         return None
     cache = lm.layers[0].attn.cache
     if cache is None or cache.k.dtype != torch.bfloat16 or cache.k.shape[0] != rows:
