@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunesmith.musicgen import cpu_kernels
+from tunesmith.musicgen import cpu_kernels, cpu_step
 from tunesmith.musicgen.config import DecoderConfig
 from tunesmith.musicgen.linear import Int8Linear, StreamLinear, specialise_linears
 from tunesmith.musicgen.lm import MusicGenLM
@@ -282,9 +282,9 @@ def test_decoder_with_kernels_matches_float32(bf16_kernels):
 
 @torch.inference_mode()
 def test_int8_decoder_on_avx2_kernels_matches_float32(kernels):
-    """AVX2: a float32 decoder asked for int8 runs its step linears on the int8 kernel (activations rounded
-    to int16) and reads a bfloat16 cache through the attention kernel, within int8's error of float32;
-    unquantized it keeps the float32 cache (the reference's numbers)."""
+    """AVX2: a float32 decoder asked for int8 packs every step linear for the int8 kernel (activations
+    rounded to int16), keeps a bfloat16 cache and decodes through the whole-step kernel, within int8's error
+    of float32; unquantized it keeps the float32 cache (the reference's numbers)."""
     if not kernels.int8_rounds_x:
         pytest.skip("an AVX-512 CPU: the AVX2 kernels are not built here")
     cfg, reference, codes, text, mask, expected = decoder_case()
@@ -296,5 +296,5 @@ def test_int8_decoder_on_avx2_kernels_matches_float32(kernels):
     assert isinstance(lm.layers[0].fc1, Int8Linear) and lm.layers[0].fc1.kernels is kernels
     assert isinstance(lm.heads, Int8Linear) and lm.quantized and lm.cache_dtype == torch.bfloat16
     got = _decoder_logits(lm, codes, text, mask)
-    assert lm.layers[0].attn.cache.k.dtype == torch.bfloat16
+    assert lm.layers[0].attn.cache.k.dtype == torch.bfloat16 and isinstance(lm.whole_step[1], cpu_step.CPUStep)
     assert (got - expected).abs().max() < 0.015 * expected.abs().max()
