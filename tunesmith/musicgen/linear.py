@@ -218,4 +218,5 @@ def install_weights(lm: nn.Module, values: dict[str, torch.Tensor], make) -> Non
         linear.weight = nn.Parameter(value.to(lm.embed.device, dtype), requires_grad=False)
         linear.bias = module.bias
         setattr(parent, attr, make(linear, path))
-    lm.step_graphs.clear()  # captured graphs read the replaced linears' tensors
+    lm.step_graphs.clear()  # captured graphs, and the CPU's whole step, read the replaced linears' tensors
+    lm.whole_step = None
