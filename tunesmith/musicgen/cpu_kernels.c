@@ -21,10 +21,12 @@
 
    ts_attend_bf16: one query position against a bfloat16 key/value cache (the decode step's
    attention), float32 softmax; half the bytes of a float32 cache, which torch's CPU attention
-   needs to be fast.
+   needs to be fast. AVX512-BF16 and AVX2 builds.
 
    ts_decode_step: the whole decoder for one position (cpu_step.py): every layer's norms, products,
-   attention, GELU and residual adds in one OpenMP region, then the heads.
+   attention, GELU and residual adds in one OpenMP region, then the heads. AVX512-BF16 builds, and
+   AVX2 builds for int8 weights only: one driver (at the end), each build's own norms, GELU and
+   products.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,9 +57,9 @@ static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torc
 /* ---- The whole decode step: every layer in one OpenMP region -------------------------------- */
 
 /* A torch decode step is some 20 operations per layer, each a call from Python with its own thread
-   start; for musicgen-small that overhead is a fifth of the step. Here the threads start once per
-   step and meet at a barrier after each product. Activations and the residual stream are float32;
-   the key/value caches bfloat16. */
+   start; for musicgen-small that overhead is a fifth of the step with AVX512-BF16, half with AVX2's
+   int8. Here the threads start once per step and meet at a barrier after each product. Activations
+   and the residual stream are float32; the key/value caches bfloat16. */
 
 typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.pack */
     const void *w;
@@ -270,7 +272,6 @@ static inline __m512 exp_nonpositive(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-
 /* One head, one query position: q [hd], keys/values rows of hd for positions 0..L-1, bias [L]
    additive or NULL (all bfloat16); s: L floats of scratch -> out [hd] float32. */
 static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *bias, int L, int hd,
@@ -389,7 +390,8 @@ int ts_has_bf16(void) { return 0; }
 #endif
 
 #elif defined(__AVX2__)
-/* AVX2 (no AVX-512): ts_gemv_int8 only. Widening each int8 weight to float32 costs two instructions per
+/* AVX2 (no AVX-512): int8 products, attention over a bfloat16 cache, and the whole step for int8 weights.
+   Widening each int8 weight to float32 costs two instructions per
    8 weights on top of the products and caps the stream at about 10 GB/s on 2 cores; here the activations
    are rounded to int16 instead (one scale per row: 15 bits of its largest value, far finer than the int8
    weights) and multiplied with the weights widened to int16 by vpmaddwd, 16 weights an instruction pair.
