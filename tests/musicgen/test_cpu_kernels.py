@@ -198,7 +198,8 @@ def test_int8_gemv_takes_zero_and_tiny_rows_and_declines_inf(kernels):
 
 def test_gemv_declines_what_it_does_not_take(kernels):
     w = cpu_kernels.pack(torch.randint(-5, 5, (8, 64), dtype=torch.int8))
-    assert cpu_kernels.gemv(kernels, torch.randn(17, 64), w, torch.ones(8)) is None  # too many rows
+    rows = cpu_kernels.MAX_ROWS * (cpu_kernels.AVX2_INT8_PASSES if kernels.int8_rounds_x else 1)
+    assert cpu_kernels.gemv(kernels, torch.randn(rows + 1, 64), w, torch.ones(8)) is None  # too many rows
     assert cpu_kernels.gemv(kernels, torch.randn(2, 64, dtype=torch.float64), w, torch.ones(8)) is None
 
 
@@ -226,18 +227,31 @@ def test_attention_declines_other_shapes(attend_kernels):
     assert cpu_kernels.attend_one(attend_kernels, q[..., :16], k[..., :16], k[..., :16], None) is None  # head dim 16
 
 
+def test_avx2_int8_takes_a_batch_of_rows_in_passes(kernels):
+    """More rows than the kernel takes at once (a batch of prompts) on AVX2's int8: the rows go through it
+    MAX_ROWS at a time, the same numbers as calls of their own."""
+    if not kernels.int8_rounds_x:
+        pytest.skip("AVX-512 builds leave more rows to torch")
+    torch.manual_seed(0)
+    w, scale = cpu_kernels.pack(torch.randint(-127, 128, (32, 256), dtype=torch.int8)), torch.rand(32)
+    x = torch.randn(2, 20, 256)  # 40 rows: three passes, the last of 8
+    y = cpu_kernels.gemv(kernels, x, w, scale)
+    one_by_one = torch.stack([cpu_kernels.gemv(kernels, row[None], w, scale)[0] for row in x.reshape(40, 256)])
+    assert y.shape == (2, 20, 32) and torch.equal(y.reshape(40, 32), one_by_one)
+
+
 def test_linear_modules_fall_back_to_torch_for_many_rows(kernels):
     torch.manual_seed(0)
     linear = nn.Linear(128, 64, bias=True)
-    x = torch.randn(40, 128)  # a prefill: more rows than the kernels take
+    x = torch.randn(200, 128)  # a prefill: more rows than the kernels take
     int8 = Int8Linear(linear, torch.float32, kernels)
     assert int8.weight.dim() == 5  # packed
-    few = torch.cat([int8(x[i:i + 8]) for i in range(0, 40, 8)])  # kernel
+    few = torch.cat([int8(x[i:i + 8]) for i in range(0, 200, 8)])  # kernel
     torch.testing.assert_close(int8(x), few, atol=1e-4, rtol=1e-4)  # torch, unpacked
     if kernels.bf16:
         stream = StreamLinear(linear.bfloat16(), kernels)
         xb = x.bfloat16()
-        few = torch.cat([stream(xb[i:i + 8]) for i in range(0, 40, 8)])
+        few = torch.cat([stream(xb[i:i + 8]) for i in range(0, 200, 8)])
         torch.testing.assert_close(stream(xb).float(), few.float(), atol=0.05, rtol=0.02)
 
 

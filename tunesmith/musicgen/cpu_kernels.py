@@ -27,7 +27,11 @@ log = logging.getLogger("tunesmith")
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ROWS = 4  # output rows per packed block (ROWS in the C file)
 VEC = {torch.int8: 16, torch.bfloat16: 32}  # values of one row per vector instruction (INT8_VEC, BF16_VEC)
-MAX_ROWS = 16  # activation rows the kernels take (MAX_M in the C file)
+MAX_ROWS = 16  # activation rows the kernels take at once (MAX_M in the C file)
+# AVX2's int8 product takes more rows MAX_ROWS at a time, up to this many passes over the weight (a batch of
+# prompts): 2-5x faster there than widening the int8 weight for torch's product at 32-128 rows (measured on
+# 2 AVX2 cores, BENCHMARKS.md). A prefill's hundreds of rows, and every other build, go to torch's GEMM.
+AVX2_INT8_PASSES = 8
 CHUNK = 1024  # most input values per chunk: the activations' share of a chunk stays in the L1 cache
 
 
@@ -115,19 +119,25 @@ def gemv(kernels: Kernels, x: torch.Tensor, packed: torch.Tensor, scale: torch.T
     when the kernels do not take this call (too many rows)."""
     N, K, chunk = packed_sizes(packed)
     M = x.numel() // K
-    if M > MAX_ROWS or x.dtype not in (torch.float32, torch.bfloat16):
+    passes = AVX2_INT8_PASSES if scale is not None and kernels.int8_rounds_x else 1
+    if M > MAX_ROWS * passes or x.dtype not in (torch.float32, torch.bfloat16):
         return None
     x = x.contiguous()
     y = torch.empty((*x.shape[:-1], N), dtype=x.dtype)
     is_bf16 = int(x.dtype == torch.bfloat16)
     threads = torch.get_num_threads()
-    if scale is None:
-        failed = kernels.lib.ts_gemv_bf16(x.data_ptr(), is_bf16, M, K, chunk, packed.data_ptr(), N, y.data_ptr(),
-                                          is_bf16, threads)
-    else:
-        failed = kernels.lib.ts_gemv_int8(x.data_ptr(), is_bf16, M, K, chunk, packed.data_ptr(), scale.data_ptr(), N,
-                                          y.data_ptr(), is_bf16, threads)
-    return None if failed else y
+    size = x.element_size()
+    for first in range(0, M, MAX_ROWS):  # rows [first, first + m): row-major, so at an offset of the same tensors
+        m = min(MAX_ROWS, M - first)
+        xp, yp = x.data_ptr() + first * K * size, y.data_ptr() + first * N * size
+        if scale is None:
+            failed = kernels.lib.ts_gemv_bf16(xp, is_bf16, m, K, chunk, packed.data_ptr(), N, yp, is_bf16, threads)
+        else:
+            failed = kernels.lib.ts_gemv_int8(xp, is_bf16, m, K, chunk, packed.data_ptr(), scale.data_ptr(), N, yp,
+                                              is_bf16, threads)
+        if failed:
+            return None
+    return y
 
 
 def attend_one(kernels: Kernels, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
