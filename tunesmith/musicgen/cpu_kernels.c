@@ -94,7 +94,7 @@ typedef struct {                        /* where a product's outputs go */
     int pos;
 } ts_sink;
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #include <omp.h>
 
@@ -389,7 +389,7 @@ static int step_linears_ok(const ts_model *model) { (void)model; return 1; }  /*
 int ts_has_bf16(void) { return 0; }
 #endif
 
-#elif defined(__AVX2__)
+#elif defined(__AVX2__) && defined(__FMA__)  /* Intel and AMD CPUs with AVX2 all have FMA */
 /* AVX2 (no AVX-512): int8 products, attention over a bfloat16 cache, and the whole step for int8 weights.
    Widening each int8 weight to float32 costs two instructions per
    8 weights on top of the products and caps the stream at about 10 GB/s on 2 cores; here the activations
@@ -619,7 +619,7 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
 }
 #define TS_STEP 1
 
-#else  /* neither AVX-512 nor AVX2: the library builds, reports nothing available, and torch's kernels are used */
+#else  /* neither AVX-512 nor AVX2 with FMA: the library builds, reports nothing available, and torch's kernels are used */
 int ts_has_int8(void) { return 0; }
 int ts_has_bf16(void) { return 0; }
 #endif
