@@ -26,7 +26,7 @@ def _cpu_has(flag: str) -> bool:
 
 
 def _kernels_expected() -> bool:
-    return ((_cpu_has("avx512f") or _cpu_has("avx2")) and shutil.which("cc") is not None
+    return ((_cpu_has("avx512f") or (_cpu_has("avx2") and _cpu_has("fma"))) and shutil.which("cc") is not None
             and os.environ.get("TUNESMITH_CPU_KERNELS") != "0")
 
 
