@@ -94,6 +94,16 @@ typedef struct {                        /* where a product's outputs go */
     int pos;
 } ts_sink;
 
+/* A QKV sink's output column n of row m: [q | k | v] columns, each [heads, head_dim]; the query to y,
+   the key and value to the caches at the sink's position. */
+static inline void store_qkv(const ts_model *model, const ts_sink *to, int m, int n, float value) {
+    int D = model->dim, hd = model->head_dim;
+    int part = n / D, col = n % D, h = col / hd, d = col % hd;
+    size_t at = (((size_t)m * model->heads + h) * model->max_len + to->pos) * hd + d;
+    if (part == 0) to->y[(size_t)m * D + col] = value;
+    else (part == 1 ? to->k_cache : to->v_cache)[at] = f32_to_bf16(value);
+}
+
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #include <omp.h>
@@ -357,7 +367,7 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
             _mm256_storeu_si256((__m256i *)(xb + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
         gemv_blocks(xb, sizeof(uint16_t), M, K, lin->chunk, lin->w, 2, N, first, last, sums, bf16_rows);
     }
-    int n0 = first * ROWS, n1 = last * ROWS, D = model->dim, hd = model->head_dim;
+    int n0 = first * ROWS, n1 = last * ROWS;
     for (int m = 0; m < M; m++)
         for (int n = n0; n < n1; n += 16) {
             __mmask16 live = n1 - n >= 16 ? 0xffff : (__mmask16)((1u << (n1 - n)) - 1);
@@ -370,15 +380,10 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
                 _mm512_mask_storeu_ps(y, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, y), v));
             } else if (to->kind == GELU) {
                 _mm512_mask_storeu_ps(y, live, gelu(v));
-            } else {  /* QKV: [q | k | v] columns, each [heads, head_dim] */
+            } else {  /* QKV */
                 float lane[16];
                 _mm512_storeu_ps(lane, v);
-                for (int i = 0; i < 16 && n + i < n1; i++) {
-                    int part = (n + i) / D, col = (n + i) % D, h = col / hd, d = col % hd;
-                    size_t at = (((size_t)m * model->heads + h) * model->max_len + to->pos) * hd + d;
-                    if (part == 0) to->y[(size_t)m * D + col] = lane[i];
-                    else (part == 1 ? to->k_cache : to->v_cache)[at] = f32_to_bf16(lane[i]);
-                }
+                for (int i = 0; i < 16 && n + i < n1; i++) store_qkv(model, to, m, n + i, lane[i]);
             }
         }
 }
@@ -402,11 +407,14 @@ int ts_has_bf16(void) { return 0; }
 
 #define X_STEP 2  /* activation rows per pass over a block: 2 x ROWS accumulators of 16 ymm registers */
 
-static inline float sum_lanes(__m256i v) {  /* float32 first: 8 lanes of up to 2^29 overflow an int32 sum */
-    __m256 f = _mm256_cvtepi32_ps(v);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline float sum_lanes(__m256i v) {  /* float32 first: 8 lanes of up to 2^29 overflow an int32 sum */
+    return sum8(_mm256_cvtepi32_ps(v));
 }
 
 /* m_rows is a literal at each use below, so the loops over it unroll. x: int16 rows. */
@@ -490,12 +498,6 @@ static inline __m256 exp_nonpositive(__m256 x) {
 static inline __m256 bf16x8_to_f32(const uint16_t *p) {
     __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-}
-
-static inline float sum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* One head, one query position, as the AVX-512 version (bfloat16 q, keys, values and bias; float32
@@ -590,7 +592,7 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
     if (round_rows(x, 0, M, K, (int16_t *)xq, x_scale))
         for (int m = 0; m < M; m++) x_scale[m] = __builtin_nanf("");
     gemv_blocks(xq, sizeof(int16_t), M, K, lin->chunk, lin->w, 1, N, first, last, sums, int8_rows);
-    int n0 = first * ROWS, n1 = last * ROWS, D = model->dim, hd = model->head_dim;
+    int n0 = first * ROWS, n1 = last * ROWS;
     for (int m = 0; m < M; m++) {
         float *row = sums + (size_t)m * N;
         for (int n = n0; n < n1; n++) row[n] *= lin->scale[n] * x_scale[m];
@@ -607,13 +609,8 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
                 _mm256_storeu_ps(part, gelu(_mm256_loadu_ps(part)));
                 memcpy(y + n, part, (size_t)(n1 - n) * sizeof(float));
             }
-        } else {  /* QKV: [q | k | v] columns, each [heads, head_dim] */
-            for (int n = n0; n < n1; n++) {
-                int part = n / D, col = n % D, h = col / hd, d = col % hd;
-                size_t at = (((size_t)m * model->heads + h) * model->max_len + to->pos) * hd + d;
-                if (part == 0) to->y[(size_t)m * D + col] = row[n];
-                else (part == 1 ? to->k_cache : to->v_cache)[at] = f32_to_bf16(row[n]);
-            }
+        } else {  /* QKV */
+            for (int n = n0; n < n1; n++) store_qkv(model, to, m, n, row[n]);
         }
     }
 }
