@@ -68,6 +68,8 @@ def weight_bytes(module: nn.Module, out_features: int, in_features: int) -> int:
         return module.product.nbytes
     if isinstance(module, Int8Linear):
         return out_features * in_features + module.scales.numel() * module.scales.element_size()
+    if isinstance(module, Int4Linear) and module.kernels is not None:  # packed with its scales and minimums
+        return module.weight.numel()
     if isinstance(module, Int4Linear):
         return out_features * in_features // 2 + module.scales_zeros.numel() * module.scales_zeros.element_size()
     return out_features * in_features * module.weight.dtype.itemsize

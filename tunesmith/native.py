@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .paths import cache_root
 
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 
 
 def cache_dir() -> Path:
@@ -36,18 +36,20 @@ def cpu_signature() -> str:
         return platform.processor()
 
 
-def _compile(compiler: str, source: Path, target: Path):
+def _compile(compiler: str, flags: list[str], source: Path, target: Path):
     """Build beside the target, then rename: no half-written library, even with runs side by side."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(source), "-o", str(built)], check=True, capture_output=True, timeout=120)
+        subprocess.run([compiler, *flags, str(source), "-o", str(built)], check=True, capture_output=True, timeout=120)
         os.replace(built, target)
 
 
-def build(compiler: str, source: Path) -> Path:
-    """The library built from `source` (named after its folder and file: musicgen_cpu_kernels-<key>.so)."""
+def build(compiler: str, source: Path, march: str = "native") -> Path:
+    """The library built from `source` for `march` (gcc's -march: this CPU, or an older instruction set on
+    it, such as x86-64-v3 for AVX2), named after its folder and file: musicgen_cpu_kernels-<key>.so."""
+    flags = [*FLAGS, f"-march={march}"]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), version, cpu_signature(), *FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source.read_text(), version, cpu_signature(), *flags]).encode()).hexdigest()[:16]
     name = f"{source.parent.name}_{source.stem}-{key}.so"
     folder = cache_dir()
     if (folder / name).exists():
@@ -59,7 +61,7 @@ def build(compiler: str, source: Path) -> Path:
         # A read-only cache must not cost the fast path: build for this process only (about a
         # second). The folder stays, as the library stays loaded until the process ends.
         folder = Path(tempfile.mkdtemp(prefix="tunesmith-kernels-"))
-    _compile(compiler, source, folder / name)
+    _compile(compiler, flags, source, folder / name)
     return folder / name
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from tunesmith.musicgen import cpu_kernels, cpu_step
 from tunesmith.musicgen.config import DecoderConfig
-from tunesmith.musicgen.linear import Int8Linear, StreamLinear, specialise_linears
+from tunesmith.musicgen.linear import Int4Linear, Int8Linear, StreamLinear, specialise_linears
 from tunesmith.musicgen.lm import MusicGenLM
 
 
@@ -184,9 +184,65 @@ def test_bf16_gemv_matches_matmul(bf16_kernels, rows, in_features):
     assert y32.dtype == torch.float32 and ((y32.double() - reference).abs() / reference.abs().max()).max() < 1e-5
 
 
+def dequantized_int4(w: torch.Tensor) -> torch.Tensor:
+    """pack_int4's weights from its definition: per group of 64 inputs, a bfloat16 minimum and scale (the
+    range over 15), the nibble rounded from them: minimum + scale * nibble."""
+    groups = w.double().view(w.shape[0], -1, 64)
+    low = groups.amin(-1, keepdim=True).float().bfloat16().double()
+    scale = ((groups.amax(-1, keepdim=True) - groups.amin(-1, keepdim=True)) / 15).float().bfloat16().double()
+    return (((groups - low) / scale).round().clamp(0, 15) * scale + low).view(w.shape)
+
+
+def test_int4_pack_unpack():
+    torch.manual_seed(0)
+    w = torch.randn(8, 3072) * torch.linspace(0.01, 1, 3072)  # groups of different ranges
+    packed = cpu_kernels.pack_int4(w)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 2, 4 * (512 + 16 * 4))  # chunks of 1024
+    assert cpu_kernels.int4_sizes(packed) == (8, 3072, 1024)
+    torch.testing.assert_close(cpu_kernels.unpack_int4(packed).double(), dequantized_int4(w), atol=1e-6, rtol=1e-6)
+    assert (cpu_kernels.unpack_int4(packed) - w).abs().max() < 0.6 * (w.abs().max() * 2 / 15)  # half a step, about
+    assert not cpu_kernels.int4_packable(w[:6]) and not cpu_kernels.int4_packable(w[:, :96])
+
+
+@pytest.fixture(params=["native", "avx2"])
+def int4_kernels(request):
+    """This CPU's own build and the AVX2 build: int4 is the same AVX2 code in both."""
+    kernels = request.getfixturevalue("kernels" if request.param == "native" else "avx2_kernels")
+    assert kernels.int4
+    return kernels
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 16, 40])  # 40: three passes over the weight
+@pytest.mark.parametrize("in_features", [256, 3072])  # one chunk of K, three
+def test_int4_gemv_matches_dequantized_matmul(int4_kernels, rows, in_features):
+    torch.manual_seed(rows)
+    w = torch.randn(96, in_features)
+    x = torch.randn(rows, in_features)
+    y = cpu_kernels.gemv(int4_kernels, x, cpu_kernels.pack_int4(w), None)
+    reference = rounded_rows(x) @ dequantized_int4(w).t()
+    assert y.dtype == torch.float32 and y.shape == (rows, 96)
+    assert ((y.double() - reference).abs() / reference.abs().max()).max() < 1e-5
+    yb = cpu_kernels.gemv(int4_kernels, x.bfloat16(), cpu_kernels.pack_int4(w), None)  # bfloat16 in and out
+    reference = rounded_rows(x.bfloat16()) @ dequantized_int4(w).t()
+    assert yb.dtype == torch.bfloat16 and ((yb.double() - reference).abs() / reference.abs().max()).max() < 1e-2
+
+
+def test_int4_linear_on_the_kernels_and_for_a_prefill(int4_kernels):
+    torch.manual_seed(0)
+    linear = nn.Linear(128, 64, bias=True)
+    layer = Int4Linear(linear, torch.float32, int4_kernels)
+    assert layer.kernels is int4_kernels and layer.weight.dtype == torch.uint8
+    x = torch.randn(200, 128)  # a prefill: more rows than the kernel takes, through torch
+    reference = x.double() @ dequantized_int4(linear.weight.detach()).t() + linear.bias.double()
+    assert ((layer(x).double() - reference).abs().max() / reference.abs().max()) < 1e-5
+    few = layer(x[:8])  # the kernel: the activations rounded to int16
+    assert ((few.double() - reference[:8]).abs().max() / reference[:8].abs().max()) < 1e-4
+    assert Int4Linear(nn.Linear(96, 64), torch.float32, int4_kernels).kernels is None  # 96 inputs: no group of 64
+
+
 def test_int8_gemv_takes_zero_and_tiny_rows_and_declines_inf(kernels):
     """The AVX2 kernel scales each row to its largest value: a zero or vanishing row must give zeros, not a
-    division by zero; a row with inf goes back to torch, which carries it."""
+    division by zero; a row with inf goes back to torch, which carries it. int4 rounds the rows alike."""
     w = torch.randint(-127, 128, (8, 64), dtype=torch.int8)
     x = torch.stack([torch.zeros(64), torch.full((64,), 1e-35), torch.randn(64)])
     y = cpu_kernels.gemv(kernels, x, cpu_kernels.pack(w), torch.ones(8))
@@ -194,6 +250,11 @@ def test_int8_gemv_takes_zero_and_tiny_rows_and_declines_inf(kernels):
     x[2, 5] = float("inf")
     if kernels.int8_rounds_x:
         assert cpu_kernels.gemv(kernels, x, cpu_kernels.pack(w), torch.ones(8)) is None
+    if kernels.int4:
+        w4 = cpu_kernels.pack_int4(w.float())
+        assert cpu_kernels.gemv(kernels, x, w4, None) is None
+        y = cpu_kernels.gemv(kernels, x[:2], w4, None)
+        assert torch.isfinite(y).all() and y.abs().max() < 1e-30
 
 
 def test_gemv_declines_what_it_does_not_take(kernels):
@@ -227,11 +288,10 @@ def test_attention_declines_other_shapes(attend_kernels):
     assert cpu_kernels.attend_one(attend_kernels, q[..., :16], k[..., :16], k[..., :16], None) is None  # head dim 16
 
 
-def test_avx2_int8_takes_a_batch_of_rows_in_passes(kernels):
+def test_avx2_int8_takes_a_batch_of_rows_in_passes(avx2_kernels):
     """More rows than the kernel takes at once (a batch of prompts) on AVX2's int8: the rows go through it
-    MAX_ROWS at a time, the same numbers as calls of their own."""
-    if not kernels.int8_rounds_x:
-        pytest.skip("AVX-512 builds leave more rows to torch")
+    MAX_ROWS at a time, the same numbers as calls of their own (AVX-512 builds leave them to torch)."""
+    kernels = avx2_kernels
     torch.manual_seed(0)
     w, scale = cpu_kernels.pack(torch.randint(-127, 128, (32, 256), dtype=torch.int8)), torch.rand(32)
     x = torch.randn(2, 20, 256)  # 40 rows: three passes, the last of 8
@@ -295,12 +355,44 @@ def test_decoder_with_kernels_matches_float32(bf16_kernels):
 
 
 @torch.inference_mode()
-def test_int8_decoder_on_avx2_kernels_matches_float32(kernels):
+def test_int4_decoder_on_the_kernels(int4_kernels):
+    """A decoder asked for int4 on the kernels: int4 step linears, int8 heads, a bfloat16 cache (a float32
+    model on AVX2, a bfloat16 one on AVX512-BF16), the whole step; its logits are those of the same decoder
+    with the int4 weights dequantized into float32 linears (up to the activations' int16 rounding and the
+    cache's bfloat16), and within int4's error of float32."""
+    if not int4_kernels.step:
+        pytest.skip("no whole step in this build (AVX-512 without BF16)")
+    dtype = torch.bfloat16 if int4_kernels.bf16 else torch.float32
+    cfg, reference, codes, text, mask, expected = decoder_case()
+    lm = MusicGenLM(cfg)
+    lm.load_state_dict(reference.state_dict())
+    lm.to(dtype).eval()
+    specialise_linears(lm, torch.device("cpu"), "int4")
+    assert isinstance(lm.layers[0].fc1, Int4Linear) and lm.layers[0].fc1.kernels is int4_kernels
+    assert isinstance(lm.heads, Int8Linear) and lm.cache_dtype == torch.bfloat16
+    got = _decoder_logits(lm, codes, text, mask)
+    assert isinstance(lm.whole_step[1], cpu_step.CPUStep)
+
+    dequantized = MusicGenLM(cfg)
+    dequantized.load_state_dict(reference.state_dict())
+    dequantized.eval()
+    for name, module in lm.named_modules():
+        if isinstance(module, Int4Linear):
+            dequantized.get_submodule(name).weight.copy_(cpu_kernels.unpack_int4(module.weight))
+        elif isinstance(module, Int8Linear):
+            dequantized.get_submodule(name).weight.copy_(cpu_kernels.unpack(module.weight).float() * module.scales[:, None])
+    same_weights = _decoder_logits(dequantized, codes, text, mask)
+    tolerance = 0.01 if dtype == torch.bfloat16 else 0.005  # measured: 0.34% (bfloat16 model), 0.07%
+    assert (got - same_weights).abs().max() < tolerance * same_weights.abs().max()
+    assert (got - expected).abs().max() < 0.08 * expected.abs().max()  # measured: 4.1%
+
+
+@torch.inference_mode()
+def test_int8_decoder_on_avx2_kernels_matches_float32(avx2_kernels):
     """AVX2: a float32 decoder asked for int8 packs every step linear for the int8 kernel (activations
     rounded to int16), keeps a bfloat16 cache and decodes through the whole-step kernel, within int8's error
     of float32; unquantized it keeps the float32 cache (the reference's numbers)."""
-    if not kernels.int8_rounds_x:
-        pytest.skip("an AVX-512 CPU: the AVX2 kernels are not built here")
+    kernels = avx2_kernels
     cfg, reference, codes, text, mask, expected = decoder_case()
     lm = MusicGenLM(cfg)
     lm.load_state_dict(reference.state_dict())

@@ -88,6 +88,21 @@ def test_whole_step_matches_the_layers(kernels, layers_only, quantize):
         assert (layer.attn.cache.k.float() - k).abs().max() < 0.02 * k.abs().max()
 
 
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+@torch.inference_mode()
+def test_avx2_whole_step_matches_the_layers(avx2_kernels, layers_only, quantize):
+    """The AVX2 build's whole step: int8 step linears, or int4 with int8 heads, gives what the layers give."""
+    codes, text, mask = _inputs()
+    layers_only(True)
+    expected = _run(_model(quantize, dtype=torch.float32), codes, text, mask)
+    layers_only(False)
+    lm = _model(quantize, dtype=torch.float32)
+    got = _run(lm, codes, text, mask)
+    assert isinstance(lm.whole_step[1], cpu_step.CPUStep)
+    assert (got - expected).abs().max() < 0.01 * expected.abs().max()
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.95
+
+
 @torch.inference_mode()
 def test_whole_step_matches_float32_without_cross_attention(kernels, layers_only):
     """A melody model: no cross-attention, a condition prefix in the cache ahead of the codes."""

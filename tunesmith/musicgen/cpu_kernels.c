@@ -16,6 +16,8 @@
                  sums stay float32 (AVX-512); on AVX2 CPUs the activations are rounded to int16 first
                  (ts_int8_rounds_x: 1; one scale per row, see the AVX2 part below).
    ts_gemv_bf16: bfloat16 W; AVX512-BF16 dot products summed in float32.
+   ts_gemv_int4: int4 W in groups of G inputs, each with a bfloat16 scale and minimum; AVX2 builds
+                 only (the activations rounded as for int8; see the int4 part below).
    x and y are float32 or bfloat16 (the *_bf16 flags). Both return 0, or 1 for shapes they do not
    take (the caller then uses torch).
 
@@ -61,10 +63,11 @@ static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torc
    int8. Here the threads start once per step and meet at a barrier after each product. Activations
    and the residual stream are float32; the key/value caches bfloat16. */
 
-typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.pack */
+typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.pack (int4: pack_int4) */
     const void *w;
-    const float *scale;   /* int8 weights: one scale per output row; NULL: bfloat16 weights */
+    const float *scale;   /* int8 weights: one scale per output row; NULL: bfloat16 or int4 weights */
     int N, K, chunk;
+    int group;            /* int4 weights: inputs per group (AVX2 builds); 0 otherwise */
 } ts_linear;
 
 typedef struct {
@@ -145,6 +148,18 @@ static void thread_blocks(int N, int *first, int *last) {  /* this thread's outp
     *last = (int)((long)blocks * (t + 1) / nt);
 }
 
+/* y = sums * scale[n] * x_scale[m] (either scale may be NULL: 1) over one thread's output blocks
+   [first, last): its own columns, so no barrier is needed. */
+static void store_rows(const float *sums, const float *scale, const float *x_scale, int M, int N, int first, int last,
+                       void *y, int y_bf16) {
+    for (int m = 0; m < M; m++)
+        for (int n = first * ROWS; n < last * ROWS; n++) {
+            float v = sums[(size_t)m * N + n] * (scale ? scale[n] : 1.0f) * (x_scale ? x_scale[m] : 1.0f);
+            if (y_bf16) ((uint16_t *)y)[(size_t)m * N + n] = f32_to_bf16(v);
+            else ((float *)y)[(size_t)m * N + n] = v;
+        }
+}
+
 /* y = (x W^T) * scale[n] * x_scale[m]; either scale may be NULL (1). */
 static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const void *w, size_t w_size, int vec,
                 const float *scale, const float *x_scale, int N, void *y, int y_bf16, int threads,
@@ -157,15 +172,166 @@ static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const voi
         int first, last;
         thread_blocks(N, &first, &last);
         gemv_blocks(x, x_size, M, K, chunk, w, w_size, N, first, last, sums, rows_fn);
-        for (int m = 0; m < M; m++)  /* this thread's own columns: no barrier needed */
-            for (int n = first * ROWS; n < last * ROWS; n++) {
-                float v = sums[(size_t)m * N + n] * (scale ? scale[n] : 1.0f) * (x_scale ? x_scale[m] : 1.0f);
-                if (y_bf16) ((uint16_t *)y)[(size_t)m * N + n] = f32_to_bf16(v);
-                else ((float *)y)[(size_t)m * N + n] = v;
-            }
+        store_rows(sums, scale, x_scale, M, N, first, last, y, y_bf16);
     }
     free(sums);
     return 0;
+}
+
+#define X_STEP 2  /* activation rows per pass over a block: 2 x ROWS accumulators of 16 ymm registers */
+
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* x [M, K] float32 (or bfloat16) -> int16 rows, each with the scale that maps its largest |value| to 32767. */
+static int round_rows(const void *x, int x_bf16, int M, int K, int16_t *xq, float *x_scale) {
+    for (int m = 0; m < M; m++) {
+        const float *xf = (const float *)x + (size_t)m * K;
+        const uint16_t *xb = (const uint16_t *)x + (size_t)m * K;
+        float top = 0.0f;
+        for (int k = 0; k < K; k++) {
+            float v = x_bf16 ? bf16_to_f32(xb[k]) : xf[k];
+            float a = v < 0 ? -v : v;
+            if (!(a <= top)) top = a;  /* NaN makes top NaN */
+        }
+        if (!(top <= 3.0e38f)) return 1;  /* inf or NaN: torch's product carries them */
+        float scale = top > 1e-30f ? top / 32767.0f : 1.0f, inv = 1.0f / scale;  /* 1/scale stays finite */
+        for (int k = 0; k < K; k++) {
+            float v = (x_bf16 ? bf16_to_f32(xb[k]) : xf[k]) * inv;
+            xq[(size_t)m * K + k] = (int16_t)__builtin_lrintf(v);
+        }
+        x_scale[m] = scale;
+    }
+    return 0;
+}
+
+/* int4 weights (quantize="int4"): a quarter of bfloat16's bytes a step, for the CPUs where int8 is still
+   bound by memory. Per chunk, each block of ROWS output rows is packed (cpu_kernels.pack_int4) as
+       [chunk / 32][ROWS][16 bytes]   byte i: input k + i in the low nibble, k + 16 + i in the high
+       [chunk / G][ROWS][2]           per group of G inputs: bfloat16 scale and minimum
+   and a weight is minimum + scale * nibble (0..15). The activations are rounded to int16 rows as for
+   int8; sum w x = scale * sum nibble x + minimum * sum x over each group, so the sum of each group of
+   a row (xsum, exact in float32) carries the minimums and the nibbles need no offset. */
+#define INT4_STEP 32      /* inputs per 16 bytes of one row */
+#define MAX_GROUPS 256    /* groups of K (the whole step keeps its group sums on the stack) */
+
+static size_t int4_block_bytes(int chunk, int G) { return (size_t)ROWS * (chunk / 2 + chunk / G * 4); }
+
+static int int4_shape_ok(int M, int K, int chunk, int G, int N) {
+    return M >= 1 && M <= MAX_M && N % ROWS == 0 && G >= INT4_STEP && G % INT4_STEP == 0 && chunk % G == 0
+           && K % chunk == 0 && K / G <= MAX_GROUPS;
+}
+
+static int int4_fits(const ts_linear *lin) {  /* an int4 linear of the whole step in a shape int4_blocks takes */
+    return int4_shape_ok(1, lin->K, lin->chunk, lin->group, lin->N);
+}
+
+/* The whole step's activations x [M, K] float32 as int16 rows in xq, their scales in x_scale: NaN for a
+   row of inf or NaN (its outputs NaN, as torch's product would carry them). */
+static void round_step_rows(const float *x, int M, int K, int16_t *xq, float *x_scale) {
+    if (round_rows(x, 0, M, K, xq, x_scale))
+        for (int m = 0; m < M; m++) x_scale[m] = __builtin_nanf("");
+}
+
+static void group_sums(const int16_t *xq, int M, int K, int G, float *xsum) {  /* xsum [M, K / G] */
+    for (int m = 0; m < M; m++)
+        for (int g = 0; g < K / G; g++) {
+            int32_t total = 0;
+            for (int k = g * G; k < (g + 1) * G; k++) total += xq[(size_t)m * K + k];
+            xsum[(size_t)m * (K / G) + g] = (float)total;
+        }
+}
+
+/* sums[m * N + j] += x[m] . W[j] over one block of one chunk for `rows` (a literal: 1 or 2) rows of x,
+   `x_stride` apart, and their group sums, `groups` apart. */
+static inline __attribute__((always_inline)) void int4_block(int rows, const int16_t *x, long x_stride,
+                                                             const float *xsum, long groups, int length, int G,
+                                                             const uint8_t *block, int lead, float *sums, int N) {
+    const uint16_t *scales = (const uint16_t *)(block + (size_t)ROWS * length / 2);  /* [length / G][ROWS][2] */
+    const __m256i low = _mm256_set1_epi16(0x0f);
+    __m256 acc[X_STEP][ROWS];
+    float offset[X_STEP][ROWS] = {{0}};
+    for (int m = 0; m < X_STEP; m++)
+        for (int j = 0; j < ROWS; j++) acc[m][j] = _mm256_setzero_ps();
+    for (int g = 0; g < length / G; g++) {
+        __m256i group[X_STEP][ROWS];  /* int32 sums of this group: at most G/16 * 2 * 15 * 32767 a lane */
+        for (int m = 0; m < X_STEP; m++)
+            for (int j = 0; j < ROWS; j++) group[m][j] = _mm256_setzero_si256();
+        for (int k = g * G; k < (g + 1) * G; k += INT4_STEP) {
+            const uint8_t *step = block + (size_t)k / 2 * ROWS;  /* ROWS x 16 bytes: one cache line */
+            if (lead) prefetch((const char *)step, 1);
+            __m256i x_low[X_STEP], x_high[X_STEP];
+            for (int m = 0; m < rows; m++) {
+                x_low[m] = _mm256_loadu_si256((const __m256i *)(x + m * x_stride + k));
+                x_high[m] = _mm256_loadu_si256((const __m256i *)(x + m * x_stride + k + 16));
+            }
+            for (int j = 0; j < ROWS; j++) {
+                __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(step + 16 * j)));
+                __m256i w_low = _mm256_and_si256(bytes, low), w_high = _mm256_srli_epi16(bytes, 4);
+                for (int m = 0; m < rows; m++)
+                    group[m][j] = _mm256_add_epi32(group[m][j], _mm256_add_epi32(_mm256_madd_epi16(w_low, x_low[m]),
+                                                                                 _mm256_madd_epi16(w_high, x_high[m])));
+            }
+        }
+        const uint16_t *pair = scales + (size_t)g * ROWS * 2;
+        for (int j = 0; j < ROWS; j++) {
+            __m256 scale = _mm256_set1_ps(bf16_to_f32(pair[2 * j]));
+            float minimum = bf16_to_f32(pair[2 * j + 1]);
+            for (int m = 0; m < rows; m++) {
+                acc[m][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group[m][j]), scale, acc[m][j]);
+                offset[m][j] += minimum * xsum[m * groups + g];
+            }
+        }
+    }
+    for (int m = 0; m < rows; m++)
+        for (int j = 0; j < ROWS; j++) sums[(size_t)m * N + j] += sum8(acc[m][j]) + offset[m][j];
+}
+
+/* One thread's share of sums = x W^T for int4 W, as gemv_blocks: output blocks [first, last), all of K. */
+static void int4_blocks(const int16_t *x, const float *xsum, int M, int K, int chunk, int G, const uint8_t *w, int N,
+                        int first, int last, float *sums) {
+    size_t block_bytes = int4_block_bytes(chunk, G);
+    int groups = K / G;
+    for (int m = 0; m < M; m++) memset(sums + (size_t)m * N + first * ROWS, 0, (size_t)(last - first) * ROWS * sizeof(float));
+    for (int c = 0; c < K; c += chunk) {
+        const uint8_t *chunk_w = w + (size_t)(c / chunk) * (N / ROWS) * block_bytes;
+        for (int b = first; b < last; b++) {
+            const uint8_t *block = chunk_w + (size_t)b * block_bytes;
+            for (int m0 = 0; m0 < M; m0 += X_STEP) {
+                const int16_t *xm = x + (size_t)m0 * K + c;
+                const float *sm = xsum + (size_t)m0 * groups + c / G;
+                float *out = sums + (size_t)m0 * N + b * ROWS;
+                if (M - m0 >= 2) int4_block(2, xm, K, sm, groups, chunk, G, block, m0 == 0, out, N);
+                else int4_block(1, xm, K, sm, groups, chunk, G, block, m0 == 0, out, N);
+            }
+        }
+    }
+}
+
+int ts_gemv_int4(const void *x, int x_bf16, int M, int K, int chunk, int G, const uint8_t *w, int N, void *y,
+                 int y_bf16, int threads) {
+    if (!int4_shape_ok(M, K, chunk, G, N)) return 1;
+    int16_t *xq = aligned_alloc(64, ((size_t)M * K * sizeof(int16_t) + 63) / 64 * 64);
+    float *xsum = malloc((size_t)M * (K / G) * sizeof(float)), *sums = malloc((size_t)M * N * sizeof(float));
+    float x_scale[MAX_M];
+    int failed = !xq || !xsum || !sums || round_rows(x, x_bf16, M, K, xq, x_scale);
+    if (!failed) {
+        group_sums(xq, M, K, G, xsum);
+#pragma omp parallel num_threads(threads)
+        {
+            int first, last;
+            thread_blocks(N, &first, &last);
+            int4_blocks(xq, xsum, M, K, chunk, G, w, N, first, last, sums);
+            store_rows(sums, NULL, x_scale, M, N, first, last, y, y_bf16);
+        }
+    }
+    free(xq);
+    free(xsum);
+    free(sums);
+    return failed;
 }
 #endif
 
@@ -359,8 +525,14 @@ static void layer_norm(const float *x, int M, int D, const float *const wb[2], f
 static void linear(const ts_model *model, const ts_linear *lin, const float *x, int M, uint16_t *xb, float *sums,
                    const ts_sink *to) {
     int N = lin->N, K = lin->K, first, last;
+    float x_scale[MAX_M];
     thread_blocks(N, &first, &last);
-    if (lin->scale) {
+    if (lin->group) {  /* int4: the activations rounded to int16 rows, as on AVX2 */
+        float xsum[MAX_M * MAX_GROUPS];
+        round_step_rows(x, M, K, (int16_t *)xb, x_scale);
+        group_sums((const int16_t *)xb, M, K, lin->group, xsum);
+        int4_blocks((const int16_t *)xb, xsum, M, K, lin->chunk, lin->group, lin->w, N, first, last, sums);
+    } else if (lin->scale) {
         gemv_blocks(x, sizeof(float), M, K, lin->chunk, lin->w, 1, N, first, last, sums, int8_rows);
     } else {
         for (size_t i = 0; i < (size_t)M * K; i += 16)
@@ -373,6 +545,7 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
             __mmask16 live = n1 - n >= 16 ? 0xffff : (__mmask16)((1u << (n1 - n)) - 1);
             __m512 v = _mm512_maskz_loadu_ps(live, sums + (size_t)m * N + n);
             if (lin->scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(live, lin->scale + n));
+            if (lin->group) v = _mm512_mul_ps(v, _mm512_set1_ps(x_scale[m]));
             float *y = to->kind == QKV ? NULL : to->y + (size_t)m * N + n;
             if (to->kind == STORE) {
                 _mm512_mask_storeu_ps(y, live, v);
@@ -388,7 +561,16 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
         }
 }
 
-static int step_linears_ok(const ts_model *model) { (void)model; return 1; }  /* bfloat16 and int8 alike */
+static int product_ok(const ts_linear *lin) { return !lin->group || int4_fits(lin); }
+
+static int step_linears_ok(const ts_model *model) {  /* bfloat16, int8 and int4 alike */
+    const ts_layer *l = model->layers;
+    for (int i = 0; i < model->n_layers; i++, l++) {
+        if (!product_ok(&l->qkv) || !product_ok(&l->attn_out) || !product_ok(&l->fc1) || !product_ok(&l->fc2)) return 0;
+        if (l->cross_norm[0] && (!product_ok(&l->cross_q) || !product_ok(&l->cross_out))) return 0;
+    }
+    return product_ok(&model->lm_heads);
+}
 #define TS_STEP 1  /* layer_norm, linear and step_linears_ok are here: ts_decode_step below */
 #else
 int ts_has_bf16(void) { return 0; }
@@ -404,14 +586,6 @@ int ts_has_bf16(void) { return 0; }
 int ts_has_int8(void) { return 1; }
 int ts_int8_rounds_x(void) { return 1; }
 int ts_has_bf16(void) { return 0; }
-
-#define X_STEP 2  /* activation rows per pass over a block: 2 x ROWS accumulators of 16 ymm registers */
-
-static inline float sum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
 
 static inline float sum_lanes(__m256i v) {  /* float32 first: 8 lanes of up to 2^29 overflow an int32 sum */
     return sum8(_mm256_cvtepi32_ps(v));
@@ -448,28 +622,6 @@ ROWS_FN(int8_2, int8_block, 2)
 ROWS_FN(int8_3, int8_block, 3)
 ROWS_FN(int8_4, int8_block, 4)
 static const block_fn int8_rows[M_STEP] = {int8_1, int8_2, int8_3, int8_4};
-
-/* x [M, K] float32 (or bfloat16) -> int16 rows, each with the scale that maps its largest |value| to 32767. */
-static int round_rows(const void *x, int x_bf16, int M, int K, int16_t *xq, float *x_scale) {
-    for (int m = 0; m < M; m++) {
-        const float *xf = (const float *)x + (size_t)m * K;
-        const uint16_t *xb = (const uint16_t *)x + (size_t)m * K;
-        float top = 0.0f;
-        for (int k = 0; k < K; k++) {
-            float v = x_bf16 ? bf16_to_f32(xb[k]) : xf[k];
-            float a = v < 0 ? -v : v;
-            if (!(a <= top)) top = a;  /* NaN makes top NaN */
-        }
-        if (!(top <= 3.0e38f)) return 1;  /* inf or NaN: torch's product carries them */
-        float scale = top > 1e-30f ? top / 32767.0f : 1.0f, inv = 1.0f / scale;  /* 1/scale stays finite */
-        for (int k = 0; k < K; k++) {
-            float v = (x_bf16 ? bf16_to_f32(xb[k]) : xf[k]) * inv;
-            xq[(size_t)m * K + k] = (int16_t)__builtin_lrintf(v);
-        }
-        x_scale[m] = scale;
-    }
-    return 0;
-}
 
 int ts_gemv_int8(const void *x, int x_bf16, int M, int K, int chunk, const int8_t *w, const float *scale, int N,
                  void *y, int y_bf16, int threads) {
@@ -572,13 +724,15 @@ static void layer_norm(const float *x, int M, int D, const float *const wb[2], f
     }
 }
 
-static int step_linears_ok(const ts_model *model) {  /* every product int8: no bfloat16 product on AVX2 */
+static int quantized(const ts_linear *lin) { return lin->scale || (lin->group && int4_fits(lin)); }
+
+static int step_linears_ok(const ts_model *model) {  /* every product int8 or int4: no bfloat16 product on AVX2 */
     const ts_layer *l = model->layers;
     for (int i = 0; i < model->n_layers; i++, l++) {
-        if (!l->qkv.scale || !l->attn_out.scale || !l->fc1.scale || !l->fc2.scale) return 0;
-        if (l->cross_norm[0] && (!l->cross_q.scale || !l->cross_out.scale)) return 0;
+        if (!quantized(&l->qkv) || !quantized(&l->attn_out) || !quantized(&l->fc1) || !quantized(&l->fc2)) return 0;
+        if (l->cross_norm[0] && (!quantized(&l->cross_q) || !quantized(&l->cross_out))) return 0;
     }
-    return model->lm_heads.scale != NULL;
+    return quantized(&model->lm_heads);
 }
 
 /* This thread's output columns of x W^T, handed to `to`, as the AVX-512 version: x [M, K] float32 (whole,
@@ -589,13 +743,18 @@ static void linear(const ts_model *model, const ts_linear *lin, const float *x, 
     int N = lin->N, K = lin->K, first, last;
     float x_scale[MAX_M];
     thread_blocks(N, &first, &last);
-    if (round_rows(x, 0, M, K, (int16_t *)xq, x_scale))
-        for (int m = 0; m < M; m++) x_scale[m] = __builtin_nanf("");
-    gemv_blocks(xq, sizeof(int16_t), M, K, lin->chunk, lin->w, 1, N, first, last, sums, int8_rows);
+    round_step_rows(x, M, K, (int16_t *)xq, x_scale);
+    if (lin->group) {
+        float xsum[MAX_M * MAX_GROUPS];
+        group_sums((const int16_t *)xq, M, K, lin->group, xsum);
+        int4_blocks((const int16_t *)xq, xsum, M, K, lin->chunk, lin->group, lin->w, N, first, last, sums);
+    } else {
+        gemv_blocks(xq, sizeof(int16_t), M, K, lin->chunk, lin->w, 1, N, first, last, sums, int8_rows);
+    }
     int n0 = first * ROWS, n1 = last * ROWS;
     for (int m = 0; m < M; m++) {
         float *row = sums + (size_t)m * N;
-        for (int n = n0; n < n1; n++) row[n] *= lin->scale[n] * x_scale[m];
+        for (int n = n0; n < n1; n++) row[n] *= (lin->scale ? lin->scale[n] : 1.0f) * x_scale[m];
         if (to->kind == STORE || to->kind == ADD) {
             float *y = to->y + (size_t)m * N;
             for (int n = n0; n < n1; n++) y[n] = to->kind == ADD ? y[n] + row[n] : row[n];

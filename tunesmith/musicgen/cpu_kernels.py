@@ -1,10 +1,11 @@
 """Build, load and call the packed-weight matrix-vector kernels of cpu_kernels.c.
 
 The C file is compiled once per machine by tunesmith/native.py (the system C compiler, for the
-CPU it runs on, cached). No compiler, no AVX-512, a failed build, or TUNESMITH_CPU_KERNELS=0:
+CPU it runs on, cached). No compiler, no AVX2, a failed build, or TUNESMITH_CPU_KERNELS=0:
 `library()` is None and the callers use torch's own kernels: the same computation up to rounding,
 about half the speed. On an AVX-512 CPU that is said once, in a warning: it is something the user
-can fix.
+can fix. TUNESMITH_CPU_KERNELS=avx2 builds the AVX2 kernels on a newer CPU (to compare them, and so
+that the tests cover both builds on one machine).
 """
 
 from __future__ import annotations
@@ -28,11 +29,17 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ROWS = 4  # output rows per packed block (ROWS in the C file)
 VEC = {torch.int8: 16, torch.bfloat16: 32}  # values of one row per vector instruction (INT8_VEC, BF16_VEC)
 MAX_ROWS = 16  # activation rows the kernels take at once (MAX_M in the C file)
-# AVX2's int8 product takes more rows MAX_ROWS at a time, up to this many passes over the weight (a batch of
-# prompts): 2-5x faster there than widening the int8 weight for torch's product at 32-128 rows (measured on
-# 2 AVX2 cores, BENCHMARKS.md). A prefill's hundreds of rows, and every other build, go to torch's GEMM.
+# AVX2's int8 product (and int4's, in every build) takes more rows MAX_ROWS at a time, up to this many passes
+# over the weight (a batch of prompts): 2-5x faster there than widening the int8 weight for torch's product at
+# 32-128 rows (measured on 2 AVX2 cores, BENCHMARKS.md). A prefill's hundreds of rows, and the other products,
+# go to torch's GEMM.
 AVX2_INT8_PASSES = 8
 CHUNK = 1024  # most input values per chunk: the activations' share of a chunk stays in the L1 cache
+# int4: one bfloat16 scale and minimum per group of this many inputs, half a bit a weight
+# more. Groups of 64 drifted least in top-1 agreement on random musicgen-small weights (BENCHMARKS.md).
+INT4_GROUP = 64
+INT4_STEP = 32  # inputs per 16 packed bytes of one output row (INT4_STEP in the C file)
+MAX_GROUPS = 256  # groups of K an int4 product takes (MAX_GROUPS)
 
 
 class Kernels:
@@ -41,6 +48,7 @@ class Kernels:
         # int8 on AVX2: the activations rounded to int16, one scale per row (cpu_kernels.c), before the product
         self.int8_rounds_x = self.int8 and bool(lib.ts_int8_rounds_x())
         self.bf16 = bool(lib.ts_has_bf16())
+        self.int4 = hasattr(lib, "ts_gemv_int4")  # AVX2 and AVX-512 builds (AVX2 code in both)
         # AVX512-BF16 and AVX2 builds: attention over a bfloat16 cache, and the whole decode step (cpu_step.py;
         # on AVX2 for int8 weights only)
         self.attend = hasattr(lib, "ts_attend_bf16")
@@ -52,6 +60,8 @@ class Kernels:
             lib.ts_attend_bf16.argtypes = [p, lg, lg, p, p, lg, lg, p, lg, p, i, i, i, i, ctypes.c_float, i]
         if self.bf16:
             lib.ts_gemv_bf16.argtypes = [p, i, i, i, i, p, i, p, i, i]
+        if self.int4:
+            lib.ts_gemv_int4.argtypes = [p, i, i, i, i, i, p, i, p, i, i]
         if self.step:
             lib.ts_step_workspace.argtypes = [p, i, i]
             lib.ts_step_workspace.restype = lg
@@ -71,13 +81,15 @@ def _off(why: str) -> None:
 @functools.lru_cache(maxsize=None)
 def library() -> Kernels | None:
     """The compiled kernels, or None where they cannot be had (torch's kernels are used instead)."""
-    if os.environ.get("TUNESMITH_CPU_KERNELS", "1") == "0" or platform.machine().lower() not in ("x86_64", "amd64"):
+    setting = os.environ.get("TUNESMITH_CPU_KERNELS", "1").strip().lower()
+    if setting == "0" or platform.machine().lower() not in ("x86_64", "amd64"):
         return None  # off on purpose, or never applies: nothing to say
+    march = "x86-64-v3" if setting == "avx2" else "native"  # x86-64-v3: AVX2, FMA, F16C
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         return _off("no C compiler found: install gcc, or set CC")
     try:
-        kernels = Kernels(ctypes.CDLL(str(build(compiler, SOURCE))))
+        kernels = Kernels(ctypes.CDLL(str(build(compiler, SOURCE, march))))
     except (OSError, subprocess.SubprocessError) as err:
         return _off(why_not(compiler, err))
     return kernels if kernels.int8 or kernels.bf16 else None
@@ -114,12 +126,55 @@ def unpack(packed: torch.Tensor) -> torch.Tensor:
     return packed.permute(1, 3, 0, 2, 4).reshape(packed_sizes(packed)[:2])
 
 
+def int4_packable(weight: torch.Tensor) -> bool:
+    N, K = weight.shape
+    return N % ROWS == 0 and K % INT4_GROUP == 0 and K // INT4_GROUP <= MAX_GROUPS
+
+
+def pack_int4(weight: torch.Tensor) -> torch.Tensor:
+    """weight [N, K] -> uint8 [K/chunk, N/ROWS, block bytes]: per chunk of K and block of ROWS output rows, the
+    nibbles [chunk/32, ROWS, 16] (byte i of a row's 16: input k+i low, k+16+i high), then per group of
+    INT4_GROUP inputs and row its bfloat16 scale and minimum [chunk/group, ROWS, 2]: w = minimum + scale * nibble."""
+    N, K = weight.shape
+    G, chunk = INT4_GROUP, _chunk(K, INT4_GROUP)
+    groups = weight.detach().float().view(N, K // G, G)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = ((high - low) / 15).clamp_min(1e-30).bfloat16()  # rounded first: the nibbles fit what the kernel reads
+    low = low.bfloat16()
+    q = ((groups - low.float()) / scale.float()).round().clamp(0, 15).to(torch.uint8).view(N, K // 32, 2, 16)
+    nibbles = (q[:, :, 0] | (q[:, :, 1] << 4)).view(N // ROWS, ROWS, K // chunk, chunk // INT4_STEP, 16)
+    nibbles = nibbles.permute(2, 0, 3, 1, 4).reshape(K // chunk, N // ROWS, -1)
+    pairs = torch.cat([scale, low], -1).view(N // ROWS, ROWS, K // chunk, chunk // G, 2)
+    pairs = pairs.permute(2, 0, 3, 1, 4).contiguous().view(torch.uint8).reshape(K // chunk, N // ROWS, -1)
+    return torch.cat([nibbles, pairs], -1).contiguous()
+
+
+def int4_sizes(packed: torch.Tensor) -> tuple[int, int, int]:
+    """(N, K, chunk) of a weight packed by pack_int4: a block is ROWS * (chunk/2 + chunk/group * 4) bytes."""
+    chunks, blocks, size = packed.shape
+    chunk = size * 2 * INT4_GROUP // (ROWS * (INT4_GROUP + 8))
+    return blocks * ROWS, chunks * chunk, chunk
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """The weight pack_int4 stored, float32 [N, K] (minimum + scale * nibble)."""
+    N, K, chunk = int4_sizes(packed)
+    chunks, blocks, _ = packed.shape
+    G, nibble_bytes = INT4_GROUP, ROWS * chunk // 2
+    nibbles = packed[..., :nibble_bytes].reshape(chunks, blocks, chunk // INT4_STEP, ROWS, 1, 16)
+    q = torch.cat([nibbles & 15, nibbles >> 4], 4).permute(1, 3, 0, 2, 4, 5).reshape(N, K // G, G)
+    pairs = packed[..., nibble_bytes:].contiguous().view(torch.bfloat16).reshape(chunks, blocks, chunk // G, ROWS, 2)
+    pairs = pairs.permute(1, 3, 0, 2, 4).reshape(N, K // G, 2).float()
+    return (q.float() * pairs[..., :1] + pairs[..., 1:]).view(N, K)
+
+
 def gemv(kernels: Kernels, x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor | None:
-    """x [..., K] (float32 or bfloat16, CPU) times the packed weight -> [..., N] in x's dtype, or None
-    when the kernels do not take this call (too many rows)."""
-    N, K, chunk = packed_sizes(packed)
+    """x [..., K] (float32 or bfloat16, CPU) times the packed weight (pack: int8 with `scale`, or bfloat16;
+    pack_int4: uint8) -> [..., N] in x's dtype, or None when the kernels do not take this call (too many rows)."""
+    int4 = packed.dtype == torch.uint8
+    N, K, chunk = int4_sizes(packed) if int4 else packed_sizes(packed)
     M = x.numel() // K
-    passes = AVX2_INT8_PASSES if scale is not None and kernels.int8_rounds_x else 1
+    passes = AVX2_INT8_PASSES if int4 or (scale is not None and kernels.int8_rounds_x) else 1
     if M > MAX_ROWS * passes or x.dtype not in (torch.float32, torch.bfloat16):
         return None
     x = x.contiguous()
@@ -130,7 +185,10 @@ def gemv(kernels: Kernels, x: torch.Tensor, packed: torch.Tensor, scale: torch.T
     for first in range(0, M, MAX_ROWS):  # rows [first, first + m): row-major, so at an offset of the same tensors
         m = min(MAX_ROWS, M - first)
         xp, yp = x.data_ptr() + first * K * size, y.data_ptr() + first * N * size
-        if scale is None:
+        if int4:
+            failed = kernels.lib.ts_gemv_int4(xp, is_bf16, m, K, chunk, INT4_GROUP, packed.data_ptr(), N, yp, is_bf16,
+                                              threads)
+        elif scale is None:
             failed = kernels.lib.ts_gemv_bf16(xp, is_bf16, m, K, chunk, packed.data_ptr(), N, yp, is_bf16, threads)
         else:
             failed = kernels.lib.ts_gemv_int8(xp, is_bf16, m, K, chunk, packed.data_ptr(), scale.data_ptr(), N, yp,

@@ -5,7 +5,7 @@ threads anew; for musicgen-small on two cores that is a fifth of the step. ts_de
 every layer's norms, products, attention, GELU and residual adds in one OpenMP region.
 
 It takes a model whose step linears are all packed for the kernels (bfloat16 StreamLinear or int8
-Int8Linear; on AVX2 CPUs int8 only) with a bfloat16 cache; anything else, and more rows than the
+Int8Linear; on AVX2 CPUs int8, or int4 Int4Linear with int8 heads) with a bfloat16 cache; anything else, and more rows than the
 kernels take, goes through the torch modules instead (the kernel itself also declines bfloat16
 weights on AVX2).
 """
@@ -23,7 +23,7 @@ _Pair = _p * 2
 
 
 class _Linear(ctypes.Structure):  # ts_linear
-    _fields_ = [("w", _p), ("scale", _p), ("N", _i), ("K", _i), ("chunk", _i)]
+    _fields_ = [("w", _p), ("scale", _p), ("N", _i), ("K", _i), ("chunk", _i), ("group", _i)]
 
 
 class _Layer(ctypes.Structure):  # ts_layer
@@ -80,6 +80,9 @@ class CPUStep:
 
     def _linear(self, module) -> _Linear:
         packed, scale = module.weight, getattr(module, "scales", None)
+        if packed.dtype == torch.uint8:  # int4
+            N, K, chunk = cpu_kernels.int4_sizes(packed)
+            return _Linear(w=self._keep(packed), scale=None, N=N, K=K, chunk=chunk, group=module.group)
         N, K, chunk = cpu_kernels.packed_sizes(packed)
         return _Linear(w=self._keep(packed), scale=None if scale is None else self._keep(scale), N=N, K=K, chunk=chunk)
 
@@ -96,7 +99,7 @@ class CPUStep:
 
 def build(lm, rows: int) -> CPUStep | None:
     """The whole-step kernel for `lm` and its current cache and condition, or None where it does not apply."""
-    from .linear import Int8Linear, StreamLinear, step_linears
+    from .linear import Int4Linear, Int8Linear, StreamLinear, step_linears
 
     kernels = cpu_kernels.library()
     if kernels is None or not kernels.step or lm.embed.device.type != "cpu" or rows > cpu_kernels.MAX_ROWS:
@@ -111,7 +114,7 @@ def build(lm, rows: int) -> CPUStep | None:
     linears = [getattr(parent, name) for parent, name in step_linears(lm)]
     packed = all(
         (isinstance(m, StreamLinear) and m.weight.dtype == torch.bfloat16 and m.bias is None)
-        or (isinstance(m, Int8Linear) and m.kernels is not None and m.bias is None) for m in linears)
+        or (isinstance(m, (Int8Linear, Int4Linear)) and m.kernels is not None and m.bias is None) for m in linears)
     cross = lm.cross_mask
     if not packed or (cross is not None and (cross.dtype != torch.bfloat16 or not cross.is_contiguous())):
         return None

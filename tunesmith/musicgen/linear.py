@@ -11,8 +11,10 @@
   TUNESMITH_CPU_KERNELS=0): the same per-channel weights, the activations rounded to int8 per call,
   through fbgemm (cpu_int8.py): there torch's weight-only int8 product runs at a fraction of float32's
   speed, fbgemm's at about twice it (BENCHMARKS.md).
-- Int4Linear: weight-only int4 (CPU), a scale and zero point per group of 128 inputs: a quarter of
-  the bfloat16 bytes per step: the least memory, at a measured cost in fidelity.
+- Int4Linear: weight-only int4 (CPU), a scale and zero point per group of inputs: a quarter of the
+  bfloat16 bytes per step: the least memory, at a measured cost in fidelity. On AVX2 CPUs packed for
+  cpu_kernels (groups of 64, activations rounded to int16 as for int8); elsewhere torch's int4 kernel
+  (groups of 128), which on AVX2 is some 60x slower than the packed one.
 """
 
 from __future__ import annotations
@@ -120,8 +122,15 @@ class DynamicInt8Linear(nn.Module):
 
 
 class Int4Linear(nn.Module):
-    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype):
+    def __init__(self, linear: nn.Linear, compute_dtype: torch.dtype, kernels: cpu_kernels.Kernels | None = None):
         super().__init__()
+        self.bias = linear.bias
+        self.kernels = kernels if kernels is not None and kernels.int4 and cpu_kernels.int4_packable(linear.weight) \
+            else None
+        if self.kernels is not None:
+            self.group = cpu_kernels.INT4_GROUP
+            self.register_buffer("weight", cpu_kernels.pack_int4(linear.weight))
+            return
         out_features, in_features = linear.weight.shape
         self.group = next(g for g in (128, 64, 32) if in_features % g == 0)
         groups = linear.weight.detach().float().view(out_features, in_features // self.group, self.group)
@@ -132,13 +141,17 @@ class Int4Linear(nn.Module):
         # The kernel computes (q - 8) * scale + zero: zero = low + 8 * scale. [groups, out, 2]
         scales_zeros = torch.stack([scale.view(out_features, -1).t(), (low + 8 * scale).view(out_features, -1).t()], -1)
         self.register_buffer("scales_zeros", scales_zeros.contiguous().to(compute_dtype))
-        self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.weight, self.group,
-                                                        self.scales_zeros)
-        y = y.view(*shape[:-1], -1)
+        if self.kernels is not None:
+            y = cpu_kernels.gemv(self.kernels, x, self.weight, None)
+            if y is None:  # a prefill: more rows than the kernel takes
+                y = F.linear(x, cpu_kernels.unpack_int4(self.weight).to(x.dtype))
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.weight, self.group,
+                                                            self.scales_zeros)
+            y = y.view(*shape[:-1], -1)
         return y if self.bias is None else y + self.bias
 
 
@@ -164,7 +177,7 @@ def _maker(lm: nn.Module, device: torch.device, quantize: str | None, kernels: c
     if quantize == "int8":
         return lambda linear: Int8Linear(linear, linear.weight.dtype, kernels)
     if quantize == "int4":
-        return lambda linear: Int4Linear(linear, linear.weight.dtype)
+        return lambda linear: Int4Linear(linear, linear.weight.dtype, kernels)
     if kernels is not None and kernels.bf16 and lm.embed.dtype == torch.bfloat16:
         return lambda linear: StreamLinear(linear, kernels) if cpu_kernels.packable(linear.weight) \
             else PackedLinear(linear)
@@ -188,6 +201,11 @@ def specialiser(lm: nn.Module, device: torch.device, quantize: str | None):
         head = _maker(lm, device, None, kernels) or (lambda linear: linear)
         log.debug("int8 through fbgemm (no cpu_kernels here); the heads stay %s", lm.embed.dtype)
         return lambda linear, name: head(linear) if name == "heads" else DynamicInt8Linear(linear)
+    if quantize == "int4" and kernels is not None and kernels.int4:
+        # The heads in int8: in int4 they carried most of the drift (random musicgen-small weights: top-1
+        # agreement with float32 48.7% against 61.9%), for a twentieth of the bytes.
+        return lambda linear, name: (Int8Linear(linear, linear.weight.dtype, kernels) if name == "heads"
+                                     else Int4Linear(linear, linear.weight.dtype, kernels))
     make = _maker(lm, device, quantize, kernels)
     return None if make is None else lambda linear, name: make(linear)
 
