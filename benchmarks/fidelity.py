@@ -22,7 +22,7 @@ PROMPT = "calm lofi piano with vinyl crackle, 80 bpm"
 VARIANTS = {"bfloat16": ("bfloat16", "bfloat16", None, False), "int8": ("int8", None, "int8", False),
             "int8-float32": ("int8, float32 model", "float32", "int8", False),
             "int8-weight-only": ("int8 weight-only, float32 model", "float32", "int8", True),
-            "int4": ("int4", None, "int4", False)}
+            "int4": ("int4", None, "int4", False), "int4-float32": ("int4, float32 model", "float32", "int4", False)}
 
 
 @torch.inference_mode()

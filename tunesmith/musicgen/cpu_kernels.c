@@ -180,6 +180,18 @@ static int gemv(const void *x, size_t x_size, int M, int K, int chunk, const voi
 
 #define X_STEP 2  /* activation rows per pass over a block: 2 x ROWS accumulators of 16 ymm registers */
 
+/* acc + the int16 products of a and b summed in pairs (vpmaddwd then an add): one instruction where the
+   CPU has VNNI (AVX512-VNNI, or AVX-VNNI on Intel's AVX2-only cores since Alder Lake), the same sums. */
+static inline __m256i dot_add(__m256i acc, __m256i a, __m256i b) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, a, b);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpwssd_avx_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
 static inline float sum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -272,8 +284,7 @@ static inline __attribute__((always_inline)) void int4_block(int rows, const int
                 __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(step + 16 * j)));
                 __m256i w_low = _mm256_and_si256(bytes, low), w_high = _mm256_srli_epi16(bytes, 4);
                 for (int m = 0; m < rows; m++)
-                    group[m][j] = _mm256_add_epi32(group[m][j], _mm256_add_epi32(_mm256_madd_epi16(w_low, x_low[m]),
-                                                                                 _mm256_madd_epi16(w_high, x_high[m])));
+                    group[m][j] = dot_add(dot_add(group[m][j], w_low, x_low[m]), w_high, x_high[m]);
             }
         }
         const uint16_t *pair = scales + (size_t)g * ROWS * 2;
@@ -608,7 +619,7 @@ static inline __attribute__((always_inline)) void int8_block(int m_rows, const v
             for (int m = 0; m < pair; m++) xr[m] = _mm256_loadu_si256((const __m256i *)(x + (m0 + m) * x_stride + k));
             for (int j = 0; j < ROWS; j++) {
                 __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(step + j * INT8_VEC)));
-                for (int m = 0; m < pair; m++) acc[m][j] = _mm256_add_epi32(acc[m][j], _mm256_madd_epi16(w, xr[m]));
+                for (int m = 0; m < pair; m++) acc[m][j] = dot_add(acc[m][j], w, xr[m]);
             }
         }
         for (int m = 0; m < pair; m++)
