@@ -102,7 +102,8 @@ def test_fidelity_reports_each_variant(bench_cache):
     kernels = cpu_kernels.library()
     fbgemm = packed_int8() and not (kernels is not None and kernels.int8)
     weight_only = ["int8 weight-only, float32 model"] if fbgemm else []  # fbgemm's int8 beside the old one
-    assert [name.split(" (")[0] for name in rows] == ["bfloat16", "int8", "int8, float32 model", *weight_only, "int4"]
+    assert [name.split(" (")[0] for name in rows] == ["bfloat16", "int8", "int8, float32 model", *weight_only, "int4",
+                                                     "int4, float32 model"]
     assert rows.keys() >= {f"{name} (Int8Linear)" for name in weight_only}
     for top1, kl in rows.values():
         assert 0 <= float(top1.rstrip("%")) <= 100 and float(kl) >= 0

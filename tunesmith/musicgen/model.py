@@ -59,7 +59,8 @@ class MusicGen(Family):
         dtype: the decoder's precision, "float32", "bfloat16" or "float16"; by default bfloat16 on CUDA
             and on CPUs with native bfloat16, float32 elsewhere. T5 and EnCodec stay float32.
         quantize: "int8", weight-only int8 decoder linears (per-channel scales), about half the bytes
-            of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 128, a quarter.
+            of bfloat16 per step; "int4" (CPU only), weight-only int4 in groups of 64 (128 where the CPU
+            kernels cannot be built), a quarter; the heads stay int8 on the kernels.
         threads: CPU threads for torch (default: torch's choice, one per core).
         lora: LoRA adapters on the decoder LM's linears (PEFT form, over transformers' MusicGen), merged once
             into its weights, in order, before they are packed or quantized: a path (a PEFT folder or one
