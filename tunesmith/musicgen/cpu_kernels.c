@@ -1,4 +1,4 @@
-/* Matrix-vector kernels for the CPU decode step (x86-64 with AVX-512; int8 on AVX2 too), built by cpu_kernels.py.
+/* Matrix-vector kernels for the CPU decode step (x86-64 with AVX-512; int8 and int4 on AVX2 too), built by cpu_kernels.py.
 
    A decode step multiplies a few activation rows (2 with guidance) by every weight matrix, so it
    is bound by how fast the weights stream from memory. torch's small-batch kernels walk several
@@ -16,9 +16,9 @@
                  sums stay float32 (AVX-512); on AVX2 CPUs the activations are rounded to int16 first
                  (ts_int8_rounds_x: 1; one scale per row, see the AVX2 part below).
    ts_gemv_bf16: bfloat16 W; AVX512-BF16 dot products summed in float32.
-   ts_gemv_int4: int4 W in groups of G inputs, each with a bfloat16 scale and minimum; AVX2 builds
-                 only (the activations rounded as for int8; see the int4 part below).
-   x and y are float32 or bfloat16 (the *_bf16 flags). Both return 0, or 1 for shapes they do not
+   ts_gemv_int4: int4 W in groups of G inputs, each with a bfloat16 scale and minimum; the same AVX2
+                 code in both builds (the activations rounded as on AVX2's int8; see the int4 part).
+   x and y are float32 or bfloat16 (the *_bf16 flags). Each returns 0, or 1 for shapes it does not
    take (the caller then uses torch).
 
    ts_attend_bf16: one query position against a bfloat16 key/value cache (the decode step's
@@ -27,7 +27,7 @@
 
    ts_decode_step: the whole decoder for one position (cpu_step.py): every layer's norms, products,
    attention, GELU and residual adds in one OpenMP region, then the heads. AVX512-BF16 builds, and
-   AVX2 builds for int8 weights only: one driver (at the end), each build's own norms, GELU and
+   AVX2 builds for int8 and int4 weights only: one driver (at the end), each build's own norms, GELU and
    products.
 */
 #include <stdint.h>
@@ -67,7 +67,7 @@ typedef struct {          /* one linear layer (no bias), packed by cpu_kernels.p
     const void *w;
     const float *scale;   /* int8 weights: one scale per output row; NULL: bfloat16 or int4 weights */
     int N, K, chunk;
-    int group;            /* int4 weights: inputs per group (AVX2 builds); 0 otherwise */
+    int group;            /* int4 weights: inputs per group; 0 otherwise */
 } ts_linear;
 
 typedef struct {
@@ -597,7 +597,7 @@ int ts_has_bf16(void) { return 0; }
 #endif
 
 #elif defined(__AVX2__) && defined(__FMA__)  /* Intel and AMD CPUs with AVX2 all have FMA */
-/* AVX2 (no AVX-512): int8 products, attention over a bfloat16 cache, and the whole step for int8 weights.
+/* AVX2 (no AVX-512): int8 products, attention over a bfloat16 cache, and the whole step for int8 and int4 weights.
    Widening each int8 weight to float32 costs two instructions per
    8 weights on top of the products and caps the stream at about 10 GB/s on 2 cores; here the activations
    are rounded to int16 instead (one scale per row: 15 bits of its largest value, far finer than the int8
@@ -700,7 +700,7 @@ static void attend_head(const uint16_t *q, const uint16_t *k, const uint16_t *v,
 }
 #define TS_ATTEND 1
 
-/* ---- The whole decode step on AVX2: int8 weights only (cpu_step.py makes them so) ------------- */
+/* ---- The whole decode step on AVX2: int8 and int4 weights only (cpu_step.py makes them so) ---- */
 
 /* 0.5 v (1 + erf(v / sqrt 2)), erf as the AVX-512 version (Abramowitz & Stegun 7.1.26). */
 static inline __m256 gelu(__m256 v) {

@@ -50,7 +50,7 @@ class Kernels:
         self.bf16 = bool(lib.ts_has_bf16())
         self.int4 = hasattr(lib, "ts_gemv_int4")  # AVX2 and AVX-512 builds (AVX2 code in both)
         # AVX512-BF16 and AVX2 builds: attention over a bfloat16 cache, and the whole decode step (cpu_step.py;
-        # on AVX2 for int8 weights only)
+        # on AVX2 for int8 and int4 weights only)
         self.attend = hasattr(lib, "ts_attend_bf16")
         self.step = hasattr(lib, "ts_decode_step")
         p, i, lg = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
