@@ -259,8 +259,8 @@ def main(argv=None):
             adapted, adapted_s = timed_load(folder, lora=f"{adapter}@1", **options)
             ms = alternating_ms({"base": stepper(base, args.position), "lora": stepper(adapted, args.position)},
                                 args.repeats, args.rounds)
-            rows.append(f"| {variant} ({str(base.dtype)[6:]}) | {base_s:.1f} | {adapted_s:.1f} | {ms['base']:.1f} "
-                        f"| {ms['lora']:.1f} | {100 * (ms['lora'] / ms['base'] - 1):+.1f}% |")
+            rows.append(f"| {variant} ({str(base.dtype)[6:]}) | {base_s:.2f} | {adapted_s:.2f} | {ms['base']:.2f} "
+                        f"| {ms['lora']:.2f} | {100 * (ms['lora'] / ms['base'] - 1):+.1f}% |")
             print(rows[-1], flush=True)  # as it comes: a long run stopped early keeps what it measured
             base = adapted = None  # freed before the next variant loads
 

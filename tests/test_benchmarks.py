@@ -266,7 +266,8 @@ def test_lora_merge_times_the_merge_and_both_steps(bench_cache):
     rows = _rows(text)
     assert list(rows) == [next(iter(rows))] and next(iter(rows)).startswith("default (")
     base_s, lora_s, base_ms, lora_ms, difference = next(iter(rows.values()))
-    assert float(base_s) > 0 and float(lora_s) > 0 and float(base_ms) > 0 and float(lora_ms) > 0
+    # A tiny model loads in a few hundredths of a second on a fast CPU: the cells are read, not their size.
+    assert float(base_s) >= 0 and float(lora_s) >= 0 and float(base_ms) > 0 and float(lora_ms) > 0
     implied = 100 * (float(lora_ms) / float(base_ms) - 1)
     assert abs(float(difference.rstrip("%")) - implied) < 0.2 + 100 * 0.1 / float(base_ms)  # the cells' rounding
 
