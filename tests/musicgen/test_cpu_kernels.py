@@ -16,17 +16,11 @@ from tunesmith.musicgen.config import DecoderConfig
 from tunesmith.musicgen.linear import Int4Linear, Int8Linear, StreamLinear, specialise_linears
 from tunesmith.musicgen.lm import MusicGenLM
 
-
-def _cpu_has(flag: str) -> bool:
-    try:
-        return any(flag in line.split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("flags"))
-    except OSError:
-        return False
+from .conftest import cpu_has
 
 
 def _kernels_expected() -> bool:
-    return ((_cpu_has("avx512f") or (_cpu_has("avx2") and _cpu_has("fma"))) and shutil.which("cc") is not None
+    return ((cpu_has("avx512f") or (cpu_has("avx2") and cpu_has("fma"))) and shutil.which("cc") is not None
             and os.environ.get("TUNESMITH_CPU_KERNELS") != "0")
 
 
@@ -37,8 +31,8 @@ def test_kernels_build_where_the_cpu_and_a_compiler_allow():
         pytest.skip("no AVX2 CPU or no C compiler here")
     kernels = cpu_kernels.library()
     assert kernels is not None and kernels.int8
-    assert kernels.int8_rounds_x == (not _cpu_has("avx512f"))
-    assert kernels.bf16 == _cpu_has("avx512_bf16")
+    assert kernels.int8_rounds_x == (not cpu_has("avx512f"))
+    assert kernels.bf16 == cpu_has("avx512_bf16")
 
 
 @pytest.fixture()
