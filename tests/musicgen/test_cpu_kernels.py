@@ -142,10 +142,11 @@ def test_pack_unpack_round_trip(dtype):
     assert not cpu_kernels.packable(w.float())
 
 
-def rounded_rows(x: torch.Tensor) -> torch.Tensor:
-    """x as the AVX2 int8 kernel takes it: each row rounded to int16, its largest |value| to 32767."""
+def rounded_rows(x: torch.Tensor, levels: int = 32767) -> torch.Tensor:
+    """x as the AVX2 int8 kernel takes it: each row rounded to int16, its largest |value| to 32767 (the int4
+    kernel: to int8, 127)."""
     x = x.double()
-    scale = (x.abs().amax(-1, keepdim=True) / 32767).float().double()  # the kernel's float32 scale
+    scale = (x.abs().amax(-1, keepdim=True) / levels).float().double()  # the kernel's float32 scale
     return torch.round(x * (1 / scale).float().double()) * scale
 
 
@@ -213,11 +214,11 @@ def test_int4_gemv_matches_dequantized_matmul(int4_kernels, rows, in_features):
     w = torch.randn(96, in_features)
     x = torch.randn(rows, in_features)
     y = cpu_kernels.gemv(int4_kernels, x, cpu_kernels.pack_int4(w), None)
-    reference = rounded_rows(x) @ dequantized_int4(w).t()
+    reference = rounded_rows(x, 127) @ dequantized_int4(w).t()
     assert y.dtype == torch.float32 and y.shape == (rows, 96)
     assert ((y.double() - reference).abs() / reference.abs().max()).max() < 1e-5
     yb = cpu_kernels.gemv(int4_kernels, x.bfloat16(), cpu_kernels.pack_int4(w), None)  # bfloat16 in and out
-    reference = rounded_rows(x.bfloat16()) @ dequantized_int4(w).t()
+    reference = rounded_rows(x.bfloat16(), 127) @ dequantized_int4(w).t()
     assert yb.dtype == torch.bfloat16 and ((yb.double() - reference).abs() / reference.abs().max()).max() < 1e-2
 
 
@@ -229,8 +230,9 @@ def test_int4_linear_on_the_kernels_and_for_a_prefill(int4_kernels):
     x = torch.randn(200, 128)  # a prefill: more rows than the kernel takes, through torch
     reference = x.double() @ dequantized_int4(linear.weight.detach()).t() + linear.bias.double()
     assert ((layer(x).double() - reference).abs().max() / reference.abs().max()) < 1e-5
-    few = layer(x[:8])  # the kernel: the activations rounded to int16
-    assert ((few.double() - reference[:8]).abs().max() / reference[:8].abs().max()) < 1e-4
+    few = layer(x[:8])  # the kernel: the activations rounded to int8 rows
+    rounded = rounded_rows(x[:8], 127) @ dequantized_int4(linear.weight.detach()).t() + linear.bias.double()
+    assert ((few.double() - rounded).abs().max() / rounded.abs().max()) < 1e-5
     assert Int4Linear(nn.Linear(96, 64), torch.float32, int4_kernels).kernels is None  # 96 inputs: no group of 64
 
 
@@ -352,7 +354,7 @@ def test_decoder_with_kernels_matches_float32(bf16_kernels):
 def test_int4_decoder_on_the_kernels(int4_kernels):
     """A decoder asked for int4 on the kernels: int4 step linears, int8 heads, a bfloat16 cache (a float32
     model on AVX2, a bfloat16 one on AVX512-BF16), the whole step; its logits are those of the same decoder
-    with the int4 weights dequantized into float32 linears (up to the activations' int16 rounding and the
+    with the int4 weights dequantized into float32 linears (up to the activations' int8 rounding and the
     cache's bfloat16), and within int4's error of float32."""
     if not int4_kernels.step:
         pytest.skip("no whole step in this build (AVX-512 without BF16)")
@@ -376,8 +378,7 @@ def test_int4_decoder_on_the_kernels(int4_kernels):
         elif isinstance(module, Int8Linear):
             dequantized.get_submodule(name).weight.copy_(cpu_kernels.unpack(module.weight).float() * module.scales[:, None])
     same_weights = _decoder_logits(dequantized, codes, text, mask)
-    tolerance = 0.01 if dtype == torch.bfloat16 else 0.005  # measured: 0.34% (bfloat16 model), 0.07%
-    assert (got - same_weights).abs().max() < tolerance * same_weights.abs().max()
+    assert (got - same_weights).abs().max() < 0.01 * same_weights.abs().max()  # measured: 0.47% (bfloat16), 0.38%
     assert (got - expected).abs().max() < 0.08 * expected.abs().max()  # measured: 4.1%
 
 

@@ -12,9 +12,9 @@
   through fbgemm (cpu_int8.py): there torch's weight-only int8 product runs at a fraction of float32's
   speed, fbgemm's at about twice it (BENCHMARKS.md).
 - Int4Linear: weight-only int4 (CPU), a scale and zero point per group of inputs: a quarter of the
-  bfloat16 bytes per step: the least memory, at a measured cost in fidelity. On AVX2 CPUs packed for
-  cpu_kernels (groups of 64, activations rounded to int16 as for int8); elsewhere torch's int4 kernel
-  (groups of 128), which on AVX2 is some 60x slower than the packed one.
+  bfloat16 bytes per step: the least memory, at a measured cost in fidelity. Packed for cpu_kernels where
+  they build (groups of 64, the activations rounded to int8 rows); elsewhere torch's int4 kernel (groups of
+  128), some 50x slower on a decode step.
 """
 
 from __future__ import annotations
