@@ -264,7 +264,7 @@ static int int4_shape_ok(int M, int K, int chunk, int G, int N) {
            && K % chunk == 0 && K / G <= MAX_GROUPS;
 }
 
-static int int4_fits(const ts_linear *lin) {  /* an int4 linear of the whole step in a shape int4_blocks takes */
+static inline int int4_fits(const ts_linear *lin) {  /* an int4 linear of the whole step in a shape int4_blocks takes */
     return int4_shape_ok(1, lin->K, lin->chunk, lin->group, lin->N);
 }
 
@@ -355,8 +355,8 @@ static void int4_blocks(const int8_t *x, const float *xsum, int M, int K, int ch
 
 /* The whole step's int4 product, this thread's output blocks [first, last): x [M, K] float32 rounded to int8
    rows in xq (this thread's scratch), their scales in x_scale. */
-static void int4_step_sums(const ts_linear *lin, const float *x, int M, int8_t *xq, float *x_scale, int first,
-                           int last, float *sums) {
+static inline void int4_step_sums(const ts_linear *lin, const float *x, int M, int8_t *xq, float *x_scale, int first,
+                                  int last, float *sums) {
     float xsum[MAX_M * MAX_GROUPS];
     round_step_rows(x, M, lin->K, 8, xq, x_scale);
     group_sums(xq, M, lin->K, lin->group, xsum);
