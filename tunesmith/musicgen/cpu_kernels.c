@@ -248,7 +248,7 @@ static int round_rows(const void *x, int x_bf16, int M, int K, int bits, void *x
        [chunk / 32][ROWS][16 bytes]   byte i: input k + i in the low nibble, k + 16 + i in the high
        [chunk / G][ROWS][2]           per group of G inputs: bfloat16 scale and minimum
    and a weight is minimum + scale * nibble (0..15). The activations are rounded to int8 rows (one scale
-   per row; their error is a fortieth of the int4 weights': random musicgen-small weights drifted from float32
+   per row; they add a fortieth to the int4 weights' drift: random musicgen-small weights drifted from float32
    by a KL of 0.0305 nats with float activations, 0.0313 with int8 rows), so that one u8 x s8 dot product
    (VNNI's vpdpbusd; vpmaddubsw + vpmaddwd on plain AVX2) multiplies 32 nibbles. sum w x = scale * sum nibble x
    + minimum * sum x over each group: the sum of each group of a row (xsum) carries the minimums, and the
