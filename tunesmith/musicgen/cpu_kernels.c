@@ -17,7 +17,7 @@
                  (ts_int8_rounds_x: 1; one scale per row, see the AVX2 part below).
    ts_gemv_bf16: bfloat16 W; AVX512-BF16 dot products summed in float32.
    ts_gemv_int4: int4 W in groups of G inputs, each with a bfloat16 scale and minimum; the same AVX2
-                 code in both builds (the activations rounded as on AVX2's int8; see the int4 part).
+                 code in both builds (the activations rounded to int8 rows; see the int4 part).
    x and y are float32 or bfloat16 (the *_bf16 flags). Each returns 0, or 1 for shapes it does not
    take (the caller then uses torch).
 

@@ -176,8 +176,8 @@ def _maker(lm: nn.Module, device: torch.device, quantize: str | None, kernels: c
     """specialiser's choice for every step linear alike: linear -> its form, or None (plain nn.Linear)."""
     if quantize == "int8":
         return lambda linear: Int8Linear(linear, linear.weight.dtype, kernels)
-    if quantize == "int4":
-        return lambda linear: Int4Linear(linear, linear.weight.dtype, kernels)
+    if quantize == "int4":  # without int4 kernels: specialiser takes int4 itself where they are
+        return lambda linear: Int4Linear(linear, linear.weight.dtype)
     if kernels is not None and kernels.bf16 and lm.embed.dtype == torch.bfloat16:
         return lambda linear: StreamLinear(linear, kernels) if cpu_kernels.packable(linear.weight) \
             else PackedLinear(linear)
